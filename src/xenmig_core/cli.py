@@ -1,0 +1,171 @@
+"""The ``xenmig`` command line: a thin typer app over the library.
+
+Each command parses its options, calls the library, and maps errors to exit codes:
+0 success / valid, 1 invalid stream, 2 usage or I/O error, 3 internal error. Data goes to
+stdout; messages go to stderr as one line each, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from xenmig_core import __version__
+from xenmig_core.errors import XenmigError
+from xenmig_core.render.verbose import VerboseConsumer
+from xenmig_core.session import open_registry
+from xenmig_core.source import ByteSource
+from xenmig_core.verify import VerifyReport, verify_source
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+app = typer.Typer(
+    name="xenmig", add_completion=False, no_args_is_help=True,
+    pretty_exceptions_enable=False, rich_markup_mode=None,
+    help="Verify, dump and convert Xen save images and migration streams.")
+specs_app = typer.Typer(no_args_is_help=True, help="List and check format specs.")
+app.add_typer(specs_app, name="specs")
+
+SpecOption = Annotated[list[Path] | None, typer.Option(
+    "--spec", help="Extra spec file (YAML); repeatable. Also $XENMIG_SPEC_PATH.",
+    show_default=False)]
+FromOption = Annotated[str, typer.Option(
+    "-f", "--from", help="Input format, or auto to detect it.", show_default=True)]
+StreamArgument = Annotated[str, typer.Argument(
+    help="Stream to read: a path, - for stdin, or fd:N.", show_default=True)]
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """Print *message* as one line on stderr and exit with *code*."""
+    typer.echo(f"xenmig: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def guarded(body: Callable[[], int]) -> int:
+    """Run a command body, turning every failure into a one-line message and exit code."""
+    try:
+        return body()
+    except typer.Exit:
+        raise
+    except XenmigError as exc:
+        fail(f"error: {exc}", exc.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted", EXIT_USAGE)
+    except BrokenPipeError:
+        sys.stderr.close()
+        raise typer.Exit(EXIT_USAGE) from None
+    except Exception as exc:  # a bug: say so plainly, still one line
+        fail(f"internal error: {type(exc).__name__}: {exc} (please report this)", EXIT_INTERNAL)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"xenmig {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    """Verify, dump and convert Xen save images and migration streams."""
+
+
+@app.command()
+def verify(
+    stream: StreamArgument = "-",
+    from_: FromOption = "auto",
+    verbose: Annotated[bool, typer.Option("-v", "--verbose",
+                                          help="One line per header and record.")] = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing; exit code only.")
+                     ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="A machine-readable report on stdout.")
+                       ] = False,
+    spec: SpecOption = None,
+) -> None:
+    """Check that STREAM is a valid save image or migration stream.
+
+    Exit 0 valid, 1 invalid (the first problem is named on stderr with its offset and
+    record), 2 usage or I/O error, 3 internal error.
+    """
+    def body() -> int:
+        registry = open_registry(spec or [])
+        consumer = VerboseConsumer(sys.stdout) if verbose and not quiet and not as_json else None
+        with ByteSource.open(stream) as source:
+            report = verify_source(registry, source, from_, consumer)
+        if consumer is not None:
+            consumer.close()
+        return _verify_output(report, verbose=verbose, quiet=quiet, as_json=as_json)
+    raise typer.Exit(guarded(body))
+
+
+def _verify_output(report: VerifyReport, *, verbose: bool, quiet: bool, as_json: bool) -> int:
+    code = EXIT_OK if report.valid else EXIT_INVALID
+    if quiet:
+        return code
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+        return code
+    errors = [d for d in report.diagnostics if d.is_error]
+    if not verbose:
+        for warning in (d for d in report.diagnostics if not d.is_error):
+            typer.echo(f"xenmig: warning: {warning}", err=True)
+    if report.valid:
+        typer.echo(f"{report.source}: valid: {report.summary()}")
+    else:
+        more = f" ({len(errors) - 1} more; -v shows all)" if len(errors) > 1 else ""
+        typer.echo(f"xenmig: invalid: {errors[0]}{more}", err=True)
+        if verbose:
+            typer.echo(f"{report.source}: INVALID: {len(errors)} errors")
+    return code
+
+
+@specs_app.command("list")
+def specs_list(spec: SpecOption = None) -> None:
+    """List every format and its record types."""
+    def body() -> int:
+        registry = open_registry(spec or [])
+        for name, fmt in sorted(registry.specs.items()):
+            typer.echo(f"{name}: {fmt.title}  ({', '.join(fmt.paths)})")
+            for rtype in sorted(fmt.records.values(), key=lambda r: r.id):
+                typer.echo(f"  {rtype.id:#010x}  {rtype.name:<28} {rtype.title}")
+        return EXIT_OK
+    raise typer.Exit(guarded(body))
+
+
+@specs_app.command("check")
+def specs_check(files: Annotated[list[Path], typer.Argument(help="Spec files to validate.")]
+                ) -> None:
+    """Validate spec files (with the installed ones they extend); exit 2 on the first error."""
+    def body() -> int:
+        registry = open_registry(files)
+        typer.echo(f"ok: {len(files)} spec files, {len(registry.specs)} formats")
+        return EXIT_OK
+    raise typer.Exit(guarded(body))
+
+
+@app.command("plugins")
+def plugins_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the loaded plugins and the hooks each implements."""
+    from xenmig_core.plugins import get_plugin_manager, list_plugins
+
+    def body() -> int:
+        found: list[dict[str, Any]] = list_plugins(get_plugin_manager())
+        if as_json:
+            typer.echo(json.dumps(found, indent=2))
+        else:
+            for plugin in found:
+                typer.echo(f"{plugin['name']}: {plugin['module']} ({', '.join(plugin['hooks'])})")
+        return EXIT_OK
+    raise typer.Exit(guarded(body))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

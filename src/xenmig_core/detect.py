@@ -1,0 +1,52 @@
+"""Format detection from a stream's first bytes, through the ``xenmig_detect_format`` hook."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from xenmig_core.plugins import hookimpl
+from xenmig_core.spec.model import FormatSpec
+
+if TYPE_CHECKING:
+    from xenmig_core.registry import Registry
+
+#: How many bytes detectors are shown.
+DETECT_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detector's opinion: *format* with *confidence* (0-100), described for people."""
+
+    format: str
+    confidence: int
+    description: str
+
+
+def match_magic(spec: FormatSpec, head: bytes, confidence: int = 90) -> Detection | None:
+    """A Detection when every ``detect`` entry of *spec* matches *head*; helper for plugins."""
+    if not spec.magic:
+        return None
+    for magic in spec.magic:
+        if head[magic.offset:magic.offset + len(magic.data)] != magic.data:
+            return None
+    description = spec.magic[0].description or spec.title
+    return Detection(spec.name, confidence, description)
+
+
+class SpecDetector:
+    """xenmig's own detector plugin: matches each spec's ``detect`` magic bytes."""
+
+    @staticmethod
+    @hookimpl
+    def xenmig_detect_format(head: bytes, specs: Mapping[str, FormatSpec]) -> list[Detection]:
+        found = (match_magic(spec, head) for spec in specs.values())
+        return [d for d in found if d is not None]
+
+
+def detect(registry: Registry, head: bytes) -> list[Detection]:
+    """Every detector's answers for *head*, most confident first."""
+    found = registry.detections(head)
+    return sorted(found, key=lambda d: -d.confidence)

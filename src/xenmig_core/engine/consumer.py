@@ -1,0 +1,46 @@
+"""The consumer interface: what verify, dump, build and convert see of one walk.
+
+The engine calls these in stream order. Payload bytes (page contents, opaque blobs) are
+skipped unless :meth:`Consumer.wants_payload` says otherwise; then they arrive in chunks
+through :meth:`Consumer.on_payload`, as views of one reusable buffer (copy what you keep).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from xenmig_core.diagnostics import Diagnostic
+    from xenmig_core.engine.context import HeaderValue, Record, StreamContext
+
+
+class Consumer:
+    """Base consumer: every callback does nothing. Subclass and override what you need."""
+
+    def on_context_start(self, ctx: StreamContext) -> None:
+        """A format context starts (the root stream, or a nested one)."""
+
+    def on_header(self, header: HeaderValue) -> None:
+        """A header was read and checked."""
+
+    def on_record(self, record: Record) -> None:
+        """A record's non-payload fields were decoded and checked."""
+
+    def wants_payload(self, record: Record) -> bool:
+        """Return True to receive this record's payload bytes."""
+        return False
+
+    def on_payload(self, record: Record, offset: int, chunk: memoryview) -> None:
+        """*chunk* holds payload bytes starting at *offset* within the payload."""
+
+    def on_record_end(self, record: Record) -> None:
+        """The record, with its payload and padding, has been read."""
+
+    def on_context_end(self, ctx: StreamContext) -> None:
+        """A context ended (its END record, or the stream stopped inside it)."""
+
+    def on_diagnostic(self, diagnostic: Diagnostic) -> None:
+        """An error or warning was found."""
+
+    def on_trailing(self, offset: int, length: int, description: str | None) -> None:
+        """Bytes follow the end of the outermost stream."""

@@ -1,0 +1,133 @@
+"""Per-stream state (:class:`StreamContext`), records, and the actions a record can take.
+
+A context exists for each format instance in a walk: a plain libxc stream has one; an xl
+save file has an xl context, then a libxl one, then a libxc one nested in it. Contexts hold
+the layout state the spec's rules need (marks, counts, named state values, statistics).
+"""
+
+from __future__ import annotations
+
+from collections import ChainMap, Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from xenmig_core.diagnostics import ERROR, WARNING, Diagnostic
+
+if TYPE_CHECKING:
+    from xenmig_core.registry import Format
+    from xenmig_core.spec.model import RecordType
+
+
+@dataclass(frozen=True)
+class Action:
+    """What happens after a record: ``continue``, ``end`` this context, ``yield`` to the
+    enclosing context (keeping this one for later), start a ``nested`` context of
+    ``format``, or ``resume`` the suspended nested context of ``format``."""
+
+    kind: str
+    format: str | None = None
+
+
+CONTINUE = Action("continue")
+
+
+@dataclass
+class Record:
+    """One framed record, its decoded (non-payload) fields and where it stood."""
+
+    index: int
+    offset: int
+    type_id: int
+    name: str
+    length: int
+    context: StreamContext
+    rtype: RecordType | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+    payload_length: int = 0
+    payload_offset: int | None = None
+    optional: bool = False
+    decoded: bool = False
+    summary: str | None = None
+
+    @property
+    def format(self) -> str:
+        return self.context.format.name
+
+    @property
+    def title(self) -> str:
+        return self.rtype.title if self.rtype else self.name
+
+
+@dataclass
+class HeaderValue:
+    """A decoded header."""
+
+    name: str
+    title: str
+    offset: int
+    size: int
+    fields: dict[str, Any]
+    context: StreamContext
+    summary: str | None = None
+
+
+class StreamContext:
+    """The state of one format instance during a walk.
+
+    Handlers read and update ``state`` (named values the spec declares), ``stats`` (counters
+    that end up in reports) and report problems with :meth:`error` / :meth:`warning`.
+    """
+
+    def __init__(self, fmt: Format, *, parent: StreamContext | None, depth: int,
+                 start_offset: int, report: Callable[[Diagnostic], None]) -> None:
+        self.format = fmt
+        self.parent = parent
+        self.depth = depth
+        self.start_offset = start_offset
+        self.state: dict[str, Any] = dict(fmt.spec.state)
+        self.marks: set[str] = set()
+        self.counts: Counter[str] = Counter()
+        self.stats: dict[str, Counter[str]] = {}
+        self.headers: dict[str, dict[str, Any]] = {}
+        self.header_index = 0
+        self.byte_order = "<"
+        self.finished = False
+        self.suspended = False
+        self.children: dict[str, StreamContext] = {}
+        self.last_record: Record | None = None
+        self.current: Record | None = None
+        self.walker_state: dict[str, Any] = {}
+        self._report = report
+
+    @property
+    def name(self) -> str:
+        return self.format.name
+
+    def names(self, fields: dict[str, Any] | None = None, **extra: Any) -> ChainMap[str, Any]:
+        """The names an expression sees: *extra*, record *fields*, state, helpers."""
+        return ChainMap(extra, fields or {}, self.state, self.format.helpers)
+
+    def stat(self, group: str, key: str, amount: int = 1) -> None:
+        """Add *amount* to counter *key* of statistics group *group*."""
+        self.stats.setdefault(group, Counter())[key] += amount
+
+    def diagnose(self, severity: str, message: str, *, field: str | None = None,
+              record: Record | None = None, offset: int | None = None,
+              unit: str | None = None) -> None:
+        """Report a diagnostic of *severity*; where defaults to the current record."""
+        record = record if record is not None else (self.current if unit is None else None)
+        self._report(Diagnostic(
+            severity=severity, message=message,
+            offset=offset if offset is not None else (record.offset if record else None),
+            record_index=record.index if record else None,
+            record_type=record.name if record else None,
+            field=field, format=self.format.name, unit=unit))
+
+    def error(self, message: str, **where: Any) -> None:
+        """Report an error (the stream is invalid) at the current record unless told where."""
+        self.diagnose(ERROR, message, **where)
+
+    def warning(self, message: str, **where: Any) -> None:
+        """Report a warning (worth knowing; the stream stays valid)."""
+        self.diagnose(WARNING, message, **where)

@@ -1,0 +1,31 @@
+"""Readers that let a compiled layout decode straight from the byte source."""
+
+from __future__ import annotations
+
+from xenmig_core.errors import RecordError
+from xenmig_core.source import ByteSource
+
+
+class SourceReader:
+    """Reads at most ``limit`` bytes of one body (or header) from a source, on demand.
+
+    ``take`` raises a non-fatal RecordError when the body is shorter than the fields it
+    declares (the framing is still intact); a short *stream* raises TruncatedError.
+    """
+
+    def __init__(self, source: ByteSource, limit: int, what: str) -> None:
+        self.source = source
+        self.remaining = limit
+        self.what = what
+
+    def take(self, n: int, what: str) -> bytes:
+        if n > self.remaining:
+            raise RecordError(f"needs {n} more bytes, {self.what} has only {self.remaining} left",
+                              field=what, fatal=False)
+        data = self.source.read_exact(n, self.what)
+        self.remaining -= n
+        return data
+
+    def skip_rest(self) -> None:
+        self.source.skip(self.remaining, self.what)
+        self.remaining = 0

@@ -1,0 +1,88 @@
+"""The plugin contract: every hook a xenmig plugin may implement.
+
+A plugin is a module (or object) with functions named like these hooks and decorated with
+``xenmig_core.hookimpl``, registered through the ``xenmig.plugins`` entry-point group. The
+built-in formats (libxc, ...) are plugins of exactly this kind. The docstring of each hook
+below is its contract; ``docs/plugins.md`` is generated from nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from xenmig_core.detect import Detection
+    from xenmig_core.engine.context import StreamContext
+    from xenmig_core.spec.model import FormatSpec
+
+hookspec = pluggy.HookspecMarker("xenmig")
+
+
+# -- Specs -----------------------------------------------------------------------------------
+@hookspec
+def xenmig_spec_files() -> list[Path | Any]:
+    """Return the spec files (``Path`` or ``importlib.resources`` Traversable) this plugin
+    contributes. A file either defines a format (``format: NAME``) or adds record types and
+    enums to one (``extends: NAME``). Every file is validated when loaded; an invalid one
+    stops the run with an error naming the file, line and key."""
+
+
+# -- Handlers ------------------------------------------------------------------------------
+@hookspec(firstresult=True)
+def xenmig_record_handler(format_name: str, name: str) -> Callable[..., Any] | None:
+    """Return the handler for record type (or header) *name* of format *format_name*, or
+    None. Asked once per format and name when the registry is built, never per record.
+
+    A record handler is called as ``handler(record, ctx)`` after the spec's decoding and
+    checks passed, with ``record.fields`` holding the decoded non-payload fields. It reports
+    problems with ``ctx.error(message, field=...)`` / ``ctx.warning(...)``, may update
+    ``ctx.state`` and ``ctx.stat(group, key)``, and may return an
+    :class:`~xenmig_core.engine.context.Action` (``nested``/``resume``/``yield``/``end``)
+    to direct the walk; None means the spec's ``control`` (or continue).
+    A header handler is called as ``handler(header, ctx)``; its return value is ignored.
+    An exception other than a xenmig error is reported as a failure of the plugin."""
+
+
+@hookspec(firstresult=True)
+def xenmig_walker(format_name: str) -> Callable[..., Any] | None:
+    """Return a walker for a format whose framing the spec language cannot describe (chunks
+    whose length is implied by their type), or None. The walker is called as
+    ``walker(engine, ctx)`` after the spec's headers were read; it reads one unit from
+    ``engine.source`` and returns an Action (``end`` when its stream is over)."""
+
+
+# -- Detection -----------------------------------------------------------------------------
+@hookspec
+def xenmig_detect_format(head: bytes, specs: Mapping[str, FormatSpec]
+                         ) -> Detection | list[Detection] | None:
+    """Look at the first bytes of a stream (up to 4096; fewer for a short stream) and return
+    a :class:`~xenmig_core.detect.Detection` (format name, confidence 0-100, what it looks
+    like) for each format this plugin recognises, or None. *specs* holds every loaded format.
+    Every plugin is asked; the most confident answer wins, and the others explain a wrong
+    explicit ``--from``. Formats whose spec has a ``detect`` section are recognised by
+    xenmig's own spec detector; implement this hook for anything subtler."""
+
+
+# -- End of stream -------------------------------------------------------------------------
+@hookspec
+def xenmig_stream_end(ctx: StreamContext) -> list[str] | None:
+    """Called when a context of any format ends normally (its END record). Return error
+    messages for whole-stream rules the spec's ``end_checks`` cannot express, or None."""
+
+
+@hookspec(firstresult=True)
+def xenmig_stream_eof(ctx: StreamContext) -> tuple[str, str] | None:
+    """The source ended at a record boundary while *ctx* (the innermost open context) had
+    not ended. Return ``("ok", note)`` when that is a valid ending (a checkpointed stream
+    after a complete checkpoint), ``("error", message)`` to explain why it is not, or None
+    for the default error ("stream ended before END")."""
+
+
+@hookspec(firstresult=True)
+def xenmig_trailing_data(ctx: StreamContext, head: bytes) -> str | None:
+    """Bytes follow the end of the outermost stream *ctx*; *head* holds up to 64 of them.
+    Return a description when they are a known tail (a verify warning), or None (an error)."""

@@ -1,0 +1,119 @@
+"""The registry: every format of this run, compiled from specs and bound to plugin handlers.
+
+Built once per run from a plugin manager: spec files from ``xenmig_spec_files`` (plus any
+given by the user), compiled; then, for each format and each record type and header name,
+the ``xenmig_record_handler`` hook is asked once and the answer cached. Handlers are wrapped
+so that an exception inside a plugin becomes a PluginError naming the plugin.
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from xenmig_core.detect import Detection
+from xenmig_core.errors import PluginError, UsageError, XenmigError
+from xenmig_core.plugins import call_each, first_result
+from xenmig_core.spec.expr import FUNCTIONS
+from xenmig_core.spec.loader import build_formats, load_spec_file
+from xenmig_core.spec.model import FormatSpec
+
+
+class Format:
+    """A compiled format: its spec, its handlers by name, and an optional custom walker."""
+
+    def __init__(self, spec: FormatSpec) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.handlers: dict[str, Callable[..., Any]] = {}
+        self.walker: Callable[..., Any] | None = None
+        self.helpers: dict[str, Any] = dict(FUNCTIONS)
+        self.helpers["enum_name"] = self._enum_name
+        self.helpers["enum_label"] = self._enum_label
+        self.helpers["flag_names"] = self._flag_names
+        self._record_headers: dict[str, struct.Struct] = {}
+        if spec.framing is not None:
+            codes = spec.framing.header_codes
+            self._record_headers = {o: struct.Struct(o + codes) for o in "<>"}
+
+    def record_header(self, order: str) -> struct.Struct:
+        """The precompiled struct of this format's record header in byte order *order*."""
+        return self._record_headers[order]
+
+    def _enum_name(self, enum: str, value: int) -> str:
+        return self.spec.enums[enum].name_of(value)
+
+    def _enum_label(self, enum: str, value: int) -> str:
+        return self.spec.enums[enum].label_of(value)
+
+    def _flag_names(self, enum: str, value: int) -> str:
+        return ", ".join(self.spec.enums[enum].flag_names(value)) or "none"
+
+
+def _guard(plugin: str, fmt: str, name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(func)
+    def call(*args: Any) -> Any:
+        try:
+            return func(*args)
+        except XenmigError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"plugin {plugin!r}: handler for {fmt} {name} raised "
+                              f"{type(exc).__name__}: {exc}") from exc
+    return call
+
+
+class Registry:
+    """All formats of a run. ``get(name)`` returns a Format or raises UsageError."""
+
+    def __init__(self, pm: pluggy.PluginManager, extra_specs: Iterable[Path] = ()) -> None:
+        self.pm = pm
+        sources: list[Any] = []
+        for _plugin, files in call_each(pm, "xenmig_spec_files"):
+            sources.extend(files)
+        sources.extend(extra_specs)
+        self.specs = build_formats([load_spec_file(s) for s in sources])
+        self.formats: dict[str, Format] = {}
+        for name, spec in self.specs.items():
+            fmt = Format(spec)
+            unit_names = [h.name for h in spec.headers] + [r.name for r in spec.records.values()]
+            for unit in unit_names:
+                plugin, handler = first_result(pm, "xenmig_record_handler", format_name=name,
+                                               name=unit)
+                if handler is not None:
+                    fmt.handlers[unit] = _guard(plugin, name, unit, handler)
+            plugin, walker = first_result(pm, "xenmig_walker", format_name=name)
+            if walker is not None:
+                fmt.walker = _guard(plugin, name, "walker", walker)
+            self.formats[name] = fmt
+
+    def get(self, name: str) -> Format:
+        try:
+            return self.formats[name]
+        except KeyError:
+            known = ", ".join(sorted(self.formats)) or "none"
+            raise UsageError(f"unknown format {name!r} (known: {known})") from None
+
+    def detections(self, head: bytes) -> list[Detection]:
+        found: list[Detection] = []
+        for _plugin, result in call_each(self.pm, "xenmig_detect_format", head=head,
+                                        specs=self.specs):
+            found.extend(result if isinstance(result, list) else [result])
+        return [d for d in found if d.format in self.formats]
+
+    def call_stream_end(self, ctx: Any) -> list[str]:
+        messages: list[str] = []
+        for _plugin, result in call_each(self.pm, "xenmig_stream_end", ctx=ctx):
+            messages.extend(result)
+        return messages
+
+    def call_stream_eof(self, ctx: Any) -> tuple[str, str] | None:
+        return first_result(self.pm, "xenmig_stream_eof", ctx=ctx)[1]
+
+    def describe_trailing(self, ctx: Any, head: bytes) -> str | None:
+        return first_result(self.pm, "xenmig_trailing_data", ctx=ctx, head=head)[1]

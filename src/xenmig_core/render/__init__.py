@@ -1,0 +1,1 @@
+"""Renderers: turning walks and reports into text, JSON, JSON lines and YAML."""

@@ -1,0 +1,30 @@
+"""What every command needs first: a plugin manager and a registry of formats."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from xenmig_core.plugins import get_plugin_manager
+from xenmig_core.registry import Registry
+
+SPEC_PATH_ENV = "XENMIG_SPEC_PATH"
+
+
+def spec_paths(extra: Iterable[str | Path] = ()) -> list[Path]:
+    """User spec files: those given, then those in ``$XENMIG_SPEC_PATH`` (os.pathsep-separated
+    files or folders of ``*.yaml``)."""
+    paths: list[Path] = [Path(p) for p in extra]
+    for part in filter(None, os.environ.get(SPEC_PATH_ENV, "").split(os.pathsep)):
+        path = Path(part)
+        paths.extend(sorted(path.glob("*.yaml")) if path.is_dir() else [path])
+    return paths
+
+
+def open_registry(extra_specs: Iterable[str | Path] = (), plugins: Iterable[Any] = (),
+                  autoload: bool | None = None) -> Registry:
+    """A registry with every installed plugin, *plugins*, and the user's spec files."""
+    pm = get_plugin_manager(plugins, autoload=autoload)
+    return Registry(pm, spec_paths(extra_specs))

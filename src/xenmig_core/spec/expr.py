@@ -1,0 +1,148 @@
+"""A small, safe expression language for specs: ``8 + 16 * count``, ``version >= 3``.
+
+Expressions are Python syntax restricted to literals, names, arithmetic, bit operations,
+comparisons, ``and``/``or``/``not``, ``x if c else y``, subscripts and calls of the helper
+functions in :data:`FUNCTIONS`. They are parsed and checked once when a spec loads, compiled
+to a code object, and evaluated per record against a mapping of names (record fields first,
+then stream state). Templates (``"{guest_width * 8}-bit guest"``) embed expressions in text.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from xenmig_core.errors import SpecError
+
+_ALLOWED_NODES = (
+    ast.Expression, ast.BoolOp, ast.BinOp, ast.UnaryOp, ast.Compare, ast.IfExp, ast.Call,
+    ast.Name, ast.Load, ast.Store, ast.Constant, ast.Subscript, ast.Tuple, ast.List,
+    ast.GeneratorExp, ast.ListComp, ast.comprehension, ast.Slice,
+    ast.And, ast.Or, ast.Not, ast.USub, ast.UAdd, ast.Invert,
+    ast.Add, ast.Sub, ast.Mult, ast.FloorDiv, ast.Mod, ast.Pow, ast.LShift, ast.RShift,
+    ast.BitAnd, ast.BitOr, ast.BitXor,
+    ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn, ast.Is, ast.IsNot,
+)
+
+
+def _bits(value: int, low: int, count: int) -> int:
+    return (value >> low) & ((1 << count) - 1)
+
+
+#: Functions an expression may call. Enum look-ups are bound per format (``enum``).
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "len": len, "min": min, "max": max, "hex": hex, "abs": abs, "sum": sum,
+    "bits": _bits, "any": any, "all": all, "str": str, "int": int, "bool": bool,
+    "join": lambda items, sep=", ": sep.join(str(i) for i in items),
+    "plural": lambda n, word: f"{n} {word}" + ("" if n == 1 else "s"),
+}
+
+
+class Expression:
+    """A compiled expression. ``evaluate(names)`` returns its value.
+
+    An unknown name at evaluation time raises ``NameError``; the engine reports it as a spec
+    error naming the expression, since specs are validated against known names where possible.
+    """
+
+    __slots__ = ("_code", "_scoped", "names", "source")
+
+    def __init__(self, source: str, *, where: str = "<expr>") -> None:
+        self.source = source
+        try:
+            tree = ast.parse(source.strip(), mode="eval")
+        except SyntaxError as exc:
+            raise SpecError(f"invalid expression {source!r}: {exc.msg}", path=where) from None
+        for node in ast.walk(tree):
+            if not isinstance(node, _ALLOWED_NODES):
+                raise SpecError(f"expression {source!r} uses {type(node).__name__}, "
+                                "which specs do not allow", path=where)
+            if isinstance(node, ast.Call) and not isinstance(node.func, ast.Name):
+                raise SpecError(f"expression {source!r}: only plain function calls allowed",
+                                path=where)
+            if isinstance(node, ast.Name) and node.id.startswith("_"):
+                raise SpecError(f"expression {source!r}: names may not start with '_'",
+                                path=where)
+        self.names = frozenset(n.id for n in ast.walk(tree) if isinstance(n, ast.Name))
+        # Comprehensions have their own scope and see only globals: give them a real dict.
+        self._scoped = any(isinstance(n, ast.comprehension) for n in ast.walk(tree))
+        self._code = compile(tree, f"<spec {where}>", "eval")
+
+    def evaluate(self, names: Mapping[str, Any]) -> Any:
+        """Evaluate against *names* (a mapping: fields, state, helper functions)."""
+        if self._scoped:
+            scope = dict(names)
+            scope["__builtins__"] = {}
+            return eval(self._code, scope)  # noqa: S307 - AST checked above
+        return eval(self._code, {"__builtins__": {}}, names)  # noqa: S307 - AST checked above
+
+    def __repr__(self) -> str:
+        return f"Expression({self.source!r})"
+
+
+_TEMPLATE_PART = re.compile(r"\{([^{}]+)\}")
+
+
+class Template:
+    """Text with ``{expression}`` or ``{expression:format}`` parts, e.g. ``"{khz} kHz"``."""
+
+    __slots__ = ("_parts", "source")
+
+    def __init__(self, source: str, *, where: str = "<template>") -> None:
+        self.source = source
+        self._parts: list[str | tuple[Expression, str]] = []
+        pos = 0
+        for match in _TEMPLATE_PART.finditer(source):
+            self._parts.append(source[pos:match.start()])
+            body = match.group(1)
+            expr, fmt = _split_format(body)
+            self._parts.append((Expression(expr, where=where), fmt))
+            pos = match.end()
+        self._parts.append(source[pos:])
+
+    def render(self, names: Mapping[str, Any]) -> str:
+        out = []
+        for part in self._parts:
+            if isinstance(part, str):
+                out.append(part)
+            else:
+                expr, fmt = part
+                out.append(format(expr.evaluate(names), fmt))
+        return "".join(out)
+
+
+def _split_format(body: str) -> tuple[str, str]:
+    """Split ``expr:format`` at the first ':' outside brackets and string literals."""
+    depth = 0
+    quote = ""
+    for i, ch in enumerate(body):
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+        elif ch == ":" and depth == 0:
+            return body[:i], body[i + 1:]
+    return body, ""
+
+
+def compile_value(value: Any, *, where: str) -> Expression | int:
+    """An int stays an int; a string becomes an Expression."""
+    if isinstance(value, bool):
+        raise SpecError(f"expected a number or an expression, got {value!r}", path=where)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        return Expression(value, where=where)
+    raise SpecError(f"expected a number or an expression, got {value!r}", path=where)
+
+
+def resolve(value: Expression | int, names: Mapping[str, Any]) -> Any:
+    """Evaluate an Expression, or return a literal as it is."""
+    return value.evaluate(names) if isinstance(value, Expression) else value

@@ -1,0 +1,330 @@
+"""Compiled body layouts: a spec ``seq`` turned once into fast decoders and encoders.
+
+Consecutive fixed-size integer fields become one precompiled ``struct.Struct`` per byte
+order; arrays of integers are read with ``array`` (byteswapped when the stream's order is
+not the machine's); arrays of fixed structs use ``Struct.iter_unpack``. Per record there is
+one unpack per run of fixed fields, never a loop over field descriptions.
+
+A layout decodes from a *reader* (anything with ``take(n, what)`` and ``remaining``) and
+stops before a ``payload`` field, whose size is left to the engine to skip or deliver.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from array import array
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from xenmig_core.errors import RecordError
+from xenmig_core.spec.expr import Expression
+
+#: Integer types of the spec language: name -> struct code.
+INT_CODES = {"u8": "B", "u16": "H", "u32": "I", "u64": "Q",
+             "i8": "b", "i16": "h", "i32": "i", "i64": "q"}
+NATIVE_ORDER = "<" if sys.byteorder == "little" else ">"
+_ARRAY_CODES = {"B": "B", "H": "H", "I": "I", "Q": "Q", "b": "b", "h": "h", "i": "i", "q": "q"}
+
+
+def _array_code(code: str) -> str:
+    """array typecode with the same item size as the struct code."""
+    size = struct.calcsize(code)
+    for candidate in (code, code.upper() if code.isupper() else code, "L", "l"):
+        if candidate in "bBhHiIlLqQ" and array(candidate).itemsize == size and \
+                candidate.isupper() == code.isupper():
+            return candidate
+    return _ARRAY_CODES[code]
+
+
+class Reader(Protocol):
+    """What a layout decodes from."""
+
+    remaining: int
+
+    def take(self, n: int, what: str) -> bytes: ...
+
+
+class BytesReader:
+    """A Reader over an in-memory buffer."""
+
+    def __init__(self, data: bytes | memoryview) -> None:
+        self._data = memoryview(data)
+        self._pos = 0
+        self.remaining = len(self._data)
+
+    def take(self, n: int, what: str) -> bytes:
+        if n > self.remaining:
+            raise RecordError(f"{what}: needs {n} bytes, only {self.remaining} left in body",
+                              field=what, fatal=False)
+        out = self._data[self._pos:self._pos + n].tobytes()
+        self._pos += n
+        self.remaining -= n
+        return out
+
+
+@dataclass(frozen=True)
+class Check:
+    """One field check. ``kind`` is eq, any_of, min, max, reserved, reserved_bits, known, expr.
+
+    For ``known`` the argument is the set of values the field's enum names.
+    """
+
+    kind: str
+    arg: Any
+    severity: str = "error"
+    message: str | None = None
+
+
+@dataclass
+class FieldSpec:
+    """One field of a seq, as the spec describes it."""
+
+    id: str
+    type: str
+    doc: str = ""
+    orig_id: str | None = None
+    size: int | str | None = None        # bytes: N, a field name, or "rest"
+    repeat: int | str | None = None      # arrays: N, a field name, or "rest"
+    enum: str | None = None
+    flags: str | None = None
+    payload: bool = False
+    checks: list[Check] = field(default_factory=list)
+    struct: Layout | None = None         # nested struct type, when type names one
+
+    @property
+    def is_int(self) -> bool:
+        return self.type in INT_CODES
+
+
+def _count(source: int | str | None, values: Mapping[str, Any], reader: Reader,
+           item: int, what: str) -> int:
+    if isinstance(source, int):
+        return source
+    if source == "rest":
+        if item and reader.remaining % item:
+            raise RecordError(f"{what}: {reader.remaining} bytes left is not a whole number "
+                              f"of {item}-byte items", field=what, fatal=False)
+        return reader.remaining // item if item else reader.remaining
+    return int(values[source])  # a field decoded earlier (checked when the spec loaded)
+
+
+class _FixedRun:
+    """Consecutive fixed integer fields: one struct.Struct per byte order."""
+
+    def __init__(self, fields: list[FieldSpec]) -> None:
+        self.fields = fields
+        self.names = tuple(f.id for f in fields)
+        codes = "".join(INT_CODES[f.type] for f in fields)
+        self.structs = {"<": struct.Struct("<" + codes), ">": struct.Struct(">" + codes)}
+        self.size = self.structs["<"].size
+
+    def decode(self, reader: Reader, order: str, out: dict[str, Any]) -> None:
+        raw = reader.take(self.size, self.names[0])
+        out.update(zip(self.names, self.structs[order].unpack(raw), strict=True))
+
+    def encode(self, values: Mapping[str, Any], order: str) -> bytes:
+        return self.structs[order].pack(*(values.get(name, 0) for name in self.names))
+
+
+class _IntArray:
+    def __init__(self, spec: FieldSpec) -> None:
+        self.spec = spec
+        self.code = INT_CODES[spec.type]
+        self.itemsize = struct.calcsize(self.code)
+        self.array_code = _array_code(self.code)
+
+    def decode(self, reader: Reader, order: str, out: dict[str, Any]) -> None:
+        n = _count(self.spec.repeat, out, reader, self.itemsize, self.spec.id)
+        need = n * self.itemsize
+        if need > reader.remaining:
+            raise RecordError(f"{self.spec.id}: {n} items need {need} bytes, body has "
+                              f"{reader.remaining} left", field=self.spec.id, fatal=False)
+        items = array(self.array_code)
+        items.frombytes(reader.take(need, self.spec.id))
+        if order != NATIVE_ORDER:
+            items.byteswap()
+        out[self.spec.id] = items.tolist()
+
+    def encode(self, values: Mapping[str, Any], order: str) -> bytes:
+        items = array(self.array_code, values.get(self.spec.id, []))
+        if order != NATIVE_ORDER:
+            items.byteswap()
+        return items.tobytes()
+
+
+class _StructArray:
+    def __init__(self, spec: FieldSpec) -> None:
+        assert spec.struct is not None
+        self.spec = spec
+        self.layout = spec.struct
+
+    def decode(self, reader: Reader, order: str, out: dict[str, Any]) -> None:
+        size = self.layout.fixed_size
+        if size is None:  # variable-size elements: decode one by one
+            items = []
+            n = None if self.spec.repeat == "rest" else _count(self.spec.repeat, out, reader,
+                                                                0, self.spec.id)
+            while (reader.remaining if n is None else len(items) < n):
+                items.append(self.layout.decode(reader, order))
+            out[self.spec.id] = items
+            return
+        n = _count(self.spec.repeat, out, reader, size, self.spec.id)
+        need = n * size
+        if need > reader.remaining:
+            raise RecordError(f"{self.spec.id}: {n} items need {need} bytes, body has "
+                              f"{reader.remaining} left", field=self.spec.id, fatal=False)
+        raw = reader.take(need, self.spec.id)
+        run = self.layout.single_run
+        if run is not None:
+            unpacked = run.structs[order].iter_unpack(raw)
+            out[self.spec.id] = [dict(zip(run.names, row, strict=True)) for row in unpacked]
+        else:
+            sub = BytesReader(raw)
+            out[self.spec.id] = [self.layout.decode(sub, order) for _ in range(n)]
+
+    def encode(self, values: Mapping[str, Any], order: str) -> bytes:
+        return b"".join(self.layout.encode(item, order) for item in values.get(self.spec.id, []))
+
+
+class _Struct:
+    def __init__(self, spec: FieldSpec) -> None:
+        assert spec.struct is not None
+        self.spec = spec
+
+    def decode(self, reader: Reader, order: str, out: dict[str, Any]) -> None:
+        assert self.spec.struct is not None
+        out[self.spec.id] = self.spec.struct.decode(reader, order)
+
+    def encode(self, values: Mapping[str, Any], order: str) -> bytes:
+        assert self.spec.struct is not None
+        return self.spec.struct.encode(values.get(self.spec.id, {}), order)
+
+
+class _Bytes:
+    def __init__(self, spec: FieldSpec) -> None:
+        self.spec = spec
+
+    def decode(self, reader: Reader, order: str, out: dict[str, Any]) -> None:
+        n = _count(self.spec.size, out, reader, 1, self.spec.id)
+        out[self.spec.id] = reader.take(n, self.spec.id)
+
+    def encode(self, values: Mapping[str, Any], order: str) -> bytes:
+        return bytes(values.get(self.spec.id, b""))
+
+
+class Layout:
+    """A compiled seq. ``decode`` returns a dict of field values; ``encode`` the bytes.
+
+    Contract: ``decode`` raises RecordError(fatal=False) when the body is too short for the
+    fields; it stops before a ``payload`` field (always the last one) and leaves its bytes
+    unread. ``check`` returns (field path, message, severity) for every failed field check.
+    """
+
+    def __init__(self, name: str, fields: list[FieldSpec]) -> None:
+        self.name = name
+        self.fields = fields
+        self.payload: FieldSpec | None = fields[-1] if fields and fields[-1].payload else None
+        self._segments: list[Any] = []
+        run: list[FieldSpec] = []
+        for spec in fields:
+            if spec.payload:
+                break
+            if spec.is_int and spec.repeat is None:
+                run.append(spec)
+                continue
+            if run:
+                self._segments.append(_FixedRun(run))
+                run = []
+            if spec.is_int:
+                self._segments.append(_IntArray(spec))
+            elif spec.struct is not None and spec.repeat is not None:
+                self._segments.append(_StructArray(spec))
+            elif spec.struct is not None:
+                self._segments.append(_Struct(spec))
+            else:
+                self._segments.append(_Bytes(spec))
+        if run:
+            self._segments.append(_FixedRun(run))
+        self.single_run: _FixedRun | None = (
+            self._segments[0] if len(self._segments) == 1 and isinstance(self._segments[0],
+                                                                        _FixedRun) else None)
+        self.fixed_size: int | None = self.single_run.size if self.single_run else (
+            0 if not self._segments and self.payload is None else None)
+        self.min_size = sum(seg.size for seg in self._segments if isinstance(seg, _FixedRun))
+        self._checked = [f for f in fields if f.checks or (f.struct and f.struct.has_checks)]
+        self.has_checks = bool(self._checked)
+
+    def decode(self, reader: Reader, order: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for segment in self._segments:
+            segment.decode(reader, order, out)
+        return out
+
+    def encode(self, values: Mapping[str, Any], order: str) -> bytes:
+        """Encode the non-payload fields (a payload is appended by the writer)."""
+        return b"".join(segment.encode(values, order) for segment in self._segments)
+
+    def check(self, values: Mapping[str, Any], names: Mapping[str, Any],
+              prefix: str = "") -> list[tuple[str, str, str]]:
+        problems: list[tuple[str, str, str]] = []
+        for spec in self._checked:
+            if spec.id not in values:
+                continue
+            value = values[spec.id]
+            path = prefix + spec.id
+            if spec.struct is not None:
+                items = value if isinstance(value, list) else [value]
+                for i, item in enumerate(items):
+                    sub = f"{path}[{i}]." if isinstance(value, list) else path + "."
+                    problems.extend(spec.struct.check(item, names, sub))
+                continue
+            for chk in spec.checks:
+                message = _run_check(chk, value, spec, names)
+                if message is not None:
+                    problems.append((path, chk.message or message, chk.severity))
+        return problems
+
+
+def _run_check(chk: Check, value: Any, spec: FieldSpec, names: Mapping[str, Any]) -> str | None:
+    """Return a message when *value* fails *chk*, else None."""
+    kind, arg = chk.kind, chk.arg
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            msg = _run_check(chk, item, spec, names)
+            if msg is not None:
+                return f"[{i}] {msg}"
+        return None
+    if kind == "eq":
+        expected = arg.evaluate(names) if isinstance(arg, Expression) else arg
+        return None if value == expected else f"expected {_show(expected)}, found {_show(value)}"
+    if kind == "any_of":
+        return None if value in arg else \
+            f"expected one of {', '.join(_show(a) for a in arg)}, found {_show(value)}"
+    if kind == "min":
+        low = arg.evaluate(names) if isinstance(arg, Expression) else arg
+        return None if value >= low else f"must be at least {low}, found {value}"
+    if kind == "max":
+        high = arg.evaluate(names) if isinstance(arg, Expression) else arg
+        return None if value <= high else f"must be at most {high}, found {value}"
+    if kind == "reserved":
+        if isinstance(value, bytes | bytearray | memoryview):
+            return None if not any(value) else "reserved bytes are not zero"
+        return None if value == 0 else f"reserved field is not zero: {value:#x}"
+    if kind == "reserved_bits":
+        bad = value & arg
+        return None if not bad else f"reserved bits set: {bad:#x}"
+    if kind == "known":
+        return None if value in arg else f"unknown {spec.enum or 'value'} {_show(value)}"
+    if kind == "expr":
+        env = dict(names)
+        env["value"] = value
+        return None if arg.evaluate(env) else f"check failed: {arg.source} (value {_show(value)})"
+    raise AssertionError(f"unknown check kind {kind}")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 9:
+        return f"{value:#x}"
+    return repr(value) if isinstance(value, str | bytes) else str(value)

@@ -1,0 +1,475 @@
+"""Loading and validating spec files into :mod:`xenmig_core.spec.model` objects.
+
+Every key is checked on load: unknown keys, wrong types, undefined names (a field counted by
+a field that does not come before it, an enum that does not exist, a rule naming an unknown
+record) raise :class:`SpecError` naming file, line and key. A spec file either defines a
+format (``format: NAME``) or adds to one (``extends: NAME``); the full language is described
+in docs/spec-language.md.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from xenmig_core.errors import SpecError
+from xenmig_core.spec.expr import Expression, Template, compile_value
+from xenmig_core.spec.layout import INT_CODES, Check, FieldSpec, Layout
+from xenmig_core.spec.model import (
+    Condition, Control, EnumEntry, EnumSpec, FormatSpec, Framing, HeaderSpec, Inference,
+    LayoutRule, LengthRule, Magic, RecordType,
+)
+from xenmig_core.spec.yamlsrc import Located, load_yaml, read_spec_text
+
+SPEC_VERSION = 1
+IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
+RECORD_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+SEVERITIES = ("error", "warning")
+BYTE_ORDERS = ("big", "little", "native", "stream")
+
+TOP_KEYS = {"xenmig_spec", "format", "extends", "title", "doc", "enums", "types", "state",
+            "headers", "records", "follows", "end_checks", "report", "detect", "summary"}
+FIELD_KEYS = {"id", "type", "doc", "orig_id", "size", "repeat", "enum", "flags", "valid",
+              "reserved", "reserved_bits", "payload"}
+VALID_KEYS = {"eq", "any_of", "min", "max", "known", "expr", "message", "severity"}
+HEADER_KEYS = {"name", "title", "doc", "orig_id", "byte_order", "seq", "set", "byte_order_from",
+               "checks", "summary", "fatal"}
+RECORD_KEYS = {"id", "name", "title", "doc", "orig_id", "body", "versions", "length", "rules",
+               "checks", "infer", "set", "summary", "control", "reject", "squash"}
+FRAMING_KEYS = {"type", "length", "align", "max_length", "optional_mask", "padding", "end"}
+CHECK_KEYS = {"expr", "message", "severity", "field", "when"}
+RULE_KEYS = {"after", "before", "at_most", "when", "severity", "message"}
+LENGTH_KEYS = {"exact", "min", "max", "one_of", "multiple_of", "after", "severity", "when"}
+
+
+class _Ctx:
+    """Where we are in a spec file, for error messages."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def fail(self, node: Any, key: str | None, message: str) -> SpecError:
+        line = None
+        if isinstance(node, Located):
+            line = node.line_of(key) if key is not None else node.line
+        return SpecError(message, path=self.path, line=line, key=key)
+
+    def mapping(self, node: Any, what: str, allowed: set[str], required: Iterable[str] = (),
+                parent: Any = None, parent_key: str | None = None) -> Located:
+        if not isinstance(node, dict):
+            raise self.fail(parent, parent_key, f"{what} must be a mapping")
+        for key in node:
+            if key not in allowed:
+                raise self.fail(node, str(key), f"unknown key in {what} "
+                                f"(allowed: {', '.join(sorted(allowed))})")
+        for key in required:
+            if key not in node:
+                raise self.fail(node, None, f"{what} needs the key {key!r}")
+        return node  # type: ignore[return-value]
+
+    def expr(self, node: Any, key: str, value: Any) -> Expression:
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            raise self.fail(node, key, "expected an expression (a string)")
+        try:
+            return Expression(str(value), where=self.path)
+        except SpecError as exc:
+            raise self.fail(node, key, str(exc).split(": ", 1)[-1]) from None
+
+    def template(self, node: Any, key: str, value: Any) -> Template:
+        if not isinstance(value, str):
+            raise self.fail(node, key, "expected a text template (a string)")
+        try:
+            return Template(value, where=self.path)
+        except SpecError as exc:
+            raise self.fail(node, key, str(exc).split(": ", 1)[-1]) from None
+
+    def severity(self, node: Any) -> str:
+        value = node.get("severity", "error")
+        if value not in SEVERITIES:
+            raise self.fail(node, "severity", f"severity must be one of {SEVERITIES}")
+        return value
+
+
+def load_spec_file(source: Any) -> Located:
+    """Read one spec file (Path or Traversable) into its raw, located mapping."""
+    text, path = read_spec_text(source)
+    data = load_yaml(text, path)
+    ctx = _Ctx(path)
+    if not isinstance(data, dict):
+        raise SpecError("a spec file must be a mapping", path=path)
+    ctx.mapping(data, "spec", TOP_KEYS)
+    if data.get("xenmig_spec") != SPEC_VERSION:
+        raise ctx.fail(data, "xenmig_spec", f"xenmig_spec must be {SPEC_VERSION}")
+    if ("format" in data) == ("extends" in data):
+        raise ctx.fail(data, None, "a spec needs exactly one of 'format' or 'extends'")
+    return data  # type: ignore[return-value]
+
+
+def build_formats(raw_specs: list[Located]) -> dict[str, FormatSpec]:
+    """Compile raw spec mappings (definitions first, then extensions) into formats."""
+    formats: dict[str, FormatSpec] = {}
+    definitions = [r for r in raw_specs if "format" in r]
+    extensions = [r for r in raw_specs if "extends" in r]
+    for raw in definitions:
+        ctx = _Ctx(raw.path)
+        name = raw["format"]
+        if not isinstance(name, str) or not re.match(r"^[a-z][a-z0-9-]*$", name):
+            raise ctx.fail(raw, "format", "format names are lower-case words with '-'")
+        if name in formats:
+            raise ctx.fail(raw, "format", f"format {name!r} is already defined in "
+                           f"{formats[name].paths[0]}")
+        fmt = FormatSpec(name=name, title=str(raw.get("title", name)),
+                         doc=str(raw.get("doc", "")))
+        _apply(ctx, fmt, raw, defining=True)
+        formats[name] = fmt
+    for raw in extensions:
+        ctx = _Ctx(raw.path)
+        base = raw["extends"]
+        if base not in formats:
+            raise ctx.fail(raw, "extends", f"extends unknown format {base!r} "
+                           f"(known: {', '.join(sorted(formats)) or 'none'})")
+        _apply(ctx, formats[base], raw, defining=False)
+    for fmt in formats.values():
+        _check_record_references(fmt, formats)
+    return formats
+
+
+def _apply(ctx: _Ctx, fmt: FormatSpec, raw: Located, *, defining: bool) -> None:
+    fmt.paths.append(ctx.path)
+    if not defining:
+        for key in ("headers", "follows", "detect"):
+            if key in raw:
+                raise ctx.fail(raw, key, f"an 'extends' spec cannot change {key}")
+    for ename, enode in (raw.get("enums") or {}).items():
+        if ename in fmt.enums:
+            raise ctx.fail(raw["enums"], ename, f"enum {ename!r} is already defined")
+        fmt.enums[ename] = _enum(ctx, raw["enums"], ename, enode)
+    state = raw.get("state") or {}
+    if not isinstance(state, dict):
+        raise ctx.fail(raw, "state", "state must map names to initial values")
+    for key, value in state.items():
+        if not IDENT.match(str(key)):
+            raise ctx.fail(state, key, "state names are lower_case identifiers")
+        fmt.state[key] = value
+    types: dict[str, Layout] = {}
+    for tname, tnode in (raw.get("types") or {}).items():
+        if not IDENT.match(str(tname)):
+            raise ctx.fail(raw["types"], tname, "type names are lower_case identifiers")
+        types[tname] = _layout(ctx, raw["types"], tname, tnode, fmt, types)
+    for i, hnode in enumerate(raw.get("headers") or []):
+        fmt.headers.append(_header(ctx, hnode, f"headers[{i}]", fmt, types))
+    if "detect" in raw:
+        for dnode in raw["detect"]:
+            d = ctx.mapping(dnode, "detect entry", {"offset", "hex", "ascii", "description"})
+            if "hex" in d:
+                data = bytes.fromhex(str(d["hex"]).replace(" ", ""))
+            elif "ascii" in d:
+                data = str(d["ascii"]).encode("latin-1")
+            else:
+                raise ctx.fail(d, None, "a detect entry needs 'hex' or 'ascii'")
+            fmt.magic.append(Magic(int(d.get("offset", 0)), data, str(d.get("description", ""))))
+    if "follows" in raw:
+        fmt.follows = ctx.expr(raw, "follows", raw["follows"])
+    records = raw.get("records")
+    if records is not None:
+        rec = ctx.mapping(records, "records", {"framing", "types"}, parent=raw,
+                          parent_key="records")
+        if "framing" in rec:
+            if not defining:
+                raise ctx.fail(rec, "framing", "an 'extends' spec cannot change the framing")
+            fmt.framing, fmt.end_record = _framing(ctx, rec["framing"])
+        if fmt.framing is None:
+            raise ctx.fail(rec, None, "records need a framing")
+        for i, tnode in enumerate(rec.get("types") or []):
+            rtype = _record(ctx, tnode, f"records.types[{i}]", fmt, types)
+            if rtype.id in fmt.records:
+                other = fmt.records[rtype.id]
+                raise ctx.fail(tnode, "id", f"record id {rtype.id:#x} is already "
+                               f"{other.name} ({other.spec_path})")
+            if fmt.record_by_name(rtype.name):
+                raise ctx.fail(tnode, "name", f"record name {rtype.name} is already used")
+            fmt.records[rtype.id] = rtype
+    for i, cnode in enumerate(raw.get("end_checks") or []):
+        fmt.end_checks.append(_condition(ctx, cnode, f"end_checks[{i}]"))
+    if "summary" in raw:
+        fmt.summary = ctx.template(raw, "summary", raw["summary"])
+    for key, value in (raw.get("report") or {}).items():
+        fmt.report[key] = ctx.expr(raw["report"], key, value)
+
+
+def _enum(ctx: _Ctx, parent: Any, name: str, node: Any) -> EnumSpec:
+    if not IDENT.match(str(name)):
+        raise ctx.fail(parent, name, "enum names are lower_case identifiers")
+    if not isinstance(node, dict):
+        raise ctx.fail(parent, name, "an enum maps values to names")
+    kind = "enum"
+    entries: dict[int, EnumEntry] = {}
+    for value, entry in node.items():
+        if value == "kind":
+            if entry not in ("enum", "flags"):
+                raise ctx.fail(node, "kind", "kind is 'enum' or 'flags'")
+            kind = entry
+            continue
+        if not isinstance(value, int):
+            raise ctx.fail(node, str(value), "enum keys are integers (bit numbers for flags)")
+        if isinstance(entry, str):
+            entries[value] = EnumEntry(value, entry, entry)
+        else:
+            e = ctx.mapping(entry, f"enum {name} value", {"name", "label", "doc", "warn"},
+                            required=("name",), parent=node, parent_key=str(value))
+            entries[value] = EnumEntry(value, str(e["name"]), str(e.get("label", e["name"])),
+                                       str(e.get("doc", "")), e.get("warn"))
+    return EnumSpec(name, kind, entries)
+
+
+def _layout(ctx: _Ctx, parent: Any, key: str, node: Any, fmt: FormatSpec,
+            types: dict[str, Layout]) -> Layout:
+    if not isinstance(node, list):
+        raise ctx.fail(parent, key, "a seq is a list of fields")
+    fields: list[FieldSpec] = []
+    seen: set[str] = set()
+    for i, fnode in enumerate(node):
+        f = ctx.mapping(fnode, f"{key}[{i}]", FIELD_KEYS, required=("id", "type"),
+                        parent=parent, parent_key=key)
+        fid = f["id"]
+        if not isinstance(fid, str) or not IDENT.match(fid):
+            raise ctx.fail(f, "id", "field ids are lower_case identifiers")
+        if fid in seen:
+            raise ctx.fail(f, "id", f"field {fid!r} appears twice")
+        seen.add(fid)
+        ftype = f["type"]
+        spec = FieldSpec(id=fid, type=str(ftype), doc=str(f.get("doc", "")),
+                         orig_id=f.get("orig_id"), payload=bool(f.get("payload", False)))
+        if ftype not in INT_CODES and ftype != "bytes":
+            if ftype not in types:
+                raise ctx.fail(f, "type", f"unknown type {ftype!r} (integers u8..u64, i8..i64, "
+                               "bytes, or a name from 'types' defined above)")
+            spec.struct = types[ftype]
+        for size_key in ("size", "repeat"):
+            if size_key not in f:
+                continue
+            value = f[size_key]
+            if isinstance(value, str) and value != "rest" and value not in seen - {fid}:
+                raise ctx.fail(f, size_key, f"{size_key} {value!r} must be a number, 'rest' "
+                               "or the id of an earlier field")
+            if isinstance(value, str) and value != "rest":
+                counter = next(x for x in fields if x.id == value)
+                if not counter.is_int or counter.repeat is not None:
+                    raise ctx.fail(f, size_key, f"{value!r} is not an integer field")
+            if not isinstance(value, int | str) or isinstance(value, bool):
+                raise ctx.fail(f, size_key, f"{size_key} must be a number, 'rest' or a field")
+            setattr(spec, size_key, value)
+        if ftype == "bytes" and spec.size is None:
+            raise ctx.fail(f, "type", "a bytes field needs a size (a number, a field or 'rest')")
+        if ftype != "bytes" and spec.size is not None:
+            raise ctx.fail(f, "size", "size is for bytes fields; arrays use repeat")
+        if spec.payload and i != len(node) - 1:
+            raise ctx.fail(f, "payload", "only the last field of a body can be a payload")
+        if spec.payload and (ftype != "bytes" or spec.size != "rest"):
+            raise ctx.fail(f, "payload", "a payload is a bytes field of size 'rest'")
+        for attr in ("enum", "flags"):
+            if attr in f:
+                if f[attr] not in fmt.enums:
+                    raise ctx.fail(f, attr, f"unknown enum {f[attr]!r}")
+                setattr(spec, attr, f[attr])
+        if f.get("reserved"):
+            spec.checks.append(Check("reserved", None))
+        if "reserved_bits" in f:
+            spec.checks.append(Check("reserved_bits", int(f["reserved_bits"])))
+        if "valid" in f:
+            spec.checks.extend(_valid(ctx, f, spec, fmt))
+        fields.append(spec)
+    return Layout(key, fields)
+
+
+def _valid(ctx: _Ctx, f: Located, spec: FieldSpec, fmt: FormatSpec) -> list[Check]:
+    v = ctx.mapping(f["valid"], "valid", VALID_KEYS, parent=f, parent_key="valid")
+    severity = ctx.severity(v)
+    message = v.get("message")
+    checks = []
+    for kind in ("eq", "min", "max"):
+        if kind in v:
+            checks.append(Check(kind, compile_value(v[kind], where=ctx.path), severity, message))
+    if "any_of" in v:
+        if not isinstance(v["any_of"], list):
+            raise ctx.fail(v, "any_of", "any_of is a list of values")
+        checks.append(Check("any_of", tuple(v["any_of"]), severity, message))
+    if v.get("known"):
+        enum = spec.enum or spec.flags
+        if enum is None:
+            raise ctx.fail(v, "known", "known needs the field to name an enum")
+        checks.append(Check("known", frozenset(fmt.enums[enum].entries), severity, message))
+    if "expr" in v:
+        checks.append(Check("expr", ctx.expr(v, "expr", v["expr"]), severity, message))
+    return checks
+
+
+def _condition(ctx: _Ctx, node: Any, what: str) -> Condition:
+    c = ctx.mapping(node, what, CHECK_KEYS, required=("expr", "message"))
+    return Condition(ctx.expr(c, "expr", c["expr"]), ctx.template(c, "message", c["message"]),
+                     ctx.severity(c), c.get("field"),
+                     ctx.expr(c, "when", c["when"]) if "when" in c else None)
+
+
+def _sets(ctx: _Ctx, node: Located, key: str) -> dict[str, Expression]:
+    value = node.get(key) or {}
+    if not isinstance(value, dict):
+        raise ctx.fail(node, key, "set maps state names to expressions")
+    return {k: ctx.expr(value, k, v) for k, v in value.items()}
+
+
+def _header(ctx: _Ctx, node: Any, what: str, fmt: FormatSpec,
+            types: dict[str, Layout]) -> HeaderSpec:
+    h = ctx.mapping(node, what, HEADER_KEYS, required=("name", "seq", "byte_order"))
+    if h["byte_order"] not in BYTE_ORDERS:
+        raise ctx.fail(h, "byte_order", f"byte_order is one of {', '.join(BYTE_ORDERS)}")
+    layout = _layout(ctx, h, "seq", h["seq"], fmt, types)
+    fatal = h.get("fatal") or []
+    unknown = set(fatal) - {f.id for f in layout.fields}
+    if unknown:
+        raise ctx.fail(h, "fatal", f"fatal names unknown fields: {', '.join(sorted(unknown))}")
+    return HeaderSpec(
+        name=str(h["name"]), title=str(h.get("title", h["name"])), layout=layout,
+        byte_order=h["byte_order"], set=_sets(ctx, h, "set"),
+        byte_order_from=ctx.expr(h, "byte_order_from", h["byte_order_from"])
+        if "byte_order_from" in h else None,
+        checks=[_condition(ctx, c, f"{what}.checks") for c in h.get("checks") or []],
+        summary=ctx.template(h, "summary", h["summary"]) if "summary" in h else None,
+        fatal_fields=frozenset(fatal), doc=str(h.get("doc", "")))
+
+
+def _framing(ctx: _Ctx, node: Any) -> tuple[Framing, str | None]:
+    f = ctx.mapping(node, "framing", FRAMING_KEYS, required=("type", "length", "max_length"))
+    for key in ("type", "length"):
+        if f[key] not in INT_CODES:
+            raise ctx.fail(f, key, "an integer type (u8..u64)")
+    align = int(f.get("align", 1))
+    if align < 1 or align & (align - 1):
+        raise ctx.fail(f, "align", "align must be a power of two")
+    return Framing(type_code=f["type"], length_code=f["length"], align=align,
+                   max_length=int(f["max_length"]), optional_mask=int(f.get("optional_mask", 0)),
+                   padding_must_be_zero=f.get("padding", "zero") == "zero"), f.get("end")
+
+
+def _record(ctx: _Ctx, node: Any, what: str, fmt: FormatSpec,
+            types: dict[str, Layout]) -> RecordType:
+    r = ctx.mapping(node, what, RECORD_KEYS, required=("id", "name"))
+    if not isinstance(r["id"], int) or isinstance(r["id"], bool):
+        raise ctx.fail(r, "id", "a record id is an integer")
+    if not isinstance(r["name"], str) or not RECORD_NAME.match(r["name"]):
+        raise ctx.fail(r, "name", "record names are UPPER_CASE identifiers")
+    rtype = RecordType(id=r["id"], name=r["name"], title=str(r.get("title", r["name"])),
+                       doc=str(r.get("doc", "")), orig_id=r.get("orig_id"), spec_path=ctx.path)
+    if "body" in r:
+        rtype.layout = _layout(ctx, r, "body", r["body"], fmt, types)
+    if "versions" in r:
+        if not isinstance(r["versions"], list) or not all(isinstance(v, int)
+                                                           for v in r["versions"]):
+            raise ctx.fail(r, "versions", "versions is a list of integers")
+        rtype.versions = tuple(r["versions"])
+    for lnode in _as_list(r.get("length")):
+        rtype.length.append(_length(ctx, lnode))
+    for rnode in r.get("rules") or []:
+        rtype.rules.append(_rule(ctx, rnode))
+    for cnode in r.get("checks") or []:
+        rtype.checks.append(_condition(ctx, cnode, f"{what}.checks"))
+    for inode in r.get("infer") or []:
+        i = ctx.mapping(inode, "infer", {"mark", "when"}, required=("mark",))
+        rtype.infer.append(Inference(str(i["mark"]),
+                                     ctx.expr(i, "when", i["when"]) if "when" in i else None))
+    rtype.set = _sets(ctx, r, "set")
+    squash = r.get("squash", False)
+    if squash is True or isinstance(squash, dict):
+        rtype.squash = dict(squash) if isinstance(squash, dict) else {}
+    elif squash is not False:
+        raise ctx.fail(r, "squash", "squash is true or maps labels to fields to add up")
+    if "summary" in r:
+        rtype.summary = ctx.template(r, "summary", r["summary"])
+    if "reject" in r:
+        rtype.reject = ctx.template(r, "reject", r["reject"])
+    if "control" in r:
+        rtype.control = _control(ctx, r)
+    return rtype
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _length(ctx: _Ctx, node: Any) -> LengthRule:
+    n = ctx.mapping(node, "length", LENGTH_KEYS)
+    kinds = [k for k in ("exact", "min", "max", "one_of", "multiple_of") if k in n]
+    if len(kinds) != 1:
+        raise ctx.fail(n, None, "a length rule has exactly one of exact, min, max, one_of, "
+                       "multiple_of (give a list for several)")
+    kind = kinds[0]
+    value = n[kind]
+    if kind == "one_of":
+        if not isinstance(value, list):
+            raise ctx.fail(n, kind, "one_of is a list")
+        arg: Any = tuple(compile_value(v, where=ctx.path) for v in value)
+    elif kind == "multiple_of":
+        if not isinstance(value, int) or value < 1:
+            raise ctx.fail(n, kind, "multiple_of is a positive integer")
+        arg = value
+    else:
+        try:
+            arg = compile_value(value, where=ctx.path)
+        except SpecError as exc:
+            raise ctx.fail(n, kind, str(exc).split(": ", 1)[-1]) from None
+    return LengthRule(kind, arg, int(n.get("after", 0)), ctx.severity(n),
+                      ctx.expr(n, "when", n["when"]) if "when" in n else None)
+
+
+def _rule(ctx: _Ctx, node: Any) -> LayoutRule:
+    r = ctx.mapping(node, "rule", RULE_KEYS)
+    kinds = [k for k in ("after", "before", "at_most") if k in r]
+    if len(kinds) != 1:
+        raise ctx.fail(r, None, "a rule has exactly one of after, before, at_most")
+    kind = kinds[0]
+    arg = r[kind]
+    if kind == "at_most" and (not isinstance(arg, int) or arg < 1):
+        raise ctx.fail(r, kind, "at_most is a positive integer")
+    if kind != "at_most":
+        arg = tuple(_as_list(arg))
+        if not all(isinstance(a, str) for a in arg):
+            raise ctx.fail(r, kind, f"{kind} names records or marks")
+    return LayoutRule(kind, arg, ctx.severity(r),
+                      ctx.expr(r, "when", r["when"]) if "when" in r else None,
+                      ctx.template(r, "message", r["message"]) if "message" in r else None)
+
+
+def _control(ctx: _Ctx, r: Located) -> Control:
+    value = r["control"]
+    if value in ("end", "yield"):
+        return Control(value)
+    if isinstance(value, dict) and len(value) == 1:
+        (kind, fmt_name), = value.items()
+        if kind in ("nested", "resume") and isinstance(fmt_name, str):
+            return Control(kind, fmt_name)
+    raise ctx.fail(r, "control", "control is 'end', 'yield', {nested: FORMAT} or "
+                   "{resume: FORMAT}")
+
+
+def _check_record_references(fmt: FormatSpec, formats: dict[str, FormatSpec]) -> None:
+    """Rules must name records of the format or marks that some record infers."""
+    names = {r.name for r in fmt.records.values()}
+    names |= {i.mark for r in fmt.records.values() for i in r.infer}
+    for rtype in fmt.records.values():
+        ctx = _Ctx(rtype.spec_path)
+        for rule in rtype.rules:
+            if rule.kind == "at_most":
+                continue
+            unknown = [a for a in rule.arg if a not in names]
+            if unknown:
+                raise SpecError(f"record {rtype.name}: rule names unknown record or mark "
+                                f"{', '.join(unknown)}", path=ctx.path)
+        if rtype.control and rtype.control.format and rtype.control.format not in formats:
+            raise SpecError(f"record {rtype.name}: control names unknown format "
+                            f"{rtype.control.format!r}", path=ctx.path)
+    if fmt.end_record and fmt.end_record not in names:
+        raise SpecError(f"framing.end names unknown record {fmt.end_record!r}",
+                        path=fmt.paths[0])

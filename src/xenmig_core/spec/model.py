@@ -1,0 +1,200 @@
+"""The compiled form of a spec: formats, headers, record types, rules, enums.
+
+Everything here is built once by :mod:`xenmig_core.spec.loader` and is read-only afterwards.
+The engine walks streams with these objects; plugins may read them (e.g. to name a value).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from xenmig_core.spec.expr import Expression, Template
+from xenmig_core.spec.layout import INT_CODES, Layout
+
+
+@dataclass(frozen=True)
+class EnumEntry:
+    """One named value. ``warn`` makes the engine warn when a stream uses it."""
+
+    value: int
+    name: str
+    label: str
+    doc: str = ""
+    warn: str | None = None
+
+
+@dataclass
+class EnumSpec:
+    """A named set of values (``kind: enum``) or of bits (``kind: flags``)."""
+
+    name: str
+    kind: str
+    entries: dict[int, EnumEntry]
+
+    def name_of(self, value: int) -> str:
+        """The entry's name, or a hex rendering for an unknown value."""
+        entry = self.entries.get(value)
+        return entry.name if entry else f"unknown({value:#x})"
+
+    def label_of(self, value: int) -> str:
+        entry = self.entries.get(value)
+        return entry.label if entry else f"unknown ({value:#x})"
+
+    def flag_names(self, value: int) -> list[str]:
+        """For flags: the names of the set bits (unknown bits as ``bitN``)."""
+        names = []
+        bit = 0
+        while value >> bit:
+            if value >> bit & 1:
+                entry = self.entries.get(bit)
+                names.append(entry.name if entry else f"bit{bit}")
+            bit += 1
+        return names
+
+
+@dataclass(frozen=True)
+class Condition:
+    """An expression plus the message and severity used when it is false."""
+
+    expr: Expression
+    message: Template
+    severity: str = "error"
+    field: str | None = None
+    when: Expression | None = None
+
+
+@dataclass(frozen=True)
+class LayoutRule:
+    """Where a record may stand: after/before a mark, at most N times.
+
+    ``kind`` is ``after`` (the mark must be set), ``before`` (it must not be) or ``at_most``.
+    Marks are record names seen so far in the stream plus names inferred by ``infer``.
+    """
+
+    kind: str
+    arg: Any
+    severity: str = "error"
+    when: Expression | None = None
+    message: Template | None = None
+
+
+@dataclass(frozen=True)
+class Inference:
+    """Set mark ``mark`` when a record is seen and ``when`` holds (e.g. v2 static data end)."""
+
+    mark: str
+    when: Expression | None = None
+
+
+@dataclass(frozen=True)
+class LengthRule:
+    """A body length rule: ``exact``, ``min``, ``max``, ``one_of`` (ints or expressions),
+    ``multiple_of`` (of the body length less ``after`` bytes)."""
+
+    kind: str
+    arg: Any
+    after: int = 0
+    severity: str = "error"
+    when: Expression | None = None
+
+
+@dataclass
+class Control:
+    """What a record does to the walk: ``end``, ``yield`` to the enclosing stream, start a
+    ``nested`` stream of another format, or ``resume`` a suspended nested one."""
+
+    kind: str
+    format: str | None = None
+
+
+@dataclass
+class RecordType:
+    id: int
+    name: str
+    title: str
+    doc: str = ""
+    orig_id: str | None = None
+    layout: Layout | None = None
+    versions: tuple[int, ...] | None = None
+    length: list[LengthRule] = field(default_factory=list)
+    rules: list[LayoutRule] = field(default_factory=list)
+    checks: list[Condition] = field(default_factory=list)
+    infer: list[Inference] = field(default_factory=list)
+    set: dict[str, Expression] = field(default_factory=dict)
+    summary: Template | None = None
+    control: Control | None = None
+    reject: Template | None = None
+    #: verbose output folds runs of this record into one line, adding up these fields
+    #: (label -> field name); None when the record is never folded
+    squash: dict[str, str] | None = None
+    spec_path: str = ""
+
+
+@dataclass
+class Framing:
+    """Type-length record framing."""
+
+    type_code: str           # integer type of the type field (u32)
+    length_code: str         # integer type of the length field (u32)
+    align: int               # records end on this boundary; padding bytes follow the body
+    max_length: int          # bodies longer than this are refused before reading them
+    optional_mask: int       # type bits that mark an optional record
+    padding_must_be_zero: bool = True
+
+    @property
+    def header_codes(self) -> str:
+        """struct codes of the record header (type, then length), without byte order."""
+        return INT_CODES[self.type_code] + INT_CODES[self.length_code]
+
+
+@dataclass
+class HeaderSpec:
+    """A fixed header read at the start of a stream (before any record)."""
+
+    name: str
+    title: str
+    layout: Layout
+    byte_order: str          # "big", "little", "native" or "stream"
+    set: dict[str, Expression] = field(default_factory=dict)
+    byte_order_from: Expression | None = None
+    checks: list[Condition] = field(default_factory=list)
+    summary: Template | None = None
+    fatal_fields: frozenset[str] = frozenset()
+    doc: str = ""
+
+
+@dataclass
+class Magic:
+    """Detection: these bytes at this offset identify the format."""
+
+    offset: int
+    data: bytes
+    description: str = ""
+
+
+@dataclass
+class FormatSpec:
+    """A format: its headers, its framing and record types, its state and end checks."""
+
+    name: str
+    title: str
+    doc: str = ""
+    paths: list[str] = field(default_factory=list)
+    enums: dict[str, EnumSpec] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+    headers: list[HeaderSpec] = field(default_factory=list)
+    framing: Framing | None = None
+    records: dict[int, RecordType] = field(default_factory=dict)
+    follows: Expression | None = None
+    end_checks: list[Condition] = field(default_factory=list)
+    report: dict[str, Expression] = field(default_factory=dict)
+    magic: list[Magic] = field(default_factory=list)
+    end_record: str | None = None
+    summary: Template | None = None     # one line describing a walked stream of this format
+
+    def record_by_name(self, name: str) -> RecordType | None:
+        for rtype in self.records.values():
+            if rtype.name == name:
+                return rtype
+        return None

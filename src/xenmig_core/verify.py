@@ -1,0 +1,161 @@
+"""``verify``: walk a stream with no payload reads and summarise what was found.
+
+:func:`verify_source` is the library entry point used by the CLI (and later by ``build`` and
+``convert`` to check their output). It returns a :class:`VerifyReport`, which renders as the
+JSON document of ``xenmig verify --json``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from xenmig_core.detect import DETECT_BYTES, detect
+from xenmig_core.diagnostics import Diagnostic
+from xenmig_core.engine import Consumer, Engine, StreamContext, WalkResult
+from xenmig_core.errors import StreamError, UsageError
+from xenmig_core.registry import Registry
+from xenmig_core.source import ByteSource
+
+REPORT_SCHEMA_VERSION = 1
+
+
+def choose_format(registry: Registry, source: ByteSource, requested: str) -> str:
+    """Resolve ``auto`` by detection; check an explicit format against what detection sees.
+
+    Raises StreamError (exit 1) when nothing recognises the stream, and UsageError when an
+    explicit format is unknown or contradicted by a confident detection of another format.
+    """
+    head = source.peek(DETECT_BYTES)
+    found = detect(registry, head)
+    if requested == "auto":
+        if not found:
+            if not head:
+                raise StreamError("empty stream: nothing to verify", offset=0)
+            raise StreamError("unrecognised stream: no format plugin recognises its first "
+                              f"bytes ({head[:16].hex(' ')})", offset=0)
+        return found[0].format
+    registry.get(requested)
+    if found and requested not in {d.format for d in found}:
+        best = found[0]
+        raise UsageError(f"--from {requested}: this looks like {best.description} "
+                         f"(--from {best.format}), not {requested}")
+    return requested
+
+
+@dataclass
+class ContextReport:
+    format: str
+    offset: int
+    depth: int
+    finished: bool
+    records: dict[str, int]
+    stats: dict[str, dict[str, int]]
+    details: dict[str, Any]
+    headers: dict[str, dict[str, Any]]
+    summary: str | None = None
+
+
+@dataclass
+class VerifyReport:
+    """The outcome of verifying one stream."""
+
+    source: str
+    format: str
+    result: WalkResult
+    contexts: list[ContextReport] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return self.result.valid
+
+    @property
+    def diagnostics(self) -> list[Diagnostic]:
+        return self.result.diagnostics
+
+    def summary(self) -> str:
+        """One line: every stream's summary, outermost first."""
+        parts = [c.summary or c.format for c in self.contexts]
+        text = " > ".join(dict.fromkeys(parts))
+        size = self.result.end_offset
+        text += f"; {self.result.records} records, {size} bytes"
+        if self.result.eof_note:
+            text += f"; {self.result.eof_note}"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        records: Counter[str] = Counter()
+        for ctx in self.contexts:
+            records.update({f"{ctx.format}.{k}": v for k, v in ctx.records.items()})
+        root = self.contexts[0] if self.contexts else None
+        return {
+            "schema_version": REPORT_SCHEMA_VERSION,
+            "source": self.source,
+            "valid": self.valid,
+            "format": self.format,
+            **({k: v for k, v in root.details.items()} if root else {}),
+            "size": self.result.end_offset,
+            "record_count": self.result.records,
+            "end_note": self.result.eof_note,
+            "streams": [
+                {"format": c.format, "offset": c.offset, "depth": c.depth,
+                 "complete": c.finished, "summary": c.summary, "records": c.records,
+                 **c.details,
+                 **({"stats": c.stats} if c.stats else {}),
+                 "headers": _jsonable(c.headers)}
+                for c in self.contexts],
+            "errors": sum(1 for d in self.diagnostics if d.is_error),
+            "warnings": sum(1 for d in self.diagnostics if not d.is_error),
+            "diagnostics": [d.to_dict() for d in self.diagnostics],
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bytes | bytearray | memoryview):
+        data = bytes(value)
+        return data.hex() if len(data) <= 64 else f"<{len(data)} bytes>"
+    return value
+
+
+def context_report(ctx: StreamContext) -> ContextReport:
+    names = ctx.names()
+    details = {}
+    for key, expr in ctx.format.spec.report.items():
+        try:
+            details[key] = expr.evaluate(names)
+        except (NameError, KeyError, TypeError, ValueError):
+            details[key] = None
+    summary = None
+    if ctx.format.spec.summary is not None:
+        try:
+            summary = ctx.format.spec.summary.render(names)
+        except (NameError, KeyError, TypeError, ValueError):
+            summary = None
+    return ContextReport(
+        format=ctx.name, offset=ctx.start_offset, depth=ctx.depth, finished=ctx.finished,
+        records=dict(ctx.counts), stats={k: dict(v) for k, v in ctx.stats.items()},
+        details=details, headers=ctx.headers, summary=summary)
+
+
+def verify_source(registry: Registry, source: ByteSource, fmt: str = "auto",
+                  consumer: Consumer | None = None) -> VerifyReport:
+    """Verify *source* as *fmt* (or detect it). Never raises for a bad stream: problems are
+    in the report's diagnostics; an unrecognised stream gives a report with one error."""
+    try:
+        chosen = choose_format(registry, source, fmt)
+    except StreamError as exc:
+        result = WalkResult()
+        result.diagnostics.append(Diagnostic("error", exc.message, offset=0))
+        if consumer is not None:
+            consumer.on_diagnostic(result.diagnostics[0])
+        return VerifyReport(source.name, fmt, result)
+    engine = Engine(registry, source, consumer)
+    result = engine.run(chosen)
+    report = VerifyReport(source.name, chosen, result)
+    report.contexts = [context_report(c) for c in result.contexts]
+    return report
