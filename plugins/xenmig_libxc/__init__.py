@@ -13,7 +13,6 @@ from typing import Any
 
 from xenmig_core.engine import Record, StreamContext
 from xenmig_core.plugins import hookimpl
-
 from xenmig_libxc.hvm_context import check_hvm_context
 from xenmig_libxc.page_data import check_page_data
 

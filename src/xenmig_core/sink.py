@@ -24,6 +24,9 @@ def atomic_output(path: str | Path) -> Iterator[BinaryIO]:
     except OSError as exc:
         raise SourceError(f"{target}: cannot create output: {exc.strerror or exc}") from None
     tmp = Path(tmp_name)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         with os.fdopen(fd, "wb") as out:
             yield out

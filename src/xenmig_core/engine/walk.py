@@ -314,7 +314,6 @@ class Engine:
         self.consumer.on_record(record)
 
     def _dispatch(self, ctx: StreamContext, record: Record, rtype: RecordType) -> Action:
-        spec = ctx.format.spec
         if rtype.reject is not None:
             ctx.error(self._render(rtype.reject, ctx.names(), ctx, rtype.name))
         version = ctx.state.get("version")

@@ -75,8 +75,8 @@ class Expression:
         if self._scoped:
             scope = dict(names)
             scope["__builtins__"] = {}
-            return eval(self._code, scope)  # noqa: S307 - AST checked above
-        return eval(self._code, {"__builtins__": {}}, names)  # noqa: S307 - AST checked above
+            return eval(self._code, scope)
+        return eval(self._code, {"__builtins__": {}}, names)
 
     def __repr__(self) -> str:
         return f"Expression({self.source!r})"

@@ -17,8 +17,18 @@ from xenmig_core.errors import SpecError
 from xenmig_core.spec.expr import Expression, Template, compile_value
 from xenmig_core.spec.layout import INT_CODES, Check, FieldSpec, Layout
 from xenmig_core.spec.model import (
-    Condition, Control, EnumEntry, EnumSpec, FormatSpec, Framing, HeaderSpec, Inference,
-    LayoutRule, LengthRule, Magic, RecordType,
+    Condition,
+    Control,
+    EnumEntry,
+    EnumSpec,
+    FormatSpec,
+    Framing,
+    HeaderSpec,
+    Inference,
+    LayoutRule,
+    LengthRule,
+    Magic,
+    RecordType,
 )
 from xenmig_core.spec.yamlsrc import Located, load_yaml, read_spec_text
 

@@ -1,0 +1,41 @@
+#!/usr/bin/env python3
+"""Write the sample streams in this folder, deterministically.
+
+    python examples/make_examples.py [OUTDIR]
+
+Each sample is built by the plugins' sample builders through xenmig's own stream writer,
+so running this again gives byte-identical files (tests check that the committed files
+match).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from xenmig_core.session import open_registry
+from xenmig_core.sink import atomic_output
+from xenmig_libxc.samples import assemble, hvm_sample, pv_sample
+
+
+def samples() -> dict[str, Callable[[], bytes]]:
+    """File name -> function producing its bytes."""
+    libxc = open_registry(autoload=False).specs["libxc"]
+    return {
+        "pv64-2vcpu-v3.libxc": lambda: assemble(libxc, pv_sample(version=3, width=8, vcpus=2)),
+        "hvm-v3.libxc": lambda: assemble(libxc, hvm_sample(version=3)),
+    }
+
+
+def main(argv: list[str]) -> int:
+    outdir = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parent
+    for name, make in samples().items():
+        with atomic_output(outdir / name) as out:
+            out.write(make())
+        print(f"wrote {outdir / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
