@@ -31,6 +31,7 @@ class Format:
         self.spec = spec
         self.name = spec.name
         self.handlers: dict[str, Callable[..., Any]] = {}
+        self.viewers: dict[str, Callable[..., Any]] = {}
         self.walker: Callable[..., Any] | None = None
         self.helpers: dict[str, Any] = dict(FUNCTIONS)
         self.helpers["enum_name"] = self._enum_name
@@ -87,6 +88,10 @@ class Registry:
                                                name=unit)
                 if handler is not None:
                     fmt.handlers[unit] = _guard(plugin, name, unit, handler)
+                plugin, viewer = first_result(pm, "xenmig_record_viewer", format_name=name,
+                                              name=unit)
+                if viewer is not None:
+                    fmt.viewers[unit] = _guard(plugin, name, f"{unit} viewer", viewer)
             plugin, walker = first_result(pm, "xenmig_walker", format_name=name)
             if walker is not None:
                 fmt.walker = _guard(plugin, name, "walker", walker)

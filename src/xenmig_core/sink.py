@@ -4,13 +4,16 @@ place only when the whole output was written (and, for callers that check, verif
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 from xenmig_core.errors import SourceError
+from xenmig_core.source import parse_fd
 
 
 @contextlib.contextmanager
@@ -37,3 +40,23 @@ def atomic_output(path: str | Path) -> Iterator[BinaryIO]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+@contextlib.contextmanager
+def text_output(path: str) -> Iterator[TextIO]:
+    """A text output: stdout for ``-`` (or ``fd:N``), else an atomic file (UTF-8)."""
+    if path == "-":
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    if path.startswith("fd:"):
+        fd = parse_fd(path)
+        assert fd is not None
+        with os.fdopen(fd, "w", encoding="utf-8", closefd=False) as out:
+            yield out
+        return
+    with atomic_output(path) as raw, io.TextIOWrapper(raw, encoding="utf-8",
+                                                     write_through=True) as out:
+        yield out
+        out.flush()
+        out.detach()

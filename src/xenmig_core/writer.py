@@ -5,15 +5,18 @@ encodes a header with its spec layout; ``record(name, fields=..., payload=...)``
 record body from fields (or takes raw ``body`` bytes), frames it with the type and length in
 the stream's byte order, and pads it with zeros to the format's alignment. Overrides
 (``length``, ``padding``, ``type_id``) exist so that tests can write deliberately broken
-streams.
+streams. A header whose spec has ``byte_order_from`` switches the records that follow to the
+byte order its fields announce, exactly as the reader does.
 """
 
 from __future__ import annotations
 
 import struct
+from collections import ChainMap
 from typing import Any, BinaryIO
 
 from xenmig_core.errors import UsageError
+from xenmig_core.spec.expr import FUNCTIONS
 from xenmig_core.spec.model import FormatSpec
 
 _ORDERS = {"big": ">", "little": "<", "native": "="}
@@ -44,6 +47,10 @@ class StreamWriter:
                     _ORDERS[header.byte_order]
                 data = header.layout.encode(fields, order)
                 self._write(data)
+                if header.byte_order_from is not None:
+                    # records follow the byte order the header announces, as when reading
+                    names = ChainMap(dict(fields), dict(FUNCTIONS))
+                    self.order = _ORDERS[str(header.byte_order_from.evaluate(names))]
                 return data
         raise UsageError(f"format {self.spec.name} has no header {name!r}")
 
