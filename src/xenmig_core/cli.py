@@ -205,10 +205,7 @@ def build(
     def body() -> int:
         from xenmig_core.build import build_stream
         registry = open_registry(spec or [])
-        report = build_stream(registry, description, output, verify=not no_verify)
-        if report is not None and not report.valid:
-            errors = [d for d in report.diagnostics if d.is_error]
-            typer.echo(f"xenmig: warning: built stream is invalid: {errors[0]}", err=True)
+        build_stream(registry, description, output, verify=not no_verify)
         return EXIT_OK
     raise typer.Exit(guarded(body))
 

@@ -55,8 +55,8 @@ def text_output(path: str) -> Iterator[TextIO]:
         with os.fdopen(fd, "w", encoding="utf-8", closefd=False) as out:
             yield out
         return
-    with atomic_output(path) as raw, io.TextIOWrapper(raw, encoding="utf-8",
-                                                     write_through=True) as out:
+    with atomic_output(path) as raw:
+        out = io.TextIOWrapper(raw, encoding="utf-8", write_through=True)
         yield out
         out.flush()
-        out.detach()
+        out.detach()  # atomic_output closes the file itself

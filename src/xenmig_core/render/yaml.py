@@ -22,13 +22,13 @@ class YamlRenderer:
     def __init__(self, out: TextIO) -> None:
         self.out = out
 
-    def _dump(self, data: Any) -> str:
-        return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=None,
+    def _dump(self, data: Any, flow: bool | None = None) -> str:
+        return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=flow,
                          width=1 << 30, allow_unicode=True)
 
     def begin(self, meta: dict[str, Any]) -> None:
         head = {k: v for k, v in meta.items() if k != "kind"}
-        self.out.write(self._dump(head))
+        self.out.write(self._dump(head, flow=False))
         self.out.write("items:\n")
 
     def item(self, item: dict[str, Any]) -> None:
