@@ -3,7 +3,7 @@
 A plugin is a module (or object) with functions named like these hooks and decorated with
 ``xenmig_core.hookimpl``, registered through the ``xenmig.plugins`` entry-point group. The
 built-in formats (libxc, ...) are plugins of exactly this kind. The docstring of each hook
-below is its contract; ``docs/plugins.md`` is generated from nothing else.
+below is its contract; ``docs/plugins.md`` summarises them (a test checks it names each).
 """
 
 from __future__ import annotations
