@@ -125,6 +125,7 @@ class DumpConsumer(Consumer):
         self.options = options
         self.covered = source.offset       # end of the last byte accounted for in items
         self.emitted = 0
+        self.records_seen = 0
         self._pending: list[Diagnostic] = []
         self._payload: _PayloadView | None = None
         self._fields: dict[str, Any] | None = None
@@ -209,6 +210,7 @@ class DumpConsumer(Consumer):
         self._emit(item, counted=True)
 
     def on_record(self, record: Record) -> None:
+        self.records_seen += 1
         self._fields = self._view = None
         self._payload = None
         if not self._selected(record.name, record.offset):
@@ -424,7 +426,8 @@ def dump_source(registry: Registry, source: ByteSource, renderer: Renderer,
     errors = sum(1 for d in result.diagnostics if d.is_error)
     warnings = len(result.diagnostics) - errors
     end: dict[str, Any] = {"kind": "end", "valid": not errors, "errors": errors,
-                           "warnings": warnings, "records": result.records,
+                           "warnings": warnings,
+                           "records": consumer.records_seen if stopped else result.records,
                            "size": source.offset}
     if stopped:
         end["stopped"] = f"--limit {options.limit} reached"

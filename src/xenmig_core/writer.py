@@ -49,7 +49,8 @@ class StreamWriter:
                 self._write(data)
                 if header.byte_order_from is not None:
                     # records follow the byte order the header announces, as when reading
-                    names = ChainMap(dict(fields), dict(FUNCTIONS))
+                    defaults = {f.id: 0 for f in header.layout.fields if f.is_int}
+                    names = ChainMap(dict(fields), defaults, dict(FUNCTIONS))
                     self.order = _ORDERS[str(header.byte_order_from.evaluate(names))]
                 return data
         raise UsageError(f"format {self.spec.name} has no header {name!r}")

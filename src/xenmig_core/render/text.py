@@ -86,6 +86,10 @@ def _is_simple(value: Any) -> bool:
     return True
 
 
+def _long_list(value: Any) -> bool:
+    return isinstance(value, list) and _is_simple(value) and len(scalar(value)) > 60
+
+
 class TextRenderer:
     """Writes the text account to *out* as items arrive."""
 
@@ -114,13 +118,18 @@ class TextRenderer:
             self._detail(line, level)
 
     def mapping(self, values: dict[str, Any], level: int = 1) -> None:
-        """Scalars as one wrapped ``k=v`` line, then nested values each on their own."""
-        flat = [f"{k}={scalar(v)}" for k, v in values.items() if _is_simple(v)]
+        """Scalars as one wrapped ``k=v`` line, then nested values each on their own; a long
+        list (ranges, numbers) gets its own wrapped lines."""
+        flat = [f"{k}={scalar(v)}" for k, v in values.items()
+                if _is_simple(v) and not _long_list(v)]
         self._wrapped(flat, level)
         for key, value in values.items():
-            if _is_simple(value):
-                continue
-            self.nested(key, value, level)
+            if _long_list(value):
+                items = scalar(value).split(", ")
+                self._wrapped([i + "," for i in items[:-1]] + items[-1:], level,
+                              lead=f"{key}:")
+            elif not _is_simple(value):
+                self.nested(key, value, level)
 
     def nested(self, key: str, value: Any, level: int) -> None:
         if isinstance(value, dict):
@@ -241,10 +250,12 @@ class TextRenderer:
         self._line(item["offset"], f"{item['length']} bytes not walked ({item['note']})", 0)
 
     def _end(self, item: dict[str, Any]) -> None:
-        verdict = "valid" if item["valid"] else f"INVALID ({item['errors']} errors)"
+        errors = item["errors"]
+        verdict = "valid" if item["valid"] else \
+            f"INVALID ({errors} error{'' if errors == 1 else 's'})"
         text = f"end: {verdict}, {item['records']} records, {item['size']} bytes"
         if item.get("warnings"):
-            text += f", {item['warnings']} warnings"
+            text += f", {item['warnings']} warning{'' if item['warnings'] == 1 else 's'}"
         if item.get("note"):
             text += f"; {item['note']}"
         if item.get("stopped"):
