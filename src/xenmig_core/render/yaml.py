@@ -11,8 +11,8 @@ from typing import Any, TextIO
 import yaml
 
 
-class _Dumper(yaml.SafeDumper):
-    """SafeDumper that never emits aliases (items are independent)."""
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+    """SafeDumper (libyaml's when available) that never emits aliases."""
 
     def ignore_aliases(self, data: Any) -> bool:
         return True
