@@ -89,7 +89,10 @@ items:
   type: PAGE_DATA
   fields:
     pfn: [{first: 0, count: 2}, 0xf000000000000002, 3]
-  payload: [{fill: "abcd", length: 4096}, {zeros: 4096}, {ref: page.bin, offset: 4096, length: 4096}]
+  payload:
+  - {fill: "abcd", length: 4096}
+  - {zeros: 4096}
+  - {ref: page.bin, offset: 4096, length: 4096}
 - kind: record
   format: libxc
   type: X86_TSC_INFO
