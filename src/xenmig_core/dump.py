@@ -190,8 +190,19 @@ class DumpConsumer(Consumer):
                     "offset": ctx.start_offset, "depth": ctx.depth,
                     "parent": ctx.parent.name if ctx.parent else None})
 
+    def _gap(self, offset: int) -> None:
+        """Bytes between the last item and *offset* that no item covers (a walker that
+        reports less than it reads): a raw item, so that build still gives them back."""
+        if offset > self.covered:
+            start, self.covered = self.covered, offset
+            if not self.options.types and self._in_range(start):
+                self._emit({"kind": "raw", "offset": start, "length": offset - start,
+                            "note": "bytes no header or record covers",
+                            "data": self._data(start, offset - start)})
+
     def on_header(self, header: HeaderValue) -> None:
         self._flush_squash()
+        self._gap(header.offset)
         ctx = header.context
         spec = next(h for h in ctx.format.spec.headers if h.name == header.name)
         self.covered = header.offset + header.size
@@ -240,6 +251,8 @@ class DumpConsumer(Consumer):
             self._payload.feed(chunk)
 
     def on_record_end(self, record: Record) -> None:
+        if record.context.format.spec.framing is not None:
+            self._flush_squash_if_gap(record.offset)
         end = self.source.offset
         start, self.covered = self.covered, end
         if not self._selected(record.name, record.offset):
@@ -258,6 +271,11 @@ class DumpConsumer(Consumer):
             return
         self._flush_squash()
         self._emit(item, counted=True)
+
+    def _flush_squash_if_gap(self, offset: int) -> None:
+        if offset > self.covered:
+            self._flush_squash()
+            self._gap(offset)
 
     def _record_item(self, record: Record, start: int, end: int) -> dict[str, Any]:
         ctx = record.context
@@ -321,6 +339,7 @@ class DumpConsumer(Consumer):
 
     def on_trailing(self, offset: int, length: int, description: str | None) -> None:
         self._flush_squash()
+        self._gap(offset)
         self.covered = offset + length
         if self.options.types or not self._in_range(offset):
             return
@@ -419,9 +438,7 @@ def dump_source(registry: Registry, source: ByteSource, renderer: Renderer,
         stopped = True
         result = engine.result
     if not stopped:
-        consumer._flush_squash()
-        if not result.valid:
-            consumer.finish_unwalked()
+        consumer.finish_unwalked()
         consumer._flush_diagnostics()
     errors = sum(1 for d in result.diagnostics if d.is_error)
     warnings = len(result.diagnostics) - errors

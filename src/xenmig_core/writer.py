@@ -17,9 +17,10 @@ from typing import Any, BinaryIO
 
 from xenmig_core.errors import UsageError
 from xenmig_core.spec.expr import FUNCTIONS
+from xenmig_core.spec.layout import NATIVE_ORDER
 from xenmig_core.spec.model import FormatSpec
 
-_ORDERS = {"big": ">", "little": "<", "native": "="}
+_ORDERS = {"big": ">", "little": "<", "native": NATIVE_ORDER}
 
 
 class StreamWriter:
