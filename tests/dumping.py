@@ -12,7 +12,7 @@ from xenmig_core.render import RENDERERS
 from xenmig_core.source import ByteSource
 
 
-def dump_text(registry: Registry, source: ByteSource, to: str = "text",
+def dump_text(registry: Registry, source: ByteSource, to: str = "text", fmt: str = "auto",
               **options: Any) -> tuple[str, DumpResult]:
     """Dump *source* in form *to*; returns the output and the verdict."""
     out = io.StringIO()
@@ -20,7 +20,7 @@ def dump_text(registry: Registry, source: ByteSource, to: str = "text",
         options["pages"] = "none" if to == "text" else "ref"
     if "squash" not in options:
         options["squash"] = to == "text" and options["pages"] == "none"
-    result = dump_source(registry, source, RENDERERS[to](out), DumpOptions(**options))
+    result = dump_source(registry, source, RENDERERS[to](out), DumpOptions(**options), fmt)
     return out.getvalue(), result
 
 

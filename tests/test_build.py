@@ -233,3 +233,67 @@ def test_invalid_build_is_refused_unless_no_verify(tmp_path, stream_files, regis
     assert out.read_bytes() == stream_files["hvm-bad-page-type"].read_bytes()
     with ByteSource.open(str(out)) as source:
         assert not verify_source(registry, source).valid
+
+
+# -- a format whose walker reads more than it reports -------------------------------------
+TOY_SPEC = """
+xenmig_spec: 1
+format: toy
+headers:
+  - name: toy_header
+    byte_order: little
+    seq:
+      - {id: magic, type: u32, valid: {eq: 0x594f54}}
+      - {id: chunks, type: u32}
+"""
+
+
+class _ToyWalker:
+    """Reads 16-byte chunks to the end of the source and reports none of them."""
+
+    @staticmethod
+    def walk(engine, ctx):
+        from xenmig_core.engine import Action
+        if engine.source.at_eof():
+            ctx.finished = True
+            return Action("end")
+        engine.source.read_upto(16)
+        return Action("continue")
+
+
+def test_bytes_a_walker_does_not_report_still_round_trip(tmp_path) -> None:
+    import io
+    import struct as st
+
+    from dumping import dump_text
+
+    from xenmig_core.plugins import hookimpl
+    from xenmig_core.session import open_registry
+
+    class Toy:
+        @staticmethod
+        @hookimpl
+        def xenmig_walker(format_name):
+            return _ToyWalker.walk if format_name == "toy" else None
+
+    spec = tmp_path / "toy.yaml"
+    spec.write_text(TOY_SPEC)
+    registry = open_registry([spec], plugins=[Toy()], autoload=False)
+    data = st.pack("<II", 0x594F54, 3) + bytes(range(40))
+    stream = tmp_path / "toy.bin"
+    stream.write_bytes(data)
+    with ByteSource.open(str(stream)) as source:
+        out = io.StringIO()
+        from xenmig_core.dump import DumpOptions, dump_source
+        from xenmig_core.render.yaml import YamlRenderer
+        dump_source(registry, source, YamlRenderer(out), DumpOptions(pages="hex"), "toy")
+    doc = yaml.safe_load(out.getvalue())
+    kinds = [i["kind"] for i in doc["items"]]
+    assert kinds == ["stream", "header", "raw", "end"]
+    assert doc["items"][2]["offset"] == 8 and doc["items"][2]["length"] == 40
+    description = tmp_path / "toy.yaml.dump"
+    description.write_text(out.getvalue())
+    build_stream(registry, str(description), str(tmp_path / "again"), verify=False)
+    assert (tmp_path / "again").read_bytes() == data
+    text, _ = dump_text(registry, ByteSource.from_bytes(data, "toy"), "text", "toy")
+    assert "40 bytes not walked" in text
