@@ -362,3 +362,28 @@ def test_variants_cover_every_item_kind(registry, streams) -> None:
     kinds.update(i["kind"] for i in _items(out))
     assert kinds >= {"stream", "header", "record", "diagnostic", "raw", "trailing", "end",
                      "body", "padding", "payload"}
+
+
+def test_long_text_bytes_shown_as_text_and_rebuilt(tmp_path, cli) -> None:
+    spec = tmp_path / "note.yaml"
+    spec.write_text(EXTENSION)
+    registry = open_registry([spec], autoload=False)
+    sample = SAMPLES["hvm-v3"]()
+    from xenmig_libxc.samples import Step
+    note = b"line one: \xc3\xa9t\xc3\xa9\n\tline two \r\n" * 4 + b"\0\0"
+    sample.steps.insert(sample.index("END"), Step("MY_NOTE", {"level": 0, "text": note}))
+    stream = tmp_path / "noted"
+    stream.write_bytes(assemble(registry.specs["libxc"], sample))
+    result = cli("dump", "--spec", str(spec), str(stream), "--type", "MY_NOTE")
+    assert f"text: {len(note)} bytes of text + 2 NUL" in result.stdout
+    assert "| line one: \u00e9t\u00e9" in result.stdout
+    for to in ("yaml", "json"):
+        description = tmp_path / f"noted.{to}"
+        assert cli("dump", "--spec", str(spec), str(stream), "-t", to, "-o",
+                   str(description)).exit_code == 0
+        doc = yaml.safe_load(description.read_text())
+        item = next(i for i in doc["items"] if i.get("type") == "MY_NOTE")
+        assert item["fields"]["text"][1] == {"zeros": 2}
+        assert cli("build", "--spec", str(spec), str(description), "-o",
+                   str(tmp_path / "again")).exit_code == 0
+        assert (tmp_path / "again").read_bytes() == stream.read_bytes()

@@ -25,7 +25,7 @@ import io
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -242,9 +242,11 @@ def _hex(text: Any, path: str) -> bytes:
 
 
 def prepare_fields(layout: Layout, values: Any, path: str, enums: dict[str, EnumSpec],
-                   data: DataResolver) -> dict[str, Any]:
+                   data: DataResolver, prior: Mapping[str, Any] | None = None
+                   ) -> dict[str, Any]:
     """Check *values* against *layout* and return them in decoded form (ints, lists, bytes),
-    with counts and sizes named by arrays derived when omitted and checked when given."""
+    with counts and sizes named by arrays derived when omitted and checked when given.
+    *prior* holds the fields of earlier headers, which a size may name."""
     if not isinstance(values, dict):
         raise BuildError(path, "expected a mapping of fields")
     known = {f.id: f for f in layout.fields if not f.payload}
@@ -261,10 +263,10 @@ def prepare_fields(layout: Layout, values: Any, path: str, enums: dict[str, Enum
             if spec.repeat is not None:
                 if not isinstance(value, list):
                     raise BuildError(where, "expected a list")
-                out[spec.id] = [prepare_fields(spec.struct, v, f"{where}[{i}]", enums, data)
-                                for i, v in enumerate(value)]
+                out[spec.id] = [prepare_fields(spec.struct, v, f"{where}[{i}]", enums, data,
+                                               prior) for i, v in enumerate(value)]
             else:
-                out[spec.id] = prepare_fields(spec.struct, value, where, enums, data)
+                out[spec.id] = prepare_fields(spec.struct, value, where, enums, data, prior)
         elif spec.type == "bytes":
             out[spec.id] = data.data(value, where)
         elif spec.repeat is not None:
@@ -272,7 +274,7 @@ def prepare_fields(layout: Layout, values: Any, path: str, enums: dict[str, Enum
         else:
             out[spec.id] = int_value(spec, value, where, enums)
     for spec in known.values():
-        _derive(spec, out, known, path, enums)
+        _derive(spec, out, known, path, enums, prior or {})
     for spec in known.values():
         if spec.id not in out:
             if spec.is_int and spec.repeat is None and any(c.kind == "reserved"
@@ -284,7 +286,7 @@ def prepare_fields(layout: Layout, values: Any, path: str, enums: dict[str, Enum
 
 
 def _derive(spec: FieldSpec, out: dict[str, Any], known: dict[str, FieldSpec], path: str,
-            enums: dict[str, EnumSpec]) -> None:
+            enums: dict[str, EnumSpec], prior: Mapping[str, Any]) -> None:
     counter = spec.repeat if spec.repeat is not None else spec.size
     if spec.id not in out or counter is None or counter == "rest":
         return
@@ -298,8 +300,12 @@ def _derive(spec: FieldSpec, out: dict[str, Any], known: dict[str, FieldSpec], p
         if out[counter] != n:
             raise BuildError(f"{path}.{counter}",
                              f"{out[counter]}, but {spec.id} has {n} {unit}")
-    else:
+    elif counter in known:
         out[counter] = int_value(known[counter], n, f"{path}.{counter}", enums)
+    elif counter in prior and prior[counter] != n:
+        # the size is a field of an earlier header, which is already written
+        raise BuildError(f"{path}.{spec.id}", f"{n} {unit}, but {counter} (an earlier "
+                         f"header's field) is {prior[counter]}")
 
 
 # -- writing -----------------------------------------------------------------------------
@@ -311,6 +317,7 @@ class Builder:
         self.out = out
         self.data = DataResolver(base)
         self.writers: dict[str, StreamWriter] = {}
+        self.header_values: dict[str, dict[str, Any]] = {}   # per format, for header sizes
         self.current: StreamWriter | None = None
 
     def _spec(self, item: dict[str, Any], path: str) -> FormatSpec:
@@ -324,6 +331,7 @@ class Builder:
         spec = self._spec(item, path)
         writer = self.writers.get(spec.name)
         if writer is None or new:
+            self.header_values[spec.name] = {}
             order = "little"
             if self.current is not None:
                 order = "big" if self.current.order == ">" else "little"
@@ -363,8 +371,10 @@ class Builder:
             names = ", ".join(h.name for h in spec.headers) or "none"
             raise BuildError(f"{path}.name", f"format {spec.name} has no header "
                              f"{item.get('name')!r} (headers: {names})")
+        prior = self.header_values[spec.name]
         fields = prepare_fields(header.layout, item.get("fields", {}), f"{path}.fields",
-                                spec.enums, self.data)
+                                spec.enums, self.data, prior)
+        prior.update(fields)
         data = writer.header(header.name, fields)
         if "size" in item and item["size"] != len(data):
             raise BuildError(f"{path}.size", f"given {item['size']}, the fields encode to "

@@ -38,10 +38,28 @@ def fold_runs(values: list[int]) -> list[Any]:
     return out
 
 
+def _as_text(data: bytes) -> str | None:
+    """*data* as text when it is UTF-8 made of printable characters and line breaks."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if all(ch.isprintable() or ch in "\n\r\t" for ch in text):
+        return text
+    return None
+
+
 def bytes_value(data: bytes) -> Any:
-    """Short bytes as a hex string, long ones as ``{base64: ...}``."""
+    """Short bytes as a hex string; long text (a configuration, an XML document) as
+    ``{text: ...}``, followed by ``{zeros: N}`` for NUL terminators; other long bytes as
+    ``{base64: ...}``."""
     if len(data) <= SHORT_BYTES:
         return data.hex()
+    body = data.rstrip(b"\0")
+    text = _as_text(body) if body else None
+    if text is not None:
+        nuls = len(data) - len(body)
+        return [{"text": text}, {"zeros": nuls}] if nuls else {"text": text}
     return {"base64": base64.b64encode(data).decode("ascii")}
 
 

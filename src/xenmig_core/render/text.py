@@ -76,6 +76,8 @@ def scalar(value: Any) -> str:
 
 
 def _is_simple(value: Any) -> bool:
+    if _text_of(value) is not None:
+        return False
     if isinstance(value, dict):
         return "base64" in value or _is_range(value) or "ref" in value or \
             set(value) <= {"length", "unavailable"}
@@ -84,6 +86,17 @@ def _is_simple(value: Any) -> bool:
             not isinstance(v, dict | list) or ("first" in v and "count" in v and
                                                len(v) == 2) for v in value)
     return True
+
+
+def _text_of(value: Any) -> tuple[str, int] | None:
+    """(text, trailing NUL count) of a text bytes value, else None."""
+    if isinstance(value, dict) and set(value) == {"text"}:
+        return value["text"], 0
+    if isinstance(value, list) and len(value) == 2 and isinstance(value[0], dict) \
+            and set(value[0]) == {"text"} and isinstance(value[1], dict) \
+            and set(value[1]) == {"zeros"}:
+        return value[0]["text"], value[1]["zeros"]
+    return None
 
 
 def _long_list(value: Any) -> bool:
@@ -96,6 +109,7 @@ class TextRenderer:
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self.depth = 0
+        self._depths: dict[str, int] = {}   # format -> depth of its (latest) context
 
     def _line(self, offset: int | None, text: str, depth: int | None = None) -> None:
         where = f"@{offset:#010x}" if offset is not None else " " * 11
@@ -132,6 +146,15 @@ class TextRenderer:
                 self.nested(key, value, level)
 
     def nested(self, key: str, value: Any, level: int) -> None:
+        text = _text_of(value)
+        if text is not None:
+            body, nuls = text
+            size = len(body.encode("utf-8")) + nuls
+            self._detail(f"{key}: {size} bytes of text" + (f" + {nuls} NUL" if nuls else ""),
+                         level)
+            for line in body.splitlines():
+                self._detail(f"| {line}", level + 1)
+            return
         if isinstance(value, dict):
             if all(_is_simple(v) for v in value.values()):
                 self._wrapped([f"{k}={scalar(v)}" for k, v in value.items()], level,
@@ -204,12 +227,16 @@ class TextRenderer:
     def end(self) -> None:
         self.out.flush()
 
+    def _at(self, item: dict[str, Any]) -> None:
+        self.depth = self._depths.get(item.get("format", ""), self.depth)
+
     def _stream(self, item: dict[str, Any]) -> None:
-        self.depth = item["depth"]
+        self.depth = self._depths[item["format"]] = item["depth"]
         self._line(item["offset"], f"{item['title']} ({item['format']})"
                    + (f", inside {item['parent']}" if item.get("parent") else ""))
 
     def _header(self, item: dict[str, Any]) -> None:
+        self._at(item)
         text = f"{item['name']} ({item['size']} bytes)"
         if item.get("summary"):
             text += f": {item['summary']}"
@@ -217,6 +244,7 @@ class TextRenderer:
         self._fields_and_view(item)
 
     def _record(self, item: dict[str, Any]) -> None:
+        self._at(item)
         name = item.get("type") or f"{item['type_id']:#010x} (unknown)"
         text = f"record {item['index']}  {name} ({item['length']} bytes)"
         if item.get("summary"):
@@ -234,6 +262,7 @@ class TextRenderer:
         self._diagnostics(item)
 
     def _squashed(self, item: dict[str, Any]) -> None:
+        self._at(item)
         self._line(item["offset"], f"records {item['first_index']}-{item['last_index']}  "
                    f"{item['type']} x{item['count']} ({item['length']} bytes)")
         if item.get("view"):
