@@ -24,7 +24,8 @@ def dump_text(registry: Registry, source: ByteSource, to: str = "text", fmt: str
     return out.getvalue(), result
 
 
-def dump_file(registry: Registry, path: Path, to: str = "text", **options: Any
+def dump_file(registry: Registry, path: Path, to: str = "text", fmt: str = "auto",
+              **options: Any
               ) -> tuple[str, DumpResult]:
     with ByteSource.open(str(path)) as source:
-        return dump_text(registry, source, to, **options)
+        return dump_text(registry, source, to, fmt, **options)

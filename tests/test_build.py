@@ -297,3 +297,15 @@ def test_bytes_a_walker_does_not_report_still_round_trip(tmp_path) -> None:
     assert (tmp_path / "again").read_bytes() == data
     text, _ = dump_text(registry, ByteSource.from_bytes(data, "toy"), "text", "toy")
     assert "40 bytes not walked" in text
+
+
+def test_every_example_round_trips(registry, tmp_path) -> None:
+    for source in sorted((ROOT / "examples").iterdir()):
+        if source.suffix == ".py":
+            continue
+        text, result = dump_file(registry, source, "yaml")
+        assert result.valid, source.name
+        description = tmp_path / f"{source.name}.yaml"
+        description.write_text(text)
+        build_stream(registry, str(description), str(tmp_path / source.name))
+        assert (tmp_path / source.name).read_bytes() == source.read_bytes(), source.name
