@@ -239,6 +239,8 @@ def test_invalid_build_is_refused_unless_no_verify(tmp_path, stream_files, regis
 TOY_SPEC = """
 xenmig_spec: 1
 format: toy
+detect:
+  - {offset: 0, hex: "544f5900", description: "a toy stream"}
 headers:
   - name: toy_header
     byte_order: little

@@ -31,6 +31,7 @@ from typing import Any, BinaryIO
 
 import yaml
 
+from xenmig_core.dump import type_length_framing
 from xenmig_core.errors import UsageError
 from xenmig_core.registry import Registry
 from xenmig_core.sink import atomic_output
@@ -388,7 +389,7 @@ class Builder:
                 self.out.write(chunk)
             return
         if spec.framing is None:
-            raise BuildError(path, f"format {spec.name} has no record framing: give 'raw'")
+            raise BuildError(path, f"format {spec.name} has no records: give 'raw'")
         rtype = None
         type_id = item.get("type_id")
         if "type" in item:
@@ -402,11 +403,18 @@ class Builder:
             type_id = rtype.id
         if not isinstance(type_id, int) or isinstance(type_id, bool):
             raise BuildError(path, "a record needs a 'type' name or an integer 'type_id'")
+        body = self._body(item, path, rtype, writer)
+        if not type_length_framing(spec):
+            # the format's walker implies each unit's type and length: the unit is its body
+            if "length" in item and item["length"] != len(body):
+                raise BuildError(f"{path}.length", f"given {item['length']}, the unit is "
+                                 f"{len(body)} bytes")
+            writer.raw(body)
+            return
         bits = _INT_BITS[spec.framing.type_code]
         if not 0 <= type_id < 1 << bits:
             raise BuildError(f"{path}.type_id", f"{type_id} does not fit "
                              f"{spec.framing.type_code}")
-        body = self._body(item, path, rtype, writer)
         length = len(body)
         raw_length = item.get("raw_length")
         if "length" in item and item["length"] != length:

@@ -25,6 +25,7 @@ from xenmig_core.engine.context import HeaderValue
 from xenmig_core.present import plain, present_fields
 from xenmig_core.registry import Registry
 from xenmig_core.source import ByteSource
+from xenmig_core.spec.model import FormatSpec
 from xenmig_core.verify import choose_format
 
 #: version of the item schema (schemas/dump.schema.json); bump on incompatible changes
@@ -251,8 +252,7 @@ class DumpConsumer(Consumer):
             self._payload.feed(chunk)
 
     def on_record_end(self, record: Record) -> None:
-        if record.context.format.spec.framing is not None:
-            self._flush_squash_if_gap(record.offset)
+        self._flush_squash_if_gap(record.offset)
         end = self.source.offset
         start, self.covered = self.covered, end
         if not self._selected(record.name, record.offset):
@@ -288,19 +288,21 @@ class DumpConsumer(Consumer):
         item["length"] = record.length
         if record.summary:
             item["summary"] = record.summary
-        if framing is None:
-            # a walker's unit: no framing to rebuild it from, so keep its bytes
-            item["raw"] = self._data(start, end - start)
-        else:
+        framed = type_length_framing(ctx.format.spec)
+        if self._fields is not None and self._rebuildable(record) and \
+                (framed or end - record.offset == record.length):
+            item["fields"] = self._fields
+            if record.payload_length:
+                item["payload"] = self._payload_item(record)
+        elif framed:
             head = struct.calcsize("<" + framing.header_codes)
-            if self._fields is not None and self._rebuildable(record):
-                item["fields"] = self._fields
-                if record.payload_length:
-                    item["payload"] = self._payload_item(record)
-            elif record.length:
+            if record.length:
                 item["body"] = self._data(record.offset + head, record.length)
-            if any(record.padding):
-                item["padding"] = record.padding.hex()
+        else:
+            # a walker's unit that its fields cannot rebuild: keep its bytes
+            item["raw"] = self._data(record.offset, end - record.offset)
+        if framed and any(record.padding):
+            item["padding"] = record.padding.hex()
         if self._view:
             item["view"] = self._view
         diags = [d for d in self._pending if d.record_index == record.index]
@@ -365,6 +367,12 @@ class DumpConsumer(Consumer):
             data = data + rest_parts
         self._emit({"kind": "raw", "offset": start, "length": end - start,
                     "note": "bytes the walk could not frame", "data": data})
+
+
+def type_length_framing(spec: FormatSpec) -> bool:
+    """True when the format's records carry a type and length header in the stream (False
+    for formats without records, or whose walker implies each unit's type and length)."""
+    return spec.framing is not None and not getattr(spec.framing, "implied", False)
 
 
 def squashed(items: list[dict[str, Any]]) -> dict[str, Any]:
