@@ -42,6 +42,8 @@ def _int_list(values: list[Any]) -> str:
         if isinstance(v, dict) and "first" in v and "count" in v:
             last = v["first"] + v["count"] - 1
             parts.append(f"{v['first']:#x}-{last:#x} ({v['count']})")
+        elif isinstance(v, int) and not isinstance(v, bool):
+            parts.append(str(v) if 0 <= v < 10 else hex(v))    # list items: pfns, frames
         else:
             parts.append(scalar(v))
     return ", ".join(parts) if parts else "[]"
