@@ -82,11 +82,15 @@ class Registry:
         for name, spec in self.specs.items():
             fmt = Format(spec)
             unit_names = [h.name for h in spec.headers] + [r.name for r in spec.records.values()]
+            # A variant (``variant_of``) uses its base format's handlers unless it has its own.
+            lineage = [name] + ([spec.base] if spec.base else [])
             for unit in unit_names:
-                plugin, handler = first_result(pm, "xenmig_record_handler", format_name=name,
-                                               name=unit)
-                if handler is not None:
-                    fmt.handlers[unit] = _guard(plugin, name, unit, handler)
+                for owner in lineage:
+                    plugin, handler = first_result(pm, "xenmig_record_handler",
+                                                   format_name=owner, name=unit)
+                    if handler is not None:
+                        fmt.handlers[unit] = _guard(plugin, name, unit, handler)
+                        break
             plugin, walker = first_result(pm, "xenmig_walker", format_name=name)
             if walker is not None:
                 fmt.walker = _guard(plugin, name, "walker", walker)

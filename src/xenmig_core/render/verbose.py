@@ -30,6 +30,14 @@ class VerboseConsumer(Consumer):
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self._run: _Run | None = None
+        self._last_context: StreamContext | None = None
+
+    def _switch(self, ctx: StreamContext, offset: int) -> None:
+        """Say so when the walk goes back to a stream (a resumed or continuing one)."""
+        if self._last_context is not None and ctx is not self._last_context:
+            self._flush()
+            self._line(ctx.depth, offset, f"({ctx.format.spec.title} continues)")
+        self._last_context = ctx
 
     def _line(self, depth: int, offset: int | None, text: str) -> None:
         where = f"@{offset:#010x}" if offset is not None else " " * 11
@@ -58,17 +66,20 @@ class VerboseConsumer(Consumer):
 
     def on_context_start(self, ctx: StreamContext) -> None:
         self._flush()
+        self._last_context = ctx
         if ctx.parent is not None:
             self._line(ctx.depth - 1, ctx.start_offset, f"{ctx.format.spec.title} follows:")
 
     def on_header(self, header: HeaderValue) -> None:
         self._flush()
+        self._switch(header.context, header.offset)
         text = f"{header.context.name} {header.title}"
         if header.summary:
             text += f": {header.summary}"
         self._line(header.context.depth, header.offset, text)
 
     def on_record(self, record: Record) -> None:
+        self._switch(record.context, record.offset)
         rtype = record.rtype
         if rtype is not None and rtype.squash is not None:
             run = self._run

@@ -14,6 +14,7 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
+from collections import ChainMap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -256,10 +257,14 @@ class Layout:
         self._checked = [f for f in fields if f.checks or (f.struct and f.struct.has_checks)]
         self.has_checks = bool(self._checked)
 
-    def decode(self, reader: Reader, order: str) -> dict[str, Any]:
+    def decode(self, reader: Reader, order: str,
+               outer: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Decode the fields; sizes and counts may also name fields of *outer* (values
+        decoded earlier, e.g. an earlier header's). Returns this layout's fields only."""
         out: dict[str, Any] = {}
+        values: Any = ChainMap(out, dict(outer)) if outer else out
         for segment in self._segments:
-            segment.decode(reader, order, out)
+            segment.decode(reader, order, values)
         return out
 
     def encode(self, values: Mapping[str, Any], order: str) -> bytes:
