@@ -31,7 +31,8 @@ def split_pairs(data: bytes) -> tuple[list[tuple[bytes, bytes]], list[str]]:
         problems.append(f"data does not end with a NUL: the last string {_show(tail)} is not "
                         "terminated (restore: \"not NUL terminated\")")
     elif len(strings) % 2:
-        problems.append(f"{len(strings)} strings: key/value pairs need an even number; key "
+        count = f"{len(strings)} string" + ("" if len(strings) == 1 else "s")
+        problems.append(f"{count}: key/value pairs need an even number; key "
                         f"{_show(strings[-1])} has no value (restore: \"not NUL terminated\")")
     pairs = [(strings[i], strings[i + 1]) for i in range(0, len(strings) - 1, 2)]
     return pairs, problems

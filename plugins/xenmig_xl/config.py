@@ -28,17 +28,17 @@ def check_optional_data(header: HeaderValue, ctx: StreamContext) -> None:
     fields = header.fields
     ctx.state["config_format"] = "none"
     if not data:
-        _no_config(ctx, "no optional data")
+        _no_config(ctx, "no optional data", header)
         return
     if len(data) < 4:
         _error(ctx, f"{len(data)} bytes of optional data cannot hold the 4-byte config_len "
-                    "(xl: \"Savefile truncated.\")", "config_len")
+                    "(xl: \"Savefile truncated.\")", "config_len", header)
         return
     (config_len,) = struct.unpack(ctx.byte_order + "I", data[:4])
     fields["config_len"] = config_len
     if config_len > len(data) - 4:
         _error(ctx, f"config_len {config_len} overruns the optional data ({len(data) - 4} "
-                    "bytes left; xl: \"Savefile truncated.\")", "config_len")
+                    "bytes left; xl: \"Savefile truncated.\")", "config_len", header)
         return
     config = data[4:4 + config_len]
     extra = len(data) - 4 - config_len
@@ -47,7 +47,7 @@ def check_optional_data(header: HeaderValue, ctx: StreamContext) -> None:
                     "them)", field="optional_data", unit=header.name, offset=header.offset)
     ctx.state["config_bytes"] = config_len
     if not config:
-        _no_config(ctx, "config_len is 0")
+        _no_config(ctx, "config_len is 0", header)
         return
     if ctx.state["json_config"]:
         _json_config(header, ctx, config)
@@ -112,9 +112,9 @@ def _text_config(header: HeaderValue, ctx: StreamContext, config: bytes) -> None
                       + (f": domain {name.group(1).decode(errors='replace')!r}" if name else ""))
 
 
-def _no_config(ctx: StreamContext, why: str) -> None:
+def _no_config(ctx: StreamContext, why: str, header: HeaderValue) -> None:
     ctx.warning(f"no domain configuration in the file ({why}): xl restore needs one on its "
-                "command line", unit="optional data")
+                "command line", unit="optional data", offset=header.offset)
 
 
 def _error(ctx: StreamContext, message: str, field: str,
