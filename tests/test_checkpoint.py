@@ -34,6 +34,19 @@ def test_pv_remus_has_no_emulator_records(registry) -> None:
     assert report.contexts[0].records == {"LIBXC_CONTEXT": 1, "CHECKPOINT_END": 2}
 
 
+def test_pv_checkpoint_starting_with_a_type_5_record_stays_libxc(registry) -> None:
+    """Type 5 after CHECKPOINT_END is COLO's CHECKPOINT_STATE only for HVM guests; in a PV
+    stream it is libxc's X86_PV_VCPU_EXTENDED."""
+    sample = checkpointed_sample(2, hvm=False, pages=8)
+    first = sample.index("libxl", "CHECKPOINT_END")
+    second = sample.index("libxc", "CHECKPOINT", 1)
+    sample.parts[first + 1:second] = [("libxc", Step("X86_PV_VCPU_EXTENDED",
+                                                     {"vcpu_id": 0}, bytes(24)))]
+    report = verify(registry, build(registry, sample))
+    assert report.valid, errors(report)
+    assert report.contexts[1].records["X86_PV_VCPU_EXTENDED"] == 3
+
+
 def _cuts(registry, data):
     """Each record boundary of *data* (but its end) with the record that ends there."""
     report, log = walk(registry, data)
@@ -84,6 +97,25 @@ def test_cut_mid_record_in_a_checkpoint(registry, remus) -> None:
     second = next(c for c, r in cuts if r.name == "CHECKPOINT_END")
     found = errors(verify(registry, remus[:second + 100]))
     assert len(found) == 1 and "truncated" in found[0]
+    assert found[0].endswith("(inside checkpoint 2: the last complete checkpoint is 1)")
+
+
+def test_cut_inside_every_record_names_the_checkpoint(registry, remus) -> None:
+    done = 0
+    for end, record in _cuts(registry, remus):
+        found = errors(verify(registry, remus[:end - 1]))
+        assert len(found) == 1 and "truncated" in found[0], found
+        checkpointed = record.format == "libxl" and record.name != "LIBXC_CONTEXT" or done
+        if not checkpointed:
+            assert "checkpoint" not in found[0], found
+        elif done == 0:
+            assert found[0].endswith("(inside checkpoint 1: the first checkpoint must be "
+                                     "complete)"), found
+        else:
+            assert found[0].endswith(f"(inside checkpoint {done + 1}: the last complete "
+                                     f"checkpoint is {done})"), (record, found)
+        if record.name == "CHECKPOINT_END":
+            done += 1
 
 
 def test_colo_stream_with_checkpoint_state_new(registry) -> None:

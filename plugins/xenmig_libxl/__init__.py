@@ -14,7 +14,7 @@ from typing import Any
 
 from xenmig_core.engine import StreamContext
 from xenmig_core.plugins import hookimpl
-from xenmig_libxl.checkpoints import checkpoint_eof
+from xenmig_libxl.checkpoints import checkpoint_eof, checkpoint_truncated
 from xenmig_libxl.xenstore import check_xenstore_data
 
 FORMAT = "libxl"
@@ -33,6 +33,7 @@ def xenmig_record_handler(format_name: str, name: str) -> Any:
 
 
 @hookimpl
-def xenmig_stream_eof(ctx: StreamContext) -> tuple[str, str] | None:
-    """A checkpointed stream may stop after a complete checkpoint, never inside one."""
-    return checkpoint_eof(ctx)
+def xenmig_stream_eof(ctx: StreamContext, partial: bool) -> tuple[str, str] | None:
+    """A checkpointed stream may stop after a complete checkpoint, never inside one; a
+    truncated one is told which checkpoint was cut."""
+    return checkpoint_truncated(ctx) if partial else checkpoint_eof(ctx)

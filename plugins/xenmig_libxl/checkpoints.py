@@ -31,6 +31,23 @@ def checkpoint_eof(ctx: StreamContext) -> tuple[str, str] | None:
     return None
 
 
+def checkpoint_truncated(ctx: StreamContext) -> tuple[str, str] | None:
+    """Context for an error: the source ended inside a record or header of *ctx*."""
+    libxl = ctx.parent if ctx.name == LIBXC else ctx
+    if not _is_libxl(libxl) or libxl is None or libxl.state.get("back_channel"):
+        return None
+    done = libxl.state["checkpoints"]
+    started = libxl.child_state(LIBXC, "checkpoints", 0)
+    if not started or libxl.child_status(LIBXC) == "finished":
+        return None
+    if ctx is libxl and started == done:
+        return "error", f"after checkpoint {done}, the last complete one"
+    current = max(started, done + 1)
+    if done == 0:
+        return "error", "inside checkpoint 1: the first checkpoint must be complete"
+    return "error", f"inside checkpoint {current}: the last complete checkpoint is {done}"
+
+
 def _in_libxc(libxc: StreamContext, libxl: StreamContext) -> tuple[str, str] | None:
     done = libxl.state["checkpoints"]
     if libxc.state["checkpoints"] == 0:

@@ -116,8 +116,14 @@ class Registry:
             messages.extend(result)
         return messages
 
-    def call_stream_eof(self, ctx: Any) -> tuple[str, str] | None:
-        return first_result(self.pm, "xenmig_stream_eof", ctx=ctx)[1]
+    def call_stream_eof(self, ctx: Any, partial: bool = False) -> tuple[str, str] | None:
+        """The first verdict on an early end of *ctx* (see the hook); implementations that
+        do not take *partial* are asked only about clean ends."""
+        for _plugin, verdict in call_each(self.pm, "xenmig_stream_eof", ctx=ctx,
+                                          partial=partial,
+                                          only_with="partial" if partial else None):
+            return verdict
+        return None
 
     def describe_trailing(self, ctx: Any, head: bytes) -> str | None:
         return first_result(self.pm, "xenmig_trailing_data", ctx=ctx, head=head)[1]

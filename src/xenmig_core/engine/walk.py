@@ -108,6 +108,10 @@ class Engine:
                 self._after_root()
         except StreamError as exc:
             ctx = stack[-1] if stack else root
+            if isinstance(exc, TruncatedError):
+                verdict = self.registry.call_stream_eof(ctx, partial=True)
+                if verdict is not None and verdict[0] == "error":
+                    exc.message = f"{exc.message} ({verdict[1]})"
             self._fatal(ctx, exc)
         self.result.end_offset = self.source.offset
         self.result.records = self._next_index
