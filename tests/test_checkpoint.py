@@ -105,7 +105,7 @@ def test_cut_inside_every_record_names_the_checkpoint(registry, remus) -> None:
     for end, record in _cuts(registry, remus):
         found = errors(verify(registry, remus[:end - 1]))
         assert len(found) == 1 and "truncated" in found[0], found
-        checkpointed = record.format == "libxl" and record.name != "LIBXC_CONTEXT" or done
+        checkpointed = (record.format == "libxl" and record.name != "LIBXC_CONTEXT") or done
         if not checkpointed:
             assert "checkpoint" not in found[0], found
         elif done == 0:
