@@ -251,3 +251,23 @@ def test_trailing_bytes_after_end(registry, hvm) -> None:
                      ": 8 bytes of unexpected data after the end of the stream"]
     cleared = verify(registry, data + b"domain is yours, you are cleared to unpause\0")
     assert cleared.valid and "captured migration stream" in warnings(cleared)[0]
+
+
+@pytest.mark.parametrize(("emulator", "blob", "expected"), [
+    (2, b"QEVM\0\0\0\3\0", None),
+    (2, b"QEVM\0\0\0\2\0", "version bytes b'\\x00\\x00\\x00\\x02': QEMU loads only version 3"),
+    (2, b"DeviceModelRecord0002", "does not start with QEMU's \"QEVM\" magic (it starts "
+                                  "b'DeviceMo')"),
+    (2, b"", "(it starts b'')"),
+    (0, b"DeviceModelRecord0002", None),     # legacy-converted: opaque
+])
+def test_qemu_upstream_device_state_header(registry, hvm, emulator, blob, expected) -> None:
+    step = hvm.parts[_libxl_index(hvm, "EMULATOR_CONTEXT")][1]
+    step.fields["emulator_id"] = emulator
+    step.payload = blob
+    found = errors(verify(registry, build(registry, hvm)))
+    if expected is None:
+        assert found == []
+    else:
+        assert len(found) == 1 and expected in found[0], found
+        assert "(EMULATOR_CONTEXT)" in found[0] and ": blob: " in found[0]

@@ -83,3 +83,11 @@ def test_spec_errors(tmp_path, text, message) -> None:
     (tmp_path / "x.yaml").write_text("xenmig_spec: 1\n" + text)
     with pytest.raises(SpecError, match=message):
         open_registry([tmp_path / "toy.yaml", tmp_path / "x.yaml"], autoload=False)
+
+
+def test_payload_head_only_on_payloads(tmp_path) -> None:
+    (tmp_path / "x.yaml").write_text(
+        "xenmig_spec: 1\nformat: x\nrecords:\n  framing: {type: u8, length: u8, max_length: 9}"
+        "\n  types:\n    - {id: 0, name: A, body: [{id: b, type: bytes, size: rest, head: 4}]}\n")
+    with pytest.raises(SpecError, match="head is a number of bytes"):
+        open_registry([tmp_path / "x.yaml"], autoload=False)

@@ -405,6 +405,9 @@ class Engine:
             ctx.error(f"{rtype.name} has no body, found {record.length} bytes")
         if layout is not None and layout.payload is not None:
             record.payload_length = reader.remaining
+            if layout.payload.head and not broken:    # a look at its start, not consumed
+                record.fields[layout.payload.id + "_head"] = self.source.peek(
+                    min(layout.payload.head, reader.remaining))
         names = ctx.names(record.fields, body_length=record.length)
         if not broken:
             length_failed = self._check_length(ctx, rtype.length, record, names)

@@ -91,6 +91,7 @@ class FieldSpec:
     enum: str | None = None
     flags: str | None = None
     payload: bool = False
+    head: int = 0                        # payloads: expose this many first bytes as ID_head
     checks: list[Check] = field(default_factory=list)
     struct: Layout | None = None         # nested struct type, when type names one
 

@@ -42,7 +42,7 @@ TOP_KEYS = {"xenmig_spec", "format", "extends", "title", "doc", "enums", "types"
             "headers", "records", "follows", "end_checks", "report", "detect", "summary",
             "variant_of"}
 FIELD_KEYS = {"id", "type", "doc", "orig_id", "size", "repeat", "enum", "flags", "valid",
-              "reserved", "reserved_bits", "payload"}
+              "reserved", "reserved_bits", "payload", "head"}
 VALID_KEYS = {"eq", "any_of", "min", "max", "known", "expr", "message", "severity"}
 HEADER_KEYS = {"name", "title", "doc", "orig_id", "byte_order", "seq", "set", "byte_order_from",
                "checks", "summary", "fatal"}
@@ -327,6 +327,12 @@ def _layout(ctx: _Ctx, parent: Any, key: str, node: Any, fmt: FormatSpec,
             raise ctx.fail(f, "payload", "only the last field of a body can be a payload")
         if spec.payload and (ftype != "bytes" or spec.size != "rest"):
             raise ctx.fail(f, "payload", "a payload is a bytes field of size 'rest'")
+        if "head" in f:
+            head = f["head"]
+            if not spec.payload or not isinstance(head, int) or isinstance(head, bool) \
+                    or not 0 < head <= 4096:
+                raise ctx.fail(f, "head", "head is a number of bytes (1-4096) of a payload")
+            spec.head = head
         for attr in ("enum", "flags"):
             if attr in f:
                 if f[attr] not in fmt.enums:
