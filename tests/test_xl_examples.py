@@ -108,3 +108,18 @@ def test_invalid_file_one_line(tmp_path) -> None:
     assert err == ("xenmig: invalid: libxl end of stream @0x181f0: stream ended inside "
                    "checkpoint 3, before its CHECKPOINT_END: the last complete checkpoint is 2 "
                    "(a restore would fail over to it)")
+
+
+def test_verbose_puts_errors_under_their_record(cli, tmp_path) -> None:
+    data = bytearray((EXAMPLES / "hvm-guest.xl").read_bytes())
+    key = data.index(b"physmap/f0000000/start_addr")
+    data[key:key + 1] = b"/"
+    broken = tmp_path / "broken.xl"
+    broken.write_bytes(bytes(data))
+    result = cli("verify", "-v", str(broken))
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if "EMULATOR_XENSTORE_DATA (105 bytes)" in line)
+    assert lines[at + 1].strip().startswith("ERROR: record 10 (EMULATOR_XENSTORE_DATA)")
+    assert "is absolute" in lines[at + 1]
+    assert lines[-1].endswith(": INVALID: 1 error")
