@@ -446,8 +446,10 @@ class Engine:
 
     @staticmethod
     def _too_long(ctx: StreamContext, record: Record, rtype: RecordType) -> bool:
-        """Check fixed ``max`` length rules before the body is read into memory: a body
-        that breaks one is reported and skipped, never decoded."""
+        """Check fixed ``max`` length rules before a body of variable size is read into
+        memory: a body that breaks one is reported and skipped, never decoded."""
+        if rtype.layout is None or not rtype.layout.variable:
+            return False
         for rule in rtype.length:
             if rule.kind == "max" and rule.when is None and isinstance(rule.arg, int) \
                     and record.length > rule.arg:

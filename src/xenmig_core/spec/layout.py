@@ -255,6 +255,8 @@ class Layout:
         self.fixed_size: int | None = self.single_run.size if self.single_run else (
             0 if not self._segments and self.payload is None else None)
         self.min_size = sum(seg.size for seg in self._segments if isinstance(seg, _FixedRun))
+        #: decoding loads a body-dependent amount (arrays, bytes) besides any payload
+        self.variable = any(not isinstance(seg, _FixedRun) for seg in self._segments)
         self._checked = [f for f in fields if f.checks or (f.struct and f.struct.has_checks)]
         self.has_checks = bool(self._checked)
 
