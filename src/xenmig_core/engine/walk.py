@@ -391,16 +391,14 @@ class Engine:
         reader = SourceReader(self.source, record.length, f"record {record.index} body")
         layout = rtype.layout
         broken = self._too_long(ctx, record, rtype)
-        if broken:
-            pass
-        elif layout is not None:
+        if layout is not None and not broken:
             try:
                 record.fields = layout.decode(reader, ctx.byte_order)
                 record.decoded = True
             except RecordError as exc:
                 ctx.error(exc.message, field=exc.field)
                 broken = True
-        elif record.length:
+        elif layout is None and record.length:
             broken = True
             ctx.error(f"{rtype.name} has no body, found {record.length} bytes")
         if layout is not None and layout.payload is not None:
