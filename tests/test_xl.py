@@ -199,3 +199,24 @@ def test_libvirt_warnings(registry, libvirt) -> None:
     assert report.valid and any("unused words" in w for w in warnings(report))
     report = verify(registry, libvirt(xml=b"<domain type='kvm'><name>k</name></domain>\0"))
     assert report.valid and any("expected 'xen'" in w for w in warnings(report))
+
+
+def test_a_registered_legacy_format_is_used_automatically(tmp_path, stream) -> None:
+    """Once a plugin (or spec) provides the format 'legacy', xl and libvirt files whose
+    stream is legacy are handed to it: no change in the xl plugin needed."""
+    from xenmig_core.session import open_registry
+
+    (tmp_path / "legacy.yaml").write_text(
+        "xenmig_spec: 1\nformat: legacy\ntitle: toy legacy stream\nheaders:\n"
+        "  - {name: head, byte_order: little, seq: [{id: magic, type: u32, valid: {eq: 7}}],"
+        " fatal: [magic], summary: 'toy legacy'}\nfollows: \"''\"\n")
+    registry = open_registry([tmp_path / "legacy.yaml"], autoload=False)
+    data = xl_file(registry.specs["xl"], struct.pack("<I", 7), mandatory=1,
+                   config=json_config_bytes(hvm_config()))
+    report = verify(registry, data)
+    assert report.valid and not warnings(report), report.diagnostics
+    assert [c.format for c in report.contexts] == ["xl", "legacy"]
+    report = verify(registry, libvirt_file(registry.specs["libvirt"], struct.pack("<I", 8),
+                                           version=1))
+    assert [c.format for c in report.contexts] == ["libvirt", "legacy"]
+    assert errors(report) == ["legacy head @0x124: magic: head: expected 7, found 8"]
