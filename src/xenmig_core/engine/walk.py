@@ -358,8 +358,12 @@ class Engine:
         return Action(control.kind, control.format)
 
     def _next_type(self, ctx: StreamContext) -> int | None:
-        """The type of the record after the current one, or None at the end of the source."""
-        head = ctx.format.record_header(ctx.byte_order)
+        """The type of the record after the current one, or None at the end of the source
+        (or when the format has no record header to peek at)."""
+        try:
+            head = ctx.format.record_header(ctx.byte_order)
+        except KeyError:
+            return None
         raw = self.source.peek(head.size)
         return head.unpack(raw)[0] if len(raw) == head.size else None
 
