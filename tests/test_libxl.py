@@ -271,3 +271,11 @@ def test_qemu_upstream_device_state_header(registry, hvm, emulator, blob, expect
     else:
         assert len(found) == 1 and expected in found[0], found
         assert "(EMULATOR_CONTEXT)" in found[0] and ": blob: " in found[0]
+
+
+def test_checkpoint_state_pad_must_be_zero(registry) -> None:
+    sample = hvm_libxl_sample(pages=4)
+    sample.parts.insert(-1, ("libxl", Step("CHECKPOINT_STATE", overrides={
+        "body": b"\0\0\0\0\1\0\0\0"})))
+    found = errors(verify(registry, build(registry, sample)))
+    assert any("pad: reserved bytes are not zero" in e for e in found), found

@@ -123,6 +123,7 @@ def test_config_guest_type_against_the_stream(registry, xl) -> None:
 def test_legacy_stream_is_recognised_not_verified(registry, xl) -> None:
     report = verify(registry, xl(stream=b"\x01" * 64, mandatory=1))
     assert report.valid
+    assert report.summary().startswith("xl save file (JSON configuration, legacy stream); ")
     assert "a legacy libxc (Xen 4.5 and older) stream follows" in \
         report.to_dict()["account"][2]["summary"]
     assert warnings(report) == ["xl rest of stream @0x38e: the rest of the stream (64 bytes) "
