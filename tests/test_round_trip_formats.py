@@ -53,3 +53,25 @@ def test_nested_and_checkpointed_streams_round_trip(registry, tmp_path) -> None:
             build_stream(registry, str(description), str(built), verify=False)
             assert built.read_bytes() == data, f"{name} via {to}"
 
+
+
+def test_nested_stream_dumps_validate_against_schema(registry) -> None:
+    import json
+    from importlib.resources import files
+
+    import jsonschema
+    from dumping import dump_text
+
+    from xenmig_core.source import ByteSource
+    schema = jsonschema.Draft202012Validator(
+        json.loads((files("xenmig_core.schemas") / "dump.schema.json").read_text()))
+    nested = set()
+    for name, (data, fmt) in _streams(registry).items():
+        for pages in ("ref", "sha256", "hex"):
+            out, _ = dump_text(registry, ByteSource.from_bytes(data, name), "json", fmt,
+                               pages=pages)
+            doc = json.loads(out)
+            errors = list(schema.iter_errors(doc))
+            assert not errors, f"{name} --pages {pages}: {errors[0].message}"
+            nested.update(name for i in doc["items"] if i["kind"] == "stream" and i["depth"])
+    assert {"libxl-hvm", "remus-3", "colo-2", "xl-hvm", "libvirt-hvm"} <= nested

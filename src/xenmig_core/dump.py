@@ -217,8 +217,10 @@ class DumpConsumer(Consumer):
             item["summary"] = header.summary
         viewer = ctx.format.viewers.get(header.name)
         view = viewer(header, ctx) if viewer is not None else None
-        if view:
-            item["view"] = plain(view)
+        known = {f.id for f in spec.layout.fields}
+        merged = {**{k: v for k, v in header.fields.items() if k not in known}, **(view or {})}
+        if merged:
+            item["view"] = plain(merged)
         self._emit(item, counted=True)
 
     def on_record(self, record: Record) -> None:
