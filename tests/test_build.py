@@ -311,3 +311,27 @@ def test_every_example_round_trips(registry, tmp_path) -> None:
         description.write_text(text)
         build_stream(registry, str(description), str(tmp_path / source.name))
         assert (tmp_path / source.name).read_bytes() == source.read_bytes(), source.name
+
+
+def test_long_raw_regions_are_split_and_bounded(registry, stream_files, tmp_path) -> None:
+    import tracemalloc
+
+    from xenmig_core.dump import DumpOptions, dump_source
+    from xenmig_core.render.json import JsonlRenderer
+    garbage = bytes(range(251)) * (12 * 4096 + 7)          # ~12 MiB, not a multiple of 1 MiB
+    for name in ("hvm-v3", "hvm-length-too-big"):           # trailing, and after a fatal error
+        data = stream_files[name].read_bytes() + garbage
+        source = tmp_path / f"{name}-long"
+        source.write_bytes(data)
+        description = tmp_path / f"{name}-long.jsonl"
+        tracemalloc.start()
+        with ByteSource.open(str(source)) as src, open(description, "w") as out:
+            dump_source(registry, src, JsonlRenderer(out), DumpOptions(pages="hex"))
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 12 << 20, f"{name}: peak {peak}"
+        items = [json.loads(line) for line in description.read_text().splitlines()]
+        regions = [i for i in items if i["kind"] in ("trailing", "raw")]
+        assert len(regions) >= 12 and max(i["length"] for i in regions) <= 1 << 20
+        build_stream(registry, str(description), str(tmp_path / "again"), verify=False)
+        assert (tmp_path / "again").read_bytes() == data, name

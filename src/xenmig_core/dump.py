@@ -34,6 +34,8 @@ DUMP_SCHEMA_VERSION = 1
 PAGE_SIZE = 4096
 #: raw regions are written in parts of at most this many bytes
 RAW_PART = 4096
+#: inline raw and trailing regions are split into items of at most this many bytes
+REGION_ITEM = 1 << 20
 PAGES_MODES = ("none", "hex", "sha256", "ref")
 
 
@@ -133,6 +135,8 @@ class DumpConsumer(Consumer):
         self._view: dict[str, Any] | None = None
         self._squash: _Squash | None = None
         self.path = os.path.abspath(source.name) if os.path.isfile(source.name) else None
+        #: a renderer that shows no bytes (text) spares reading raw regions back
+        self.shows_data: bool = getattr(renderer, "shows_data", True)
 
     # -- filters -------------------------------------------------------------------------
     def _in_range(self, offset: int) -> bool:
@@ -171,6 +175,8 @@ class DumpConsumer(Consumer):
     # -- data ----------------------------------------------------------------------------
     def _data(self, offset: int, length: int) -> Any:
         """Bytes of the source at *offset*: a reference, inline hex parts, or a length."""
+        if not self.shows_data:
+            return {"length": length}
         if self.options.pages == "ref" and self.path is not None:
             return {"ref": self.path, "offset": offset, "length": length}
         parts = []
@@ -347,28 +353,46 @@ class DumpConsumer(Consumer):
         self.covered = offset + length
         if self.options.types or not self._in_range(offset):
             return
-        self._emit({"kind": "trailing", "offset": offset, "length": length,
-                    "description": description, "data": self._data(offset, length)})
+        self._region("trailing", offset, length, {"description": description})
+
+    def _region(self, kind: str, offset: int, length: int, extra: dict[str, Any]) -> None:
+        """Emit bytes of the source as *kind* items: one (a reference, or a length when the
+        renderer shows no data), or one per REGION_ITEM bytes of inline hex, so that memory
+        stays bounded however long the region is."""
+        if not self.shows_data or (self.options.pages == "ref" and self.path is not None):
+            self._emit({"kind": kind, "offset": offset, "length": length, **extra,
+                        "data": self._data(offset, length)})
+            return
+        position = offset
+        while position < offset + length:
+            step = min(REGION_ITEM, offset + length - position)
+            self._emit({"kind": kind, "offset": position, "length": step, **extra,
+                        "data": self._data(position, step)})
+            position += step
 
     def finish_unwalked(self) -> None:
         """After a walk that stopped early (broken framing, truncation): the bytes from the
-        last complete item to the end of the source, as a raw item."""
+        last complete item to the end of the source, as raw items. Bytes the walk already
+        read are re-read (a pipe cannot: they show as unavailable); the rest is read on."""
         self._flush_squash()
         start = self.covered
         read_to = self.source.offset
-        rest_parts: list[Any] = []
-        while chunk := self.source.read_upto(RAW_PART):
-            rest_parts.append({"hex": chunk.hex()})
-        end = self.source.offset
-        if end <= start or self.options.types or not self._in_range(start):
+        keep = not self.options.types and self._in_range(start)
+        note = {"note": "bytes the walk could not frame"}
+        if keep and read_to > start:
+            self._region("raw", start, read_to - start, note)
+        if self.path is not None and (not self.shows_data or self.options.pages == "ref"):
+            self.source.skip_to_eof()
+            if keep and self.source.offset > read_to:
+                self._region("raw", read_to, self.source.offset - read_to, note)
             return
-        data = self._data(start, read_to - start) if read_to > start else []
-        if isinstance(data, dict) and "ref" in data:
-            data["length"] = end - start
-        elif isinstance(data, list):
-            data = data + rest_parts
-        self._emit({"kind": "raw", "offset": start, "length": end - start,
-                    "note": "bytes the walk could not frame", "data": data})
+        while chunk := self.source.read_upto(REGION_ITEM):
+            if keep:
+                data: Any = {"length": len(chunk)} if not self.shows_data else [
+                    {"hex": chunk[i:i + RAW_PART].hex()} for i in range(0, len(chunk),
+                                                                        RAW_PART)]
+                self._emit({"kind": "raw", "offset": self.source.offset - len(chunk),
+                            "length": len(chunk), **note, "data": data})
 
 
 def type_length_framing(spec: FormatSpec) -> bool:

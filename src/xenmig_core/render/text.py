@@ -108,6 +108,9 @@ def _long_list(value: Any) -> bool:
 class TextRenderer:
     """Writes the text account to *out* as items arrive."""
 
+    #: raw and trailing bytes are never printed, so dump need not read them back
+    shows_data = False
+
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self.depth = 0
