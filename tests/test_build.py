@@ -207,6 +207,21 @@ def test_missing_field_and_squashed_items(registry, tmp_path) -> None:
         registry, tmp_path, lambda items: items.insert(3, squashed))
 
 
+def test_jsonl_errors_name_the_line(registry, tmp_path) -> None:
+    text, _ = dump_file(registry, ROOT / "examples" / "hvm-v3.libxc", "jsonl")
+    lines = text.splitlines()
+    lines[5] = lines[5].replace('"X86_MSR_POLICY"', '"X86_MSR_POLISY"')
+    description = tmp_path / "d.jsonl"
+    description.write_text("\n".join(lines[:9]) + "\n{broken\n")
+    with pytest.raises(UsageError, match=r"^line 6\.type: format libxc has no record type "
+                                         r"'X86_MSR_POLISY'"):
+        build_stream(registry, str(description), str(tmp_path / "out"))
+    lines[5] = lines[5].replace("POLISY", "POLICY")
+    description.write_text("\n".join(lines[:9]) + "\n{broken\n")
+    with pytest.raises(UsageError, match=r"^line 10: not valid JSON"):
+        build_stream(registry, str(description), str(tmp_path / "out"))
+
+
 def test_cli_build_error_is_one_line_exit_2(tmp_path) -> None:
     description = tmp_path / "bad.yaml"
     description.write_text("items:\n- {kind: record, format: libxc, type: END, fields: {x: 1}}\n")
@@ -333,5 +348,9 @@ def test_long_raw_regions_are_split_and_bounded(registry, stream_files, tmp_path
         items = [json.loads(line) for line in description.read_text().splitlines()]
         regions = [i for i in items if i["kind"] in ("trailing", "raw")]
         assert len(regions) >= 12 and max(i["length"] for i in regions) <= 1 << 20
+        tracemalloc.start()
         build_stream(registry, str(description), str(tmp_path / "again"), verify=False)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 12 << 20, f"{name}: build peak {peak}"
         assert (tmp_path / "again").read_bytes() == data, name

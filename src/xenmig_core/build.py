@@ -25,9 +25,9 @@ import io
 import json
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TextIO
 
 import yaml
 
@@ -467,31 +467,63 @@ def build_stream(registry: Registry, description: str, output: str, *,
     and an invalid one raises :class:`InvalidBuild` (nothing written); without, the report
     is None."""
     if description == "-":
-        text = sys.stdin.read()
+        handle: TextIO = sys.stdin
         base = Path.cwd()
     else:
         try:
-            text = Path(description).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"{description}: cannot read: "
-                             f"{getattr(exc, 'strerror', None) or exc}") from None
+            handle = open(description, encoding="utf-8")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise UsageError(f"{description}: cannot read: {exc.strerror or exc}") from None
         base = Path(description).resolve().parent
-    items = load_description(text)
-    if output == "-":
-        buffer = io.BytesIO()
-        report = _build_into(registry, items, buffer, base, verify)
-        sys.stdout.buffer.write(buffer.getvalue())
-        sys.stdout.buffer.flush()
-        return report
-    with atomic_output(output) as out:
-        return _build_into(registry, items, out, base, verify)
+    try:
+        items, where = read_description(handle)
+        if output == "-":
+            buffer = io.BytesIO()
+            report = _build_into(registry, items, where, buffer, base, verify)
+            sys.stdout.buffer.write(buffer.getvalue())
+            sys.stdout.buffer.flush()
+            return report
+        with atomic_output(output) as out:
+            return _build_into(registry, items, where, out, base, verify)
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{description}: cannot read: {exc}") from None
+    finally:
+        if handle is not sys.stdin:
+            handle.close()
 
 
-def _build_into(registry: Registry, items: list[Any], out: BinaryIO, base: Path,
-                verify: bool) -> VerifyReport | None:
+def read_description(handle: TextIO) -> tuple[Iterable[Any], str]:
+    """The items of the description in *handle*. A JSON Lines dump (its first line the
+    ``kind: dump`` metadata) is read line by line as it is built, so building from a large
+    inline dump needs memory for one item only; YAML and JSON are read whole. Returns the
+    items and how an error names item N (``items[N]``, or ``line N+1`` for JSON Lines)."""
+    first = handle.readline()
+    try:
+        head = json.loads(first)
+    except ValueError:
+        head = None
+    if isinstance(head, dict) and head.get("kind") == "dump":
+        return _json_lines(first, handle), "line {}"
+    return load_description(first + handle.read()), "items[{}]"
+
+
+def _json_lines(first: str, handle: TextIO) -> Iterator[Any]:
+    yield json.loads(first)
+    for number, line in enumerate(handle, start=2):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except ValueError as exc:
+            raise BuildError(f"line {number}", f"not valid JSON: {exc}") from None
+
+
+def _build_into(registry: Registry, items: Iterable[Any], where: str, out: BinaryIO,
+                base: Path, verify: bool) -> VerifyReport | None:
     builder = Builder(registry, out, base)
+    jsonl = where.startswith("line")
     for i, item in enumerate(items):
-        builder.item(item, f"items[{i}]")
+        builder.item(item, where.format(i + 1 if jsonl else i))
     out.flush()
     if not verify:
         return None
