@@ -331,12 +331,13 @@ class Engine:
             except RecordError as exc:
                 ctx.error(exc.message, field=exc.field)
                 broken = True
-        elif record.length:
+        elif record.length and not rtype.length:
             broken = True
-            ctx.error(f"{rtype.name} has no body, found {record.length} bytes")
+            ctx.error(f"{rtype.name} has no body, found {record.length} bytes", field="length")
         if layout is not None and layout.payload is not None:
             record.payload_length = reader.remaining
         names = ctx.names(record.fields, body_length=record.length)
+        length_failed = False
         if not broken:
             length_failed = self._check_length(ctx, rtype.length, record, names)
             if not length_failed and reader.remaining and layout is not None \
@@ -351,7 +352,7 @@ class Engine:
             self._run_conditions(ctx, rtype.checks, names)
         action = CONTINUE
         handler = ctx.format.handlers.get(rtype.name)
-        if handler is not None and not broken:
+        if handler is not None and not broken and not length_failed:
             result = handler(record, ctx)
             if result is not None:
                 action = result

@@ -56,7 +56,7 @@ class BytesReader:
 
     def take(self, n: int, what: str) -> bytes:
         if n > self.remaining:
-            raise RecordError(f"{what}: needs {n} bytes, only {self.remaining} left in body",
+            raise RecordError(f"needs {n} bytes, only {self.remaining} left in body",
                               field=what, fatal=False)
         out = self._data[self._pos:self._pos + n].tobytes()
         self._pos += n
@@ -104,7 +104,7 @@ def _count(source: int | str | None, values: Mapping[str, Any], reader: Reader,
         return source
     if source == "rest":
         if item and reader.remaining % item:
-            raise RecordError(f"{what}: {reader.remaining} bytes left is not a whole number "
+            raise RecordError(f"{reader.remaining} bytes left is not a whole number "
                               f"of {item}-byte items", field=what, fatal=False)
         return reader.remaining // item if item else reader.remaining
     return int(values[source])  # a field decoded earlier (checked when the spec loaded)
@@ -139,7 +139,7 @@ class _IntArray:
         n = _count(self.spec.repeat, out, reader, self.itemsize, self.spec.id)
         need = n * self.itemsize
         if need > reader.remaining:
-            raise RecordError(f"{self.spec.id}: {n} items need {need} bytes, body has "
+            raise RecordError(f"{n} items need {need} bytes, body has "
                               f"{reader.remaining} left", field=self.spec.id, fatal=False)
         items = array(self.array_code)
         items.frombytes(reader.take(need, self.spec.id))
@@ -173,7 +173,7 @@ class _StructArray:
         n = _count(self.spec.repeat, out, reader, size, self.spec.id)
         need = n * size
         if need > reader.remaining:
-            raise RecordError(f"{self.spec.id}: {n} items need {need} bytes, body has "
+            raise RecordError(f"{n} items need {need} bytes, body has "
                               f"{reader.remaining} left", field=self.spec.id, fatal=False)
         raw = reader.take(need, self.spec.id)
         run = self.layout.single_run
