@@ -77,6 +77,7 @@ class LayoutRule:
     severity: str = "error"
     when: Expression | None = None
     message: Template | None = None
+    line: int | None = None  # where the rule stood in its spec file (for errors)
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class Control:
 
     kind: str
     format: str | None = None
+    line: int | None = None
 
 
 @dataclass
@@ -129,6 +131,7 @@ class RecordType:
     #: (label -> field name); None when the record is never folded
     squash: dict[str, str] | None = None
     spec_path: str = ""
+    spec_line: int | None = None
 
 
 @dataclass
