@@ -85,9 +85,15 @@ class VerifyReport:
         return text
 
     def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` document. ``records`` counts record types of every stream (keys
+        ``format.NAME``) and ``stats`` adds up every stream's statistics by group; the
+        ``streams`` list has the same per stream."""
         records: Counter[str] = Counter()
+        stats: dict[str, Counter[str]] = {}
         for ctx in self.contexts:
             records.update({f"{ctx.format}.{k}": v for k, v in ctx.records.items()})
+            for group, counts in ctx.stats.items():
+                stats.setdefault(group, Counter()).update(counts)
         root = self.contexts[0] if self.contexts else None
         return {
             "schema_version": REPORT_SCHEMA_VERSION,
@@ -97,6 +103,8 @@ class VerifyReport:
             **({k: v for k, v in root.details.items()} if root else {}),
             "size": self.result.end_offset,
             "record_count": self.result.records,
+            "records": dict(records),
+            "stats": {group: dict(counts) for group, counts in stats.items()},
             "end_note": self.result.eof_note,
             "streams": [
                 {"format": c.format, "offset": c.offset, "depth": c.depth,

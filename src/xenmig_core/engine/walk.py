@@ -236,15 +236,13 @@ class Engine:
             raise StreamError(f"{header.title}: {exc.message}", offset=offset,
                               field=exc.field) from None
         names = ctx.names(fields)
-        fatal = []
-        for path, message, severity in header.layout.check(fields, names):
+        problems = header.layout.check(fields, names)
+        for path, message, _severity in problems:
             if path in header.fatal_fields:
-                fatal.append((path, message))
-            else:
-                self._header_diag(ctx, header, offset, severity, message, path)
-        if fatal:
-            path, message = fatal[0]
-            raise StreamError(f"{header.title}: {message}", offset=offset, field=path)
+                # the header is not what it claims to be: its other fields mean nothing
+                raise StreamError(f"{header.title}: {message}", offset=offset, field=path)
+        for path, message, severity in problems:
+            self._header_diag(ctx, header, offset, severity, message, path)
         self._enum_warnings(ctx, header.layout, fields, lambda m, f: self._header_diag(
             ctx, header, offset, WARNING, m, f))
         for key, expr in header.set.items():
