@@ -256,6 +256,14 @@ def test_verbose_account(cli) -> None:
     assert ("@0x000000a8  records 5-6  PAGE_DATA x2 (381712 bytes): 96 pfns, "
             "93 pages with data") in lines
     assert "@0x000611e0  record 17  END (0 bytes)" in lines
+    # what the seed printed per record, more precisely
+    for expected in ("record 4  X86_PV_P2M_FRAMES (16 bytes): pfns 0x0-0x5f, 1 frame",
+                     "record 7  X86_TSC_INFO (24 bytes): mode default, 2400000 kHz, "
+                     "123456789 ns, incarnation 1",
+                     "record 8  SHARED_INFO (4096 bytes)",
+                     "record 13  X86_PV_VCPU_BASIC (5176 bytes): vcpu1, 5168 bytes of context",
+                     "record 16  X86_PV_VCPU_MSRS (40 bytes): vcpu1, 2 MSRs"):
+        assert any(line.endswith(expected) for line in lines), expected
     assert not [line for line in lines if "record 5 " in line or "record 6 " in line]
     assert lines[-1].endswith("valid: libxc stream v3, x86 PV, 64-bit, little-endian; "
                               "18 records, 397800 bytes")
