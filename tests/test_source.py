@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import threading
+import tracemalloc
+from array import array
 
 import pytest
 from conftest import ROOT, verify_bytes
@@ -18,7 +21,16 @@ from xenmig_core.engine import Consumer
 from xenmig_core.errors import SourceError, TruncatedError
 from xenmig_core.source import SKIP_BUFFER_SIZE, ByteSource
 from xenmig_core.verify import verify_source
-from xenmig_libxc.samples import NOTAB, XTAB, assemble, hvm_sample, page_bytes, page_data
+from xenmig_libxc.samples import (
+    NOTAB,
+    XTAB,
+    Step,
+    assemble,
+    hvm_sample,
+    page_bytes,
+    page_data,
+    pv_sample,
+)
 
 PV = ROOT / "examples" / "pv64-2vcpu-v3.libxc"
 
@@ -200,3 +212,25 @@ def test_fd_source_does_not_close_the_callers_fd(tmp_path) -> None:
         os.fstat(fd)  # still open: the caller owns it
     finally:
         os.close(fd)
+
+
+def test_large_int_arrays_stay_compact(registry, libxc, tmp_path) -> None:
+    """A record of 1M u64 (8 MiB) costs about 8 MiB to decode, not a list of int objects
+    (which cost over 40 MiB): bounded memory holds even for a 128 MiB record."""
+    sample = pv_sample(pages=4, vcpus=1)
+    n = 1 << 20
+    body = struct.pack("<II", 0, 0) + array("Q", range(1 << 40, (1 << 40) + n)).tobytes()
+    sample.steps[sample.index("X86_PV_P2M_FRAMES")] = Step("X86_PV_P2M_FRAMES",
+                                                           overrides={"body": body})
+    path = tmp_path / "big-p2m.libxc"
+    path.write_bytes(assemble(libxc, sample))
+    del body
+    tracemalloc.start()
+    try:
+        with ByteSource.open(str(path)) as source:
+            report = verify_source(registry, source)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "expected 16" in str(report.diagnostics[0])
+    assert peak < 2.5 * 8 * n, f"peak {peak / 2**20:.1f} MiB"

@@ -336,7 +336,8 @@ def test_layout_stops_before_the_payload(libxc) -> None:
     rtype = libxc.record_by_name("PAGE_DATA")
     raw = rtype.layout.encode({"count": 2, "pfn": [5, 6]}, "<") + b"P" * 8192
     reader = BytesReader(raw)
-    assert rtype.layout.decode(reader, "<") == {"count": 2, "reserved": 0, "pfn": [5, 6]}
+    fields = rtype.layout.decode(reader, "<")
+    assert fields["count"] == 2 and list(fields["pfn"]) == [5, 6]
     assert reader.remaining == 8192
 
 

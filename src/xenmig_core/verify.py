@@ -7,6 +7,7 @@ JSON document of ``xenmig verify --json``.
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,7 +123,7 @@ class VerifyReport:
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | array):
         return [_jsonable(v) for v in value]
     if isinstance(value, bytes | bytearray | memoryview):
         data = bytes(value)

@@ -26,6 +26,15 @@ class SourceReader:
         self.remaining -= n
         return data
 
+    def take_into(self, view: memoryview, what: str) -> None:
+        """Like :meth:`take`, filling *view* straight from the source."""
+        n = len(view)
+        if n > self.remaining:
+            raise RecordError(f"needs {n} more bytes, {self.what} has only {self.remaining} left",
+                              field=what, fatal=False)
+        self.source.readinto_exact(view, self.what)
+        self.remaining -= n
+
     def skip_rest(self) -> None:
         self.source.skip(self.remaining, self.what)
         self.remaining = 0

@@ -2,7 +2,9 @@
 
 Consecutive fixed-size integer fields become one precompiled ``struct.Struct`` per byte
 order; arrays of integers are read with ``array`` (byteswapped when the stream's order is
-not the machine's); arrays of fixed structs use ``Struct.iter_unpack``. Per record there is
+not the machine's) and stay ``array.array`` values, so a 128 MiB record of u64 costs
+128 MiB, not a list of millions of int objects; arrays of fixed structs use
+``Struct.iter_unpack``. Per record there is
 one unpack per run of fixed fields, never a loop over field descriptions.
 
 A layout decodes from a *reader* (anything with ``take(n, what)`` and ``remaining``) and
@@ -45,6 +47,9 @@ class Reader(Protocol):
 
     def take(self, n: int, what: str) -> bytes: ...
 
+    def take_into(self, view: memoryview, what: str) -> None:
+        """Fill *view* with the next ``len(view)`` bytes (no intermediate copy)."""
+
 
 class BytesReader:
     """A Reader over an in-memory buffer."""
@@ -62,6 +67,15 @@ class BytesReader:
         self._pos += n
         self.remaining -= n
         return out
+
+    def take_into(self, view: memoryview, what: str) -> None:
+        n = len(view)
+        if n > self.remaining:
+            raise RecordError(f"needs {n} bytes, only {self.remaining} left in body",
+                              field=what, fatal=False)
+        view[:] = self._data[self._pos:self._pos + n]
+        self._pos += n
+        self.remaining -= n
 
 
 @dataclass(frozen=True)
@@ -141,11 +155,12 @@ class _IntArray:
         if need > reader.remaining:
             raise RecordError(f"{n} items need {need} bytes, body has "
                               f"{reader.remaining} left", field=self.spec.id, fatal=False)
-        items = array(self.array_code)
-        items.frombytes(reader.take(need, self.spec.id))
+        items = array(self.array_code, [0]) * n
+        if n:
+            reader.take_into(memoryview(items).cast("B"), self.spec.id)
         if order != NATIVE_ORDER:
             items.byteswap()
-        out[self.spec.id] = items.tolist()
+        out[self.spec.id] = items  # an array: 8 bytes per u64, not a list of int objects
 
     def encode(self, values: Mapping[str, Any], order: str) -> bytes:
         items = array(self.array_code, values.get(self.spec.id, []))
@@ -290,7 +305,7 @@ class Layout:
 def _run_check(chk: Check, value: Any, spec: FieldSpec, names: Mapping[str, Any]) -> str | None:
     """Return a message when *value* fails *chk*, else None."""
     kind, arg = chk.kind, chk.arg
-    if isinstance(value, list):
+    if isinstance(value, list | array):
         for i, item in enumerate(value):
             msg = _run_check(chk, item, spec, names)
             if msg is not None:
