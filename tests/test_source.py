@@ -234,3 +234,53 @@ def test_large_int_arrays_stay_compact(registry, libxc, tmp_path) -> None:
         tracemalloc.stop()
     assert "expected 16" in str(report.diagnostics[0])
     assert peak < 2.5 * 8 * n, f"peak {peak / 2**20:.1f} MiB"
+
+
+def test_large_struct_arrays_stay_compact(registry, libxc, tmp_path) -> None:
+    """1M HVM params (16 MiB) are kept as raw bytes and unpacked on access: no million
+    dicts (which cost over 300 MiB), and a summary that stays one short line."""
+    sample = hvm_sample()
+    n = 1 << 20
+    body = struct.pack("<II", n, 0) + array("Q", range(2 * n)).tobytes()
+    sample.steps[sample.index("HVM_PARAMS")] = Step("HVM_PARAMS", overrides={"body": body})
+    path = tmp_path / "many-params.libxc"
+    path.write_bytes(assemble(libxc, sample))
+    del body
+
+    class Summaries(Consumer):
+        def __init__(self) -> None:
+            self.lines: list[str] = []
+
+        def on_record(self, record) -> None:
+            if record.name == "HVM_PARAMS":
+                self.lines.append(record.summary)
+                params = record.fields["params"]
+                assert len(params) == n and params[-1] == {"index": 2 * n - 2,
+                                                           "value": 2 * n - 1}
+
+    consumer = Summaries()
+    tracemalloc.start()
+    try:
+        with ByteSource.open(str(path)) as source:
+            report = verify_source(registry, source, "auto", consumer)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert report.valid
+    assert peak < 2.5 * 16 * n, f"peak {peak / 2**20:.1f} MiB"
+    (line,) = consumer.lines
+    assert line.startswith("1048576 params: CALLBACK_IRQ=0x1, STORE_EVTCHN=0x3, ")
+    assert line.endswith(", ...") and len(line) < 400
+
+
+def test_failed_item_checks_are_capped(registry, libxc) -> None:
+    """An MSR policy whose every entry breaks a check gives a few diagnostics, not one per
+    entry."""
+    sample = hvm_sample()
+    msrs = [{"idx": i, "flags": 1, "val": 0} for i in range(10000)]
+    sample.steps[sample.index("X86_MSR_POLICY")].fields["msrs"] = msrs
+    report = verify_bytes(registry, assemble(libxc, sample))
+    errors = [d for d in report.diagnostics if d.is_error]
+    assert [d.field for d in errors] == ["msrs[0].flags", "msrs[1].flags", "msrs[2].flags",
+                                         "msrs"]
+    assert "more items fail their checks" in errors[-1].message

@@ -18,6 +18,7 @@ from xenmig_core.engine import Consumer, Engine, StreamContext, WalkResult
 from xenmig_core.errors import StreamError, UsageError
 from xenmig_core.registry import Registry
 from xenmig_core.source import ByteSource
+from xenmig_core.spec.layout import StructRows
 
 REPORT_SCHEMA_VERSION = 1
 
@@ -123,7 +124,7 @@ class VerifyReport:
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | array):
+    if isinstance(value, list | tuple | array | StructRows):
         return [_jsonable(v) for v in value]
     if isinstance(value, bytes | bytearray | memoryview):
         data = bytes(value)

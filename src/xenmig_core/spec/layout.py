@@ -16,13 +16,15 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from xenmig_core.errors import RecordError
 from xenmig_core.spec.expr import Expression
 
+#: An array of structs reports at most this many failed item checks (then one summary).
+MAX_ITEM_PROBLEMS = 3
 #: Integer types of the spec language: name -> struct code.
 INT_CODES = {"u8": "B", "u16": "H", "u32": "I", "u64": "Q",
              "i8": "b", "i16": "h", "i32": "i", "i64": "q"}
@@ -169,6 +171,49 @@ class _IntArray:
         return items.tobytes()
 
 
+class StructRows(Sequence[dict[str, Any]]):
+    """An array of fixed structs, decoded lazily: the raw bytes are kept and each item is
+    unpacked into a dict when accessed. A 128 MiB body of 16-byte entries costs 128 MiB,
+    not eight million dicts. Compares equal to a list of the same dicts."""
+
+    __slots__ = ("_names", "_raw", "_struct")
+
+    def __init__(self, raw: bytes, struct_: struct.Struct, names: tuple[str, ...]) -> None:
+        self._raw = raw
+        self._struct = struct_
+        self._names = names
+
+    def __len__(self) -> int:
+        return len(self._raw) // self._struct.size
+
+    def _row(self, values: tuple[Any, ...]) -> dict[str, Any]:
+        return dict(zip(self._names, values, strict=True))
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("struct array index out of range")
+        return self._row(self._struct.unpack_from(self._raw, index * self._struct.size))
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for values in self._struct.iter_unpack(self._raw):
+            yield self._row(values)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, StructRows | list | tuple):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other,
+                                                                           strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"StructRows({len(self)} items of {', '.join(self._names)})"
+
+
 class _StructArray:
     def __init__(self, spec: FieldSpec) -> None:
         assert spec.struct is not None
@@ -193,8 +238,7 @@ class _StructArray:
         raw = reader.take(need, self.spec.id)
         run = self.layout.single_run
         if run is not None:
-            unpacked = run.structs[order].iter_unpack(raw)
-            out[self.spec.id] = [dict(zip(run.names, row, strict=True)) for row in unpacked]
+            out[self.spec.id] = StructRows(raw, run.structs[order], run.names)
         else:
             sub = BytesReader(raw)
             out[self.spec.id] = [self.layout.decode(sub, order) for _ in range(n)]
@@ -290,10 +334,17 @@ class Layout:
             value = values[spec.id]
             path = prefix + spec.id
             if spec.struct is not None:
-                items = value if isinstance(value, list) else [value]
-                for i, item in enumerate(items):
-                    sub = f"{path}[{i}]." if isinstance(value, list) else path + "."
-                    problems.extend(spec.struct.check(item, names, sub))
+                many = isinstance(value, list | StructRows)
+                found: list[tuple[str, str, str]] = []
+                for i, item in enumerate(value if many else [value]):
+                    found.extend(spec.struct.check(item, names, f"{path}[{i}]." if many
+                                                   else path + "."))
+                    if len(found) > MAX_ITEM_PROBLEMS:
+                        break
+                problems.extend(found[:MAX_ITEM_PROBLEMS])
+                if len(found) > MAX_ITEM_PROBLEMS:
+                    problems.append((path, f"more items fail their checks (the first "
+                                           f"{MAX_ITEM_PROBLEMS} are shown)", found[-1][2]))
                 continue
             for chk in spec.checks:
                 message = _run_check(chk, value, spec, names)
