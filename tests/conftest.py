@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 from xenmig_core.cli import app
 from xenmig_core.diagnostics import Diagnostic
 from xenmig_core.registry import Registry
+from xenmig_core.render.verbose import VerboseConsumer
 from xenmig_core.session import open_registry
 from xenmig_core.source import ByteSource
 from xenmig_core.spec.model import FormatSpec
@@ -53,6 +55,15 @@ def verify_bytes(registry: Registry, data: bytes, fmt: str = "auto",
     """Verify an in-memory stream through the library."""
     with ByteSource.from_bytes(data) as source:
         return verify_source(registry, source, fmt, consumer)
+
+
+def verbose_account(data: bytes, registry: Registry | None = None) -> list[str]:
+    """The ``verify -v`` lines for *data*, through the library's VerboseConsumer."""
+    out = io.StringIO()
+    consumer = VerboseConsumer(out)
+    verify_bytes(registry or open_registry(autoload=False), data, "auto", consumer)
+    consumer.close()
+    return out.getvalue().splitlines()
 
 
 class Outcome:

@@ -290,3 +290,10 @@ def test_verbose_shows_every_diagnostic_inline(cli, broken) -> None:
     assert errors[0].startswith("@0x000000a8  ERROR: record 5 (PAGE_DATA)")
     assert "reserved" in errors[1]
     assert out[-1] == f"{broken}: INVALID: 2 errors"
+
+
+def test_json_wins_over_verbose_and_quiet_over_both(cli) -> None:
+    result = cli("verify", "-v", "--json", str(HVM))
+    assert json.loads(result.stdout)["guest_type"] == "x86 HVM"
+    result = cli("verify", "-q", "-v", "--json", str(HVM))
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "", "")

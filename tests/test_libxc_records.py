@@ -8,15 +8,11 @@ have a test here; the docstrings say which.
 
 from __future__ import annotations
 
-import io
 import struct
 
 import pytest
+from conftest import verbose_account
 
-from xenmig_core.render.verbose import VerboseConsumer
-from xenmig_core.session import open_registry
-from xenmig_core.source import ByteSource
-from xenmig_core.verify import verify_source
 from xenmig_libxc.samples import (
     L1,
     NOTAB,
@@ -136,25 +132,14 @@ def test_domain_header_reserved(check, pv) -> None:
 def test_legacy_converted_stream_is_named(check, pv) -> None:
     """Seed: xen_major 0 means converted from a legacy stream (xen_minor: converter version)."""
     pv.domain_header.update(xen_major=0, xen_minor=2)
-    lines = verbose_lines(check, pv)
+    lines = verbose_account(check(pv).data)
     assert any("x86 PV, converted from a legacy stream by converter version 2" in line
                for line in lines), lines
 
 
-def verbose_lines(check, sample) -> list[str]:
-    """The ``verify -v`` account of *sample*, from the library's VerboseConsumer."""
-    out = io.StringIO()
-    data = check(sample).data
-    with ByteSource.from_bytes(data) as source:
-        consumer = VerboseConsumer(out)
-        verify_source(open_registry(autoload=False), source, "auto", consumer)
-        consumer.close()
-    return out.getvalue().splitlines()
-
-
 def test_domain_header_names_xen_version(check, pv) -> None:
     """Seed: 'Domain Header: x86 PV from Xen 4.17'."""
-    assert "x86 PV, from Xen 4.17" in verbose_lines(check, pv)[1]
+    assert "x86 PV, from Xen 4.17" in verbose_account(check(pv).data)[1]
 
 
 # -- framing -------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-from conftest import verify_bytes
+from conftest import verbose_account, verify_bytes
 
 from xenmig_libxc.samples import NOTAB, Step, hvm_context_blob, hvm_sample, page_data, pv_sample
 
@@ -295,5 +295,8 @@ def test_hvm_context_entries_are_listed(check, hvm) -> None:
     hvm.steps[hvm.index("HVM_CONTEXT")].fields["context"] = hvm_context_blob(3)
     out = check(hvm)
     assert out.valid
-    # HEADER + 3 * (CPU + LAPIC) + END
-    assert out.report.result.records == len(hvm.steps)
+    i = hvm.index("HVM_CONTEXT")
+    line = next(x for x in verbose_account(out.data) if f"record {i}  HVM_CONTEXT" in x)
+    blob = len(hvm_context_blob(3))
+    assert line.endswith(f"HVM_CONTEXT ({blob} bytes): {blob} bytes, 8 entries")  # HEADER,
+    # 3 x (CPU, LAPIC), END
