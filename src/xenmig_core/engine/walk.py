@@ -231,16 +231,16 @@ class Engine:
         try:
             fields = header.layout.decode(reader, order)
         except TruncatedError as exc:
-            raise TruncatedError(f"{header.title}: {exc.message}", offset=exc.offset) from None
+            raise TruncatedError(exc.message, offset=exc.offset) from None
         except RecordError as exc:
-            raise StreamError(f"{header.title}: {exc.message}", offset=offset,
+            raise StreamError(exc.message, offset=offset,
                               field=exc.field) from None
         names = ctx.names(fields)
         problems = header.layout.check(fields, names)
         for path, message, _severity in problems:
             if path in header.fatal_fields:
                 # the header is not what it claims to be: its other fields mean nothing
-                raise StreamError(f"{header.title}: {message}", offset=offset, field=path)
+                raise StreamError(message, offset=offset, field=path)
         for path, message, severity in problems:
             self._header_diag(ctx, header, offset, severity, message, path)
         self._enum_warnings(ctx, header.layout, fields, lambda m, f: self._header_diag(

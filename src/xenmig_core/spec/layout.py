@@ -349,7 +349,8 @@ class Layout:
             for chk in spec.checks:
                 message = _run_check(chk, value, spec, names)
                 if message is not None:
-                    problems.append((path, chk.message or message, chk.severity))
+                    problems.append((path, f"{chk.message} (found {_show(value)})"
+                                     if chk.message else message, chk.severity))
         return problems
 
 
