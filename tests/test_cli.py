@@ -285,10 +285,15 @@ def test_verbose_shows_every_diagnostic_inline(cli, broken) -> None:
     result = cli("verify", "-v", str(broken))
     assert result.exit_code == 1
     out = result.stdout.splitlines()
-    errors = [line for line in out if "ERROR:" in line]
+    errors = [i for i, line in enumerate(out) if "ERROR:" in line]
     assert len(errors) == 2
-    assert errors[0].startswith("@0x000000a8  ERROR: record 5 (PAGE_DATA)")
-    assert "reserved" in errors[1]
+    # each problem right under its record's line; the broken PAGE_DATA is not folded
+    first, second = errors
+    assert out[first - 1].startswith("@0x000000a8  record 5  PAGE_DATA (")
+    assert out[first].startswith("@0x000000a8  ERROR: record 5 (PAGE_DATA) @0xa8: pfn[3]")
+    assert out[first + 1].startswith("@0x0002f238  record 6  PAGE_DATA (")
+    assert out[second - 1].startswith("@0x0005c3c8  record 7  X86_TSC_INFO")
+    assert "record 7 (X86_TSC_INFO) @0x5c3c8: reserved: reserved field" in out[second]
     assert out[-1] == f"{broken}: INVALID: 2 errors"
 
 

@@ -2,7 +2,8 @@
 
 A :class:`VerboseConsumer` writes as the walk goes, so a long stream prints progressively.
 Records whose type is marked ``squash`` in the spec (PAGE_DATA) are folded into one line per
-run, with the run's record indices, offsets and counts.
+run, with the run's record indices, offsets and counts. A record's problems are written under
+its line; a record with problems is never folded into a run.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class VerboseConsumer(Consumer):
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self._run: _Run | None = None
+        self._shown = -1                      # index of the last record passed to on_record
+        self._pending: list[Diagnostic] = []  # found before their record's line was written
 
     def _line(self, depth: int, offset: int | None, text: str) -> None:
         where = f"@{offset:#010x}" if offset is not None else " " * 11
@@ -69,7 +72,13 @@ class VerboseConsumer(Consumer):
         self._line(header.context.depth, header.offset, text)
 
     def on_record(self, record: Record) -> None:
+        self._shown = record.index
         rtype = record.rtype
+        if self._pending:  # a record with problems stands alone, its problems under it
+            self._flush()
+            self._record_line(record)
+            self._write_pending()
+            return
         if rtype is not None and rtype.squash is not None:
             run = self._run
             if run is None or run.first.name != record.name or run.first.context is not \
@@ -88,12 +97,28 @@ class VerboseConsumer(Consumer):
         self._record_line(record)
 
     def on_diagnostic(self, diagnostic: Diagnostic) -> None:
+        if diagnostic.record_index is not None and diagnostic.record_index > self._shown:
+            self._pending.append(diagnostic)  # written under the record's line
+            return
         self._flush()
-        depth = 0
-        self._line(depth, diagnostic.offset, f"{diagnostic.severity.upper()}: {diagnostic}")
+        self._diagnostic_line(diagnostic)
+
+    def _diagnostic_line(self, diagnostic: Diagnostic) -> None:
+        self._line(0, diagnostic.offset, f"{diagnostic.severity.upper()}: {diagnostic}")
+
+    def _write_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        for diagnostic in pending:
+            self._diagnostic_line(diagnostic)
+
+    def on_record_end(self, record: Record) -> None:
+        if self._pending:  # the record ended before it could be shown (a fatal problem)
+            self._flush()
+            self._write_pending()
 
     def on_context_end(self, ctx: StreamContext) -> None:
         self._flush()
+        self._write_pending()
 
     def on_trailing(self, offset: int, length: int, description: str | None) -> None:
         self._flush()
@@ -102,3 +127,4 @@ class VerboseConsumer(Consumer):
 
     def close(self) -> None:
         self._flush()
+        self._write_pending()
