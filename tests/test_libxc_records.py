@@ -429,16 +429,21 @@ def test_p2m_frames_not_a_multiple_of_8(check, pv) -> None:
     out = check(pv)
     diag = [d for d in out.errors if d.record_index == i]
     assert len(diag) == 1, [str(d) for d in out.errors]
-    out.at_step(diag[0], i, "X86_PV_P2M_FRAMES", "p2m_pfns")
-    assert "12 bytes left is not a whole number of 8-byte items" in diag[0].message
+    out.at_step(diag[0], i, "X86_PV_P2M_FRAMES", "length")
+    assert diag[0].message == "body length 20 is not a multiple of 8"
 
 
 def test_p2m_frames_too_short(check, pv) -> None:
+    """A body shorter than the header is refused before decoding; the guest then has no
+    usable p2m (the end check says so)."""
     i = pv.index("X86_PV_P2M_FRAMES")
     pv.steps[i].overrides = {"body": b"\0\0\0\0"}
     out = check(pv)
     diag = [d for d in out.errors if d.record_index == i]
-    assert diag and diag[0].offset == out.offsets[i]
+    assert [d.message for d in diag] == ["body length 4, expected at least 8",
+                                         "body length 4 is not a multiple of 8"]
+    out.at_step(diag[0], i, "X86_PV_P2M_FRAMES", "length")
+    assert "no valid X86_PV_P2M_FRAMES record" in out.errors[-1].message
 
 
 # -- vcpu records ------------------------------------------------------------------------------
@@ -505,8 +510,8 @@ def test_vcpu_record_shorter_than_its_header(check, pv) -> None:
     i = pv.index("X86_PV_VCPU_XSAVE")
     pv.steps[i] = Step("X86_PV_VCPU_XSAVE", overrides={"body": b"\0\0\0\0"})
     out = check(pv)
-    diag = out.error()
-    out.at_step(diag, i, "X86_PV_VCPU_XSAVE")
+    diag = out.error("body length 4, expected at least 8")
+    out.at_step(diag, i, "X86_PV_VCPU_XSAVE", "length")
 
 
 # -- SHARED_INFO, X86_TSC_INFO ---------------------------------------------------------------
@@ -525,7 +530,7 @@ def test_tsc_info_length(check, hvm, size) -> None:
     i = hvm.index("X86_TSC_INFO")
     hvm.steps[i].overrides = {"body": bytes(size)}
     out = check(hvm)
-    out.at_step(out.error(), i, "X86_TSC_INFO")
+    out.at_step(out.error(f"body length {size}, expected 24"), i, "X86_TSC_INFO", "length")
 
 
 def test_tsc_info_reserved(check, hvm) -> None:
@@ -584,7 +589,8 @@ def test_hvm_params_shorter_than_header(check, hvm) -> None:
     i = hvm.index("HVM_PARAMS")
     hvm.steps[i].overrides = {"body": b"\0\0\0\0"}
     out = check(hvm)
-    out.at_step(out.error(), i, "HVM_PARAMS")
+    diag = out.error("body too short")
+    out.at_step(diag, i, "HVM_PARAMS", "count")
 
 
 def test_hvm_params_unknown_index_is_not_an_error(check, hvm) -> None:
@@ -598,9 +604,9 @@ def test_hvm_params_unknown_index_is_not_an_error(check, hvm) -> None:
 # -- v3 records ----------------------------------------------------------------------------------
 @pytest.mark.parametrize(("name", "size", "text"), [
     ("X86_CPUID_POLICY", 0, "at least 24"),
-    ("X86_CPUID_POLICY", 36, "not a whole number of 24-byte items"),
+    ("X86_CPUID_POLICY", 36, "body length 36 is not a multiple of 24"),
     ("X86_MSR_POLICY", 0, "at least 16"),
-    ("X86_MSR_POLICY", 20, "not a whole number of 16-byte items"),
+    ("X86_MSR_POLICY", 20, "body length 20 is not a multiple of 16"),
 ])
 def test_policy_lengths(check, hvm, name, size, text) -> None:
     i = hvm.index(name)

@@ -141,7 +141,7 @@ def test_missing_p2m_frames(check, pv) -> None:
     out = check(pv)
     end = pv.index("END")
     assert [d.record_index for d in out.errors] == [4, 5, end]
-    assert "no X86_PV_P2M_FRAMES record" in out.errors[-1].message
+    assert "no valid X86_PV_P2M_FRAMES record" in out.errors[-1].message
 
 
 def test_vcpu_records_may_come_before_memory(check, pv) -> None:

@@ -20,8 +20,8 @@ class SourceReader:
 
     def take(self, n: int, what: str) -> bytes:
         if n > self.remaining:
-            raise RecordError(f"needs {n} more bytes, {self.what} has only {self.remaining} left",
-                              field=what, fatal=False)
+            raise RecordError(f"body too short: {n} more bytes needed, {self.what} has only "
+                              f"{self.remaining} left", field=what, fatal=False)
         data = self.source.read_exact(n, self.what)
         self.remaining -= n
         return data
@@ -30,8 +30,8 @@ class SourceReader:
         """Like :meth:`take`, filling *view* straight from the source."""
         n = len(view)
         if n > self.remaining:
-            raise RecordError(f"needs {n} more bytes, {self.what} has only {self.remaining} left",
-                              field=what, fatal=False)
+            raise RecordError(f"body too short: {n} more bytes needed, {self.what} has only "
+                              f"{self.remaining} left", field=what, fatal=False)
         self.source.readinto_exact(view, self.what)
         self.remaining -= n
 

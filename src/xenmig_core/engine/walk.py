@@ -321,8 +321,12 @@ class Engine:
         self._check_rules(ctx, record, rtype)
         reader = SourceReader(self.source, record.length, f"record {record.index} body")
         layout = rtype.layout
-        broken = False
-        if layout is not None:
+        # a body of the wrong size for the rules that need no field is not decoded at all:
+        # "body length 4, expected at least 8" says more than a short read inside it
+        broken = self._check_length(ctx, rtype.static_length, record, None)
+        if broken:
+            pass
+        elif layout is not None:
             try:
                 record.fields = layout.decode(reader, ctx.byte_order)
                 record.decoded = True
@@ -337,7 +341,7 @@ class Engine:
         names = ctx.names(record.fields, body_length=record.length)
         length_failed = False
         if not broken:
-            length_failed = self._check_length(ctx, rtype.length, record, names)
+            length_failed = self._check_length(ctx, rtype.field_length, record, names)
             if not length_failed and reader.remaining and layout is not None \
                     and layout.payload is None:
                 ctx.error(f"{reader.remaining} bytes beyond the body's fields "
@@ -354,8 +358,9 @@ class Engine:
             result = handler(record, ctx)
             if result is not None:
                 action = result
-        if not broken:
-            for key, expr in rtype.set.items():
+        fields = {f.id for f in layout.fields} if layout is not None and broken else set()
+        for key, expr in rtype.set.items():
+            if not expr.names & fields:  # a broken body still sets what needs no field
                 ctx.state[key] = self._eval(expr, names, ctx, rtype.name)
         for inference in rtype.infer:
             if inference.when is None or self._eval(inference.when, names, ctx, rtype.name):

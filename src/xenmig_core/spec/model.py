@@ -6,6 +6,7 @@ The engine walks streams with these objects; plugins may read them (e.g. to name
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +100,12 @@ class LengthRule:
     severity: str = "error"
     when: Expression | None = None
 
+    @property
+    def static(self) -> bool:
+        """True when the rule needs no decoded field or state (checked before decoding)."""
+        args = self.arg if isinstance(self.arg, tuple) else (self.arg,)
+        return self.when is None and not any(isinstance(a, Expression) for a in args)
+
 
 @dataclass
 class Control:
@@ -132,6 +139,16 @@ class RecordType:
     squash: dict[str, str] | None = None
     spec_path: str = ""
     spec_line: int | None = None
+
+    @functools.cached_property
+    def static_length(self) -> list[LengthRule]:
+        """Length rules checked from the record header alone, before the body is decoded."""
+        return [r for r in self.length if r.static]
+
+    @functools.cached_property
+    def field_length(self) -> list[LengthRule]:
+        """Length rules that need the decoded fields or the stream state."""
+        return [r for r in self.length if not r.static]
 
 
 @dataclass
