@@ -629,3 +629,21 @@ def test_checkpoint_dirty_pfn_list_is_not_for_saved_images(check, hvm) -> None:
     hvm.steps.insert(i, Step("CHECKPOINT_DIRTY_PFN_LIST", {"pfn": [1, 2, 3]}))
     out = check(hvm)
     out.at_step(out.error("COLO back channel"), i, "CHECKPOINT_DIRTY_PFN_LIST")
+
+
+def test_checkpoint_records(check, hvm) -> None:
+    """A checkpointed (Remus) stream repeats memory and context after each CHECKPOINT and
+    may stop after one, as at a failover; the report says so."""
+    end = hvm.index("END")
+    again = [page_data([(5, NOTAB)]), hvm.steps[hvm.index("X86_TSC_INFO")],
+             hvm.steps[hvm.index("HVM_CONTEXT")], hvm.steps[hvm.index("HVM_PARAMS")]]
+    hvm.steps[end:] = [Step("CHECKPOINT"), *again, Step("CHECKPOINT")]
+    out = check(hvm)
+    assert out.valid and not out.report.diagnostics
+    report = out.report.to_dict()
+    assert report["checkpoints"] == 2
+    assert report["end_note"] == "stream ended after checkpoint 2, as at a failover"
+    # ... but not in the middle of a checkpoint
+    hvm.steps.pop()
+    out = check(hvm)
+    assert "stream ended before END (last record 12, HVM_PARAMS)" in out.error().message
