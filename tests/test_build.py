@@ -15,7 +15,7 @@ from xenmig_core.build import build_stream
 from xenmig_core.errors import UsageError
 from xenmig_core.source import ByteSource
 from xenmig_core.verify import verify_source
-from xenmig_libxc.samples import assemble, hvm_sample, page_bytes
+from xenmig_libxc.samples import assemble, hvm_context_blob, hvm_sample, page_bytes
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,9 @@ def test_big_endian_by_the_header_options(registry, libxc, tmp_path) -> None:
     description = tmp_path / "be.yaml"
     description.write_text(yaml.safe_dump(doc))
     build_stream(registry, str(description), str(tmp_path / "be"), verify=False)
-    assert (tmp_path / "be").read_bytes() == assemble(libxc, hvm_sample(), "big")
+    sample = hvm_sample()   # the HVM context blob is opaque: it keeps its little-endian bytes
+    sample.steps[sample.index("HVM_CONTEXT")].fields["context"] = hvm_context_blob(2, "little")
+    assert (tmp_path / "be").read_bytes() == assemble(libxc, sample, "big")
 
 
 # -- errors name the path ------------------------------------------------------------------

@@ -336,7 +336,7 @@ class Builder:
             order = "little"
             if self.current is not None:
                 order = "big" if self.current.order == ">" else "little"
-            writer = StreamWriter(self.out, spec, order)
+            writer = StreamWriter(self.out, spec, order, follow_headers=True)
             self.writers[spec.name] = writer
         self.current = writer
         return writer

@@ -10,6 +10,8 @@ to the same bytes. :func:`plain` renders derived (viewer) values, where nothing 
 from __future__ import annotations
 
 import base64
+from array import array
+from collections.abc import Sequence
 from typing import Any
 
 from xenmig_core.spec.layout import FieldSpec, Layout
@@ -82,13 +84,13 @@ def present_fields(layout: Layout, values: dict[str, Any], enums: dict[str, Enum
             continue
         value = values[spec.id]
         if spec.struct is not None:
-            if isinstance(value, list):
+            if spec.repeat is not None:     # a list, or a lazily decoded sequence of rows
                 out[spec.id] = [present_fields(spec.struct, v, enums, fold=fold) for v in value]
             else:
                 out[spec.id] = present_fields(spec.struct, value, enums, fold=fold)
         elif spec.type == "bytes":
             out[spec.id] = bytes_value(bytes(value))
-        elif isinstance(value, list):
+        elif spec.repeat is not None:       # a list or an array.array
             named = [enum_value(spec, v, enums) for v in value]
             plain_ints = spec.enum is None and spec.flags is None
             out[spec.id] = fold_runs(named) if fold and plain_ints else named
@@ -101,7 +103,10 @@ def plain(value: Any) -> Any:
     """Derived values as JSON-ready data: bytes as hex (short) or ``{length: N}``."""
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, bytes | bytearray | memoryview):
+        data = bytes(value)
+        return data.hex() if len(data) <= SHORT_BYTES else {"length": len(data)}
+    if isinstance(value, list | tuple | array | Sequence) and not isinstance(value, str):
         return [plain(v) for v in value]
     if isinstance(value, bytes | bytearray | memoryview):
         data = bytes(value)
