@@ -23,7 +23,7 @@ SHORT_BYTES = 64
 MIN_RUN = 3
 
 
-def fold_runs(values: list[int]) -> list[Any]:
+def fold_runs(values: Sequence[int]) -> list[Any]:
     """[5, 6, 7, 9] -> [{first: 5, count: 3}, 9]: runs of +1 steps of MIN_RUN or more."""
     out: list[Any] = []
     i = 0
@@ -91,9 +91,10 @@ def present_fields(layout: Layout, values: dict[str, Any], enums: dict[str, Enum
         elif spec.type == "bytes":
             out[spec.id] = bytes_value(bytes(value))
         elif spec.repeat is not None:       # a list or an array.array
-            named = [enum_value(spec, v, enums) for v in value]
-            plain_ints = spec.enum is None and spec.flags is None
-            out[spec.id] = fold_runs(named) if fold and plain_ints else named
+            if spec.enum is None and spec.flags is None:
+                out[spec.id] = fold_runs(value) if fold else list(value)
+            else:
+                out[spec.id] = [enum_value(spec, v, enums) for v in value]
         else:
             out[spec.id] = enum_value(spec, value, enums)
     return out
