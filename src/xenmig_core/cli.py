@@ -38,6 +38,27 @@ FromOption = Annotated[str, typer.Option(
     "-f", "--from", help="Input format, or auto to detect it.", show_default=True)]
 StreamArgument = Annotated[str, typer.Argument(
     help="Stream to read: a path, - for stdin, or fd:N.", show_default=True)]
+WidthOption = Annotated[int | None, typer.Option(
+    "--width", help="Toolstack word size of a legacy image (32 or 64); default: detect.",
+    show_default=False)]
+GuestOption = Annotated[str | None, typer.Option(
+    "--guest", help="Guest type of a legacy image (pv or hvm); default: detect.",
+    show_default=False)]
+
+
+def stream_params(width: int | None, guest: str | None) -> dict[str, Any]:
+    """The engine's stream parameters from --width/--guest (given values always win over
+    what a format would detect); a bad value is a usage error (exit 2)."""
+    params: dict[str, Any] = {}
+    if width is not None:
+        if width not in (32, 64):
+            fail(f"--width must be 32 or 64, not {width}", EXIT_USAGE)
+        params["width"] = width
+    if guest is not None:
+        if guest not in ("pv", "hvm"):
+            fail(f"--guest must be pv or hvm, not {guest!r}", EXIT_USAGE)
+        params["guest"] = guest
+    return params
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -87,6 +108,8 @@ def verify(
                      ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="A machine-readable report on stdout.")
                        ] = False,
+    width: WidthOption = None,
+    guest: GuestOption = None,
     spec: SpecOption = None,
 ) -> None:
     """Check that STREAM is a valid save image or migration stream.
@@ -94,11 +117,13 @@ def verify(
     Exit 0 valid, 1 invalid (the first problem is named on stderr with its offset and
     record), 2 usage or I/O error, 3 internal error.
     """
+    params = stream_params(width, guest)
+
     def body() -> int:
         registry = open_registry(spec or [])
         consumer = VerboseConsumer(sys.stdout) if verbose and not quiet and not as_json else None
         with ByteSource.open(stream) as source:
-            report = verify_source(registry, source, from_, consumer)
+            report = verify_source(registry, source, from_, consumer, params)
         if consumer is not None:
             consumer.close()
         return _verify_output(report, verbose=verbose, quiet=quiet, as_json=as_json)

@@ -37,7 +37,7 @@ class Format:
         self.helpers["enum_label"] = self._enum_label
         self.helpers["flag_names"] = self._flag_names
         self._record_headers: dict[str, struct.Struct] = {}
-        if spec.framing is not None:
+        if spec.framing is not None and not spec.framing.implied:
             codes = spec.framing.header_codes
             self._record_headers = {o: struct.Struct(o + codes) for o in "<>"}
 

@@ -8,6 +8,7 @@ JSON document of ``xenmig verify --json``.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,9 +144,11 @@ def context_report(ctx: StreamContext) -> ContextReport:
 
 
 def verify_source(registry: Registry, source: ByteSource, fmt: str = "auto",
-                  consumer: Consumer | None = None) -> VerifyReport:
+                  consumer: Consumer | None = None,
+                  params: Mapping[str, Any] | None = None) -> VerifyReport:
     """Verify *source* as *fmt* (or detect it). Never raises for a bad stream: problems are
-    in the report's diagnostics; an unrecognised stream gives a report with one error."""
+    in the report's diagnostics; an unrecognised stream gives a report with one error.
+    *params* are the engine's stream parameters (see :class:`~xenmig_core.engine.Engine`)."""
     try:
         chosen = choose_format(registry, source, fmt)
     except StreamError as exc:
@@ -154,7 +157,7 @@ def verify_source(registry: Registry, source: ByteSource, fmt: str = "auto",
         if consumer is not None:
             consumer.on_diagnostic(result.diagnostics[0])
         return VerifyReport(source.name, fmt, result)
-    engine = Engine(registry, source, consumer)
+    engine = Engine(registry, source, consumer, params=params)
     result = engine.run(chosen)
     report = VerifyReport(source.name, chosen, result)
     report.contexts = [context_report(c) for c in result.contexts]

@@ -66,8 +66,8 @@ class StreamWriter:
         ones (for writing invalid streams on purpose).
         """
         framing = self.spec.framing
-        if framing is None:
-            raise UsageError(f"format {self.spec.name} has no records")
+        if framing is None or framing.implied:
+            raise UsageError(f"format {self.spec.name} has no type-length records")
         if type_id is None:
             if name is None:
                 raise UsageError("a record needs a name or a type id")
