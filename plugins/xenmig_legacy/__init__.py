@@ -24,7 +24,13 @@ from xenmig_legacy.walker import QEMU_SIGNATURES, QEMU_TO_EOF, walk
 
 @hookimpl
 def xenmig_spec_files() -> list[Any]:
-    return [files("xenmig_specs") / "legacy.yaml"]
+    """legacy.yaml, plus private minimal libxl/xl specs for as long as xenmig has none of
+    its own (the converter writes and verifies those formats)."""
+    found = [files("xenmig_specs") / "legacy.yaml"]
+    for name in ("libxl.yaml", "xl.yaml"):
+        if not (files("xenmig_specs") / name).is_file():
+            found.append(files("xenmig_legacy") / "private_specs" / name)
+    return found
 
 
 @hookimpl
@@ -44,6 +50,15 @@ def xenmig_detect_format(head: bytes, specs: Mapping[str, FormatSpec]) -> Detect
     if FORMAT not in specs:
         return None
     return detect_legacy(head)
+
+
+@hookimpl
+def xenmig_converter(source_format: str, target: str) -> Any:
+    """Legacy images (bare, or behind an xl header that says so) convert to libxc/libxl/xl."""
+    from xenmig_legacy.convert import TARGETS, factory
+    if source_format in (FORMAT, "xl") and target in TARGETS:
+        return factory
+    return None
 
 
 @hookimpl

@@ -303,7 +303,9 @@ class _Walk:
                         "'QemuDeviceModelRecord')")
 
     def end_of_checkpoint(self) -> Action:
-        if self.state["last_checkpoint"] or self.source.at_eof():
+        wanted = self.state["max_checkpoints"]
+        if self.state["last_checkpoint"] or (wanted and self.state["checkpoint"] >= wanted) \
+                or self.source.at_eof():
             self.ws["phase"] = "done"
             return END
         self.state["checkpoint"] += 1

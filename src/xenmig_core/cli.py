@@ -151,6 +151,47 @@ def _verify_output(report: VerifyReport, *, verbose: bool, quiet: bool, as_json:
     return code
 
 
+@app.command()
+def convert(
+    input_: Annotated[str, typer.Argument(
+        metavar="INPUT", help="Stream to convert: a path, - for stdin, or fd:N.")],
+    output: Annotated[str, typer.Option(
+        "-o", "--output", help="Where to write: a path (replaced atomically), - or fd:N.")],
+    to: Annotated[str, typer.Option("--to", help="Output format: libxc, libxl or xl.")],
+    from_: FromOption = "auto",
+    width: WidthOption = None,
+    guest: GuestOption = None,
+    skip_qemu: Annotated[bool, typer.Option(
+        "--skip-qemu", help="libxc output: stop after the HVM context (no qemu record).")
+                         ] = False,
+    no_verify: Annotated[bool, typer.Option(
+        "--no-verify", help="Do not verify the output while writing it.")] = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No summary line.")] = False,
+    spec: SpecOption = None,
+) -> None:
+    """Convert INPUT (e.g. a legacy Xen <= 4.5 image) into a v2 stream.
+
+    A path OUTPUT appears only once the conversion succeeded and the result verified;
+    exit 0 done, 1 the input cannot be converted, 2 usage or I/O error, 3 internal error.
+    """
+    from xenmig_core.convert import ConvertOptions, summary
+    from xenmig_core.convert import convert as run_convert
+
+    params = stream_params(width, guest)
+    if to not in ("libxc", "libxl", "xl"):
+        fail(f"--to must be libxc, libxl or xl, not {to!r}", EXIT_USAGE)
+
+    def body() -> int:
+        registry = open_registry(spec or [])
+        options = ConvertOptions(target=to, params=params, skip_qemu=skip_qemu)
+        result = run_convert(registry, input_, output, options, source_format=from_,
+                             verify=not no_verify)
+        if not quiet:
+            typer.echo(f"xenmig: {summary(result)}", err=True)
+        return EXIT_OK
+    raise typer.Exit(guarded(body))
+
+
 @specs_app.command("list")
 def specs_list(spec: SpecOption = None) -> None:
     """List every format and its record types."""

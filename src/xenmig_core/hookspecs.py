@@ -55,6 +55,19 @@ def xenmig_walker(format_name: str) -> Callable[..., Any] | None:
     ``engine.source`` and returns an Action (``end`` when its stream is over)."""
 
 
+# -- Conversion ----------------------------------------------------------------------------
+@hookspec(firstresult=True)
+def xenmig_converter(source_format: str, target: str) -> Callable[..., Any] | None:
+    """Return a converter factory for streams detected as *source_format* into format
+    *target*, or None. The factory is called as ``factory(registry, options)`` (*options* a
+    :class:`~xenmig_core.convert.ConvertOptions`) and returns an object with
+    ``output_format`` (the format name to verify the output as, or None to skip
+    verification) and ``run(source, out) -> WalkResult``, which walks *source* once with the
+    engine, writes the converted stream to *out* (anything with ``write``) as it goes, and
+    reports every problem as a diagnostic of the result (a conversion fails when the result
+    has an error). ``xenmig convert`` owns temporary files, verification and progress."""
+
+
 # -- Detection -----------------------------------------------------------------------------
 @hookspec
 def xenmig_detect_format(head: bytes, specs: Mapping[str, FormatSpec]

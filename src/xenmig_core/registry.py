@@ -106,6 +106,11 @@ class Registry:
             found.extend(result if isinstance(result, list) else [result])
         return [d for d in found if d.format in self.formats]
 
+    def converter(self, source_format: str, target: str) -> Callable[..., Any] | None:
+        """The ``xenmig_converter`` factory from *source_format* to *target*, or None."""
+        return first_result(self.pm, "xenmig_converter", source_format=source_format,
+                            target=target)[1]
+
     def call_stream_end(self, ctx: Any) -> list[str]:
         messages: list[str] = []
         for _plugin, result in call_each(self.pm, "xenmig_stream_end", ctx=ctx):
