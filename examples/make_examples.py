@@ -17,14 +17,28 @@ from pathlib import Path
 from xenmig_core.session import open_registry
 from xenmig_core.sink import atomic_output
 from xenmig_libxc.samples import assemble, hvm_sample, pv_sample
+from xenmig_libxl.samples import assemble_libxl, checkpointed_sample, hvm_libxl_sample
+from xenmig_xl.samples import hvm_config, json_config_bytes, libvirt_file, xl_file
 
 
 def samples() -> dict[str, Callable[[], bytes]]:
     """File name -> function producing its bytes."""
-    libxc = open_registry(autoload=False).specs["libxc"]
+    specs = open_registry(autoload=False).specs
+    libxc = specs["libxc"]
+
+    def hvm_libxl() -> bytes:
+        return assemble_libxl(specs, hvm_libxl_sample())
+
     return {
         "pv64-2vcpu-v3.libxc": lambda: assemble(libxc, pv_sample(version=3, width=8, vcpus=2)),
         "hvm-v3.libxc": lambda: assemble(libxc, hvm_sample(version=3)),
+        # xl save of an HVM guest: JSON config, libxl v2, xenstore data, emulator context
+        "hvm-guest.xl": lambda: xl_file(specs["xl"], hvm_libxl(),
+                                        config=json_config_bytes(hvm_config())),
+        # the same guest saved by libvirt's libxl driver
+        "hvm-guest.libvirt": lambda: libvirt_file(specs["libvirt"], hvm_libxl()),
+        # a Remus stream (bare libxl, as on the wire) that stops after three checkpoints
+        "remus-3-checkpoints.libxl": lambda: assemble_libxl(specs, checkpointed_sample(3)),
     }
 
 

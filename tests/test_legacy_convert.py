@@ -85,7 +85,7 @@ def test_golden_pv_to_libxc(registry, tmp_path, width: int) -> None:
 
 
 def tiny_hvm(lw: LegacyWriter, physmap: list[PhysmapEntry]) -> bytes:
-    out = lw.p2m_size(2) + lw.batch([0x0, 0xE0000001], [page_bytes(0)])
+    out = lw.p2m_size(0x100) + lw.batch([0x0, 0xE0000001], [page_bytes(0)])
     out += lw.vcpu_info([0, 2]) + lw.param(-14, 0xFE000) + lw.param(-11, 3)
     out += lw.toolstack(build_physmap(physmap, lw.width)) + lw.chunk(-9) + lw.chunk(0)
     out += lw.hvm_tail(0x11, 0x22, 0x33, hvm_context_blob(1))
@@ -112,8 +112,8 @@ def test_golden_hvm_to_libxl_and_xl(registry, tmp_path, width: int) -> None:
     assert run(registry, tmp_path, data, "libxc", skip_qemu=True) == libxc
     # --skip-qemu has no effect on libxl output (as upstream)
     assert run(registry, tmp_path, data, "libxl", skip_qemu=True) == libxl
-    header = xl_header(mandatory=1, config=b"name='g'\0")
-    expected_xl = xl_header(mandatory=3, config=b"name='g'\0") + libxl
+    header = xl_header(mandatory=0, config=b"name='g'\n\0")
+    expected_xl = xl_header(mandatory=2, config=b"name='g'\n\0") + libxl
     assert run(registry, tmp_path, header + data, "xl") == expected_xl
     assert run(registry, tmp_path, header + data, "libxl") == libxl
     new_header = xl_header(mandatory=2, config=b"")
@@ -125,8 +125,6 @@ IMAGES = {
     "pv64-g32-xsave": lambda: pv_image(width=64, guest_width=4, xsave=576, verify_mode=True),
     "pv32-g32-xsave": lambda: pv_image(width=32, guest_width=4, xsave=832),
     "pv32-g64-noextv": lambda: pv_image(width=32, guest_width=8, extv=False, tsc=False),
-    "pv64-physmap": lambda: pv_image(toolstack=build_physmap(
-        [PhysmapEntry(1, 2, 3, b"rom")], 64)),
     "hvm64": lambda: hvm_image(width=64),
     "hvm32": lambda: hvm_image(width=32),
     "hvm64-remus-sig": lambda: hvm_image(qemu=b"RemusDeviceModelState", physmap=None),
@@ -148,8 +146,20 @@ def test_every_image_converts_and_verifies(registry, tmp_path, name: str, target
     if target != "libxc":
         libxl = next(c for c in report.contexts if c.format == "libxl")
         assert libxl.records.get("EMULATOR_CONTEXT", 0) == (image.guest == "hvm")
-        has_physmap = bool(image.physmap) or name == "pv64-physmap"
-        assert libxl.records.get("EMULATOR_XENSTORE_DATA", 0) == has_physmap
+        assert libxl.records.get("EMULATOR_XENSTORE_DATA", 0) == bool(image.physmap)
+
+
+def test_pv_physmap_data_follows_upstream_and_fails_verify(registry, tmp_path) -> None:
+    """Xen's converter writes EMULATOR_XENSTORE_DATA for a PV image with physmap entries,
+    which libxl's restore rejects: the same bytes are written, and verify refuses them."""
+    data = pv_image(toolstack=build_physmap([PhysmapEntry(1, 2, 3, b"rom")], 64)).data
+    with pytest.raises(StreamError, match="emulator record in an x86 PV stream"):
+        run(registry, tmp_path, data, "libxl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.img"]
+    src = tmp_path / "in.img"
+    convert(registry, str(src), str(tmp_path / "o"), ConvertOptions("libxl"), verify=False)
+    xenstore = b"physmap/1/start_addr\x002\x00physmap/1/size\x003\x00physmap/1/name\x00rom\x00"
+    assert rec(2, bytes(8) + xenstore) + rec(0) == (tmp_path / "o").read_bytes()[-88:]
 
 
 def test_remus_compression_is_accepted(registry, tmp_path) -> None:

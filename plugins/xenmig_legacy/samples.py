@@ -178,7 +178,8 @@ def pv_image(*, width: int = 64, guest_width: int = 8, pages: int = 40,
     return Image(bytes(out), width, "pv", n_batches, data_pages)
 
 
-def hvm_image(*, width: int = 64, pages: int = 48, vcpus: Sequence[int] = (0, 1),
+def hvm_image(*, width: int = 64, pages: int = 48, p2m_size: int = 0x100,
+              vcpus: Sequence[int] = (0, 1),
               params: Sequence[int] = tuple(PARAM_CHUNKS), tsc: bool = True,
               physmap: Sequence[PhysmapEntry] | None = DEFAULT_PHYSMAP,
               qemu: bytes | None = b"DeviceModelRecord0002",
@@ -188,7 +189,7 @@ def hvm_image(*, width: int = 64, pages: int = 48, vcpus: Sequence[int] = (0, 1)
     """An HVM guest image with the chunks the 4.5 saver writes for HVM, the HVM tail and a
     qemu record (*qemu* None: none). *physmap* None: no toolstack chunk."""
     lw = LegacyWriter(width)
-    out = bytearray(lw.p2m_size(pages))
+    out = bytearray(lw.p2m_size(max(pages, p2m_size)))
     if tsc:
         out += lw.tsc(2, 987654321, 3000000, 4)
     half = pages // 2

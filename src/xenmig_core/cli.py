@@ -147,7 +147,8 @@ def _verify_output(report: VerifyReport, *, verbose: bool, quiet: bool, as_json:
         more = f" ({len(errors) - 1} more; -v shows all)" if len(errors) > 1 else ""
         typer.echo(f"xenmig: invalid: {errors[0]}{more}", err=True)
         if verbose:
-            typer.echo(f"{report.source}: INVALID: {len(errors)} errors")
+            typer.echo(f"{report.source}: INVALID: {len(errors)} error"
+                       + ("" if len(errors) == 1 else "s"))
     return code
 
 

@@ -3,7 +3,7 @@
 A plugin is a module (or object) with functions named like these hooks and decorated with
 ``xenmig_core.hookimpl``, registered through the ``xenmig.plugins`` entry-point group. The
 built-in formats (libxc, ...) are plugins of exactly this kind. The docstring of each hook
-below is its contract; ``docs/plugins.md`` is generated from nothing else.
+below is its contract; ``docs/plugins.md`` summarises them (a test checks it names each).
 """
 
 from __future__ import annotations
@@ -88,11 +88,16 @@ def xenmig_stream_end(ctx: StreamContext) -> list[str] | None:
 
 
 @hookspec(firstresult=True)
-def xenmig_stream_eof(ctx: StreamContext) -> tuple[str, str] | None:
+def xenmig_stream_eof(ctx: StreamContext, partial: bool) -> tuple[str, str] | None:
     """The source ended at a record boundary while *ctx* (the innermost open context) had
     not ended. Return ``("ok", note)`` when that is a valid ending (a checkpointed stream
     after a complete checkpoint), ``("error", message)`` to explain why it is not, or None
-    for the default error ("stream ended before END")."""
+    for the default error ("stream ended before END").
+
+    With *partial* True the source ended inside a header or record instead (the stream is
+    invalid in any case): ``("error", context)`` adds *context* (e.g. which checkpoint was
+    cut) to the truncation error; anything else is ignored. An implementation may leave
+    out the *partial* argument and is then asked only about record boundaries."""
 
 
 @hookspec(firstresult=True)

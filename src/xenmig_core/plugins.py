@@ -63,14 +63,18 @@ def _register(pm: pluggy.PluginManager, plugin: Any, name: str | None) -> None:
         raise PluginError(f"plugin {name!r} cannot be registered: {exc}") from exc
 
 
-def call_each(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> Iterator[tuple[str, Any]]:
+def call_each(pm: pluggy.PluginManager, hook_name: str, *, only_with: str | None = None,
+              **kwargs: Any) -> Iterator[tuple[str, Any]]:
     """Call every implementation of a hook in pluggy's order, yielding (plugin, result).
 
-    A result of None is skipped. An implementation that raises anything but a xenmig error
+    A result of None is skipped. With *only_with*, implementations that do not take that
+    argument are skipped. An implementation that raises anything but a xenmig error
     becomes a PluginError naming the plugin and the hook.
     """
     hook = getattr(pm.hook, hook_name)
     for impl in reversed(hook.get_hookimpls()):
+        if only_with is not None and only_with not in impl.argnames:
+            continue
         try:
             result = impl.function(**{k: kwargs[k] for k in impl.argnames})
         except XenmigError:

@@ -82,11 +82,15 @@ class Registry:
         for name, spec in self.specs.items():
             fmt = Format(spec)
             unit_names = [h.name for h in spec.headers] + [r.name for r in spec.records.values()]
+            # A variant (``variant_of``) uses its base format's handlers unless it has its own.
+            lineage = [name] + ([spec.base] if spec.base else [])
             for unit in unit_names:
-                plugin, handler = first_result(pm, "xenmig_record_handler", format_name=name,
-                                               name=unit)
-                if handler is not None:
-                    fmt.handlers[unit] = _guard(plugin, name, unit, handler)
+                for owner in lineage:
+                    plugin, handler = first_result(pm, "xenmig_record_handler",
+                                                   format_name=owner, name=unit)
+                    if handler is not None:
+                        fmt.handlers[unit] = _guard(plugin, name, unit, handler)
+                        break
             plugin, walker = first_result(pm, "xenmig_walker", format_name=name)
             if walker is not None:
                 fmt.walker = _guard(plugin, name, "walker", walker)
@@ -117,8 +121,14 @@ class Registry:
             messages.extend(result)
         return messages
 
-    def call_stream_eof(self, ctx: Any) -> tuple[str, str] | None:
-        return first_result(self.pm, "xenmig_stream_eof", ctx=ctx)[1]
+    def call_stream_eof(self, ctx: Any, partial: bool = False) -> tuple[str, str] | None:
+        """The first verdict on an early end of *ctx* (see the hook); implementations that
+        do not take *partial* are asked only about clean ends."""
+        for _plugin, verdict in call_each(self.pm, "xenmig_stream_eof", ctx=ctx,
+                                          partial=partial,
+                                          only_with="partial" if partial else None):
+            return verdict
+        return None
 
     def describe_trailing(self, ctx: Any, head: bytes) -> str | None:
         return first_result(self.pm, "xenmig_trailing_data", ctx=ctx, head=head)[1]

@@ -14,9 +14,10 @@ from typing import Any
 
 from xenmig_core.detect import DETECT_BYTES, detect
 from xenmig_core.diagnostics import Diagnostic
-from xenmig_core.engine import Consumer, Engine, StreamContext, WalkResult
+from xenmig_core.engine import Consumer, Engine, MultiConsumer, StreamContext, WalkResult
 from xenmig_core.errors import StreamError, UsageError
 from xenmig_core.registry import Registry
+from xenmig_core.render.account import AccountConsumer
 from xenmig_core.source import ByteSource
 
 REPORT_SCHEMA_VERSION = 1
@@ -66,6 +67,7 @@ class VerifyReport:
     format: str
     result: WalkResult
     contexts: list[ContextReport] = field(default_factory=list)
+    account: AccountConsumer | None = None
 
     @property
     def valid(self) -> bool:
@@ -89,13 +91,15 @@ class VerifyReport:
         records: Counter[str] = Counter()
         for ctx in self.contexts:
             records.update({f"{ctx.format}.{k}": v for k, v in ctx.records.items()})
-        root = self.contexts[0] if self.contexts else None
+        details: dict[str, Any] = {}
+        for ctx in reversed(self.contexts):   # the outermost stream's values win
+            details.update(ctx.details)
         return {
             "schema_version": REPORT_SCHEMA_VERSION,
             "source": self.source,
             "valid": self.valid,
             "format": self.format,
-            **({k: v for k, v in root.details.items()} if root else {}),
+            **details,
             "size": self.result.end_offset,
             "record_count": self.result.records,
             "end_note": self.result.eof_note,
@@ -106,6 +110,9 @@ class VerifyReport:
                  **({"stats": c.stats} if c.stats else {}),
                  "headers": _jsonable(c.headers)}
                 for c in self.contexts],
+            "account": _jsonable(self.account.entries) if self.account else [],
+            **({"account_dropped": self.account.dropped}
+               if self.account and self.account.dropped else {}),
             "errors": sum(1 for d in self.diagnostics if d.is_error),
             "warnings": sum(1 for d in self.diagnostics if not d.is_error),
             "diagnostics": [d.to_dict() for d in self.diagnostics],
@@ -157,8 +164,12 @@ def verify_source(registry: Registry, source: ByteSource, fmt: str = "auto",
         if consumer is not None:
             consumer.on_diagnostic(result.diagnostics[0])
         return VerifyReport(source.name, fmt, result)
-    engine = Engine(registry, source, consumer, params=params)
+    account = AccountConsumer()
+    engine = Engine(registry, source,
+                    MultiConsumer(account, consumer) if consumer is not None else account,
+                    params=params)
     result = engine.run(chosen)
-    report = VerifyReport(source.name, chosen, result)
+    account.close()
+    report = VerifyReport(source.name, chosen, result, account=account)
     report.contexts = [context_report(c) for c in result.contexts]
     return report

@@ -44,3 +44,47 @@ class Consumer:
 
     def on_trailing(self, offset: int, length: int, description: str | None) -> None:
         """Bytes follow the end of the outermost stream."""
+
+
+class MultiConsumer(Consumer):
+    """Passes every callback to each of *consumers* in order; a payload is read when any of
+    them wants it (and then delivered only to those that do)."""
+
+    def __init__(self, *consumers: Consumer) -> None:
+        self.consumers = consumers
+
+    def on_context_start(self, ctx: StreamContext) -> None:
+        for c in self.consumers:
+            c.on_context_start(ctx)
+
+    def on_header(self, header: HeaderValue) -> None:
+        for c in self.consumers:
+            c.on_header(header)
+
+    def on_record(self, record: Record) -> None:
+        for c in self.consumers:
+            c.on_record(record)
+
+    def wants_payload(self, record: Record) -> bool:
+        return any(c.wants_payload(record) for c in self.consumers)
+
+    def on_payload(self, record: Record, offset: int, chunk: memoryview) -> None:
+        for c in self.consumers:
+            if c.wants_payload(record):
+                c.on_payload(record, offset, chunk)
+
+    def on_record_end(self, record: Record) -> None:
+        for c in self.consumers:
+            c.on_record_end(record)
+
+    def on_context_end(self, ctx: StreamContext) -> None:
+        for c in self.consumers:
+            c.on_context_end(ctx)
+
+    def on_diagnostic(self, diagnostic: Diagnostic) -> None:
+        for c in self.consumers:
+            c.on_diagnostic(diagnostic)
+
+    def on_trailing(self, offset: int, length: int, description: str | None) -> None:
+        for c in self.consumers:
+            c.on_trailing(offset, length, description)

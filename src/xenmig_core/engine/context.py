@@ -99,6 +99,7 @@ class StreamContext:
         self.current: Record | None = None
         self.walker_state: dict[str, Any] = {}
         self._report = report
+        self._helpers = {"child_state": self.child_state, "child_status": self.child_status}
 
     @property
     def name(self) -> str:
@@ -106,7 +107,23 @@ class StreamContext:
 
     def names(self, fields: dict[str, Any] | None = None, **extra: Any) -> ChainMap[str, Any]:
         """The names an expression sees: *extra*, record *fields*, state, helpers."""
-        return ChainMap(extra, fields or {}, self.state, self.format.helpers)
+        return ChainMap(extra, fields or {}, self.state, self._helpers, self.format.helpers)
+
+    def child_state(self, fmt: str, key: str, default: Any = None) -> Any:
+        """State value *key* of this context's nested *fmt* stream (*default* when there is
+        none yet). Lets a wrapping format's rules depend on what its nested stream found."""
+        child = self.children.get(fmt)
+        return child.state.get(key, default) if child is not None else default
+
+    def child_status(self, fmt: str) -> str:
+        """``none``, ``running``, ``suspended`` (it yielded) or ``finished`` for the nested
+        *fmt* stream of this context."""
+        child = self.children.get(fmt)
+        if child is None:
+            return "none"
+        if child.finished:
+            return "finished"
+        return "suspended" if child.suspended else "running"
 
     def stat(self, group: str, key: str, amount: int = 1) -> None:
         """Add *amount* to counter *key* of statistics group *group*."""

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 #: Headers may carry variable data (a configuration, an XML document); never more than this.
 MAX_HEADER_BYTES = 64 << 20
 PAYLOAD_BUFFER_SIZE = 1 << 20
+#: ``follows`` expressions see this many upcoming bytes as ``upcoming``.
+FOLLOWS_PEEK = 64
 _ORDERS = {"big": ">", "little": "<", "native": "="}
 
 
@@ -121,6 +123,10 @@ class Engine:
                     self._after_root()
         except StreamError as exc:
             ctx = stack[-1] if stack else root
+            if isinstance(exc, TruncatedError):
+                verdict = self.registry.call_stream_eof(ctx, partial=True)
+                if verdict is not None and verdict[0] == "error":
+                    exc.message = f"{exc.message} ({verdict[1]})"
             self._fatal(ctx, exc)
         self.result.end_offset = self.source.offset
         self.result.records = self._next_index
@@ -140,19 +146,26 @@ class Engine:
             ctx.suspended = True
         elif kind == "nested":
             assert action.format is not None
-            if action.format in ctx.children and not ctx.children[action.format].suspended:
-                ctx.error(f"a second nested {action.format} stream")
+            if action.format in ctx.children:
+                ctx.error(f"a second nested {action.format} stream", record=ctx.last_record)
             stack.append(self._start(self.registry.get(action.format), ctx))
         elif kind == "resume":
             assert action.format is not None
             child = ctx.children.get(action.format)
             if child is None or not child.suspended:
-                ctx.error(f"nothing to resume: no suspended {action.format} stream")
+                ctx.error(self._nothing_to_resume(ctx, action.format), record=ctx.last_record)
                 return
             child.suspended = False
             stack.append(child)
         else:
             raise SpecError(f"unknown action {kind!r} from format {ctx.name}")
+
+    @staticmethod
+    def _nothing_to_resume(ctx: StreamContext, fmt: str) -> str:
+        status = ctx.child_status(fmt)
+        why = {"none": "none was started", "finished": "it has ended",
+               "running": "it is running"}.get(status, status)
+        return f"nothing to resume: no suspended {fmt} stream ({why})"
 
     def _finish(self, ctx: StreamContext) -> None:
         ctx.finished = True
@@ -194,8 +207,11 @@ class Engine:
             last = top.last_record
             after = f" (last record {last.index}, {last.name})" if last else ""
             expected = top.format.spec.end_record or "its end"
-            top.error(f"stream ended before {expected}{after}", record=None,
-                      offset=self.source.offset, unit="end of stream")
+            if top.header_index == 0 and top.format.spec.headers and top.parent is not None:
+                message = f"stream ended where a {top.format.spec.title} should start"
+            else:
+                message = f"stream ended before {expected}{after}"
+            top.error(message, record=None, offset=self.source.offset, unit="end of stream")
         for ctx in reversed(stack):
             self.consumer.on_context_end(ctx)
 
@@ -224,15 +240,26 @@ class Engine:
         if spec.framing is not None and spec.framing.implied:
             raise SpecError(f"format {spec.name} has implied framing but no plugin walker")
         if spec.follows is not None:
-            target = resolve(spec.follows, ctx.names())
-            if not target:
-                ctx.finished = True
+            if ctx.children:
                 return Action("end")
-            return Action("nested", str(target)) if str(target) not in ctx.children \
-                else Action("end")
+            target = resolve(spec.follows, ctx.names(upcoming=self.source.peek(FOLLOWS_PEEK)))
+            if not target:
+                return Action("end")
+            if str(target) not in self.registry.formats:
+                self._unverified_rest(ctx, str(target))
+                return Action("end")
+            return Action("nested", str(target))
         if spec.framing is None:
             raise SpecError(f"format {spec.name} has neither records, follows nor a walker")
         return self._read_record(ctx)
+
+    def _unverified_rest(self, ctx: StreamContext, target: str) -> None:
+        """The rest of the source is a format no loaded plugin provides: say so, skip it."""
+        start = self.source.offset
+        self.source.skip_to_eof()
+        ctx.warning(f"the rest of the stream ({self.source.offset - start} bytes) is a "
+                    f"{target!r} stream, which no loaded plugin provides: not verified",
+                    offset=start, record=None, unit="rest of stream")
 
     # -- headers -------------------------------------------------------------------------
     def _read_header(self, ctx: StreamContext, header: HeaderSpec) -> None:
@@ -246,7 +273,8 @@ class Engine:
                 order = "<" if struct.pack("=H", 1) == b"\x01\x00" else ">"
         reader = SourceReader(self.source, MAX_HEADER_BYTES, f"{ctx.name} {header.name}")
         try:
-            fields = header.layout.decode(reader, order)
+            prior = {k: v for done in ctx.headers.values() for k, v in done.items()}
+            fields = header.layout.decode(reader, order, prior)
         except TruncatedError as exc:
             raise TruncatedError(f"{header.title}: {exc.message}", offset=exc.offset) from None
         except RecordError as exc:
@@ -321,13 +349,16 @@ class Engine:
         if length > framing.max_length:
             raise StreamError(f"body length {length:#x} exceeds the format's maximum "
                               f"{framing.max_length:#x}", field="length")
-        action = CONTINUE
+        action: Action | None = CONTINUE
         if rtype is None:
             self._unknown_record(ctx, record)
             self.source.skip(length, f"record {record.index} body")
         else:
             action = self._dispatch(ctx, record, rtype)
         self._padding(ctx, record, align, framing.padding_must_be_zero)
+        if action is None:
+            assert rtype is not None
+            action = self._control(ctx, record, rtype)
         ctx.counts[record.name] += 1
         ctx.marks.add(record.name)
         ctx.last_record = record
@@ -335,8 +366,45 @@ class Engine:
         ctx.current = None
         return record, action
 
+    def _control(self, ctx: StreamContext, record: Record, rtype: RecordType) -> Action:
+        """The spec's ``control`` for a record whose handler did not choose an action."""
+        control = rtype.control
+        if control is None:
+            return CONTINUE
+        if control.when is not None:
+            names = ctx.names(record.fields, body_length=record.length,
+                              next_type=self._next_type(ctx))
+            if not self._eval(control.when, names, ctx, rtype.name):
+                return CONTINUE
+        if control.kind == "resume":
+            assert control.format is not None
+            child = ctx.children.get(control.format)
+            if child is None or not child.suspended:
+                message = self._nothing_to_resume(ctx, control.format)
+                if control.message is not None:
+                    message = self._render(control.message, ctx.names(record.fields), ctx,
+                                           rtype.name)
+                ctx.error(message)
+                return CONTINUE
+        return Action(control.kind, control.format)
+
+    def _next_type(self, ctx: StreamContext) -> int | None:
+        """The type of the record after the current one, or None at the end of the source
+        (or when the format has no record header to peek at)."""
+        try:
+            head = ctx.format.record_header(ctx.byte_order)
+        except KeyError:
+            return None
+        raw = self.source.peek(head.size)
+        return head.unpack(raw)[0] if len(raw) == head.size else None
+
     def _unknown_record(self, ctx: StreamContext, record: Record) -> None:
-        if record.optional:
+        framing = ctx.format.spec.framing
+        if record.optional and framing is not None and not framing.skip_optional:
+            ctx.error(f"unknown record type {record.type_id:#010x} ({record.length} bytes): "
+                      "in the optional range, but this format's readers refuse every "
+                      "unknown record")
+        elif record.optional:
             ctx.warning(f"unknown optional record type {record.type_id:#010x} "
                         f"({record.length} bytes), skipped")
         else:
@@ -344,7 +412,10 @@ class Engine:
                       "unknown mandatory record")
         self.consumer.on_record(record)
 
-    def _dispatch(self, ctx: StreamContext, record: Record, rtype: RecordType) -> Action:
+    def _dispatch(self, ctx: StreamContext, record: Record, rtype: RecordType
+                  ) -> Action | None:
+        """Decode, check and hand one known record to its handler. Returns the handler's
+        action, or None when the spec's ``control`` decides (after the padding is read)."""
         if rtype.reject is not None:
             ctx.error(self._render(rtype.reject, ctx.names(), ctx, rtype.name))
         version = ctx.state.get("version")
@@ -354,19 +425,22 @@ class Engine:
         self._check_rules(ctx, record, rtype)
         reader = SourceReader(self.source, record.length, f"record {record.index} body")
         layout = rtype.layout
-        broken = False
-        if layout is not None:
+        broken = self._too_long(ctx, record, rtype)
+        if layout is not None and not broken:
             try:
                 record.fields = layout.decode(reader, ctx.byte_order)
                 record.decoded = True
             except RecordError as exc:
                 ctx.error(exc.message, field=exc.field)
                 broken = True
-        elif record.length:
+        elif layout is None and record.length:
             broken = True
             ctx.error(f"{rtype.name} has no body, found {record.length} bytes")
         if layout is not None and layout.payload is not None:
             record.payload_length = reader.remaining
+            if layout.payload.head and not broken:    # a look at its start, not consumed
+                record.fields[layout.payload.id + "_head"] = self.source.peek(
+                    min(layout.payload.head, reader.remaining))
         names = ctx.names(record.fields, body_length=record.length)
         if not broken:
             length_failed = self._check_length(ctx, rtype.length, record, names)
@@ -380,7 +454,7 @@ class Engine:
                 self._enum_warnings(ctx, layout, record.fields,
                                     lambda m, f: ctx.warning(m, field=f))
             self._run_conditions(ctx, rtype.checks, names)
-        action = CONTINUE
+        action: Action | None = None
         handler = ctx.format.handlers.get(rtype.name)
         if handler is not None and not broken:
             result = handler(record, ctx)
@@ -401,9 +475,21 @@ class Engine:
             reader.remaining = 0
         else:
             reader.skip_rest()
-        if rtype.control is not None and action.kind == "continue":
-            action = Action(rtype.control.kind, rtype.control.format)
         return action
+
+    @staticmethod
+    def _too_long(ctx: StreamContext, record: Record, rtype: RecordType) -> bool:
+        """Check fixed ``max`` length rules before a body of variable size is read into
+        memory: a body that breaks one is reported and skipped, never decoded."""
+        if rtype.layout is None or not rtype.layout.variable:
+            return False
+        for rule in rtype.length:
+            if rule.kind == "max" and rule.when is None and isinstance(rule.arg, int) \
+                    and record.length > rule.arg:
+                ctx.diagnose(rule.severity, f"body length {record.length}, expected at most "
+                             f"{rule.arg}: not decoded", field="length")
+                return True
+        return False
 
     def _deliver_payload(self, record: Record) -> None:
         what = f"record {record.index} ({record.name}) payload"

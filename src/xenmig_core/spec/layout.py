@@ -14,6 +14,7 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
+from collections import ChainMap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -90,6 +91,7 @@ class FieldSpec:
     enum: str | None = None
     flags: str | None = None
     payload: bool = False
+    head: int = 0                        # payloads: expose this many first bytes as ID_head
     checks: list[Check] = field(default_factory=list)
     struct: Layout | None = None         # nested struct type, when type names one
 
@@ -253,13 +255,19 @@ class Layout:
         self.fixed_size: int | None = self.single_run.size if self.single_run else (
             0 if not self._segments and self.payload is None else None)
         self.min_size = sum(seg.size for seg in self._segments if isinstance(seg, _FixedRun))
+        #: decoding loads a body-dependent amount (arrays, bytes) besides any payload
+        self.variable = any(not isinstance(seg, _FixedRun) for seg in self._segments)
         self._checked = [f for f in fields if f.checks or (f.struct and f.struct.has_checks)]
         self.has_checks = bool(self._checked)
 
-    def decode(self, reader: Reader, order: str) -> dict[str, Any]:
+    def decode(self, reader: Reader, order: str,
+               outer: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Decode the fields; sizes and counts may also name fields of *outer* (values
+        decoded earlier, e.g. an earlier header's). Returns this layout's fields only."""
         out: dict[str, Any] = {}
+        values: Any = ChainMap(out, dict(outer)) if outer else out
         for segment in self._segments:
-            segment.decode(reader, order, out)
+            segment.decode(reader, order, values)
         return out
 
     def encode(self, values: Mapping[str, Any], order: str) -> bytes:

@@ -39,16 +39,18 @@ SEVERITIES = ("error", "warning")
 BYTE_ORDERS = ("big", "little", "native", "stream")
 
 TOP_KEYS = {"xenmig_spec", "format", "extends", "title", "doc", "enums", "types", "state",
-            "headers", "records", "follows", "end_checks", "report", "detect", "summary"}
+            "headers", "records", "follows", "end_checks", "report", "detect", "summary",
+            "variant_of"}
 FIELD_KEYS = {"id", "type", "doc", "orig_id", "size", "repeat", "enum", "flags", "valid",
-              "reserved", "reserved_bits", "payload"}
+              "reserved", "reserved_bits", "payload", "head"}
 VALID_KEYS = {"eq", "any_of", "min", "max", "known", "expr", "message", "severity"}
 HEADER_KEYS = {"name", "title", "doc", "orig_id", "byte_order", "seq", "set", "byte_order_from",
                "checks", "summary", "fatal"}
 RECORD_KEYS = {"id", "name", "title", "doc", "orig_id", "body", "versions", "length", "rules",
                "checks", "infer", "set", "summary", "control", "reject", "squash"}
 FRAMING_KEYS = {"type", "length", "align", "max_length", "optional_mask", "padding", "end",
-                "implied"}
+                "skip_optional", "implied"}
+CONTROL_KEYS = {"nested", "resume", "when", "message"}
 CHECK_KEYS = {"expr", "message", "severity", "field", "when"}
 RULE_KEYS = {"after", "before", "at_most", "when", "severity", "message"}
 LENGTH_KEYS = {"exact", "min", "max", "one_of", "multiple_of", "after", "severity", "when"}
@@ -118,22 +120,48 @@ def load_spec_file(source: Any) -> Located:
 
 
 def build_formats(raw_specs: list[Located]) -> dict[str, FormatSpec]:
-    """Compile raw spec mappings (definitions first, then extensions) into formats."""
+    """Compile raw spec mappings into formats: definitions, their extensions, then variants
+    (copies of a finished base format), then extensions of variants."""
     formats: dict[str, FormatSpec] = {}
-    definitions = [r for r in raw_specs if "format" in r]
+    definitions = [r for r in raw_specs if "format" in r and "variant_of" not in r]
+    variants = [r for r in raw_specs if "format" in r and "variant_of" in r]
+    variant_names = {r["format"] for r in variants}
     extensions = [r for r in raw_specs if "extends" in r]
     for raw in definitions:
         ctx = _Ctx(raw.path)
-        name = raw["format"]
-        if not isinstance(name, str) or not re.match(r"^[a-z][a-z0-9-]*$", name):
-            raise ctx.fail(raw, "format", "format names are lower-case words with '-'")
-        if name in formats:
-            raise ctx.fail(raw, "format", f"format {name!r} is already defined in "
-                           f"{formats[name].paths[0]}")
+        name = _format_name(ctx, raw, formats)
         fmt = FormatSpec(name=name, title=str(raw.get("title", name)),
                          doc=str(raw.get("doc", "")))
         _apply(ctx, fmt, raw, defining=True)
         formats[name] = fmt
+    _extend(formats, [r for r in extensions if r["extends"] not in variant_names])
+    for raw in variants:
+        ctx = _Ctx(raw.path)
+        name = _format_name(ctx, raw, formats)
+        base = formats.get(raw["variant_of"])
+        if base is None or base.base is not None:
+            raise ctx.fail(raw, "variant_of", f"variant of unknown format {raw['variant_of']!r}"
+                           f" (known: {', '.join(sorted(formats)) or 'none'})")
+        fmt = _variant(base, name, raw)
+        _apply(ctx, fmt, raw, defining=False, variant=True)
+        formats[name] = fmt
+    _extend(formats, [r for r in extensions if r["extends"] in variant_names])
+    for fmt in formats.values():
+        _check_record_references(fmt, formats)
+    return formats
+
+
+def _format_name(ctx: _Ctx, raw: Located, formats: dict[str, FormatSpec]) -> str:
+    name = raw["format"]
+    if not isinstance(name, str) or not re.match(r"^[a-z][a-z0-9-]*$", name):
+        raise ctx.fail(raw, "format", "format names are lower-case words with '-'")
+    if name in formats:
+        raise ctx.fail(raw, "format", f"format {name!r} is already defined in "
+                       f"{formats[name].paths[0]}")
+    return name
+
+
+def _extend(formats: dict[str, FormatSpec], extensions: list[Located]) -> None:
     for raw in extensions:
         ctx = _Ctx(raw.path)
         base = raw["extends"]
@@ -141,17 +169,31 @@ def build_formats(raw_specs: list[Located]) -> dict[str, FormatSpec]:
             raise ctx.fail(raw, "extends", f"extends unknown format {base!r} "
                            f"(known: {', '.join(sorted(formats)) or 'none'})")
         _apply(ctx, formats[base], raw, defining=False)
-    for fmt in formats.values():
-        _check_record_references(fmt, formats)
-    return formats
 
 
-def _apply(ctx: _Ctx, fmt: FormatSpec, raw: Located, *, defining: bool) -> None:
+def _variant(base: FormatSpec, name: str, raw: Located) -> FormatSpec:
+    """A new format that starts as a copy of *base*: same framing, records, enums, state,
+    headers, end checks, report and summary; no detection magic. The variant's own keys then
+    apply as in an ``extends`` file, except that ``headers`` replaces the base's headers
+    (``headers: []``: the stream has none) and ``state`` values override the base's."""
+    return FormatSpec(
+        name=name, title=str(raw.get("title", name)), doc=str(raw.get("doc", base.doc)),
+        paths=list(base.paths), enums=dict(base.enums), state=dict(base.state),
+        headers=list(base.headers), framing=base.framing, records=dict(base.records),
+        follows=base.follows, end_checks=list(base.end_checks), report=dict(base.report),
+        magic=[], end_record=base.end_record, summary=base.summary, base=base.name)
+
+
+def _apply(ctx: _Ctx, fmt: FormatSpec, raw: Located, *, defining: bool,
+           variant: bool = False) -> None:
     fmt.paths.append(ctx.path)
     if not defining:
-        for key in ("headers", "follows", "detect"):
+        for key in ("follows", "detect") if variant else ("headers", "follows", "detect"):
             if key in raw:
-                raise ctx.fail(raw, key, f"an 'extends' spec cannot change {key}")
+                what = "a 'variant_of'" if variant else "an 'extends'"
+                raise ctx.fail(raw, key, f"{what} spec cannot change {key}")
+        if variant and "headers" in raw:
+            fmt.headers = []
     for ename, enode in (raw.get("enums") or {}).items():
         if ename in fmt.enums:
             raise ctx.fail(raw["enums"], ename, f"enum {ename!r} is already defined")
@@ -168,8 +210,11 @@ def _apply(ctx: _Ctx, fmt: FormatSpec, raw: Located, *, defining: bool) -> None:
         if not IDENT.match(str(tname)):
             raise ctx.fail(raw["types"], tname, "type names are lower_case identifiers")
         types[tname] = _layout(ctx, raw["types"], tname, tnode, fmt, types)
+    earlier: set[str] = set()  # integer fields of earlier headers: sizes may name them
     for i, hnode in enumerate(raw.get("headers") or []):
-        fmt.headers.append(_header(ctx, hnode, f"headers[{i}]", fmt, types))
+        header = _header(ctx, hnode, f"headers[{i}]", fmt, types, frozenset(earlier))
+        fmt.headers.append(header)
+        earlier |= {f.id for f in header.layout.fields if f.is_int and f.repeat is None}
     if "detect" in raw:
         for dnode in raw["detect"]:
             d = ctx.mapping(dnode, "detect entry", {"offset", "hex", "ascii", "description"})
@@ -235,7 +280,9 @@ def _enum(ctx: _Ctx, parent: Any, name: str, node: Any) -> EnumSpec:
 
 
 def _layout(ctx: _Ctx, parent: Any, key: str, node: Any, fmt: FormatSpec,
-            types: dict[str, Layout]) -> Layout:
+            types: dict[str, Layout], outer: frozenset[str] = frozenset()) -> Layout:
+    """Compile a seq. *outer* names integer fields decoded before this seq (an earlier
+    header's) that ``size`` and ``repeat`` may refer to as well as earlier fields."""
     if not isinstance(node, list):
         raise ctx.fail(parent, key, "a seq is a list of fields")
     fields: list[FieldSpec] = []
@@ -261,10 +308,11 @@ def _layout(ctx: _Ctx, parent: Any, key: str, node: Any, fmt: FormatSpec,
             if size_key not in f:
                 continue
             value = f[size_key]
-            if isinstance(value, str) and value != "rest" and value not in seen - {fid}:
+            if isinstance(value, str) and value != "rest" and value not in seen - {fid} \
+                    and value not in outer:
                 raise ctx.fail(f, size_key, f"{size_key} {value!r} must be a number, 'rest' "
                                "or the id of an earlier field")
-            if isinstance(value, str) and value != "rest":
+            if isinstance(value, str) and value != "rest" and value in seen:
                 counter = next(x for x in fields if x.id == value)
                 if not counter.is_int or counter.repeat is not None:
                     raise ctx.fail(f, size_key, f"{value!r} is not an integer field")
@@ -279,6 +327,12 @@ def _layout(ctx: _Ctx, parent: Any, key: str, node: Any, fmt: FormatSpec,
             raise ctx.fail(f, "payload", "only the last field of a body can be a payload")
         if spec.payload and (ftype != "bytes" or spec.size != "rest"):
             raise ctx.fail(f, "payload", "a payload is a bytes field of size 'rest'")
+        if "head" in f:
+            head = f["head"]
+            if not spec.payload or not isinstance(head, int) or isinstance(head, bool) \
+                    or not 0 < head <= 4096:
+                raise ctx.fail(f, "head", "head is a number of bytes (1-4096) of a payload")
+            spec.head = head
         for attr in ("enum", "flags"):
             if attr in f:
                 if f[attr] not in fmt.enums:
@@ -331,11 +385,11 @@ def _sets(ctx: _Ctx, node: Located, key: str) -> dict[str, Expression]:
 
 
 def _header(ctx: _Ctx, node: Any, what: str, fmt: FormatSpec,
-            types: dict[str, Layout]) -> HeaderSpec:
+            types: dict[str, Layout], earlier: frozenset[str] = frozenset()) -> HeaderSpec:
     h = ctx.mapping(node, what, HEADER_KEYS, required=("name", "seq", "byte_order"))
     if h["byte_order"] not in BYTE_ORDERS:
         raise ctx.fail(h, "byte_order", f"byte_order is one of {', '.join(BYTE_ORDERS)}")
-    layout = _layout(ctx, h, "seq", h["seq"], fmt, types)
+    layout = _layout(ctx, h, "seq", h["seq"], fmt, types, earlier)
     fatal = h.get("fatal") or []
     unknown = set(fatal) - {f.id for f in layout.fields}
     if unknown:
@@ -366,7 +420,8 @@ def _framing(ctx: _Ctx, node: Any) -> tuple[Framing, str | None]:
         raise ctx.fail(f, "align", "align must be a power of two")
     return Framing(type_code=f["type"], length_code=f["length"], align=align,
                    max_length=int(f["max_length"]), optional_mask=int(f.get("optional_mask", 0)),
-                   padding_must_be_zero=f.get("padding", "zero") == "zero"), f.get("end")
+                   padding_must_be_zero=f.get("padding", "zero") == "zero",
+                   skip_optional=bool(f.get("skip_optional", True))), f.get("end")
 
 
 def _record(ctx: _Ctx, node: Any, what: str, fmt: FormatSpec,
@@ -463,12 +518,15 @@ def _control(ctx: _Ctx, r: Located) -> Control:
     value = r["control"]
     if value in ("end", "yield"):
         return Control(value)
-    if isinstance(value, dict) and len(value) == 1:
-        (kind, fmt_name), = value.items()
-        if kind in ("nested", "resume") and isinstance(fmt_name, str):
-            return Control(kind, fmt_name)
+    if isinstance(value, dict):
+        c = ctx.mapping(value, "control", CONTROL_KEYS, parent=r, parent_key="control")
+        kinds = [k for k in ("nested", "resume") if k in c]
+        if len(kinds) == 1 and isinstance(c[kinds[0]], str):
+            return Control(kinds[0], c[kinds[0]],
+                           ctx.expr(c, "when", c["when"]) if "when" in c else None,
+                           ctx.template(c, "message", c["message"]) if "message" in c else None)
     raise ctx.fail(r, "control", "control is 'end', 'yield', {nested: FORMAT} or "
-                   "{resume: FORMAT}")
+                   "{resume: FORMAT} (optionally with 'when' and 'message')")
 
 
 def _check_record_references(fmt: FormatSpec, formats: dict[str, FormatSpec]) -> None:

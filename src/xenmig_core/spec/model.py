@@ -102,10 +102,17 @@ class LengthRule:
 @dataclass
 class Control:
     """What a record does to the walk: ``end``, ``yield`` to the enclosing stream, start a
-    ``nested`` stream of another format, or ``resume`` a suspended nested one."""
+    ``nested`` stream of another format, or ``resume`` a suspended nested one.
+
+    ``when`` (evaluated after the record and its padding were read; it also sees
+    ``next_type``, the type of the next record or None at the end of the source) makes the
+    control conditional. ``message`` replaces the engine's error when a ``resume`` finds no
+    suspended stream to resume."""
 
     kind: str
     format: str | None = None
+    when: Expression | None = None
+    message: Template | None = None
 
 
 @dataclass
@@ -143,6 +150,7 @@ class Framing:
     max_length: int          # bodies longer than this are refused before reading them
     optional_mask: int       # type bits that mark an optional record
     padding_must_be_zero: bool = True
+    skip_optional: bool = True  # False: an unknown optional record is an error all the same
     implied: bool = False    # no type-length header: a plugin walker frames the units
 
     @property
@@ -195,6 +203,7 @@ class FormatSpec:
     magic: list[Magic] = field(default_factory=list)
     end_record: str | None = None
     summary: Template | None = None     # one line describing a walked stream of this format
+    base: str | None = None             # the format this one is a ``variant_of``
 
     def record_by_name(self, name: str) -> RecordType | None:
         for rtype in self.records.values():

@@ -1,0 +1,78 @@
+"""Built-in plugin: the headers that wrap a libxl stream in a file: xl's save file header
+(``specs/xl.yaml``) and libvirt's libxl save header (``specs/libvirt.yaml``).
+
+Both specs hand the rest of the file to the stream format through ``follows``: for xl,
+mandatory flag bit 1 chooses libxl v2 or a legacy stream (verified when a plugin provides the
+``legacy`` format; until then the engine reports that part as unverified); for libvirt, the
+stream's own first bytes decide, since old libvirt wrote version 1 in front of v2 streams.
+This plugin decodes the configuration and the XML, compares the configuration's guest type
+with the stream, and recognises xl migrate's closing message after a captured stream.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from typing import Any
+
+from xenmig_core.engine import StreamContext
+from xenmig_core.plugins import hookimpl
+from xenmig_xl.config import check_optional_data, guest_type
+from xenmig_xl.libvirt import check_domain_xml
+
+#: xl migrate's sender writes this after the libxl stream (xl_migrate.c).
+CLEARED_TO_UNPAUSE = b"domain is yours, you are cleared to unpause\0"
+_HANDLERS = {("xl", "optional_data"): check_optional_data,
+             ("libvirt", "domain_xml"): check_domain_xml}
+#: libxc domain types (specs/libxc.yaml) by the guest type names of libxl's JSON.
+_LIBXC_TYPES = {"pv": (1,), "hvm": (2,), "pvh": (2, 3)}
+
+
+@hookimpl
+def xenmig_spec_files() -> list[Any]:
+    return [files("xenmig_specs") / "xl.yaml", files("xenmig_specs") / "libvirt.yaml"]
+
+
+@hookimpl
+def xenmig_record_handler(format_name: str, name: str) -> Any:
+    return _HANDLERS.get((format_name, name))
+
+
+@hookimpl
+def xenmig_stream_end(ctx: StreamContext) -> list[str] | None:
+    """xl: the configuration's guest type against the stream; libvirt: a version 1 header
+    in front of a v2 stream."""
+    if ctx.name == "libvirt" and ctx.state["save_version"] == 1 and "libxl" in ctx.children:
+        ctx.warning("header version 1 in front of a libxl v2 stream (libvirt before its "
+                    "SRM v2 support, on Xen 4.6 or later, wrote this): a libvirt that honours "
+                    "the version would run the legacy converter on it", unit="header",
+                    offset=0)
+    if ctx.name == "xl":
+        return _config_against_stream(ctx)
+    return None
+
+
+def _config_against_stream(ctx: StreamContext) -> list[str] | None:
+    config = ctx.headers.get("optional_data", {}).get("config")
+    kind = guest_type(config) if isinstance(config, dict) else None
+    libxl = ctx.children.get("libxl")
+    if kind is None or libxl is None:
+        return None
+    problems = []
+    domain_type = libxl.child_state("libxc", "domain_type", 0)
+    if kind in _LIBXC_TYPES and domain_type and domain_type not in _LIBXC_TYPES[kind]:
+        label = libxl.children["libxc"].format.spec.enums["domain_type"].label_of(domain_type)
+        problems.append(f"the configuration's guest type is {kind}, but the stream holds an "
+                        f"{label} domain: restore would fail")
+    emulator = sum(libxl.counts[n] for n in ("EMULATOR_XENSTORE_DATA", "EMULATOR_CONTEXT"))
+    if kind == "pvh" and emulator:
+        problems.append(f"{emulator} emulator records for a PVH guest (per the configuration): "
+                        "libxl restore rejects them (\"when none was expected\")")
+    return problems or None
+
+
+@hookimpl
+def xenmig_trailing_data(ctx: StreamContext, head: bytes) -> str | None:
+    if ctx.name in ("xl", "libxl") and head.startswith(CLEARED_TO_UNPAUSE):
+        return ("xl migrate's \"cleared to unpause\" message: this is a captured migration "
+                "stream")
+    return None
