@@ -24,13 +24,7 @@ from xenmig_legacy.walker import QEMU_SIGNATURES, QEMU_TO_EOF, walk
 
 @hookimpl
 def xenmig_spec_files() -> list[Any]:
-    """legacy.yaml, plus private minimal libxl/xl specs for as long as xenmig has none of
-    its own (the converter writes and verifies those formats)."""
-    found = [files("xenmig_specs") / "legacy.yaml"]
-    for name in ("libxl.yaml", "xl.yaml"):
-        if not (files("xenmig_specs") / name).is_file():
-            found.append(files("xenmig_legacy") / "private_specs" / name)
-    return found
+    return [files("xenmig_specs") / "legacy.yaml"]
 
 
 @hookimpl
