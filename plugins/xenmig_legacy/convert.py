@@ -24,6 +24,7 @@ from typing import Any
 
 from xenmig_core.convert import ConvertOptions
 from xenmig_core.engine import Consumer, Engine, Record, StreamContext, WalkResult
+from xenmig_core.engine.consumer import MultiConsumer
 from xenmig_core.errors import StreamError
 from xenmig_core.registry import Registry
 from xenmig_core.source import ByteSource
@@ -80,9 +81,11 @@ def xl_header_bytes(original: bytes | None, stream_v2: bool) -> bytes:
 class LegacyConverter(Consumer):
     """Writes the v2 stream for one walk of a legacy image (see the module docstring).
 
-    ``options.target``: libxc, libxl or xl. ``options.extra["xl_header"]``: ``"auto"``
-    (default: copy with the v2 flag for xl output, drop otherwise) or ``"copy"`` (copy
-    unchanged whatever the target: what Xen's converter does with ``-x -f libxc``)."""
+    ``options.target``: libxc, libxl or xl. ``options.extra``: ``"xl_header"`` is ``"auto"``
+    (default: copy with the v2 flag for xl output, drop otherwise) or ``"copy"`` (copy it,
+    unchanged for libxc output: what Xen's converter does with ``-x -f libxc``);
+    ``"require_xl_header"`` makes a missing xl header an error (``-x``); ``"observer"`` is a
+    Consumer that sees the same walk (``-v``)."""
 
     def __init__(self, registry: Registry, options: ConvertOptions) -> None:
         if options.target not in TARGETS:
@@ -92,7 +95,9 @@ class LegacyConverter(Consumer):
         self.target = options.target
         self.libxl_out = options.target in ("libxl", "xl")
         self.xl_mode = options.extra.get("xl_header", "auto")
-        self.output_format: str | None = "libxl" if self.target == "libxl" else self.target
+        self.output_format: str | None = self.target
+        if self.xl_mode == "copy" and self.target == "libxc":
+            self.output_format = None  # xl header + libxc stream: no format describes that
         self.out: Any = None
         self.libxc_spec: FormatSpec = registry.specs["libxc"]
         self.libxl_spec: FormatSpec | None = registry.specs.get("libxl")
@@ -118,10 +123,10 @@ class LegacyConverter(Consumer):
                 raise StreamError("no libxl format is loaded: cannot write libxl output")
             self.libxl = StreamWriter(out, self.libxl_spec)
         xl = read_xl_header(source)
+        if xl is None and self.options.extra.get("require_xl_header"):
+            raise StreamError("no xl header at the start of the input", offset=0)
         if self.target == "xl" or (xl is not None and self.xl_mode == "copy"):
             self.out.write(xl_header_bytes(xl, stream_v2=self.target != "libxc"))
-        if xl is not None and self.xl_mode == "copy" and self.target == "libxc":
-            self.output_format = None  # xl header + libxc: no format describes that
         if xl is not None:
             mandatory = XL_FIXED.unpack_from(xl, len(XL_MAGIC))[1]
             if mandatory & XL_STREAM_V2:
@@ -130,7 +135,10 @@ class LegacyConverter(Consumer):
         params = dict(self.options.params)
         params["skip_qemu"] = self.options.skip_qemu and self.target == "libxc"
         params["max_checkpoints"] = 1
-        engine = Engine(self.registry, source, self, params=params, examine_trailing=False)
+        observer = self.options.extra.get("observer")
+        consumer = self if observer is None else MultiConsumer(self, observer)
+        engine = Engine(self.registry, source, consumer, params=params,
+                        examine_trailing=False)
         result = engine.run(FORMAT)
         if result.valid and not self.done:
             self._fail_late(result, "the image ended before its conversion was complete")
