@@ -278,3 +278,19 @@ def test_cli_convert_and_no_verify(cli, tmp_path) -> None:
     assert result.exit_code == 0 and "verified" in result.stderr
     assert cli("convert", str(src), "-o", str(tmp_path / "o3"), "--to", "qcow").exit_code == 2
     assert cli("verify", str(tmp_path / "o")).exit_code == 0
+
+
+def test_p2m_frames_of_a_32_bit_toolstack_are_zero_extended(registry) -> None:
+    from xenmig_legacy.convert import LegacyConverter
+
+    class Sink:
+        data = b""
+
+        def write(self, chunk) -> None:
+            Sink.data += bytes(chunk)
+    conv = LegacyConverter(registry, ConvertOptions("libxc"))
+    conv.out, conv.widen = Sink(), True
+    raw = struct.pack("<3I", 0xFFFFFFFF, 1, 0x80000000)
+    for piece in (raw[:3], raw[3:9], raw[9:]):       # chunk boundaries inside words
+        conv.on_payload(None, 0, memoryview(piece))
+    assert Sink.data == struct.pack("<3Q", 0xFFFFFFFF, 1, 0x80000000)

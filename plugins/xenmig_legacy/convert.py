@@ -111,6 +111,8 @@ class LegacyConverter(Consumer):
         self.done = False
         self.libxc_ended = False
         self.format_b_words: list[int] = []
+        self.widen = False        # stream u32 words as u64 (32-bit p2m frame list)
+        self.carry = b""
         self.legacy: StreamContext | None = None
 
     # -- the whole run ---------------------------------------------------------------------
@@ -161,7 +163,20 @@ class LegacyConverter(Consumer):
         return self.streaming
 
     def on_payload(self, record: Record, offset: int, chunk: memoryview) -> None:
-        self.out.write(chunk)
+        if self.widen:
+            self._widen(chunk)
+        else:
+            self.out.write(chunk)
+
+    def _widen(self, chunk: memoryview) -> None:
+        """Write u32 words as u64 (zero-extended), whatever the chunk boundaries."""
+        data = self.carry + bytes(chunk)
+        whole = len(data) - len(data) % 4
+        self.carry = data[whole:]
+        out = bytearray(2 * whole)
+        for i in range(4):
+            out[i::8] = data[i:whole:4]
+        self.out.write(out)
 
     def on_record(self, record: Record) -> None:
         self.streaming = False
@@ -176,6 +191,7 @@ class LegacyConverter(Consumer):
                                 record.fields["value"]))
 
     def on_record_end(self, record: Record) -> None:
+        self.widen = False
         if self.streaming:
             self.out.write(bytes(self.padding))
             self.streaming = False
@@ -228,10 +244,12 @@ class LegacyConverter(Consumer):
                           "Xen's converter refuses it, and so does this one")
 
     def unit_P2M_FRAMES(self, record: Record, state: dict[str, Any]) -> None:
+        """Frames are streamed: u64 entries as they are, u32 ones zero-extended on the way."""
         self.libxc.record("STATIC_DATA_END")
-        self.libxc.record("X86_PV_P2M_FRAMES", {"p2m_start_pfn": 0,
-                                                "p2m_end_pfn": state["p2m_size"] - 1,
-                                                "p2m_pfns": record.fields["frames"]})
+        entries = record.payload_length // (state["width"] // 8)
+        self.widen = state["width"] == 32
+        self.stream(self.libxc, "X86_PV_P2M_FRAMES",
+                    {"p2m_start_pfn": 0, "p2m_end_pfn": state["p2m_size"] - 1}, 8 * entries)
 
     def unit_PAGE_BATCH(self, record: Record, state: dict[str, Any]) -> None:
         words = [w for w in record.fields["pfn"] if w != FILLER]
