@@ -294,3 +294,24 @@ def test_p2m_frames_of_a_32_bit_toolstack_are_zero_extended(registry) -> None:
     for piece in (raw[:3], raw[3:9], raw[9:]):       # chunk boundaries inside words
         conv.on_payload(None, 0, memoryview(piece))
     assert Sink.data == struct.pack("<3Q", 0xFFFFFFFF, 1, 0x80000000)
+
+
+def test_sigterm_leaves_no_output(tmp_path) -> None:
+    """libxl sends SIGTERM to abort: the temporary output goes, the target never appears."""
+    import signal
+    import time
+    read_fd, write_fd = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-m", "xenmig_core", "convert", f"fd:{read_fd}",
+                             "-o", str(tmp_path / "out"), "--to", "libxc"],
+                            pass_fds=(read_fd,), stderr=subprocess.PIPE)
+    os.close(read_fd)
+    with os.fdopen(write_fd, "wb") as feed:
+        feed.write(pv_image().data[:50000])       # then stall: the converter waits
+        feed.flush()
+        deadline = time.monotonic() + 20
+        while not any(p.suffix == ".tmp" for p in tmp_path.iterdir()):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) != 0
+    assert list(tmp_path.iterdir()) == []

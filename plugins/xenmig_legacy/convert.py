@@ -114,6 +114,7 @@ class LegacyConverter(Consumer):
         self.widen = False        # stream u32 words as u64 (32-bit p2m frame list)
         self.carry = b""
         self.legacy: StreamContext | None = None
+        self.source_label = "legacy image"
 
     # -- the whole run ---------------------------------------------------------------------
     def run(self, source: ByteSource, out: Any) -> WalkResult:
@@ -125,6 +126,7 @@ class LegacyConverter(Consumer):
                 raise StreamError("no libxl format is loaded: cannot write libxl output")
             self.libxl = StreamWriter(out, self.libxl_spec)
         xl = read_xl_header(source)
+        self.source_label = "legacy image behind an xl header" if xl else "legacy image"
         if xl is None and self.options.extra.get("require_xl_header"):
             raise StreamError("no xl header at the start of the input", offset=0)
         if self.target == "xl" or (xl is not None and self.xl_mode == "copy"):

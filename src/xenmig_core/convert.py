@@ -4,9 +4,9 @@ The format knowledge lives in the converter a plugin returns from ``xenmig_conve
 this module owns what every conversion needs:
 
 - **Safe output.** A path output is written to a temporary file beside it and renamed into
-  place only after the conversion succeeded and its result passed ``verify``; on any error
-  or Ctrl-C the temporary file is removed and the target is left untouched. An output that
-  is the input is refused; the input is only ever opened for reading.
+  place only after the conversion succeeded and its result passed ``verify``; on any error,
+  Ctrl-C or SIGTERM the temporary file is removed and the target is left untouched. An
+  output that is the input is refused; the input is only ever opened for reading.
 - **Streaming.** ``-`` (stdout) or ``fd:N`` outputs are written as the conversion goes (a
   pipe cannot be taken back: on error the consumer sees a short stream and a non-zero exit).
 - **Verification as it goes.** The output bytes are also fed, through an OS pipe, to a
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -174,6 +175,27 @@ def _progress_for(source: ByteSource, raw: Any, err: TextIO | None) -> _Progress
     return _Progress(source, size, err) if size >= PROGRESS_MIN_BYTES else None
 
 
+class Terminated(SystemExit):
+    """SIGTERM arrived during a conversion (libxl sends it when a restore is aborted)."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Turn SIGTERM into an exception while converting, so that the temporary output is
+    removed like on Ctrl-C (only possible in the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated(128 + signum)
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextlib.contextmanager
 def _output(spec: str) -> Iterator[tuple[BinaryIO, Path | None]]:
     """The output file and, for a path, the temporary file to rename on success."""
@@ -225,7 +247,7 @@ def convert(registry: Registry, input_spec: str, output_spec: str, options: Conv
     """
     if not is_stream_target(output_spec) and _same_file(input_spec, output_spec):
         raise UsageError(f"{output_spec}: the output is the input; refusing to overwrite it")
-    with ByteSource.open(input_spec) as source:
+    with _sigterm_unwinds(), ByteSource.open(input_spec) as source:
         fmt = choose_format(registry, source, source_format)
         factory = registry.converter(fmt, options.target)
         if factory is None:
@@ -257,7 +279,8 @@ def convert(registry: Registry, input_spec: str, output_spec: str, options: Conv
                     tmp.unlink()
                 raise SourceError(f"{output_spec}: cannot rename the finished output into "
                                   f"place: {exc.strerror or exc}") from None
-    return ConvertResult(fmt, options.target, counting.written, report)
+    label = getattr(converter, "source_label", None) or fmt
+    return ConvertResult(label, options.target, counting.written, report)
 
 
 def summary(result: ConvertResult, params: Mapping[str, Any] | None = None) -> str:
