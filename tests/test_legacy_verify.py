@@ -66,6 +66,8 @@ def test_explicit_options_win(registry) -> None:
     report = verify(registry, hvm_image(width=32).data, "legacy", guest="pv")
     assert not report.valid
     assert "no PV extended info" in str(report.result.errors[0])
+    assert "guest type pv given, but the stream looks HVM (no PV extended info" in \
+        str(report.diagnostics[0])
     report = verify(registry, image.data, "legacy", width=32, guest="pv")
     assert report.valid
     assert report.to_dict()["width_from"] == "option"

@@ -108,11 +108,15 @@ class _Walk:
                                  offset=self.source.offset, unit="p2m size")
         else:
             self.state["width"], self.state["width_from"] = layout.width, layout.width_reason
+        if layout.width != self.state["width"]:
+            layout = decide(head, self.state["width"])
         if self.state["guest"]:
             self.state["guest_from"] = "option"
+            if self.state["guest"] != layout.guest:
+                self.ctx.warning(f"guest type {self.state['guest']} given, but the stream looks "
+                                 f"{layout.guest.upper()} ({layout.guest_reason.split(': ', 1)[1]})",
+                                 offset=self.source.offset, unit="p2m size")
         else:
-            if layout.width != self.state["width"]:
-                layout = decide(head, self.state["width"])
             self.state["guest"], self.state["guest_from"] = layout.guest, layout.guest_reason
         self.ws["phase"] = "p2m_size"
         return CONTINUE
