@@ -113,8 +113,9 @@ class _Walk:
         if self.state["guest"]:
             self.state["guest_from"] = "option"
             if self.state["guest"] != layout.guest:
+                why = layout.guest_reason.split(": ", 1)[1]
                 self.ctx.warning(f"guest type {self.state['guest']} given, but the stream looks "
-                                 f"{layout.guest.upper()} ({layout.guest_reason.split(': ', 1)[1]})",
+                                 f"{layout.guest.upper()} ({why})",
                                  offset=self.source.offset, unit="p2m size")
         else:
             self.state["guest"], self.state["guest_from"] = layout.guest, layout.guest_reason
