@@ -83,13 +83,13 @@ def _libxl_index(sample, name):
 
 def test_end_with_a_body(registry, hvm) -> None:
     hvm.parts[-1] = ("libxl", Step("END", overrides={"body": b"\0" * 8}))
-    assert any("END has no body, found 8 bytes" in e for e in errors(
+    assert any("END" in e and "body length 8, expected 0" in e for e in errors(
         verify(registry, build(registry, hvm))))
 
 
 def test_libxc_context_with_a_body(registry, hvm) -> None:
     hvm.parts[0] = ("libxl", Step("LIBXC_CONTEXT", overrides={"body": b"\1" * 4}))
-    assert any("LIBXC_CONTEXT has no body" in e for e in errors(
+    assert any("LIBXC_CONTEXT" in e and "body length 4, expected 0" in e for e in errors(
         verify(registry, build(registry, hvm))))
 
 
@@ -192,7 +192,7 @@ def test_oversized_xenstore_data_is_not_loaded(registry, hvm) -> None:
     i = _libxl_index(hvm, "EMULATOR_XENSTORE_DATA")
     hvm.parts[i][1].overrides["length"] = 0x1000001
     found = errors(verify(registry, build(registry, hvm)))
-    assert "expected at most 16777216: not decoded" in found[0]
+    assert "body length 16777217, expected at most 16777216" in found[0]
 
 
 @pytest.mark.parametrize("length", [0, 8])
@@ -204,7 +204,7 @@ def test_checkpoint_state_length(registry, length) -> None:
     found = errors(report)
     if length == 0:       # restore would read past the body: the record is broken
         assert len(found) == 1 and "(CHECKPOINT_STATE)" in found[0]
-        assert "control_id" in found[0]
+        assert "body length 0, expected 4 or 8" in found[0]
     else:                 # 8 is readable, but not what libxl writes; in a saved image: refused
         assert any("libxl writes 4" in w for w in warnings(report))
         assert len(found) == 1 and "stream with no complete checkpoint" in found[0]
@@ -223,7 +223,7 @@ def test_truncated_at_every_record_boundary(registry) -> None:
         found = errors(cut_report)
         assert len(found) == 1, (cut, found)
         if cut == 48:     # between the libxc image header and its domain header
-            assert "domain header: stream truncated" in found[0]
+            assert "domain_header" in found[0] and "stream truncated" in found[0]
             continue
         assert f"end of stream @{cut:#x}" in found[0], (cut, found)
         if cut in libxc_ends and cut != max(libxc_ends):

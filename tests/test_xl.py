@@ -85,8 +85,8 @@ def test_optional_flags_are_ignored(registry, xl) -> None:
 
 
 @pytest.mark.parametrize(("kw", "expected"), [
-    ({"magic": b"Xen saved domain, xl format\n \0 \n"}, "magic: save file header: wrong magic"),
-    ({"byteorder": 0x01020305}, "byteorder: save file header: byte-order marker"),
+    ({"magic": b"Xen saved domain, xl format\n \0 \n"}, "magic: wrong magic"),
+    ({"byteorder": 0x01020305}, "byteorder: byte-order marker"),
     ({"optional_data": b"\0" * 0x1000001}, "more than 16 MiB of optional data"),
 ])
 def test_fatal_header_problems(registry, xl, kw, expected) -> None:
@@ -229,4 +229,4 @@ def test_a_registered_legacy_format_is_used_automatically(tmp_path, stream) -> N
     report = verify(registry, libvirt_file(registry.specs["libvirt"], struct.pack("<I", 8),
                                            version=1))
     assert [c.format for c in report.contexts] == ["libvirt", "legacy"]
-    assert errors(report) == ["legacy head @0x124: magic: head: expected 7, found 8"]
+    assert errors(report) == ["legacy head @0x124: magic: expected 7, found 8"]

@@ -24,12 +24,22 @@ NOTAB, L1, L2, L3, L4, PINNED, XTAB = 0x0, 0x1, 0x2, 0x3, 0x4, 0x8, 0xF
 
 @dataclass
 class Step:
-    """One record to write: by name with fields and payload, plus writer overrides."""
+    """One record to write: by name with fields and payload, plus writer overrides.
+
+    A field value may be a callable taking the byte order (``"little"`` or ``"big"``): it
+    is called when the sample is assembled, for contents that a producer writes in the
+    stream's byte order inside an opaque blob (the HVM save records of HVM_CONTEXT).
+    """
 
     name: str
     fields: dict[str, Any] = field(default_factory=dict)
     payload: bytes = b""
     overrides: dict[str, Any] = field(default_factory=dict)
+
+    def write(self, writer: StreamWriter, byte_order: str) -> int:
+        """Write this step's record with *writer*; returns its offset."""
+        fields = {k: v(byte_order) if callable(v) else v for k, v in self.fields.items()}
+        return writer.record(self.name, fields, payload=self.payload, **self.overrides)
 
 
 @dataclass
@@ -103,14 +113,17 @@ def pv_sample(*, version: int = 3, width: int = 8, vcpus: int = 2, pages: int = 
     return Sample(ihdr, dhdr, steps)
 
 
-def hvm_context_blob(vcpus: int = 1) -> bytes:
-    """HEADER, one CPU entry per vcpu, one LAPIC per vcpu, then END."""
+def hvm_context_blob(vcpus: int = 1, byte_order: str = "little") -> bytes:
+    """HEADER, one CPU entry per vcpu, one LAPIC per vcpu, then END, in *byte_order* (the
+    hypervisor writes its save records in the host's order, which is the stream's)."""
+    order = "<" if byte_order == "little" else ">"
+
     def entry(typecode: int, instance: int, body: bytes) -> bytes:
-        return struct.pack("<HHI", typecode, instance, len(body)) + body
-    out = entry(1, 0, struct.pack("<IIQII", 0x54381286, 1, 0, 0x000306A9, 2400000))
+        return struct.pack(order + "HHI", typecode, instance, len(body)) + body
+    out = entry(1, 0, struct.pack(order + "IIQII", 0x54381286, 1, 0, 0x000306A9, 2400000))
     for v in range(vcpus):
         out += entry(2, v, bytes((v + i) & 0xFF for i in range(1032)))
-        out += entry(5, v, struct.pack("<QIIQII", 0xFEE00900, 0, 0, 0, v * 2, 0))
+        out += entry(5, v, struct.pack(order + "QIIQII", 0xFEE00900, 0, 0, 0, v * 2, 0))
     return out + entry(0, 0, b"")
 
 
@@ -124,7 +137,7 @@ def hvm_sample(*, version: int = 3, vcpus: int = 2, pages: int = 64) -> Sample:
                          for pfn in range(half, pages)])]
     steps.append(Step("X86_TSC_INFO", {"mode": 0, "khz": 2400000, "nsec": 987654321,
                                        "incarnation": 3}))
-    steps.append(Step("HVM_CONTEXT", {"context": hvm_context_blob(vcpus)}))
+    steps.append(Step("HVM_CONTEXT", {"context": lambda order: hvm_context_blob(vcpus, order)}))
     params = [(1, 0xFEFFF), (5, 0xFEFFE), (6, 0xFEFFD), (17, 0xFEFFC), (9, 0x1)]
     steps.append(Step("HVM_PARAMS", {"count": len(params), "params": [
         {"index": i, "value": v} for i, v in params]}))
@@ -134,6 +147,12 @@ def hvm_sample(*, version: int = 3, vcpus: int = 2, pages: int = 64) -> Sample:
 
 def assemble(spec: FormatSpec, sample: Sample, byte_order: str = "little") -> bytes:
     """Write *sample* as a stream of format *spec* in *byte_order*."""
+    return assemble_with_offsets(spec, sample, byte_order)[0]
+
+
+def assemble_with_offsets(spec: FormatSpec, sample: Sample,
+                          byte_order: str = "little") -> tuple[bytes, list[int]]:
+    """Like :func:`assemble`, plus the offset of each step's record in the output."""
     out = io.BytesIO()
     writer = StreamWriter(out, spec, byte_order)
     ihdr = dict(sample.image_header)
@@ -141,6 +160,7 @@ def assemble(spec: FormatSpec, sample: Sample, byte_order: str = "little") -> by
         ihdr["options"] = ihdr.get("options", 0) | 1
     writer.header("image_header", ihdr)
     writer.header("domain_header", sample.domain_header)
+    offsets = []
     for step in sample.steps:
-        writer.record(step.name, step.fields, payload=step.payload, **step.overrides)
-    return out.getvalue()
+        offsets.append(step.write(writer, byte_order))
+    return out.getvalue(), offsets

@@ -149,7 +149,7 @@ def assemble_libxl(specs: Mapping[str, FormatSpec], sample: LibxlSample,
             libxc.header("domain_header", sample.libxc.domain_header)
             continue
         writer = libxl if fmt == "libxl" else libxc
-        writer.record(step.name, step.fields, payload=step.payload, **step.overrides)
+        step.write(writer, byte_order)
     return out.getvalue()
 
 
@@ -158,5 +158,5 @@ def assemble_back_channel(spec: FormatSpec, steps: list[Step]) -> bytes:
     out = io.BytesIO()
     writer = StreamWriter(out, spec)
     for step in steps:
-        writer.record(step.name, step.fields, payload=step.payload, **step.overrides)
+        step.write(writer, "little")
     return out.getvalue()

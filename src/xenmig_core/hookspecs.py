@@ -38,7 +38,8 @@ def xenmig_record_handler(format_name: str, name: str) -> Callable[..., Any] | N
     None. Asked once per format and name when the registry is built, never per record.
 
     A record handler is called as ``handler(record, ctx)`` after the spec's decoding and
-    checks passed, with ``record.fields`` holding the decoded non-payload fields. It reports
+    checks ran, with ``record.fields`` holding the decoded non-payload fields; it is not
+    called when the body could not be decoded or broke a length rule. It reports
     problems with ``ctx.error(message, field=...)`` / ``ctx.warning(...)``, may update
     ``ctx.state`` and ``ctx.stat(group, key)``, and may return an
     :class:`~xenmig_core.engine.context.Action` (``nested``/``resume``/``yield``/``end``)

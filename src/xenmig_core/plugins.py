@@ -52,15 +52,21 @@ def get_plugin_manager(extra_plugins: Iterable[Any] = (), *,
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin {exc.plugin!r}: {exc}") from exc
+        name = pm.get_name(exc.plugin) or repr(exc.plugin)
+        raise PluginError(f"plugin {name!r}: {_one_line(exc)}") from exc
     return pm
+
+
+def _one_line(exc: BaseException) -> str:
+    """pluggy's messages span lines; a xenmig error is one line."""
+    return " ".join(str(exc).split())
 
 
 def _register(pm: pluggy.PluginManager, plugin: Any, name: str | None) -> None:
     try:
         pm.register(plugin, name=name)
     except (pluggy.PluginValidationError, ValueError) as exc:
-        raise PluginError(f"plugin {name!r} cannot be registered: {exc}") from exc
+        raise PluginError(f"plugin {name!r} cannot be registered: {_one_line(exc)}") from exc
 
 
 def call_each(pm: pluggy.PluginManager, hook_name: str, *, only_with: str | None = None,

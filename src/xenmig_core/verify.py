@@ -7,6 +7,7 @@ JSON document of ``xenmig verify --json``.
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from xenmig_core.errors import StreamError, UsageError
 from xenmig_core.registry import Registry
 from xenmig_core.render.account import AccountConsumer
 from xenmig_core.source import ByteSource
+from xenmig_core.spec.layout import StructRows
 
 REPORT_SCHEMA_VERSION = 1
 
@@ -88,9 +90,15 @@ class VerifyReport:
         return text
 
     def to_dict(self) -> dict[str, Any]:
+        """The ``--json`` document. ``records`` counts record types of every stream (keys
+        ``format.NAME``) and ``stats`` adds up every stream's statistics by group; the
+        ``streams`` list has the same per stream."""
         records: Counter[str] = Counter()
+        stats: dict[str, Counter[str]] = {}
         for ctx in self.contexts:
             records.update({f"{ctx.format}.{k}": v for k, v in ctx.records.items()})
+            for group, counts in ctx.stats.items():
+                stats.setdefault(group, Counter()).update(counts)
         details: dict[str, Any] = {}
         for ctx in reversed(self.contexts):   # the outermost stream's values win
             details.update(ctx.details)
@@ -102,6 +110,8 @@ class VerifyReport:
             **details,
             "size": self.result.end_offset,
             "record_count": self.result.records,
+            "records": dict(records),
+            "stats": {group: dict(counts) for group, counts in stats.items()},
             "end_note": self.result.eof_note,
             "streams": [
                 {"format": c.format, "offset": c.offset, "depth": c.depth,
@@ -122,7 +132,7 @@ class VerifyReport:
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | array | StructRows):
         return [_jsonable(v) for v in value]
     if isinstance(value, bytes | bytearray | memoryview):
         data = bytes(value)

@@ -20,11 +20,20 @@ class SourceReader:
 
     def take(self, n: int, what: str) -> bytes:
         if n > self.remaining:
-            raise RecordError(f"needs {n} more bytes, {self.what} has only {self.remaining} left",
-                              field=what, fatal=False)
+            raise RecordError(f"body too short: {n} more bytes needed, {self.what} has only "
+                              f"{self.remaining} left", field=what, fatal=False)
         data = self.source.read_exact(n, self.what)
         self.remaining -= n
         return data
+
+    def take_into(self, view: memoryview, what: str) -> None:
+        """Like :meth:`take`, filling *view* straight from the source."""
+        n = len(view)
+        if n > self.remaining:
+            raise RecordError(f"body too short: {n} more bytes needed, {self.what} has only "
+                              f"{self.remaining} left", field=what, fatal=False)
+        self.source.readinto_exact(view, self.what)
+        self.remaining -= n
 
     def skip_rest(self) -> None:
         self.source.skip(self.remaining, self.what)

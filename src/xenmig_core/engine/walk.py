@@ -276,20 +276,18 @@ class Engine:
             prior = {k: v for done in ctx.headers.values() for k, v in done.items()}
             fields = header.layout.decode(reader, order, prior)
         except TruncatedError as exc:
-            raise TruncatedError(f"{header.title}: {exc.message}", offset=exc.offset) from None
+            raise TruncatedError(exc.message, offset=exc.offset) from None
         except RecordError as exc:
-            raise StreamError(f"{header.title}: {exc.message}", offset=offset,
+            raise StreamError(exc.message, offset=offset,
                               field=exc.field) from None
         names = ctx.names(fields)
-        fatal = []
-        for path, message, severity in header.layout.check(fields, names):
+        problems = header.layout.check(fields, names)
+        for path, message, _severity in problems:
             if path in header.fatal_fields:
-                fatal.append((path, message))
-            else:
-                self._header_diag(ctx, header, offset, severity, message, path)
-        if fatal:
-            path, message = fatal[0]
-            raise StreamError(f"{header.title}: {message}", offset=offset, field=path)
+                # the header is not what it claims to be: its other fields mean nothing
+                raise StreamError(message, offset=offset, field=path)
+        for path, message, severity in problems:
+            self._header_diag(ctx, header, offset, severity, message, path)
         self._enum_warnings(ctx, header.layout, fields, lambda m, f: self._header_diag(
             ctx, header, offset, WARNING, m, f))
         for key, expr in header.set.items():
@@ -425,25 +423,30 @@ class Engine:
         self._check_rules(ctx, record, rtype)
         reader = SourceReader(self.source, record.length, f"record {record.index} body")
         layout = rtype.layout
-        broken = self._too_long(ctx, record, rtype)
-        if layout is not None and not broken:
+        # a body of the wrong size for the rules that need no field is not decoded at all:
+        # "body length 4, expected at least 8" says more than a short read inside it
+        broken = self._check_length(ctx, rtype.static_length, record, None)
+        if broken:
+            pass
+        elif layout is not None:
             try:
                 record.fields = layout.decode(reader, ctx.byte_order)
                 record.decoded = True
             except RecordError as exc:
                 ctx.error(exc.message, field=exc.field)
                 broken = True
-        elif layout is None and record.length:
+        elif record.length and not rtype.length:
             broken = True
-            ctx.error(f"{rtype.name} has no body, found {record.length} bytes")
+            ctx.error(f"{rtype.name} has no body, found {record.length} bytes", field="length")
         if layout is not None and layout.payload is not None:
             record.payload_length = reader.remaining
             if layout.payload.head and not broken:    # a look at its start, not consumed
                 record.fields[layout.payload.id + "_head"] = self.source.peek(
                     min(layout.payload.head, reader.remaining))
         names = ctx.names(record.fields, body_length=record.length)
+        length_failed = False
         if not broken:
-            length_failed = self._check_length(ctx, rtype.length, record, names)
+            length_failed = self._check_length(ctx, rtype.field_length, record, names)
             if not length_failed and reader.remaining and layout is not None \
                     and layout.payload is None:
                 ctx.error(f"{reader.remaining} bytes beyond the body's fields "
@@ -456,12 +459,13 @@ class Engine:
             self._run_conditions(ctx, rtype.checks, names)
         action: Action | None = None
         handler = ctx.format.handlers.get(rtype.name)
-        if handler is not None and not broken:
+        if handler is not None and not broken and not length_failed:
             result = handler(record, ctx)
             if result is not None:
                 action = result
-        if not broken:
-            for key, expr in rtype.set.items():
+        fields = {f.id for f in layout.fields} if layout is not None and broken else set()
+        for key, expr in rtype.set.items():
+            if not expr.names & fields:  # a broken body still sets what needs no field
                 ctx.state[key] = self._eval(expr, names, ctx, rtype.name)
         for inference in rtype.infer:
             if inference.when is None or self._eval(inference.when, names, ctx, rtype.name):
@@ -476,20 +480,6 @@ class Engine:
         else:
             reader.skip_rest()
         return action
-
-    @staticmethod
-    def _too_long(ctx: StreamContext, record: Record, rtype: RecordType) -> bool:
-        """Check fixed ``max`` length rules before a body of variable size is read into
-        memory: a body that breaks one is reported and skipped, never decoded."""
-        if rtype.layout is None or not rtype.layout.variable:
-            return False
-        for rule in rtype.length:
-            if rule.kind == "max" and rule.when is None and isinstance(rule.arg, int) \
-                    and record.length > rule.arg:
-                ctx.diagnose(rule.severity, f"body length {record.length}, expected at most "
-                             f"{rule.arg}: not decoded", field="length")
-                return True
-        return False
 
     def _deliver_payload(self, record: Record) -> None:
         what = f"record {record.index} ({record.name}) payload"

@@ -2,7 +2,9 @@
 
 Consecutive fixed-size integer fields become one precompiled ``struct.Struct`` per byte
 order; arrays of integers are read with ``array`` (byteswapped when the stream's order is
-not the machine's); arrays of fixed structs use ``Struct.iter_unpack``. Per record there is
+not the machine's) and stay ``array.array`` values, so a 128 MiB record of u64 costs
+128 MiB, not a list of millions of int objects; arrays of fixed structs use
+``Struct.iter_unpack``. Per record there is
 one unpack per run of fixed fields, never a loop over field descriptions.
 
 A layout decodes from a *reader* (anything with ``take(n, what)`` and ``remaining``) and
@@ -15,13 +17,15 @@ import struct
 import sys
 from array import array
 from collections import ChainMap
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from xenmig_core.errors import RecordError
 from xenmig_core.spec.expr import Expression
 
+#: An array of structs reports at most this many failed item checks (then one summary).
+MAX_ITEM_PROBLEMS = 3
 #: Integer types of the spec language: name -> struct code.
 INT_CODES = {"u8": "B", "u16": "H", "u32": "I", "u64": "Q",
              "i8": "b", "i16": "h", "i32": "i", "i64": "q"}
@@ -46,6 +50,9 @@ class Reader(Protocol):
 
     def take(self, n: int, what: str) -> bytes: ...
 
+    def take_into(self, view: memoryview, what: str) -> None:
+        """Fill *view* with the next ``len(view)`` bytes (no intermediate copy)."""
+
 
 class BytesReader:
     """A Reader over an in-memory buffer."""
@@ -57,12 +64,21 @@ class BytesReader:
 
     def take(self, n: int, what: str) -> bytes:
         if n > self.remaining:
-            raise RecordError(f"{what}: needs {n} bytes, only {self.remaining} left in body",
+            raise RecordError(f"needs {n} bytes, only {self.remaining} left in body",
                               field=what, fatal=False)
         out = self._data[self._pos:self._pos + n].tobytes()
         self._pos += n
         self.remaining -= n
         return out
+
+    def take_into(self, view: memoryview, what: str) -> None:
+        n = len(view)
+        if n > self.remaining:
+            raise RecordError(f"needs {n} bytes, only {self.remaining} left in body",
+                              field=what, fatal=False)
+        view[:] = self._data[self._pos:self._pos + n]
+        self._pos += n
+        self.remaining -= n
 
 
 @dataclass(frozen=True)
@@ -106,7 +122,7 @@ def _count(source: int | str | None, values: Mapping[str, Any], reader: Reader,
         return source
     if source == "rest":
         if item and reader.remaining % item:
-            raise RecordError(f"{what}: {reader.remaining} bytes left is not a whole number "
+            raise RecordError(f"{reader.remaining} bytes left is not a whole number "
                               f"of {item}-byte items", field=what, fatal=False)
         return reader.remaining // item if item else reader.remaining
     return int(values[source])  # a field decoded earlier (checked when the spec loaded)
@@ -141,19 +157,63 @@ class _IntArray:
         n = _count(self.spec.repeat, out, reader, self.itemsize, self.spec.id)
         need = n * self.itemsize
         if need > reader.remaining:
-            raise RecordError(f"{self.spec.id}: {n} items need {need} bytes, body has "
+            raise RecordError(f"{n} items need {need} bytes, body has "
                               f"{reader.remaining} left", field=self.spec.id, fatal=False)
-        items = array(self.array_code)
-        items.frombytes(reader.take(need, self.spec.id))
+        items = array(self.array_code, [0]) * n
+        if n:
+            reader.take_into(memoryview(items).cast("B"), self.spec.id)
         if order != NATIVE_ORDER:
             items.byteswap()
-        out[self.spec.id] = items.tolist()
+        out[self.spec.id] = items  # an array: 8 bytes per u64, not a list of int objects
 
     def encode(self, values: Mapping[str, Any], order: str) -> bytes:
         items = array(self.array_code, values.get(self.spec.id, []))
         if order != NATIVE_ORDER:
             items.byteswap()
         return items.tobytes()
+
+
+class StructRows(Sequence[dict[str, Any]]):
+    """An array of fixed structs, decoded lazily: the raw bytes are kept and each item is
+    unpacked into a dict when accessed. A 128 MiB body of 16-byte entries costs 128 MiB,
+    not eight million dicts. Compares equal to a list of the same dicts."""
+
+    __slots__ = ("_names", "_raw", "_struct")
+
+    def __init__(self, raw: bytes, struct_: struct.Struct, names: tuple[str, ...]) -> None:
+        self._raw = raw
+        self._struct = struct_
+        self._names = names
+
+    def __len__(self) -> int:
+        return len(self._raw) // self._struct.size
+
+    def _row(self, values: tuple[Any, ...]) -> dict[str, Any]:
+        return dict(zip(self._names, values, strict=True))
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("struct array index out of range")
+        return self._row(self._struct.unpack_from(self._raw, index * self._struct.size))
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for values in self._struct.iter_unpack(self._raw):
+            yield self._row(values)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, StructRows | list | tuple):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other,
+                                                                           strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"StructRows({len(self)} items of {', '.join(self._names)})"
 
 
 class _StructArray:
@@ -175,13 +235,12 @@ class _StructArray:
         n = _count(self.spec.repeat, out, reader, size, self.spec.id)
         need = n * size
         if need > reader.remaining:
-            raise RecordError(f"{self.spec.id}: {n} items need {need} bytes, body has "
+            raise RecordError(f"{n} items need {need} bytes, body has "
                               f"{reader.remaining} left", field=self.spec.id, fatal=False)
         raw = reader.take(need, self.spec.id)
         run = self.layout.single_run
         if run is not None:
-            unpacked = run.structs[order].iter_unpack(raw)
-            out[self.spec.id] = [dict(zip(run.names, row, strict=True)) for row in unpacked]
+            out[self.spec.id] = StructRows(raw, run.structs[order], run.names)
         else:
             sub = BytesReader(raw)
             out[self.spec.id] = [self.layout.decode(sub, order) for _ in range(n)]
@@ -283,22 +342,30 @@ class Layout:
             value = values[spec.id]
             path = prefix + spec.id
             if spec.struct is not None:
-                items = value if isinstance(value, list) else [value]
-                for i, item in enumerate(items):
-                    sub = f"{path}[{i}]." if isinstance(value, list) else path + "."
-                    problems.extend(spec.struct.check(item, names, sub))
+                many = isinstance(value, list | StructRows)
+                found: list[tuple[str, str, str]] = []
+                for i, item in enumerate(value if many else [value]):
+                    found.extend(spec.struct.check(item, names, f"{path}[{i}]." if many
+                                                   else path + "."))
+                    if len(found) > MAX_ITEM_PROBLEMS:
+                        break
+                problems.extend(found[:MAX_ITEM_PROBLEMS])
+                if len(found) > MAX_ITEM_PROBLEMS:
+                    problems.append((path, f"more items fail their checks (the first "
+                                           f"{MAX_ITEM_PROBLEMS} are shown)", found[-1][2]))
                 continue
             for chk in spec.checks:
                 message = _run_check(chk, value, spec, names)
                 if message is not None:
-                    problems.append((path, chk.message or message, chk.severity))
+                    problems.append((path, f"{chk.message} (found {_show(value)})"
+                                     if chk.message else message, chk.severity))
         return problems
 
 
 def _run_check(chk: Check, value: Any, spec: FieldSpec, names: Mapping[str, Any]) -> str | None:
     """Return a message when *value* fails *chk*, else None."""
     kind, arg = chk.kind, chk.arg
-    if isinstance(value, list):
+    if isinstance(value, list | array):
         for i, item in enumerate(value):
             msg = _run_check(chk, item, spec, names)
             if msg is not None:

@@ -432,7 +432,8 @@ def _record(ctx: _Ctx, node: Any, what: str, fmt: FormatSpec,
     if not isinstance(r["name"], str) or not RECORD_NAME.match(r["name"]):
         raise ctx.fail(r, "name", "record names are UPPER_CASE identifiers")
     rtype = RecordType(id=r["id"], name=r["name"], title=str(r.get("title", r["name"])),
-                       doc=str(r.get("doc", "")), orig_id=r.get("orig_id"), spec_path=ctx.path)
+                       doc=str(r.get("doc", "")), orig_id=r.get("orig_id"), spec_path=ctx.path,
+                       spec_line=r.line)
     if "body" in r:
         rtype.layout = _layout(ctx, r, "body", r["body"], fmt, types)
     if "versions" in r:
@@ -511,20 +512,23 @@ def _rule(ctx: _Ctx, node: Any) -> LayoutRule:
             raise ctx.fail(r, kind, f"{kind} names records or marks")
     return LayoutRule(kind, arg, ctx.severity(r),
                       ctx.expr(r, "when", r["when"]) if "when" in r else None,
-                      ctx.template(r, "message", r["message"]) if "message" in r else None)
+                      ctx.template(r, "message", r["message"]) if "message" in r else None,
+                      line=r.line_of(kind) if isinstance(r, Located) else None)
 
 
 def _control(ctx: _Ctx, r: Located) -> Control:
     value = r["control"]
+    line = r.line_of("control")
     if value in ("end", "yield"):
-        return Control(value)
+        return Control(value, line=line)
     if isinstance(value, dict):
         c = ctx.mapping(value, "control", CONTROL_KEYS, parent=r, parent_key="control")
         kinds = [k for k in ("nested", "resume") if k in c]
         if len(kinds) == 1 and isinstance(c[kinds[0]], str):
             return Control(kinds[0], c[kinds[0]],
                            ctx.expr(c, "when", c["when"]) if "when" in c else None,
-                           ctx.template(c, "message", c["message"]) if "message" in c else None)
+                           ctx.template(c, "message", c["message"]) if "message" in c else None,
+                           line=line)
     raise ctx.fail(r, "control", "control is 'end', 'yield', {nested: FORMAT} or "
                    "{resume: FORMAT} (optionally with 'when' and 'message')")
 
@@ -541,10 +545,12 @@ def _check_record_references(fmt: FormatSpec, formats: dict[str, FormatSpec]) ->
             unknown = [a for a in rule.arg if a not in names]
             if unknown:
                 raise SpecError(f"record {rtype.name}: rule names unknown record or mark "
-                                f"{', '.join(unknown)}", path=ctx.path)
+                                f"{', '.join(unknown)}", path=ctx.path,
+                                line=rule.line or rtype.spec_line, key=rule.kind)
         if rtype.control and rtype.control.format and rtype.control.format not in formats:
             raise SpecError(f"record {rtype.name}: control names unknown format "
-                            f"{rtype.control.format!r}", path=ctx.path)
+                            f"{rtype.control.format!r}", path=ctx.path,
+                            line=rtype.control.line or rtype.spec_line, key="control")
     if fmt.end_record and fmt.end_record not in names:
         raise SpecError(f"framing.end names unknown record {fmt.end_record!r}",
                         path=fmt.paths[0])

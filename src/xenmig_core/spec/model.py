@@ -6,6 +6,7 @@ The engine walks streams with these objects; plugins may read them (e.g. to name
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +78,7 @@ class LayoutRule:
     severity: str = "error"
     when: Expression | None = None
     message: Template | None = None
+    line: int | None = None  # where the rule stood in its spec file (for errors)
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,12 @@ class LengthRule:
     severity: str = "error"
     when: Expression | None = None
 
+    @property
+    def static(self) -> bool:
+        """True when the rule needs no decoded field or state (checked before decoding)."""
+        args = self.arg if isinstance(self.arg, tuple) else (self.arg,)
+        return self.when is None and not any(isinstance(a, Expression) for a in args)
+
 
 @dataclass
 class Control:
@@ -113,6 +121,7 @@ class Control:
     format: str | None = None
     when: Expression | None = None
     message: Template | None = None
+    line: int | None = None
 
 
 @dataclass
@@ -136,6 +145,17 @@ class RecordType:
     #: (label -> field name); None when the record is never folded
     squash: dict[str, str] | None = None
     spec_path: str = ""
+    spec_line: int | None = None
+
+    @functools.cached_property
+    def static_length(self) -> list[LengthRule]:
+        """Length rules checked from the record header alone, before the body is decoded."""
+        return [r for r in self.length if r.static]
+
+    @functools.cached_property
+    def field_length(self) -> list[LengthRule]:
+        """Length rules that need the decoded fields or the stream state."""
+        return [r for r in self.length if not r.static]
 
 
 @dataclass
