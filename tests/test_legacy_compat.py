@@ -193,3 +193,24 @@ def test_progress_only_on_a_terminal_for_large_inputs(registry, tmp_path, monkey
     convert(registry, str(src), str(tmp_path / "c"), ConvertOptions("libxc"),
             progress_to=plain)
     assert plain.getvalue() == ""
+
+
+def test_syslog_takes_info_and_errors(tmp_path, monkeypatch, capsys) -> None:
+    import syslog
+
+    logged: list[tuple[int, str]] = []
+    monkeypatch.setattr(syslog, "openlog", lambda ident, opt: logged.append((-1, ident)))
+    monkeypatch.setattr(syslog, "syslog", lambda prio, msg: logged.append((prio, msg)))
+    src = tmp_path / "img"
+    src.write_bytes(hvm_image(width=32).data)
+    assert convert_main(["--in", str(src), "--out", str(tmp_path / "o"), "--width", "32",
+                         "--skip-qemu", "--guest-type", "hvm", "--syslog", "--verbose"]) == 0
+    assert logged[0] == (-1, "convert-legacy-stream")
+    assert any(p == syslog.LOG_INFO and "HVM_CONTEXT" in m for p, m in logged)
+    assert capsys.readouterr().out == ""                 # nothing on stdout with --syslog
+    logged.clear()
+    src.write_bytes(b"\x01" * 64)
+    assert convert_main(["-i", str(src), "-o", str(tmp_path / "o2"), "-w", "32", "-g", "hvm",
+                         "--syslog"]) == 1
+    assert any(p == syslog.LOG_ERR and "Stream Error" in m for p, m in logged)
+    assert "Stream Error" in capsys.readouterr().err     # errors go to stderr as well

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
@@ -283,7 +283,7 @@ def convert(registry: Registry, input_spec: str, output_spec: str, options: Conv
     return ConvertResult(label, options.target, counting.written, report)
 
 
-def summary(result: ConvertResult, params: Mapping[str, Any] | None = None) -> str:
+def summary(result: ConvertResult) -> str:
     """One line describing a finished conversion."""
     verified = "verified" if result.verify is not None else "not verified"
     return (f"converted {result.source_format} to {result.target}: "
