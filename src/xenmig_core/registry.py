@@ -60,7 +60,9 @@ def _guard(plugin: str, fmt: str, name: str, func: Callable[..., Any]) -> Callab
     def call(*args: Any) -> Any:
         try:
             return func(*args)
-        except XenmigError:
+        except (XenmigError, OSError):
+            # OSError: output I/O (a closed pipe, a full disk) reached through a walker
+            # calling back into the engine and its consumer; not the plugin's fault
             raise
         except Exception as exc:
             raise PluginError(f"plugin {plugin!r}: handler for {fmt} {name} raised "
