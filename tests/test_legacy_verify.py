@@ -160,3 +160,17 @@ def test_cli_verify_options(cli, tmp_path) -> None:
     assert result.exit_code == 0 and "legacy pv image, 32-bit toolstack" in result.stdout
     assert cli("verify", "--width", "48", str(path)).exit_code == 2
     assert cli("verify", "--from", "legacy", "--guest", "hvm", str(path)).exit_code == 1
+
+
+def test_closed_stdout_is_not_a_plugin_error(tmp_path) -> None:
+    """verify -v | head: the walker's consumer hits EPIPE; that is not a plugin bug."""
+    import subprocess
+    import sys
+    path = tmp_path / "img"
+    path.write_bytes(pv_image(pages=8, vcpus=range(200)).data)   # ~600 lines of output
+    proc = subprocess.Popen([sys.executable, "-m", "xenmig_core", "verify", "-v", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+    assert proc.stdout is not None and proc.stdout.read(10)
+    proc.stdout.close()
+    _out, err = proc.communicate(timeout=30)
+    assert b"plugin" not in err and b"Traceback" not in err
