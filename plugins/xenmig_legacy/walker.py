@@ -77,10 +77,11 @@ class _Walk:
         return head
 
     def unit(self, name: str, length: int) -> Record:
-        rtype = self.ctx.format.spec.record_by_name(name)
-        assert rtype is not None, name
+        ids = self.ws.get("ids")
+        if ids is None:
+            ids = self.ws["ids"] = {r.name: r.id for r in self.ctx.format.spec.records.values()}
         self.ws.pop("unit", None)
-        record, _action = self.engine.walker_record(self.ctx, rtype.id, length)
+        record, _action = self.engine.walker_record(self.ctx, ids[name], length)
         return record
 
     def fail(self, message: str) -> StreamError:
