@@ -23,6 +23,7 @@ import struct
 from typing import Any
 
 from xenmig_core.convert import ConvertOptions
+from xenmig_core.diagnostics import ERROR, Diagnostic
 from xenmig_core.engine import Consumer, Engine, Record, StreamContext, WalkResult
 from xenmig_core.engine.consumer import MultiConsumer
 from xenmig_core.errors import StreamError
@@ -129,13 +130,13 @@ class LegacyConverter(Consumer):
         self.source_label = "legacy image behind an xl header" if xl else "legacy image"
         if xl is None and self.options.extra.get("require_xl_header"):
             raise StreamError("no xl header at the start of the input", offset=0)
-        if self.target == "xl" or (xl is not None and self.xl_mode == "copy"):
-            self.out.write(xl_header_bytes(xl, stream_v2=self.target != "libxc"))
         if xl is not None:
             mandatory = XL_FIXED.unpack_from(xl, len(XL_MAGIC))[1]
             if mandatory & XL_STREAM_V2:
                 raise StreamError("the xl header says a v2 (libxl) stream follows: "
                                   "nothing to convert", offset=len(XL_MAGIC) + 4)
+        if self.target == "xl" or (xl is not None and self.xl_mode == "copy"):
+            self.out.write(xl_header_bytes(xl, stream_v2=self.target != "libxc"))
         params = dict(self.options.params)
         params["skip_qemu"] = self.options.skip_qemu and self.target == "libxc"
         params["max_checkpoints"] = 1
@@ -149,7 +150,6 @@ class LegacyConverter(Consumer):
         return result
 
     def _fail_late(self, result: WalkResult, message: str) -> None:
-        from xenmig_core.diagnostics import ERROR, Diagnostic
         result.diagnostics.append(Diagnostic(ERROR, message, offset=result.end_offset,
                                              format=FORMAT))
 
