@@ -315,3 +315,14 @@ def test_sigterm_leaves_no_output(tmp_path) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) != 0
     assert list(tmp_path.iterdir()) == []
+
+
+def test_v2_inputs_are_not_converted(registry, tmp_path) -> None:
+    from conftest import ROOT
+    with pytest.raises(StreamError, match="a v2 .libxl. stream follows: nothing to convert"):
+        convert(registry, str(ROOT / "examples" / "hvm-guest.xl"), str(tmp_path / "o"),
+                ConvertOptions("libxl"))
+    with pytest.raises(UsageError, match="no converter from libxc to libxl"):
+        convert(registry, str(ROOT / "examples" / "hvm-v3.libxc"), str(tmp_path / "o"),
+                ConvertOptions("libxl"))
+    assert list(tmp_path.iterdir()) == []
