@@ -319,7 +319,8 @@ def test_sigterm_leaves_no_output(tmp_path) -> None:
 
 def test_v2_inputs_are_not_converted(registry, tmp_path) -> None:
     from conftest import ROOT
-    with pytest.raises(StreamError, match=re.escape("a v2 (libxl) stream follows: nothing to convert")):
+    refused = re.escape("a v2 (libxl) stream follows: nothing to convert")
+    with pytest.raises(StreamError, match=refused):
         convert(registry, str(ROOT / "examples" / "hvm-guest.xl"), str(tmp_path / "o"),
                 ConvertOptions("libxl"))
     with pytest.raises(UsageError, match="no converter from libxc to libxl"):
