@@ -53,7 +53,11 @@ def xenmig_walker(format_name: str) -> Callable[..., Any] | None:
     """Return a walker for a format whose framing the spec language cannot describe (chunks
     whose length is implied by their type), or None. The walker is called as
     ``walker(engine, ctx)`` after the spec's headers were read; it reads one unit from
-    ``engine.source`` and returns an Action (``end`` when its stream is over)."""
+    ``engine.source`` and returns an Action (``end`` when its stream is over). A spec with
+    ``framing: {implied: true}`` lays the units out as record types; the walker peeks, picks
+    a type and a length, and hands the bytes to ``engine.walker_record(ctx, type_id,
+    length)``, which decodes, checks and delivers them like any record. Fatal problems are
+    StreamErrors carrying an offset; the walker's place lives in ``ctx.walker_state``."""
 
 
 # -- Conversion ----------------------------------------------------------------------------
