@@ -124,6 +124,7 @@ IMAGES = {
     "pv64-g64": lambda: pv_image(width=64, guest_width=8, empty_batch=True),
     "pv64-g32-xsave": lambda: pv_image(width=64, guest_width=4, xsave=576, verify_mode=True),
     "pv32-g32-xsave": lambda: pv_image(width=32, guest_width=4, xsave=832),
+    "pv64-sparse-vcpus": lambda: pv_image(vcpus=(0, 3, 64), xsave=256),
     "pv32-g64-noextv": lambda: pv_image(width=32, guest_width=8, extv=False, tsc=False),
     "hvm64": lambda: hvm_image(width=64),
     "hvm32": lambda: hvm_image(width=32),
@@ -143,6 +144,8 @@ def test_every_image_converts_and_verifies(registry, tmp_path, name: str, target
     libxc = next(c for c in report.contexts if c.format == "libxc")
     assert libxc.details["guest_type"] == ("x86 PV" if image.guest == "pv" else "x86 HVM")
     assert libxc.stats["pages"]["with data"] == image.pages_with_data
+    if image.guest == "pv":
+        assert libxc.records["X86_PV_VCPU_BASIC"] == len(image.notes["vcpus"])
     if target != "libxc":
         libxl = next(c for c in report.contexts if c.format == "libxl")
         assert libxl.records.get("EMULATOR_CONTEXT", 0) == (image.guest == "hvm")
@@ -327,3 +330,20 @@ def test_v2_inputs_are_not_converted(registry, tmp_path) -> None:
         convert(registry, str(ROOT / "examples" / "hvm-v3.libxc"), str(tmp_path / "o"),
                 ConvertOptions("libxl"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_vcpu_records_follow_the_online_map(registry, tmp_path) -> None:
+    from xenmig_core.engine import Consumer, Engine
+
+    class Ids(Consumer):
+        def __init__(self) -> None:
+            self.seen: list[tuple[str, int]] = []
+
+        def on_record(self, record) -> None:
+            if record.name.startswith("X86_PV_VCPU"):
+                self.seen.append((record.name, record.fields["vcpu_id"]))
+    out = run(registry, tmp_path, pv_image(vcpus=(0, 3, 64), xsave=256).data, "libxc")
+    ids = Ids()
+    Engine(registry, ByteSource.from_bytes(out), ids).run("libxc")
+    assert ids.seen == [(name, v) for v in (0, 3, 64) for name in (
+        "X86_PV_VCPU_BASIC", "X86_PV_VCPU_EXTENDED", "X86_PV_VCPU_XSAVE")]

@@ -175,7 +175,7 @@ def pv_image(*, width: int = 64, guest_width: int = 8, pages: int = 40,
             out += lw.xsave(0x7, blob(v + 70, xsave))
     out += blob(7, PAGE)
     n_batches = 2 + int(empty_batch) + int(verify_mode)
-    return Image(bytes(out), width, "pv", n_batches, data_pages)
+    return Image(bytes(out), width, "pv", n_batches, data_pages, notes={"vcpus": list(vcpus)})
 
 
 def hvm_image(*, width: int = 64, pages: int = 48, p2m_size: int = 0x100,
