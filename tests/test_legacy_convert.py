@@ -347,3 +347,14 @@ def test_vcpu_records_follow_the_online_map(registry, tmp_path) -> None:
     Engine(registry, ByteSource.from_bytes(out), ids).run("libxc")
     assert ids.seen == [(name, v) for v in (0, 3, 64) for name in (
         "X86_PV_VCPU_BASIC", "X86_PV_VCPU_EXTENDED", "X86_PV_VCPU_XSAVE")]
+
+
+def test_only_the_first_remus_checkpoint_is_converted(registry, tmp_path) -> None:
+    """As upstream: a Remus image (no -9 chunk) converts its first checkpoint; the rest is
+    never read."""
+    lw = LegacyWriter(64)
+    first = pv_image(last_checkpoint=False).data
+    tail = first[first.index(lw.chunk(0) + lw.unmapped([45, 49])) + 4:]
+    second = lw.batch([3], [bytes(4096)]) + lw.vcpu_info([0, 1]) + lw.chunk(0) + tail
+    whole = run(registry, tmp_path, first + second + b"garbage", "libxc")
+    assert whole == run(registry, tmp_path, first, "libxc")
