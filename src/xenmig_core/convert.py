@@ -21,16 +21,15 @@ import contextlib
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from xenmig_core.errors import SourceError, StreamError, UsageError
+from xenmig_core.errors import StreamError, UsageError
 from xenmig_core.registry import Registry
+from xenmig_core.sink import is_stream_target, open_output
 from xenmig_core.source import ByteSource, parse_fd
 from xenmig_core.verify import VerifyReport, choose_format, verify_source
 
@@ -59,11 +58,6 @@ class ConvertResult:
     target: str
     bytes_written: int
     verify: VerifyReport | None
-
-
-def is_stream_target(spec: str) -> bool:
-    """True for ``-`` and ``fd:N`` outputs (written as they go, never renamed)."""
-    return spec == "-" or parse_fd(spec) is not None
 
 
 def _same_file(input_spec: str, output: str) -> bool:
@@ -196,46 +190,6 @@ def _sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-@contextlib.contextmanager
-def _output(spec: str) -> Iterator[tuple[BinaryIO, Path | None]]:
-    """The output file and, for a path, the temporary file to rename on success."""
-    if spec == "-":
-        yield sys.stdout.buffer, None
-        sys.stdout.buffer.flush()
-        return
-    fd = parse_fd(spec)
-    if fd is not None:
-        try:
-            out = os.fdopen(fd, "wb", closefd=False)
-        except OSError as exc:
-            raise SourceError(f"{spec}: cannot write: {exc.strerror or exc}") from None
-        with out:
-            yield out, None
-        return
-    target = Path(spec)
-    if target.is_dir():
-        raise UsageError(f"{spec}: is a directory")
-    directory = target.parent if str(target.parent) else Path(".")
-    try:
-        tmp_fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                                            dir=directory)
-    except OSError as exc:
-        raise SourceError(f"{spec}: cannot create output: {exc.strerror or exc}") from None
-    tmp = Path(tmp_name)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(tmp_fd, "wb") as out:
-            yield out, tmp
-            out.flush()
-            os.fsync(out.fileno())
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
 def convert(registry: Registry, input_spec: str, output_spec: str, options: ConvertOptions,
             *, source_format: str = "auto", verify: bool = True,
             progress_to: TextIO | None = None) -> ConvertResult:
@@ -254,7 +208,7 @@ def convert(registry: Registry, input_spec: str, output_spec: str, options: Conv
             raise UsageError(f"no converter from {fmt} to {options.target}")
         progress = _progress_for(source, getattr(source, "_raw", None), progress_to)
         converter = factory(registry, options)
-        with _output(output_spec) as (out, tmp):
+        with open_output(output_spec) as out:
             counting = _Counting(out, progress)
             tee = None
             if verify and converter.output_format is not None:
@@ -271,14 +225,6 @@ def convert(registry: Registry, input_spec: str, output_spec: str, options: Conv
             if report is not None and not report.valid:
                 raise StreamError("the converted stream does not verify: "
                                   f"{report.result.errors[0]}")
-        if tmp is not None:
-            try:
-                os.replace(tmp, output_spec)
-            except OSError as exc:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-                raise SourceError(f"{output_spec}: cannot rename the finished output into "
-                                  f"place: {exc.strerror or exc}") from None
     label = getattr(converter, "source_label", None) or fmt
     return ConvertResult(label, options.target, counting.written, report)
 
