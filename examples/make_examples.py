@@ -16,6 +16,7 @@ from pathlib import Path
 
 from xenmig_core.session import open_registry
 from xenmig_core.sink import atomic_output
+from xenmig_legacy.samples import hvm_image, pv_image, xl_header
 from xenmig_libxc.samples import assemble, hvm_sample, pv_sample
 from xenmig_libxl.samples import assemble_libxl, checkpointed_sample, hvm_libxl_sample
 from xenmig_xl.samples import hvm_config, json_config_bytes, libvirt_file, xl_file
@@ -39,6 +40,12 @@ def samples() -> dict[str, Callable[[], bytes]]:
         "hvm-guest.libvirt": lambda: libvirt_file(specs["libvirt"], hvm_libxl()),
         # a Remus stream (bare libxl, as on the wire) that stops after three checkpoints
         "remus-3-checkpoints.libxl": lambda: assemble_libxl(specs, checkpointed_sample(3)),
+        # legacy (Xen <= 4.5) images, for xenmig convert: a 32-bit toolstack's PV guest
+        # with xsave state, and a 64-bit toolstack's HVM guest saved by xl (legacy header)
+        "pv32-legacy.img": lambda: pv_image(width=32, guest_width=4, xsave=576,
+                                            pages=24).data,
+        "hvm64-legacy.xl": lambda: xl_header(mandatory=0, config=b"builder='hvm'\n\0")
+        + hvm_image(width=64, pages=24).data,
     }
 
 

@@ -47,3 +47,19 @@ def test_legacy_units_are_fields_not_raw(registry, tmp_path) -> None:
     records = [i for i in json.loads(text)["items"] if i["kind"] == "record"]
     assert records and all("fields" in r for r in records if r.get("length"))
     assert not any("raw" in r or "body" in r for r in records)
+
+
+def test_dump_takes_width_and_guest(cli, tmp_path) -> None:
+    from conftest import ROOT
+    image = str(ROOT / "examples" / "pv32-legacy.img")
+    right = cli("dump", "--width", "32", "--guest", "pv", image)
+    assert right.exit_code == 0 and "end: valid" in right.stdout
+    wrong = cli("dump", "--width", "64", "--guest", "hvm", "-t", "yaml", image, "-o",
+                str(tmp_path / "wrong.yaml"))
+    assert wrong.exit_code == 1                     # read as the wrong width: invalid ...
+    assert cli("build", "--no-verify", str(tmp_path / "wrong.yaml"), "-o",
+               str(tmp_path / "again")).exit_code == 0
+    assert (tmp_path / "again").read_bytes() == (ROOT / "examples" / "pv32-legacy.img"
+                                                 ).read_bytes()   # ... and still rebuilt
+    bad = cli("dump", "--width", "48", image)
+    assert bad.exit_code == 2 and "--width must be 32 or 64" in bad.stderr

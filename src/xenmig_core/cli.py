@@ -39,6 +39,27 @@ FromOption = Annotated[str, typer.Option(
     "-f", "--from", help="Input format, or auto to detect it.", show_default=True)]
 StreamArgument = Annotated[str, typer.Argument(
     help="Stream to read: a path, - for stdin, or fd:N.", show_default=True)]
+WidthOption = Annotated[int | None, typer.Option(
+    "--width", help="Toolstack word size of a legacy image (32 or 64); default: detect.",
+    show_default=False)]
+GuestOption = Annotated[str | None, typer.Option(
+    "--guest", help="Guest type of a legacy image (pv or hvm); default: detect.",
+    show_default=False)]
+
+
+def stream_params(width: int | None, guest: str | None) -> dict[str, Any]:
+    """The engine's stream parameters from --width/--guest (given values always win over
+    what a format would detect); a bad value is a usage error (exit 2)."""
+    params: dict[str, Any] = {}
+    if width is not None:
+        if width not in (32, 64):
+            fail(f"--width must be 32 or 64, not {width}", EXIT_USAGE)
+        params["width"] = width
+    if guest is not None:
+        if guest not in ("pv", "hvm"):
+            fail(f"--guest must be pv or hvm, not {guest!r}", EXIT_USAGE)
+        params["guest"] = guest
+    return params
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -88,6 +109,8 @@ def verify(
                      ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="A machine-readable report on stdout.")
                        ] = False,
+    width: WidthOption = None,
+    guest: GuestOption = None,
     spec: SpecOption = None,
 ) -> None:
     """Check that STREAM is a valid save image or migration stream.
@@ -95,11 +118,13 @@ def verify(
     Exit 0 valid, 1 invalid (the first problem is named on stderr with its offset and
     record), 2 usage or I/O error, 3 internal error.
     """
+    params = stream_params(width, guest)
+
     def body() -> int:
         registry = open_registry(spec or [])
         consumer = VerboseConsumer(sys.stdout) if verbose and not quiet and not as_json else None
         with ByteSource.open(stream) as source:
-            report = verify_source(registry, source, from_, consumer)
+            report = verify_source(registry, source, from_, consumer, params)
         if consumer is not None:
             consumer.close()
         return _verify_output(report, verbose=verbose, quiet=quiet, as_json=as_json)
@@ -161,6 +186,8 @@ def dump(
     offset: Annotated[str | None, typer.Option(
         "--offset", help="Only items starting in START[:END] (bytes).", show_default=False)
         ] = None,
+    width: WidthOption = None,
+    guest: GuestOption = None,
     spec: SpecOption = None,
 ) -> None:
     """Show every header and record of STREAM with its decoded fields.
@@ -168,6 +195,8 @@ def dump(
     Exit 0 when the stream is valid, 1 when it is not (the dump still shows everything the
     walk reached), 2 usage or I/O error, 3 internal error.
     """
+    params = stream_params(width, guest)
+
     def body() -> int:
         from xenmig_core.dump import PAGES_MODES, DumpOptions, dump_source
         from xenmig_core.render import RENDERERS
@@ -181,7 +210,8 @@ def dump(
         mode = pages or ("none" if to == "text" else "ref")
         options = DumpOptions(pages=mode, squash=(to == "text" and pages is None)
                               if squash is None else squash,
-                              types=frozenset(types or ()), limit=limit, start=start, end=end)
+                              types=frozenset(types or ()), limit=limit, start=start, end=end,
+                              params=params)
         registry = open_registry(spec or [])
         with ByteSource.open(stream) as source, text_output(output) as out:
             result = dump_source(registry, source, RENDERERS[to](out), options, from_)
@@ -207,6 +237,47 @@ def build(
         from xenmig_core.build import build_stream
         registry = open_registry(spec or [])
         build_stream(registry, description, output, verify=not no_verify)
+        return EXIT_OK
+    raise typer.Exit(guarded(body))
+
+
+@app.command()
+def convert(
+    input_: Annotated[str, typer.Argument(
+        metavar="INPUT", help="Stream to convert: a path, - for stdin, or fd:N.")],
+    output: Annotated[str, typer.Option(
+        "-o", "--output", help="Where to write: a path (replaced atomically), - or fd:N.")],
+    to: Annotated[str, typer.Option("--to", help="Output format: libxc, libxl or xl.")],
+    from_: FromOption = "auto",
+    width: WidthOption = None,
+    guest: GuestOption = None,
+    skip_qemu: Annotated[bool, typer.Option(
+        "--skip-qemu", help="libxc output: stop after the HVM context (no qemu record).")
+                         ] = False,
+    no_verify: Annotated[bool, typer.Option(
+        "--no-verify", help="Do not verify the output while writing it.")] = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No summary line.")] = False,
+    spec: SpecOption = None,
+) -> None:
+    """Convert INPUT (e.g. a legacy Xen <= 4.5 image) into a v2 stream.
+
+    A path OUTPUT appears only once the conversion succeeded and the result verified;
+    exit 0 done, 1 the input cannot be converted, 2 usage or I/O error, 3 internal error.
+    """
+    from xenmig_core.convert import ConvertOptions, summary
+    from xenmig_core.convert import convert as run_convert
+
+    params = stream_params(width, guest)
+    if to not in ("libxc", "libxl", "xl"):
+        fail(f"--to must be libxc, libxl or xl, not {to!r}", EXIT_USAGE)
+
+    def body() -> int:
+        registry = open_registry(spec or [])
+        options = ConvertOptions(target=to, params=params, skip_qemu=skip_qemu)
+        result = run_convert(registry, input_, output, options, source_format=from_,
+                             verify=not no_verify)
+        if not quiet:
+            typer.echo(f"xenmig: {summary(result)}", err=True)
         return EXIT_OK
     raise typer.Exit(guarded(body))
 

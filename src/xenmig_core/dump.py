@@ -49,6 +49,8 @@ class DumpOptions:
     limit: int | None = None
     start: int = 0
     end: int | None = None
+    #: the engine's stream parameters (--width/--guest of a legacy image)
+    params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def filtered(self) -> bool:
@@ -464,7 +466,7 @@ def dump_source(registry: Registry, source: ByteSource, renderer: Renderer,
     renderer.begin({"kind": "dump", "xenmig_dump": DUMP_SCHEMA_VERSION, "source": source.name,
                     "format": chosen, "pages": options.pages, "filtered": options.filtered})
     consumer = DumpConsumer(registry, source, renderer, options)
-    engine = Engine(registry, source, consumer)
+    engine = Engine(registry, source, consumer, params=options.params)
     stopped = False
     try:
         result = engine.run(chosen)

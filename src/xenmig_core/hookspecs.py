@@ -66,7 +66,24 @@ def xenmig_walker(format_name: str) -> Callable[..., Any] | None:
     """Return a walker for a format whose framing the spec language cannot describe (chunks
     whose length is implied by their type), or None. The walker is called as
     ``walker(engine, ctx)`` after the spec's headers were read; it reads one unit from
-    ``engine.source`` and returns an Action (``end`` when its stream is over)."""
+    ``engine.source`` and returns an Action (``end`` when its stream is over). A spec with
+    ``framing: {implied: true}`` lays the units out as record types; the walker peeks, picks
+    a type and a length, and hands the bytes to ``engine.walker_record(ctx, type_id,
+    length)``, which decodes, checks and delivers them like any record. Fatal problems are
+    StreamErrors carrying an offset; the walker's place lives in ``ctx.walker_state``."""
+
+
+# -- Conversion ----------------------------------------------------------------------------
+@hookspec(firstresult=True)
+def xenmig_converter(source_format: str, target: str) -> Callable[..., Any] | None:
+    """Return a converter factory for streams detected as *source_format* into format
+    *target*, or None. The factory is called as ``factory(registry, options)`` (*options* a
+    :class:`~xenmig_core.convert.ConvertOptions`) and returns an object with
+    ``output_format`` (the format name to verify the output as, or None to skip
+    verification) and ``run(source, out) -> WalkResult``, which walks *source* once with the
+    engine, writes the converted stream to *out* (anything with ``write``) as it goes, and
+    reports every problem as a diagnostic of the result (a conversion fails when the result
+    has an error). ``xenmig convert`` owns temporary files, verification and progress."""
 
 
 # -- Detection -----------------------------------------------------------------------------

@@ -38,7 +38,7 @@ class Format:
         self.helpers["enum_label"] = self._enum_label
         self.helpers["flag_names"] = self._flag_names
         self._record_headers: dict[str, struct.Struct] = {}
-        if spec.framing is not None:
+        if spec.framing is not None and not spec.framing.implied:
             codes = spec.framing.header_codes
             self._record_headers = {o: struct.Struct(o + codes) for o in "<>"}
 
@@ -61,7 +61,9 @@ def _guard(plugin: str, fmt: str, name: str, func: Callable[..., Any]) -> Callab
     def call(*args: Any) -> Any:
         try:
             return func(*args)
-        except XenmigError:
+        except (XenmigError, OSError):
+            # OSError: output I/O (a closed pipe, a full disk) reached through a walker
+            # calling back into the engine and its consumer; not the plugin's fault
             raise
         except Exception as exc:
             raise PluginError(f"plugin {plugin!r}: handler for {fmt} {name} raised "
@@ -116,6 +118,11 @@ class Registry:
                                         specs=self.specs):
             found.extend(result if isinstance(result, list) else [result])
         return [d for d in found if d.format in self.formats]
+
+    def converter(self, source_format: str, target: str) -> Callable[..., Any] | None:
+        """The ``xenmig_converter`` factory from *source_format* to *target*, or None."""
+        return first_result(self.pm, "xenmig_converter", source_format=source_format,
+                            target=target)[1]
 
     def call_stream_end(self, ctx: Any) -> list[str]:
         messages: list[str] = []

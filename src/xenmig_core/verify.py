@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from array import array
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,9 +161,11 @@ def context_report(ctx: StreamContext) -> ContextReport:
 
 
 def verify_source(registry: Registry, source: ByteSource, fmt: str = "auto",
-                  consumer: Consumer | None = None) -> VerifyReport:
+                  consumer: Consumer | None = None,
+                  params: Mapping[str, Any] | None = None) -> VerifyReport:
     """Verify *source* as *fmt* (or detect it). Never raises for a bad stream: problems are
-    in the report's diagnostics; an unrecognised stream gives a report with one error."""
+    in the report's diagnostics; an unrecognised stream gives a report with one error.
+    *params* are the engine's stream parameters (see :class:`~xenmig_core.engine.Engine`)."""
     try:
         chosen = choose_format(registry, source, fmt)
     except StreamError as exc:
@@ -173,7 +176,8 @@ def verify_source(registry: Registry, source: ByteSource, fmt: str = "auto",
         return VerifyReport(source.name, fmt, result)
     account = AccountConsumer()
     engine = Engine(registry, source,
-                    MultiConsumer(account, consumer) if consumer is not None else account)
+                    MultiConsumer(account, consumer) if consumer is not None else account,
+                    params=params)
     result = engine.run(chosen)
     account.close()
     report = VerifyReport(source.name, chosen, result, account=account)

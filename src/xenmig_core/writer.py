@@ -68,6 +68,26 @@ class StreamWriter:
         body = rtype.layout.encode(fields or {}, self.order) if rtype.layout else b""
         return body + payload
 
+    def start_record(self, name: str, fields: dict[str, Any] | None = None, *,
+                     payload_length: int) -> int:
+        """Write the header and encoded fields of record *name* whose payload (*payload_length*
+        bytes) the caller streams next with :meth:`raw`; returns the padding length to pass
+        to :meth:`finish_record` once the payload is written. Never holds the payload."""
+        framing = self.spec.framing
+        if framing is None or framing.implied:
+            raise UsageError(f"format {self.spec.name} has no type-length records")
+        rtype = self.spec.record_by_name(name)
+        if rtype is None:
+            raise UsageError(f"format {self.spec.name} has no record {name!r}")
+        body = rtype.layout.encode(fields or {}, self.order) if rtype.layout else b""
+        length = len(body) + payload_length
+        self._write(struct.pack(self.order + framing.header_codes, rtype.id, length) + body)
+        return -length % framing.align
+
+    def finish_record(self, padding: int) -> None:
+        """Write the zero padding that :meth:`start_record` announced."""
+        self._write(bytes(padding))
+
     def record(self, name: str | None = None, fields: dict[str, Any] | None = None, *,
                payload: bytes = b"", body: bytes | None = None, type_id: int | None = None,
                length: int | None = None, padding: bytes | None = None) -> int:
@@ -78,8 +98,8 @@ class StreamWriter:
         ones (for writing invalid streams on purpose).
         """
         framing = self.spec.framing
-        if framing is None:
-            raise UsageError(f"format {self.spec.name} has no records")
+        if framing is None or framing.implied:
+            raise UsageError(f"format {self.spec.name} has no type-length records")
         if type_id is None:
             if name is None:
                 raise UsageError("a record needs a name or a type id")

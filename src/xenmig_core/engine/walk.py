@@ -9,7 +9,7 @@ knows nothing of any particular format: record names, ids and rules all come fro
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -63,13 +63,24 @@ class Engine:
     Contract: the walk never raises for bad input: every problem becomes a diagnostic, and
     a fatal one (broken framing, truncation) stops the walk. SpecError and PluginError
     propagate: they are bugs in a spec or plugin, not in the stream.
+
+    *params* are values the caller knows better than the stream (``--width 32``): every
+    context whose format declares a ``state`` variable of that name starts with the value
+    instead of the spec's initial one (formats that declare no such variable ignore it).
+    With *examine_trailing* False the walk stops at the end of the outermost stream and
+    reads nothing after it (the caller owns the rest of the source, e.g. a pipe whose
+    remaining bytes another program reads).
     """
 
     def __init__(self, registry: Registry, source: ByteSource,
-                 consumer: Consumer | None = None) -> None:
+                 consumer: Consumer | None = None, *,
+                 params: Mapping[str, Any] | None = None,
+                 examine_trailing: bool = True) -> None:
         self.registry = registry
         self.source = source
         self.consumer = consumer or Consumer()
+        self.params = dict(params or {})
+        self.examine_trailing = examine_trailing
         self.result = WalkResult()
         self._next_index = 0
         self._payload_buffer: memoryview | None = None
@@ -84,6 +95,9 @@ class Engine:
         ctx = StreamContext(fmt, parent=parent, depth=parent.depth + 1 if parent else 0,
                             start_offset=self.source.offset, report=self.report)
         ctx.state["nested"] = parent is not None
+        for key, value in self.params.items():
+            if key in fmt.spec.state:
+                ctx.state[key] = value
         if parent is not None:
             ctx.byte_order = parent.byte_order
             parent.children[fmt.name] = ctx
@@ -105,7 +119,8 @@ class Engine:
                     break
                 self._apply(action, ctx, stack)
             else:
-                self._after_root()
+                if self.examine_trailing:
+                    self._after_root()
         except StreamError as exc:
             ctx = stack[-1] if stack else root
             if isinstance(exc, TruncatedError):
@@ -222,6 +237,8 @@ class Engine:
             return CONTINUE
         if fmt.walker is not None:
             return fmt.walker(self, ctx)
+        if spec.framing is not None and spec.framing.implied:
+            raise SpecError(f"format {spec.name} has implied framing but no plugin walker")
         if spec.follows is not None:
             if ctx.children:
                 return Action("end")
@@ -306,6 +323,20 @@ class Engine:
             raise _CleanEOF
         raw = self.source.read_exact(head_struct.size, "record header")
         type_id, length = head_struct.unpack(raw)
+        return self._unit(ctx, offset, type_id, length, framing.align)[1]
+
+    def walker_record(self, ctx: StreamContext, type_id: int, length: int
+                      ) -> tuple[Record, Action]:
+        """For walkers of implied framing: the next *length* bytes of the source are one unit
+        of record type *type_id* (its header, if any, included). They are decoded, checked,
+        dispatched and delivered exactly like a type-length record's body (no padding).
+        Returns the record (fields decoded, handler run) and the action it asks for."""
+        return self._unit(ctx, self.source.offset, type_id, length, 1)
+
+    def _unit(self, ctx: StreamContext, offset: int, type_id: int, length: int,
+              align: int) -> tuple[Record, Action]:
+        framing = ctx.format.spec.framing
+        assert framing is not None
         rtype = ctx.format.spec.records.get(type_id)
         record = Record(index=self._next_index, offset=offset, type_id=type_id,
                         name=rtype.name if rtype else f"{type_id:#010x}", length=length,
@@ -322,7 +353,7 @@ class Engine:
             self.source.skip(length, f"record {record.index} body")
         else:
             action = self._dispatch(ctx, record, rtype)
-        self._padding(ctx, record, framing.align, framing.padding_must_be_zero)
+        self._padding(ctx, record, align, framing.padding_must_be_zero)
         if action is None:
             assert rtype is not None
             action = self._control(ctx, record, rtype)
@@ -331,7 +362,7 @@ class Engine:
         ctx.last_record = record
         self.consumer.on_record_end(record)
         ctx.current = None
-        return action
+        return record, action
 
     def _control(self, ctx: StreamContext, record: Record, rtype: RecordType) -> Action:
         """The spec's ``control`` for a record whose handler did not choose an action."""

@@ -49,7 +49,7 @@ HEADER_KEYS = {"name", "title", "doc", "orig_id", "byte_order", "seq", "set", "b
 RECORD_KEYS = {"id", "name", "title", "doc", "orig_id", "body", "versions", "length", "rules",
                "checks", "infer", "set", "summary", "control", "reject", "squash"}
 FRAMING_KEYS = {"type", "length", "align", "max_length", "optional_mask", "padding", "end",
-                "skip_optional"}
+                "skip_optional", "implied"}
 CONTROL_KEYS = {"nested", "resume", "when", "message"}
 CHECK_KEYS = {"expr", "message", "severity", "field", "when"}
 RULE_KEYS = {"after", "before", "at_most", "when", "severity", "message"}
@@ -408,7 +408,13 @@ def _header(ctx: _Ctx, node: Any, what: str, fmt: FormatSpec,
 
 
 def _framing(ctx: _Ctx, node: Any) -> tuple[Framing, str | None]:
-    f = ctx.mapping(node, "framing", FRAMING_KEYS, required=("type", "length", "max_length"))
+    if isinstance(node, dict) and node.get("implied"):
+        f = ctx.mapping(node, "framing", {"implied", "max_length", "end"})
+        return Framing(type_code="", length_code="", align=1,
+                       max_length=int(f.get("max_length", 1 << 62)), optional_mask=0,
+                       implied=True), f.get("end")
+    f = ctx.mapping(node, "framing", FRAMING_KEYS - {"implied"},
+                    required=("type", "length", "max_length"))
     for key in ("type", "length"):
         if f[key] not in INT_CODES:
             raise ctx.fail(f, key, "an integer type (u8..u64)")

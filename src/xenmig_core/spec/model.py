@@ -167,7 +167,9 @@ class RecordType:
 
 @dataclass
 class Framing:
-    """Type-length record framing."""
+    """Type-length record framing, or (``implied``) framing a plugin walker determines:
+    each unit's length follows from its type and contents, so the spec only names and lays
+    out the units and a ``xenmig_walker`` reads them."""
 
     type_code: str           # integer type of the type field (u32)
     length_code: str         # integer type of the length field (u32)
@@ -176,6 +178,7 @@ class Framing:
     optional_mask: int       # type bits that mark an optional record
     padding_must_be_zero: bool = True
     skip_optional: bool = True  # False: an unknown optional record is an error all the same
+    implied: bool = False    # no type-length header: a plugin walker frames the units
 
     @property
     def header_codes(self) -> str:

@@ -1,0 +1,66 @@
+"""Built-in plugin: legacy libxc save images (Xen 4.5 and older) and their conversion.
+
+``specs/legacy.yaml`` names and lays out every unit of a legacy image; this plugin adds the
+walker that frames them (their lengths are implied by their types: :mod:`.walker`), the
+detector for a format without magic (:mod:`.detect`, which documents the width and guest
+rules), the checks the spec cannot express (:mod:`.handlers`), and the conversion to v2
+streams (:mod:`.convert`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib.resources import files
+from typing import Any
+
+from xenmig_core.detect import Detection
+from xenmig_core.engine import StreamContext
+from xenmig_core.plugins import hookimpl
+from xenmig_core.spec.model import FormatSpec
+from xenmig_legacy.detect import FORMAT, detect_legacy
+from xenmig_legacy.handlers import HANDLERS
+from xenmig_legacy.walker import QEMU_SIGNATURES, QEMU_TO_EOF, walk
+
+
+@hookimpl
+def xenmig_spec_files() -> list[Any]:
+    return [files("xenmig_specs") / "legacy.yaml"]
+
+
+@hookimpl
+def xenmig_record_handler(format_name: str, name: str) -> Any:
+    if format_name == FORMAT:
+        return HANDLERS.get(name)
+    return None
+
+
+@hookimpl
+def xenmig_walker(format_name: str) -> Any:
+    return walk if format_name == FORMAT else None
+
+
+@hookimpl
+def xenmig_detect_format(head: bytes, specs: Mapping[str, FormatSpec]) -> Detection | None:
+    if FORMAT not in specs:
+        return None
+    return detect_legacy(head)
+
+
+@hookimpl
+def xenmig_converter(source_format: str, target: str) -> Any:
+    """Legacy images (bare, or behind an xl header that says so) convert to libxc/libxl/xl."""
+    from xenmig_legacy.convert import TARGETS, factory
+    if source_format in (FORMAT, "xl") and target in TARGETS:
+        return factory
+    return None
+
+
+@hookimpl
+def xenmig_trailing_data(ctx: StreamContext, head: bytes) -> str | None:
+    """Qemu data a legacy image or its conversion legitimately carries after its end."""
+    if ctx.name == FORMAT and ctx.state.get("qemu") == QEMU_TO_EOF.decode():
+        return "the old-style qemu record's data (QemuDeviceModelRecord: to end of file)"
+    if ctx.name == "libxc" and any(head.startswith(sig) for sig in QEMU_SIGNATURES):
+        return (f"a raw qemu record ({head[:21].decode()}) after the libxc END, as Xen's "
+                "legacy converter writes for HVM guests")
+    return None

@@ -1,0 +1,127 @@
+"""Remus "format B" page data: the delta encoding of -12 (compressed data) chunks.
+
+Facts (legacy-facts.md 1.5, from xc_compression.c's behaviour): the concatenated -12 data
+decode to one entry per data-carrying pfn of the format-B batches, in order. Each page entry
+starts with a byte that decides its form:
+
+- ``0x00``: EMPTY, the page is unchanged (1 byte in all);
+- ``0x80``: FULL, 4096 raw bytes follow (4097 in all);
+- otherwise a sequence of markers covering exactly 4096 bytes: bit 7 clear = RUN (copy the
+  ``count * 4`` bytes that follow to the current offset), bit 7 set = SKIP (leave
+  ``count * 4`` bytes unchanged); ``count`` (bits 6-0) counts 4-byte words and is never 0.
+
+Deltas and EMPTY pages are relative to the receiver's previous copy of the page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+PAGE = 4096
+WORD = 4
+EMPTY, FULL, DELTA = "empty", "full", "delta"
+
+
+class DeltaError(ValueError):
+    """The compressed data are malformed; the message says where (offset in the data)."""
+
+
+@dataclass(frozen=True)
+class PageEntry:
+    """One page's entry: its *kind*, and where it lies in the data (``start``..``end``)."""
+
+    kind: str
+    start: int
+    end: int
+
+
+def iter_pages(data: bytes | memoryview) -> Iterator[PageEntry]:
+    """Walk *data* page entry by page entry; DeltaError on a malformed or cut entry."""
+    view = memoryview(data)
+    pos = 0
+    size = len(view)
+    while pos < size:
+        start = pos
+        first = view[pos]
+        if first == 0x00:
+            pos += 1
+            yield PageEntry(EMPTY, start, pos)
+            continue
+        if first == 0x80:
+            if pos + 1 + PAGE > size:
+                raise DeltaError(f"full page at data offset {start} is cut: "
+                                 f"{size - pos - 1} of {PAGE} bytes")
+            pos += 1 + PAGE
+            yield PageEntry(FULL, start, pos)
+            continue
+        covered = 0
+        while covered < PAGE:
+            if pos >= size:
+                raise DeltaError(f"page delta at data offset {start} is cut after "
+                                 f"{covered} of {PAGE} bytes")
+            marker = view[pos]
+            count = marker & 0x7F
+            if count == 0:
+                raise DeltaError(f"zero-length {'skip' if marker & 0x80 else 'run'} marker at "
+                                 f"data offset {pos}")
+            length = count * WORD
+            if covered + length > PAGE:
+                raise DeltaError(f"page delta at data offset {start} covers more than "
+                                 f"{PAGE} bytes (marker at offset {pos})")
+            pos += 1
+            if not marker & 0x80:
+                if pos + length > size:
+                    raise DeltaError(f"run at data offset {pos - 1} is cut: "
+                                     f"{size - pos} of {length} bytes")
+                pos += length
+            covered += length
+        yield PageEntry(DELTA, start, pos)
+
+
+def apply_entry(entry: PageEntry, data: bytes | memoryview, base: bytearray) -> None:
+    """Update *base* (a 4096-byte page, the receiver's previous copy) with *entry*."""
+    view = memoryview(data)
+    if entry.kind == EMPTY:
+        return
+    if entry.kind == FULL:
+        base[:] = view[entry.start + 1:entry.end]
+        return
+    pos, covered = entry.start, 0
+    while pos < entry.end:
+        marker = view[pos]
+        length = (marker & 0x7F) * WORD
+        pos += 1
+        if not marker & 0x80:
+            base[covered:covered + length] = view[pos:pos + length]
+            pos += length
+        covered += length
+
+
+def encode_full(page: bytes) -> bytes:
+    """A FULL entry for *page* (for writing test streams)."""
+    return b"\x80" + page
+
+
+def encode_delta(old: bytes, new: bytes) -> bytes:
+    """A delta entry taking *old* to *new* (EMPTY when equal), for writing test streams."""
+    if old == new:
+        return b"\x00"
+    out = bytearray()
+    pos = 0
+    while pos < PAGE:
+        same = old[pos:pos + WORD] == new[pos:pos + WORD]
+        end = pos
+        while end < PAGE and end - pos < 127 * WORD and \
+                (old[end:end + WORD] == new[end:end + WORD]) == same:
+            end += WORD
+        count = (end - pos) // WORD
+        if same:
+            out.append(0x80 | count)
+        else:
+            out.append(count)
+            out += new[pos:end]
+        pos = end
+    if out[0] in (0x00, 0x80):  # never: count >= 1; kept as a guard for the format's rule
+        raise AssertionError("delta starts with a reserved byte")
+    return bytes(out)

@@ -1,0 +1,167 @@
+"""Checks of legacy units that the spec language cannot express."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from xenmig_core.engine import Record, StreamContext
+from xenmig_legacy.compression import DeltaError, iter_pages
+from xenmig_legacy.physmap import PhysmapError, parse_physmap
+from xenmig_legacy.walker import FILLER, FIRST_DATALESS_TYPE, TYPE_MASK, data_pages
+
+MAX_REPORTED = 3
+INVALID_TYPES = frozenset({5, 6, 7, 8})
+
+
+def check_batch(record: Record, ctx: StreamContext) -> None:
+    """Per pfn word: a known type, pfn below p2m_size, bits 63-32 clear; no duplicate words.
+    Fillers (0xf0000000, slots the saver could not map) are counted and otherwise ignored.
+    Sets ``data_pages``, ``fillers`` and the summary; in format B counts the pages the -12
+    chunks still owe."""
+    words: list[int] = record.fields["pfn"]
+    enum = ctx.format.spec.enums["page_type"]
+    p2m_size = ctx.state["p2m_size"]
+    problems: list[tuple[str, str]] = []
+    seen: set[int] = set()
+    fillers = 0
+    by_type: dict[int, int] = {}
+    for i, word in enumerate(words):
+        if word == FILLER:
+            fillers += 1
+            continue
+        ptype = (word >> 28) & 0xF
+        by_type[ptype] = by_type.get(ptype, 0) + 1
+        if ptype in INVALID_TYPES:
+            problems.append((f"pfn[{i}]", f"page type {ptype:#x} is invalid ({word:#x})"))
+        if word >> 32:
+            problems.append((f"pfn[{i}]", f"bits 63-32 set ({word:#x}): a pfn word holds "
+                                          "28 bits of pfn and 4 of type"))
+        pfn = word & 0x0FFFFFFF
+        if pfn >= p2m_size and (word & TYPE_MASK) < FIRST_DATALESS_TYPE:
+            problems.append((f"pfn[{i}]", f"pfn {pfn:#x} is beyond the p2m size "
+                                          f"{p2m_size:#x}"))
+        if word in seen:
+            problems.append((f"pfn[{i}]", f"duplicate pfn word {word:#x} in one batch "
+                                          "(Xen's converter refuses it)"))
+        seen.add(word)
+    for field, message in problems[:MAX_REPORTED]:
+        ctx.error(message, field=field)
+    if len(problems) > MAX_REPORTED:
+        ctx.error(f"more pfn problems in this batch after the first {MAX_REPORTED}",
+                  field="pfn")
+    pages = data_pages(words, ctx.state["compressed"])
+    if ctx.state["compressed"]:
+        ctx.state["pending_pages"] += data_pages(words, False)
+    for ptype, count in by_type.items():
+        ctx.stat("pages", enum.label_of(ptype), count)
+    ctx.stat("pages", "with data", pages)
+    if fillers:
+        ctx.stat("pages", "unmapped slots (fillers)", fillers)
+    record.fields["data_pages"] = pages
+    record.fields["fillers"] = fillers
+    real = [w & 0x0FFFFFFF for w in words if w != FILLER]
+    span = f" ({real[0]:#x}..{real[-1]:#x})" if real else ""
+    record.summary = (f"{len(words)} pfns{span}, {pages} pages with data"
+                      + (f", {fillers} fillers" if fillers else "")
+                      + (" (format B: data in -12 chunks)" if ctx.state["compressed"] else ""))
+
+
+def vcpu_info(record: Record, ctx: StreamContext) -> None:
+    """Append the online vcpus (bit index order) to the stream's vcpu list."""
+    online = [64 * i + bit for i, word in enumerate(record.fields["online"])
+              for bit in range(64) if word >> bit & 1]
+    ctx.state["vcpus"] = [*ctx.state["vcpus"], *online]
+    record.fields["vcpus_online"] = online
+    if ctx.state["vcpus"] != online:
+        ctx.warning("a second vcpu info chunk: its vcpus are listed again (Xen's converter "
+                    "then writes their contexts twice)")
+    shown = ", ".join(str(v) for v in online[:16]) + (" ..." if len(online) > 16 else "")
+    record.summary = f"max vcpu id {record.fields['max_vcpu_id']}, online: {shown or 'none'}"
+    if not online:
+        ctx.error("no vcpu is online", field="online")
+
+
+def param_chunk(record: Record, ctx: StreamContext) -> None:
+    """HVM parameter chunks belong to HVM streams only."""
+    ctx.state["params_seen"] += 1
+    if ctx.state["guest"] == "pv":
+        ctx.error("HVM parameter chunk in a PV stream (Xen's converter refuses it)")
+    names = ctx.format.spec.enums["param_chunk"]
+    record.summary = f"HVM param {names.label_of(record.type_id)} " \
+                     f"({names.name_of(record.type_id)}) = {record.fields['value']:#x}"
+
+
+def compressed_data(record: Record, ctx: StreamContext) -> None:
+    """Decode the page entries of a format-B chunk; each must belong to an announced pfn."""
+    data = record.fields["data"]
+    if record.fields["size"] != len(data):
+        return  # the length rule already failed
+    try:
+        entries = list(iter_pages(data))
+    except DeltaError as exc:
+        ctx.error(str(exc), field="data")
+        return
+    kinds: dict[str, int] = {}
+    for entry in entries:
+        kinds[entry.kind] = kinds.get(entry.kind, 0) + 1
+    for kind, count in kinds.items():
+        ctx.stat("compressed pages", kind, count)
+    pending = ctx.state["pending_pages"] - len(entries)
+    if pending < 0:
+        ctx.error(f"{len(entries)} compressed pages, but only "
+                  f"{ctx.state['pending_pages']} announced pfns await data")
+    ctx.state["pending_pages"] = max(pending, 0)
+    record.fields["entries"] = entries
+    record.summary = f"{len(data)} bytes, {len(entries)} pages (" + \
+        ", ".join(f"{n} {k}" for k, n in kinds.items()) + ")"
+
+
+def end_chunk(record: Record, ctx: StreamContext) -> None:
+    if ctx.state["compressed"] and ctx.state["pending_pages"]:
+        ctx.error(f"{ctx.state['pending_pages']} pages of format-B batches never arrived "
+                  "in compressed-data chunks")
+        ctx.state["pending_pages"] = 0
+
+
+def toolstack(record: Record, ctx: StreamContext) -> None:
+    """libxl's toolstack data should be version-1 physmap entries (converting to libxl
+    needs them); anything else is only worth a warning here."""
+    data = record.fields["data"]
+    if not data:
+        return
+    try:
+        entries = parse_physmap(data, ctx.state["width"])
+    except PhysmapError as exc:
+        ctx.warning(f"not libxl physmap data: {exc} (converting to libxl would fail)",
+                    field="data")
+        return
+    record.summary = f"{len(data)} bytes: libxl physmap, {len(entries)} entries"
+
+
+def qemu_record(record: Record, ctx: StreamContext) -> None:
+    signature = bytes(record.fields["signature"]).decode("ascii")
+    ctx.state["qemu"] = signature
+    record.summary = f"{signature}, {record.fields['size']} bytes"
+
+
+def qemu_to_eof(record: Record, ctx: StreamContext) -> None:
+    ctx.state["qemu"] = bytes(record.fields["signature"]).decode("ascii")
+
+
+HANDLERS: dict[str, Callable[..., Any]] = {
+    "PAGE_BATCH_32": check_batch,
+    "PAGE_BATCH_64": check_batch,
+    "VCPU_INFO": vcpu_info,
+    "COMPRESSED_DATA_32": compressed_data,
+    "COMPRESSED_DATA_64": compressed_data,
+    "END": end_chunk,
+    "TOOLSTACK": toolstack,
+    "QEMU_RECORD": qemu_record,
+    "QEMU_RECORD_TO_EOF": qemu_to_eof,
+    **{name: param_chunk for name in (
+        "HVM_IDENT_PT", "HVM_VM86_TSS", "HVM_CONSOLE_PFN", "HVM_ACPI_IOPORTS_LOCATION",
+        "HVM_VIRIDIAN", "HVM_GENERATION_ID_ADDR", "HVM_PAGING_RING_PFN",
+        "HVM_MONITOR_RING_PFN", "HVM_SHARING_RING_PFN", "HVM_IOREQ_SERVER_PFN",
+        "HVM_NR_IOREQ_SERVER_PAGES")},
+}

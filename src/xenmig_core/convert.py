@@ -1,0 +1,236 @@
+"""``convert``: one walk of the input through a plugin's converter, written safely.
+
+The format knowledge lives in the converter a plugin returns from ``xenmig_converter``;
+this module owns what every conversion needs:
+
+- **Safe output.** A path output is written to a temporary file beside it and renamed into
+  place only after the conversion succeeded and its result passed ``verify``; on any error,
+  Ctrl-C or SIGTERM the temporary file is removed and the target is left untouched. An
+  output that is the input is refused; the input is only ever opened for reading.
+- **Streaming.** ``-`` (stdout) or ``fd:N`` outputs are written as the conversion goes (a
+  pipe cannot be taken back: on error the consumer sees a short stream and a non-zero exit).
+- **Verification as it goes.** The output bytes are also fed, through an OS pipe, to a
+  verify walk in a second thread, so a pipe output is verified too and a file is not read
+  back. ``verify=False`` skips it.
+- **Progress** on stderr, only when stderr is a terminal and the input is a large file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, TextIO
+
+from xenmig_core.errors import StreamError, UsageError
+from xenmig_core.registry import Registry
+from xenmig_core.sink import is_stream_target, open_output
+from xenmig_core.source import ByteSource, parse_fd
+from xenmig_core.verify import VerifyReport, choose_format, verify_source
+
+#: Inputs at least this large get a progress display (when stderr is a terminal).
+PROGRESS_MIN_BYTES = 256 << 20
+PROGRESS_INTERVAL = 0.5
+
+
+@dataclass
+class ConvertOptions:
+    """What a conversion is asked to do. *params* are the engine's stream parameters
+    (``--width``/``--guest``); *extra* carries converter-specific choices (e.g. the
+    compatibility script's handling of an xl header)."""
+
+    target: str
+    params: dict[str, Any] = field(default_factory=dict)
+    skip_qemu: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ConvertResult:
+    """What a successful conversion wrote."""
+
+    source_format: str
+    target: str
+    bytes_written: int
+    verify: VerifyReport | None
+
+
+def _same_file(input_spec: str, output: str) -> bool:
+    try:
+        out_stat = os.stat(output)
+    except OSError:
+        return False
+    try:
+        fd = parse_fd(input_spec)
+        in_stat = os.fstat(fd) if fd is not None else (
+            os.fstat(0) if input_spec == "-" else os.stat(input_spec))
+    except OSError:
+        return False
+    return (in_stat.st_dev, in_stat.st_ino) == (out_stat.st_dev, out_stat.st_ino)
+
+
+class _Tee:
+    """Writes to *out* and to a verify walk running in a thread (through an OS pipe)."""
+
+    def __init__(self, out: BinaryIO, registry: Registry, fmt: str) -> None:
+        self.out = out
+        self.written = 0
+        read_fd, write_fd = os.pipe()
+        self._pipe = os.fdopen(write_fd, "wb")
+        self._reader = os.fdopen(read_fd, "rb")
+        self.report: VerifyReport | None = None
+        self.crash: BaseException | None = None
+        self._thread = threading.Thread(target=self._verify, args=(registry, fmt),
+                                        daemon=True)
+        self._thread.start()
+
+    def _verify(self, registry: Registry, fmt: str) -> None:
+        try:
+            source = ByteSource(self._reader, "<converted output>")
+            self.report = verify_source(registry, source, fmt)
+        except BaseException as exc:  # reported by close(); the writer must never block
+            self.crash = exc
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                while self._reader.read(1 << 20):
+                    pass
+                self._reader.close()
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.out.write(data)
+        with contextlib.suppress(BrokenPipeError):
+            self._pipe.write(data)
+        self.written += len(data)
+        return len(data)
+
+    def close(self) -> VerifyReport | None:
+        with contextlib.suppress(OSError):
+            self._pipe.close()
+        self._thread.join()
+        if self.crash is not None:
+            raise self.crash
+        return self.report
+
+
+class _Counting:
+    """Counts what is written to *out*; reports progress every so often."""
+
+    def __init__(self, out: Any, progress: _Progress | None) -> None:
+        self.out = out
+        self.written = 0
+        self.progress = progress
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.out.write(data)
+        self.written += len(data)
+        if self.progress is not None:
+            self.progress.tick()
+        return len(data)
+
+
+class _Progress:
+    """``xenmig: converting: 1.2 GiB of 4.0 GiB (30%)`` on a terminal, rewritten in place."""
+
+    def __init__(self, source: ByteSource, total: int, err: TextIO) -> None:
+        self.source = source
+        self.total = total
+        self.err = err
+        self.last = 0.0
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now - self.last < PROGRESS_INTERVAL:
+            return
+        self.last = now
+        done = self.source.offset
+        self.err.write(f"\rxenmig: converting: {done / 2**30:.1f} GiB of "
+                       f"{self.total / 2**30:.1f} GiB ({100 * done // self.total}%)")
+        self.err.flush()
+
+    def finish(self) -> None:
+        if self.last:
+            self.err.write("\n")
+            self.err.flush()
+
+
+def _progress_for(source: ByteSource, raw: Any, err: TextIO | None) -> _Progress | None:
+    err = err if err is not None else sys.stderr
+    try:
+        if not err.isatty():
+            return None
+        size = os.fstat(raw.fileno()).st_size
+    except (OSError, ValueError, AttributeError):
+        return None
+    return _Progress(source, size, err) if size >= PROGRESS_MIN_BYTES else None
+
+
+class Terminated(SystemExit):
+    """SIGTERM arrived during a conversion (libxl sends it when a restore is aborted)."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Turn SIGTERM into an exception while converting, so that the temporary output is
+    removed like on Ctrl-C (only possible in the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated(128 + signum)
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def convert(registry: Registry, input_spec: str, output_spec: str, options: ConvertOptions,
+            *, source_format: str = "auto", verify: bool = True,
+            progress_to: TextIO | None = None) -> ConvertResult:
+    """Convert *input_spec* (path, ``-``, ``fd:N``) into *output_spec* as ``options.target``.
+
+    Raises StreamError (exit 1) when the input cannot be converted or the output fails
+    verification (nothing is left at a path output), UsageError for impossible requests
+    (output = input, no converter for the pair), SourceError for I/O failures.
+    """
+    if not is_stream_target(output_spec) and _same_file(input_spec, output_spec):
+        raise UsageError(f"{output_spec}: the output is the input; refusing to overwrite it")
+    with _sigterm_unwinds(), ByteSource.open(input_spec) as source:
+        fmt = choose_format(registry, source, source_format)
+        factory = registry.converter(fmt, options.target)
+        if factory is None:
+            raise UsageError(f"no converter from {fmt} to {options.target}")
+        progress = _progress_for(source, getattr(source, "_raw", None), progress_to)
+        converter = factory(registry, options)
+        with open_output(output_spec) as out:
+            counting = _Counting(out, progress)
+            tee = None
+            if verify and converter.output_format is not None:
+                tee = _Tee(counting, registry, converter.output_format)
+            sink: Any = tee if tee is not None else counting
+            try:
+                result = converter.run(source, sink)
+            finally:
+                report = tee.close() if tee is not None else None
+                if progress is not None:
+                    progress.finish()
+            if not result.valid:
+                raise StreamError(f"cannot convert: {result.errors[0]}")
+            if report is not None and not report.valid:
+                raise StreamError("the converted stream does not verify: "
+                                  f"{report.result.errors[0]}")
+    label = getattr(converter, "source_label", None) or fmt
+    return ConvertResult(label, options.target, counting.written, report)
+
+
+def summary(result: ConvertResult) -> str:
+    """One line describing a finished conversion."""
+    verified = "verified" if result.verify is not None else "not verified"
+    return (f"converted {result.source_format} to {result.target}: "
+            f"{result.bytes_written} bytes, {verified}")
