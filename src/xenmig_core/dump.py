@@ -400,7 +400,7 @@ class DumpConsumer(Consumer):
 def type_length_framing(spec: FormatSpec) -> bool:
     """True when the format's records carry a type and length header in the stream (False
     for formats without records, or whose walker implies each unit's type and length)."""
-    return spec.framing is not None and not getattr(spec.framing, "implied", False)
+    return spec.framing is not None and not spec.framing.implied
 
 
 def squashed(items: list[dict[str, Any]]) -> dict[str, Any]:
