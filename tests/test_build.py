@@ -356,3 +356,22 @@ def test_long_raw_regions_are_split_and_bounded(registry, stream_files, tmp_path
         tracemalloc.stop()
         assert peak < 12 << 20, f"{name}: build peak {peak}"
         assert (tmp_path / "again").read_bytes() == data, name
+
+
+def test_fd_outputs_for_dump_and_build(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+    source = ROOT / "examples" / "hvm-v3.libxc"
+    with open(tmp_path / "d.yaml", "wb") as description:
+        done = subprocess.run([sys.executable, "-m", "xenmig_core", "dump", "-t", "yaml",
+                               str(source), "-o", f"fd:{description.fileno()}"],
+                              pass_fds=(description.fileno(),), capture_output=True)
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "out", "wb") as out:
+        done = subprocess.run([sys.executable, "-m", "xenmig_core", "build",
+                               str(tmp_path / "d.yaml"), "-o", f"fd:{out.fileno()}"],
+                              pass_fds=(out.fileno(),), capture_output=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out").read_bytes() == source.read_bytes()
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("fd:")]

@@ -34,7 +34,7 @@ import yaml
 from xenmig_core.dump import type_length_framing
 from xenmig_core.errors import UsageError
 from xenmig_core.registry import Registry
-from xenmig_core.sink import atomic_output
+from xenmig_core.sink import atomic_output, is_stream_target, open_output
 from xenmig_core.source import ByteSource
 from xenmig_core.spec.layout import FieldSpec, Layout
 from xenmig_core.spec.model import EnumSpec, FormatSpec
@@ -477,11 +477,12 @@ def build_stream(registry: Registry, description: str, output: str, *,
         base = Path(description).resolve().parent
     try:
         items, where = read_description(handle)
-        if output == "-":
+        if is_stream_target(output):
+            # a pipe cannot be taken back: build and verify in memory, then write it out
             buffer = io.BytesIO()
             report = _build_into(registry, items, where, buffer, base, verify)
-            sys.stdout.buffer.write(buffer.getvalue())
-            sys.stdout.buffer.flush()
+            with open_output(output) as out:
+                out.write(buffer.getvalue())
             return report
         with atomic_output(output) as out:
             return _build_into(registry, items, where, out, base, verify)

@@ -80,19 +80,15 @@ def atomic_output(path: str | Path) -> Iterator[BinaryIO]:
 
 @contextlib.contextmanager
 def text_output(path: str) -> Iterator[TextIO]:
-    """A text output: stdout for ``-`` (or ``fd:N``), else an atomic file (UTF-8)."""
+    """A UTF-8 text output over :func:`open_output`: ``-``, ``fd:N`` or an atomic path."""
     if path == "-":
-        yield sys.stdout
+        yield sys.stdout          # the caller's stdout as it is (tests capture it)
         sys.stdout.flush()
         return
-    if path.startswith("fd:"):
-        fd = parse_fd(path)
-        assert fd is not None
-        with os.fdopen(fd, "w", encoding="utf-8", closefd=False) as out:
-            yield out
-        return
-    with atomic_output(path) as raw:
+    with open_output(path) as raw:
         out = io.TextIOWrapper(raw, encoding="utf-8", write_through=True)
-        yield out
-        out.flush()
-        out.detach()  # atomic_output closes the file itself
+        try:
+            yield out
+            out.flush()
+        finally:
+            out.detach()          # open_output owns (and closes) the binary file
