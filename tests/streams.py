@@ -91,6 +91,9 @@ VARIANTS: dict[str, Callable[[], Sample]] = {
     "pv-checkpointed": _edit(SAMPLES["pv64-v3"], _checkpointed),
     "hvm-length-too-big": _edit(SAMPLES["hvm-v3"], _set("HVM_PARAMS", length=0x7FFFFFF0)),
     "hvm-length-wrong": _edit(SAMPLES["hvm-v3"], _set("X86_TSC_INFO", length=20)),
+    # empty bodies of records that have fields: a length rule stops the decoding
+    "hvm-empty-context": _edit(SAMPLES["hvm-v3"], _set("HVM_CONTEXT", body=b"")),
+    "pv-empty-cpuid-policy": _edit(SAMPLES["pv64-v3"], _set("X86_CPUID_POLICY", body=b"")),
 }
 
 

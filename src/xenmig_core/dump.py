@@ -308,6 +308,9 @@ class DumpConsumer(Consumer):
             head = struct.calcsize("<" + framing.header_codes)
             if record.length:
                 item["body"] = self._data(record.offset + head, record.length)
+            elif record.rtype is not None and record.rtype.layout is not None:
+                item["body"] = ""    # an empty body its fields cannot describe
+
         else:
             # a walker's unit that its fields cannot rebuild: keep its bytes
             item["raw"] = self._data(record.offset, end - record.offset)
@@ -322,8 +325,12 @@ class DumpConsumer(Consumer):
         return item
 
     def _rebuildable(self, record: Record) -> bool:
-        """True when the decoded fields (plus the payload) encode to exactly the body."""
+        """True when every field was decoded and the fields (plus the payload) encode to
+        exactly the body."""
         assert record.rtype is not None and record.rtype.layout is not None
+        layout = record.rtype.layout
+        if any(f.id not in record.fields for f in layout.fields if not f.payload):
+            return False     # not (fully) decoded: e.g. a length rule stopped the decoding
         try:
             size = len(record.rtype.layout.encode(record.fields, record.context.byte_order))
         except (struct.error, TypeError, ValueError, OverflowError):

@@ -257,7 +257,8 @@ class TextRenderer:
         self._line(item["offset"], text)
         self._fields_and_view(item)
         if "body" in item:
-            self._detail(f"body: {item['length']} bytes, not decoded")
+            self._detail(f"body: {item['length']} bytes, not decoded" if item["length"]
+                         else "body: empty, not decoded")
         if "raw" in item:
             self._detail("raw: not decoded")
         if "padding" in item:
