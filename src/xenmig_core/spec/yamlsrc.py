@@ -1,4 +1,4 @@
-"""Reading YAML spec files with line numbers, through ``yaml.SafeLoader`` only.
+"""Reading YAML spec files with line numbers, through PyYAML's safe loader only.
 
 Mappings come back as :class:`Located` dicts that remember the line of each key, so that
 spec errors can name ``file:line: key``.
@@ -25,8 +25,13 @@ class Located(dict):
         return self.key_lines.get(key, self.line)
 
 
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that builds Located mappings."""
+# libyaml's parser when PyYAML was built with it (several times faster), else pure Python;
+# either way only the safe constructor runs.
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _LineLoader(_BaseLoader):  # type: ignore[misc, valid-type]
+    """Safe loader that builds Located mappings."""
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> Located:
