@@ -3,7 +3,8 @@
 The layout, enums and most rules live in ``specs/libxc.yaml``. This plugin adds only what the
 spec language cannot say: PAGE_DATA's per-pfn checks (types, reserved bits, the domain's
 maximum pfn) and its exact length from the count of pages that carry data; the framing of the
-HVM save records inside HVM_CONTEXT; and how a checkpointed stream may end.
+HVM save records inside HVM_CONTEXT; how a checkpointed stream may end; and the dump views of
+PAGE_DATA (pfn runs) and HVM_CONTEXT (entries decoded with the spec's ``types``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from xenmig_core.engine import Record, StreamContext
 from xenmig_core.plugins import hookimpl
 from xenmig_libxc.hvm_context import check_hvm_context
 from xenmig_libxc.page_data import check_page_data
+from xenmig_libxc.views import view_hvm_context, view_page_data
 
 FORMAT = "libxc"
 
@@ -34,6 +36,19 @@ _HANDLERS = {
 def xenmig_record_handler(format_name: str, name: str) -> Any:
     if format_name == FORMAT:
         return _HANDLERS.get(name)
+    return None
+
+
+_VIEWERS = {
+    "PAGE_DATA": view_page_data,
+    "HVM_CONTEXT": view_hvm_context,
+}
+
+
+@hookimpl
+def xenmig_record_viewer(format_name: str, name: str) -> Any:
+    if format_name == FORMAT:
+        return _VIEWERS.get(name)
     return None
 
 

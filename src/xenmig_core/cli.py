@@ -16,9 +16,10 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from xenmig_core import __version__
-from xenmig_core.errors import XenmigError
+from xenmig_core.errors import UsageError, XenmigError
 from xenmig_core.render.verbose import VerboseConsumer
 from xenmig_core.session import open_registry
+from xenmig_core.sink import text_output
 from xenmig_core.source import ByteSource
 from xenmig_core.verify import VerifyReport, verify_source
 
@@ -150,6 +151,94 @@ def _verify_output(report: VerifyReport, *, verbose: bool, quiet: bool, as_json:
             typer.echo(f"{report.source}: INVALID: {len(errors)} error"
                        + ("" if len(errors) == 1 else "s"))
     return code
+
+
+def _offset_range(text: str | None) -> tuple[int, int | None]:
+    """``START[:END]`` (decimal or 0x hex) -> (start, end or None)."""
+    if not text:
+        return 0, None
+    start, _, end = text.partition(":")
+    try:
+        return (int(start, 0) if start else 0), (int(end, 0) if end else None)
+    except ValueError:
+        raise UsageError(f"--offset {text!r}: expected START[:END], numbers") from None
+
+
+@app.command()
+def dump(
+    stream: StreamArgument = "-",
+    from_: FromOption = "auto",
+    to: Annotated[str, typer.Option("-t", "--to", help="text, json, jsonl or yaml.")
+                  ] = "text",
+    output: Annotated[str, typer.Option("-o", "--output", help="Output path, - for stdout.")
+                      ] = "-",
+    pages: Annotated[str | None, typer.Option(
+        "--pages", help="Payload contents: none, hex, sha256 or ref (default: none for text, "
+        "ref for json/jsonl/yaml when STREAM is a file).", show_default=False)] = None,
+    squash: Annotated[bool | None, typer.Option(
+        "--squash/--no-squash", help="Fold runs of bulk records (default: on for text).",
+        show_default=False)] = None,
+    types: Annotated[list[str] | None, typer.Option(
+        "--type", help="Only these record types (or header names); repeatable.",
+        show_default=False)] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Stop after N items.",
+                                              show_default=False)] = None,
+    offset: Annotated[str | None, typer.Option(
+        "--offset", help="Only items starting in START[:END] (bytes).", show_default=False)
+        ] = None,
+    width: WidthOption = None,
+    guest: GuestOption = None,
+    spec: SpecOption = None,
+) -> None:
+    """Show every header and record of STREAM with its decoded fields.
+
+    Exit 0 when the stream is valid, 1 when it is not (the dump still shows everything the
+    walk reached), 2 usage or I/O error, 3 internal error.
+    """
+    params = stream_params(width, guest)
+
+    def body() -> int:
+        from xenmig_core.dump import PAGES_MODES, DumpOptions, dump_source
+        from xenmig_core.render import RENDERERS
+        if to not in RENDERERS:
+            raise UsageError(f"--to {to!r}: expected one of {', '.join(RENDERERS)}")
+        if pages is not None and pages not in PAGES_MODES:
+            raise UsageError(f"--pages {pages!r}: expected one of {', '.join(PAGES_MODES)}")
+        if limit is not None and limit < 1:
+            raise UsageError("--limit must be at least 1")
+        start, end = _offset_range(offset)
+        mode = pages or ("none" if to == "text" else "ref")
+        options = DumpOptions(pages=mode, squash=(to == "text" and pages is None)
+                              if squash is None else squash,
+                              types=frozenset(types or ()), limit=limit, start=start, end=end,
+                              params=params)
+        registry = open_registry(spec or [])
+        with ByteSource.open(stream) as source, text_output(output) as out:
+            result = dump_source(registry, source, RENDERERS[to](out), options, from_)
+        return EXIT_OK if result.valid else EXIT_INVALID
+    raise typer.Exit(guarded(body))
+
+
+@app.command()
+def build(
+    description: Annotated[str, typer.Argument(
+        help="YAML or JSON description (as dump -t yaml|json|jsonl writes), - for stdin.")],
+    output: Annotated[str, typer.Option("-o", "--output", help="Stream to write.")],
+    no_verify: Annotated[bool, typer.Option(
+        "--no-verify", help="Write the stream even when it does not verify.")] = False,
+    spec: SpecOption = None,
+) -> None:
+    """Assemble a binary stream from a description, then verify it.
+
+    Exit 0 on success, 1 when the built stream does not verify (nothing is written unless
+    --no-verify), 2 for a bad description (the message names its path) or I/O error.
+    """
+    def body() -> int:
+        from xenmig_core.build import build_stream
+        registry = open_registry(spec or [])
+        build_stream(registry, description, output, verify=not no_verify)
+        return EXIT_OK
+    raise typer.Exit(guarded(body))
 
 
 @app.command()

@@ -49,6 +49,19 @@ def xenmig_record_handler(format_name: str, name: str) -> Callable[..., Any] | N
 
 
 @hookspec(firstresult=True)
+def xenmig_record_viewer(format_name: str, name: str) -> Callable[..., Any] | None:
+    """Return a viewer for record type (or header) *name* of format *format_name*, or None.
+    Asked once per format and name when the registry is built, like a handler.
+
+    Only presenting consumers (``xenmig dump``) call viewers, never verify. A viewer is called
+    as ``viewer(record, ctx)`` (``viewer(header, ctx)`` for a header) from the consumer's
+    ``on_record``/``on_header``, with ``record.fields`` decoded, and returns a mapping of
+    derived, human-oriented values (or None): plain ints, strings, bools, lists and mappings
+    of them. A key equal to a field's id replaces that field in text output (e.g. a pfn list
+    shown as runs); ``build`` ignores every derived value. It must not change the record."""
+
+
+@hookspec(firstresult=True)
 def xenmig_walker(format_name: str) -> Callable[..., Any] | None:
     """Return a walker for a format whose framing the spec language cannot describe (chunks
     whose length is implied by their type), or None. The walker is called as

@@ -31,6 +31,7 @@ class Format:
         self.spec = spec
         self.name = spec.name
         self.handlers: dict[str, Callable[..., Any]] = {}
+        self.viewers: dict[str, Callable[..., Any]] = {}
         self.walker: Callable[..., Any] | None = None
         self.helpers: dict[str, Any] = dict(FUNCTIONS)
         self.helpers["enum_name"] = self._enum_name
@@ -92,6 +93,12 @@ class Registry:
                                                    format_name=owner, name=unit)
                     if handler is not None:
                         fmt.handlers[unit] = _guard(plugin, name, unit, handler)
+                        break
+                for owner in lineage:
+                    plugin, viewer = first_result(pm, "xenmig_record_viewer",
+                                                  format_name=owner, name=unit)
+                    if viewer is not None:
+                        fmt.viewers[unit] = _guard(plugin, name, f"{unit} viewer", viewer)
                         break
             plugin, walker = first_result(pm, "xenmig_walker", format_name=name)
             if walker is not None:

@@ -9,12 +9,13 @@ verification leaves nothing); on any error, Ctrl-C included, the temporary file 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 from xenmig_core.errors import SourceError, UsageError
 from xenmig_core.source import parse_fd
@@ -75,3 +76,19 @@ def atomic_output(path: str | Path) -> Iterator[BinaryIO]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+@contextlib.contextmanager
+def text_output(path: str) -> Iterator[TextIO]:
+    """A UTF-8 text output over :func:`open_output`: ``-``, ``fd:N`` or an atomic path."""
+    if path == "-":
+        yield sys.stdout          # the caller's stdout as it is (tests capture it)
+        sys.stdout.flush()
+        return
+    with open_output(path) as raw:
+        out = io.TextIOWrapper(raw, encoding="utf-8", write_through=True)
+        try:
+            yield out
+            out.flush()
+        finally:
+            out.detach()          # open_output owns (and closes) the binary file

@@ -151,6 +151,26 @@ class ByteSource:
             filled += got
         self.offset += filled
 
+    @property
+    def seekable(self) -> bool:
+        """True when :meth:`read_at` can re-read earlier bytes."""
+        return self._seekable
+
+    def read_at(self, offset: int, n: int) -> bytes | None:
+        """Up to *n* bytes at absolute *offset*, leaving the read position unchanged; None
+        when the source cannot seek (a pipe): those bytes are gone."""
+        if not self._seekable:
+            return None
+        try:
+            position = self._raw.tell()
+            self._raw.seek(offset)
+            data = self._raw.read(n) or b""
+            self._raw.seek(position)
+        except OSError as exc:
+            raise SourceError(f"{self.name}: read error at offset {offset}: "
+                              f"{exc.strerror or exc}") from None
+        return data
+
     def peek(self, n: int) -> bytes:
         """Return up to *n* upcoming bytes without consuming them."""
         if len(self._pushback) < n:

@@ -5,27 +5,34 @@ encodes a header with its spec layout; ``record(name, fields=..., payload=...)``
 record body from fields (or takes raw ``body`` bytes), frames it with the type and length in
 the stream's byte order, and pads it with zeros to the format's alignment. Overrides
 (``length``, ``padding``, ``type_id``) exist so that tests can write deliberately broken
-streams.
+streams. With ``follow_headers=True``, a header whose spec has ``byte_order_from`` switches the
+records that follow to the byte order its fields announce, exactly as the reader does (the
+default keeps the order given, so that a test can write a stream whose header lies).
 """
 
 from __future__ import annotations
 
 import struct
+from collections import ChainMap
 from typing import Any, BinaryIO
 
 from xenmig_core.errors import UsageError
+from xenmig_core.spec.expr import FUNCTIONS
+from xenmig_core.spec.layout import NATIVE_ORDER
 from xenmig_core.spec.model import FormatSpec
 
-_ORDERS = {"big": ">", "little": "<", "native": "="}
+_ORDERS = {"big": ">", "little": "<", "native": NATIVE_ORDER}
 
 
 class StreamWriter:
     """Writes headers and records of format *spec* to *out* (a binary file)."""
 
-    def __init__(self, out: BinaryIO, spec: FormatSpec, byte_order: str = "little") -> None:
+    def __init__(self, out: BinaryIO, spec: FormatSpec, byte_order: str = "little", *,
+                 follow_headers: bool = False) -> None:
         self.out = out
         self.spec = spec
         self.order = _ORDERS[byte_order]
+        self.follow_headers = follow_headers
         self.written = 0
 
     def _write(self, data: bytes) -> None:
@@ -44,6 +51,11 @@ class StreamWriter:
                     _ORDERS[header.byte_order]
                 data = header.layout.encode(fields, order)
                 self._write(data)
+                if self.follow_headers and header.byte_order_from is not None:
+                    # records follow the byte order the header announces, as when reading
+                    defaults = {f.id: 0 for f in header.layout.fields if f.is_int}
+                    names = ChainMap(dict(fields), defaults, dict(FUNCTIONS))
+                    self.order = _ORDERS[str(header.byte_order_from.evaluate(names))]
                 return data
         raise UsageError(f"format {self.spec.name} has no header {name!r}")
 

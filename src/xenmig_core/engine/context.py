@@ -49,6 +49,8 @@ class Record:
     optional: bool = False
     decoded: bool = False
     summary: str | None = None
+    #: the alignment bytes read after the body (empty when the body was already aligned)
+    padding: bytes = b""
 
     @property
     def format(self) -> str:

@@ -498,6 +498,7 @@ class Engine:
         if not pad:
             return
         data = self.source.read_exact(pad, f"record {record.index} padding")
+        record.padding = data
         if zero and any(data):
             ctx.error(f"padding contains non-zero bytes: {data.hex()}", field="padding",
                       record=record)

@@ -314,6 +314,7 @@ class Layout:
         self.fixed_size: int | None = self.single_run.size if self.single_run else (
             0 if not self._segments and self.payload is None else None)
         self.min_size = sum(seg.size for seg in self._segments if isinstance(seg, _FixedRun))
+        self.static_size: int | None = _static_size(fields)
         #: decoding loads a body-dependent amount (arrays, bytes) besides any payload
         self.variable = any(not isinstance(seg, _FixedRun) for seg in self._segments)
         self._checked = [f for f in fields if f.checks or (f.struct and f.struct.has_checks)]
@@ -360,6 +361,29 @@ class Layout:
                     problems.append((path, f"{chk.message} (found {_show(value)})"
                                      if chk.message else message, chk.severity))
         return problems
+
+
+def _static_size(fields: list[FieldSpec]) -> int | None:
+    """The encoded size when every field has a size fixed by the spec (no counts, no rest,
+    no payload), else None."""
+    total = 0
+    for spec in fields:
+        if spec.payload:
+            return None
+        if spec.type == "bytes":
+            item = spec.size if isinstance(spec.size, int) else None
+        elif spec.struct is not None:
+            item = spec.struct.static_size
+        else:
+            item = struct.calcsize(INT_CODES[spec.type])
+        if item is None:
+            return None
+        if spec.repeat is not None:
+            if not isinstance(spec.repeat, int):
+                return None
+            item *= spec.repeat
+        total += item
+    return total
 
 
 def _run_check(chk: Check, value: Any, spec: FieldSpec, names: Mapping[str, Any]) -> str | None:

@@ -209,7 +209,10 @@ def _apply(ctx: _Ctx, fmt: FormatSpec, raw: Located, *, defining: bool,
     for tname, tnode in (raw.get("types") or {}).items():
         if not IDENT.match(str(tname)):
             raise ctx.fail(raw["types"], tname, "type names are lower_case identifiers")
+        if tname in fmt.types:
+            raise ctx.fail(raw["types"], tname, f"type {tname!r} is already defined")
         types[tname] = _layout(ctx, raw["types"], tname, tnode, fmt, types)
+    fmt.types.update(types)
     earlier: set[str] = set()  # integer fields of earlier headers: sizes may name them
     for i, hnode in enumerate(raw.get("headers") or []):
         header = _header(ctx, hnode, f"headers[{i}]", fmt, types, frozenset(earlier))

@@ -42,6 +42,13 @@ class EnumSpec:
         entry = self.entries.get(value)
         return entry.label if entry else f"unknown ({value:#x})"
 
+    def value_of(self, name: str) -> int | None:
+        """The value (or bit number, for flags) named *name*, or None."""
+        for value, entry in self.entries.items():
+            if entry.name == name:
+                return value
+        return None
+
     def flag_names(self, value: int) -> list[str]:
         """For flags: the names of the set bits (unknown bits as ``bitN``)."""
         names = []
@@ -213,6 +220,8 @@ class FormatSpec:
     doc: str = ""
     paths: list[str] = field(default_factory=list)
     enums: dict[str, EnumSpec] = field(default_factory=dict)
+    #: compiled ``types:`` of every spec file of the format (plugins decode blobs with them)
+    types: dict[str, Layout] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
     headers: list[HeaderSpec] = field(default_factory=list)
     framing: Framing | None = None

@@ -1,0 +1,498 @@
+"""``dump``: every header and record of one walk, as a sequence of items for a renderer.
+
+:class:`DumpConsumer` is a :class:`~xenmig_core.engine.Consumer`: as the engine walks, it
+turns each context start, header, record, diagnostic and trailing region into a plain
+mapping (an *item*, schema in ``schemas/dump.schema.json``) and hands it at once to a
+renderer (text, json, jsonl, yaml), so memory stays bounded by one record. Field values come
+from the spec (:mod:`xenmig_core.present`); derived values from plugin viewers
+(``xenmig_record_viewer``). Items carry what ``build`` needs to write the same bytes again:
+fields, payload (a reference into the source, or inline hex), non-zero padding, and the raw
+bytes of anything the fields cannot reproduce (unknown or broken records, trailing data, the
+rest of a stream whose framing broke).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from xenmig_core.diagnostics import Diagnostic
+from xenmig_core.engine import Consumer, Engine, Record, StreamContext
+from xenmig_core.engine.context import HeaderValue
+from xenmig_core.present import plain, present_fields
+from xenmig_core.registry import Registry
+from xenmig_core.source import ByteSource
+from xenmig_core.spec.model import FormatSpec
+from xenmig_core.verify import choose_format
+
+#: version of the item schema (schemas/dump.schema.json); bump on incompatible changes
+DUMP_SCHEMA_VERSION = 1
+#: payload contents are shown (hex) or digested (sha256) per unit of this many bytes
+PAGE_SIZE = 4096
+#: raw regions are written in parts of at most this many bytes
+RAW_PART = 4096
+#: inline raw and trailing regions are split into items of at most this many bytes
+REGION_ITEM = 1 << 20
+PAGES_MODES = ("none", "hex", "sha256", "ref")
+
+
+@dataclass
+class DumpOptions:
+    """What to show. ``pages``: none, hex, sha256 or ref (a reference into the source)."""
+
+    pages: str = "none"
+    squash: bool = False
+    types: frozenset[str] = frozenset()
+    limit: int | None = None
+    start: int = 0
+    end: int | None = None
+    #: the engine's stream parameters (--width/--guest of a legacy image)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.types) or self.limit is not None or self.start > 0 \
+            or self.end is not None
+
+
+class Renderer(Protocol):
+    """Receives the dump as it is made: ``begin(meta)``, ``item(item)`` per item, ``end()``."""
+
+    def begin(self, meta: dict[str, Any]) -> None: ...
+
+    def item(self, item: dict[str, Any]) -> None: ...
+
+    def end(self) -> None: ...
+
+
+class _LimitReached(Exception):
+    """--limit items were written: stop the walk."""
+
+
+class _PayloadView:
+    """Accumulates one record's payload as per-page hex strings or sha256 digests."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.parts: list[str] = []
+        self._page = bytearray()
+        self._hash = hashlib.sha256()
+        self._filled = 0
+
+    def feed(self, chunk: memoryview) -> None:
+        pos = 0
+        while pos < len(chunk):
+            take = min(PAGE_SIZE - self._filled, len(chunk) - pos)
+            piece = chunk[pos:pos + take]
+            if self.mode == "hex":
+                self._page += piece
+            else:
+                self._hash.update(piece)
+            self._filled += take
+            pos += take
+            if self._filled == PAGE_SIZE:
+                self._close_page()
+
+    def _close_page(self) -> None:
+        if self.mode == "hex":
+            self.parts.append(bytes(self._page).hex())
+            self._page = bytearray()
+        else:
+            self.parts.append(self._hash.hexdigest())
+            self._hash = hashlib.sha256()
+        self._filled = 0
+
+    def finish(self) -> list[str]:
+        if self._filled:
+            self._close_page()
+        return self.parts
+
+
+@dataclass
+class _Squash:
+    """A run of squashable records folded into one item."""
+
+    first: dict[str, Any]
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+
+class DumpConsumer(Consumer):
+    """Builds dump items during a walk and passes them to *renderer* in stream order."""
+
+    def __init__(self, registry: Registry, source: ByteSource, renderer: Renderer,
+                 options: DumpOptions) -> None:
+        self.registry = registry
+        self.source = source
+        self.renderer = renderer
+        self.options = options
+        self.covered = source.offset       # end of the last byte accounted for in items
+        self.emitted = 0
+        self.records_seen = 0
+        self._pending: list[Diagnostic] = []
+        self._payload: _PayloadView | None = None
+        self._fields: dict[str, Any] | None = None
+        self._view: dict[str, Any] | None = None
+        self._squash: _Squash | None = None
+        self.path = os.path.abspath(source.name) if os.path.isfile(source.name) else None
+        #: a renderer that shows no bytes (text) spares reading raw regions back
+        self.shows_data: bool = getattr(renderer, "shows_data", True)
+
+    # -- filters -------------------------------------------------------------------------
+    def _in_range(self, offset: int) -> bool:
+        o = self.options
+        return offset >= o.start and (o.end is None or offset < o.end)
+
+    def _selected(self, name: str, offset: int) -> bool:
+        return (not self.options.types or name in self.options.types) and \
+            self._in_range(offset)
+
+    # -- output --------------------------------------------------------------------------
+    def _emit(self, item: dict[str, Any], counted: bool = False) -> None:
+        if item["kind"] != "diagnostic":
+            self._flush_diagnostics()
+        self.renderer.item(item)
+        if counted:
+            self.emitted += 1
+            if self.options.limit is not None and self.emitted >= self.options.limit:
+                raise _LimitReached
+
+    def _flush_diagnostics(self) -> None:
+        pending, self._pending = self._pending, []
+        for diag in pending:
+            if diag.offset is None or self._in_range(diag.offset):
+                self.renderer.item({"kind": "diagnostic", **diag.to_dict()})
+
+    def _flush_squash(self) -> None:
+        run, self._squash = self._squash, None
+        if run is None:
+            return
+        if len(run.items) == 1:
+            self._emit(run.items[0], counted=True)
+            return
+        self._emit(squashed(run.items), counted=True)
+
+    # -- data ----------------------------------------------------------------------------
+    def _data(self, offset: int, length: int) -> Any:
+        """Bytes of the source at *offset*: a reference, inline hex parts, or a length."""
+        if not self.shows_data:
+            return {"length": length}
+        if self.options.pages == "ref" and self.path is not None:
+            return {"ref": self.path, "offset": offset, "length": length}
+        parts = []
+        position = offset
+        while position < offset + length:
+            step = min(RAW_PART, offset + length - position)
+            data = self.source.read_at(position, step)
+            if data is None or len(data) != step:
+                return {"length": length, "unavailable": "the source cannot be re-read"}
+            parts.append({"hex": data.hex()})
+            position += step
+        return parts
+
+    # -- consumer callbacks --------------------------------------------------------------
+    def on_context_start(self, ctx: StreamContext) -> None:
+        self._flush_squash()
+        self._emit({"kind": "stream", "format": ctx.name, "title": ctx.format.spec.title,
+                    "offset": ctx.start_offset, "depth": ctx.depth,
+                    "parent": ctx.parent.name if ctx.parent else None})
+
+    def _gap(self, offset: int) -> None:
+        """Bytes between the last item and *offset* that no item covers (a walker that
+        reports less than it reads): a raw item, so that build still gives them back."""
+        if offset > self.covered:
+            start, self.covered = self.covered, offset
+            if not self.options.types and self._in_range(start):
+                self._emit({"kind": "raw", "offset": start, "length": offset - start,
+                            "note": "bytes no header or record covers",
+                            "data": self._data(start, offset - start)})
+
+    def on_header(self, header: HeaderValue) -> None:
+        self._flush_squash()
+        self._gap(header.offset)
+        ctx = header.context
+        spec = next(h for h in ctx.format.spec.headers if h.name == header.name)
+        self.covered = header.offset + header.size
+        if not self._selected(header.name, header.offset):
+            return
+        item: dict[str, Any] = {
+            "kind": "header", "format": ctx.name, "name": header.name, "title": header.title,
+            "offset": header.offset, "size": header.size,
+            "fields": present_fields(spec.layout, header.fields, ctx.format.spec.enums)}
+        if header.summary:
+            item["summary"] = header.summary
+        viewer = ctx.format.viewers.get(header.name)
+        view = viewer(header, ctx) if viewer is not None else None
+        known = {f.id for f in spec.layout.fields}
+        merged = {**{k: v for k, v in header.fields.items() if k not in known}, **(view or {})}
+        if merged:
+            item["view"] = plain(merged)
+        self._emit(item, counted=True)
+
+    def on_record(self, record: Record) -> None:
+        self.records_seen += 1
+        self._fields = self._view = None
+        self._payload = None
+        if not self._selected(record.name, record.offset):
+            return
+        ctx = record.context
+        if record.rtype is not None and record.rtype.layout is not None and record.decoded:
+            self._fields = present_fields(record.rtype.layout, record.fields,
+                                          ctx.format.spec.enums)
+        viewer = ctx.format.viewers.get(record.name)
+        view = viewer(record, ctx) if viewer is not None and record.decoded else None
+        derived = {k: v for k, v in record.fields.items()
+                   if record.rtype is None or record.rtype.layout is None
+                   or k not in {f.id for f in record.rtype.layout.fields}}
+        merged = {**derived, **(view or {})}
+        self._view = plain(merged) if merged else None
+
+    def wants_payload(self, record: Record) -> bool:
+        if self.options.pages not in ("hex", "sha256"):
+            return False
+        if not self._selected(record.name, record.offset):
+            return False
+        self._payload = _PayloadView(self.options.pages)
+        return True
+
+    def on_payload(self, record: Record, offset: int, chunk: memoryview) -> None:
+        if self._payload is not None:
+            self._payload.feed(chunk)
+
+    def on_record_end(self, record: Record) -> None:
+        self._flush_squash_if_gap(record.offset)
+        end = self.source.offset
+        start, self.covered = self.covered, end
+        if not self._selected(record.name, record.offset):
+            return
+        item = self._record_item(record, start, end)
+        self._payload = None
+        rtype = record.rtype
+        if self.options.squash and rtype is not None and rtype.squash is not None \
+                and "diagnostics" not in item and "body" not in item:
+            run = self._squash
+            if run is None or run.first["type"] != item["type"] \
+                    or run.first["format"] != item["format"]:
+                self._flush_squash()
+                run = self._squash = _Squash(item)
+            run.items.append(item)
+            return
+        self._flush_squash()
+        self._emit(item, counted=True)
+
+    def _flush_squash_if_gap(self, offset: int) -> None:
+        if offset > self.covered:
+            self._flush_squash()
+            self._gap(offset)
+
+    def _record_item(self, record: Record, start: int, end: int) -> dict[str, Any]:
+        ctx = record.context
+        framing = ctx.format.spec.framing
+        item: dict[str, Any] = {"kind": "record", "format": ctx.name, "index": record.index,
+                                "offset": record.offset}
+        if record.rtype is not None:
+            item["type"] = record.name
+        item["type_id"] = record.type_id
+        item["length"] = record.length
+        if record.summary:
+            item["summary"] = record.summary
+        framed = type_length_framing(ctx.format.spec)
+        if self._fields is not None and self._rebuildable(record) and \
+                (framed or end - record.offset == record.length):
+            item["fields"] = self._fields
+            if record.payload_length:
+                item["payload"] = self._payload_item(record)
+        elif framed:
+            head = struct.calcsize("<" + framing.header_codes)
+            if record.length:
+                item["body"] = self._data(record.offset + head, record.length)
+            elif record.rtype is not None and record.rtype.layout is not None:
+                item["body"] = ""    # an empty body its fields cannot describe
+
+        else:
+            # a walker's unit that its fields cannot rebuild: keep its bytes
+            item["raw"] = self._data(record.offset, end - record.offset)
+        if framed and any(record.padding):
+            item["padding"] = record.padding.hex()
+        if self._view:
+            item["view"] = self._view
+        diags = [d for d in self._pending if d.record_index == record.index]
+        if diags:
+            self._pending = [d for d in self._pending if d.record_index != record.index]
+            item["diagnostics"] = [d.to_dict() for d in diags]
+        return item
+
+    def _rebuildable(self, record: Record) -> bool:
+        """True when every field was decoded and the fields (plus the payload) encode to
+        exactly the body."""
+        assert record.rtype is not None and record.rtype.layout is not None
+        layout = record.rtype.layout
+        if any(f.id not in record.fields for f in layout.fields if not f.payload):
+            return False     # not (fully) decoded: e.g. a length rule stopped the decoding
+        try:
+            size = len(record.rtype.layout.encode(record.fields, record.context.byte_order))
+        except (struct.error, TypeError, ValueError, OverflowError):
+            return False
+        return size + record.payload_length == record.length
+
+    def _payload_item(self, record: Record) -> Any:
+        mode = self.options.pages
+        if self._payload is not None:
+            parts = self._payload.finish()
+            if mode == "hex":
+                return [{"hex": p} for p in parts]
+            return {"length": record.payload_length, "sha256": parts}
+        assert record.payload_offset is not None
+        if mode == "ref" and self.path is not None:
+            return {"ref": self.path, "offset": record.payload_offset,
+                    "length": record.payload_length}
+        return {"length": record.payload_length}
+
+    def on_diagnostic(self, diagnostic: Diagnostic) -> None:
+        self._pending.append(diagnostic)
+
+    def on_context_end(self, ctx: StreamContext) -> None:
+        self._flush_squash()
+
+    def on_trailing(self, offset: int, length: int, description: str | None) -> None:
+        self._flush_squash()
+        self._gap(offset)
+        self.covered = offset + length
+        if self.options.types or not self._in_range(offset):
+            return
+        self._region("trailing", offset, length, {"description": description})
+
+    def _region(self, kind: str, offset: int, length: int, extra: dict[str, Any]) -> None:
+        """Emit bytes of the source as *kind* items: one (a reference, or a length when the
+        renderer shows no data), or one per REGION_ITEM bytes of inline hex, so that memory
+        stays bounded however long the region is."""
+        if not self.shows_data or (self.options.pages == "ref" and self.path is not None):
+            self._emit({"kind": kind, "offset": offset, "length": length, **extra,
+                        "data": self._data(offset, length)})
+            return
+        position = offset
+        while position < offset + length:
+            step = min(REGION_ITEM, offset + length - position)
+            self._emit({"kind": kind, "offset": position, "length": step, **extra,
+                        "data": self._data(position, step)})
+            position += step
+
+    def finish_unwalked(self) -> None:
+        """After a walk that stopped early (broken framing, truncation): the bytes from the
+        last complete item to the end of the source, as raw items. Bytes the walk already
+        read are re-read (a pipe cannot: they show as unavailable); the rest is read on."""
+        self._flush_squash()
+        start = self.covered
+        read_to = self.source.offset
+        keep = not self.options.types and self._in_range(start)
+        note = {"note": "bytes the walk could not frame"}
+        if keep and read_to > start:
+            self._region("raw", start, read_to - start, note)
+        if self.path is not None and (not self.shows_data or self.options.pages == "ref"):
+            self.source.skip_to_eof()
+            if keep and self.source.offset > read_to:
+                self._region("raw", read_to, self.source.offset - read_to, note)
+            return
+        while chunk := self.source.read_upto(REGION_ITEM):
+            if keep:
+                data: Any = {"length": len(chunk)} if not self.shows_data else [
+                    {"hex": chunk[i:i + RAW_PART].hex()} for i in range(0, len(chunk),
+                                                                        RAW_PART)]
+                self._emit({"kind": "raw", "offset": self.source.offset - len(chunk),
+                            "length": len(chunk), **note, "data": data})
+
+
+def type_length_framing(spec: FormatSpec) -> bool:
+    """True when the format's records carry a type and length header in the stream (False
+    for formats without records, or whose walker implies each unit's type and length)."""
+    return spec.framing is not None and not spec.framing.implied
+
+
+def squashed(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Fold record items of one type into one ``squashed`` item (not buildable)."""
+    first = items[0]
+    out: dict[str, Any] = {"kind": "squashed", "format": first["format"], "type": first["type"],
+                           "first_index": first["index"], "last_index": items[-1]["index"],
+                           "count": len(items), "offset": first["offset"],
+                           "length": sum(i["length"] for i in items)}
+    view: dict[str, Any] = {}
+    for item in items:
+        merge_view(view, item.get("view") or {})
+    if view:
+        out["view"] = view
+    return out
+
+
+def merge_view(total: dict[str, Any], view: dict[str, Any]) -> None:
+    """Add *view* into *total*: ints summed, counters (mappings of ints) summed key by key,
+    range lists (mappings with first/last) concatenated with adjacent equal ranges joined."""
+    for key, value in view.items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int):
+            total[key] = total.get(key, 0) + value
+        elif isinstance(value, dict) and all(isinstance(v, int) for v in value.values()):
+            counter = total.setdefault(key, {})
+            for k, v in value.items():
+                counter[k] = counter.get(k, 0) + v
+        elif isinstance(value, list) and value and all(
+                isinstance(v, dict) and "first" in v and "last" in v for v in value):
+            ranges = total.setdefault(key, [])
+            for entry in value:
+                if ranges and _joinable(ranges[-1], entry):
+                    ranges[-1] = {**ranges[-1], "last": entry["last"],
+                                  "count": ranges[-1].get("count", 0) + entry.get("count", 0)}
+                else:
+                    ranges.append(dict(entry))
+
+
+def _joinable(left: dict[str, Any], right: dict[str, Any]) -> bool:
+    others = {k for k in left if k not in ("first", "last", "count")} | \
+        {k for k in right if k not in ("first", "last", "count")}
+    return left["last"] + 1 == right["first"] and all(left.get(k) == right.get(k)
+                                                       for k in others)
+
+
+@dataclass
+class DumpResult:
+    """What a dump walk found (for the exit code)."""
+
+    format: str
+    valid: bool
+    errors: int
+    warnings: int
+
+
+def dump_source(registry: Registry, source: ByteSource, renderer: Renderer,
+                options: DumpOptions, fmt: str = "auto") -> DumpResult:
+    """Walk *source* once and render every item; returns the verdict. Raises StreamError
+    when no format recognises the stream, UsageError for a contradicted ``--from``."""
+    chosen = choose_format(registry, source, fmt)
+    renderer.begin({"kind": "dump", "xenmig_dump": DUMP_SCHEMA_VERSION, "source": source.name,
+                    "format": chosen, "pages": options.pages, "filtered": options.filtered})
+    consumer = DumpConsumer(registry, source, renderer, options)
+    engine = Engine(registry, source, consumer, params=options.params)
+    stopped = False
+    try:
+        result = engine.run(chosen)
+    except _LimitReached:
+        stopped = True
+        result = engine.result
+    if not stopped:
+        consumer.finish_unwalked()
+        consumer._flush_diagnostics()
+    errors = sum(1 for d in result.diagnostics if d.is_error)
+    warnings = len(result.diagnostics) - errors
+    end: dict[str, Any] = {"kind": "end", "valid": not errors, "errors": errors,
+                           "warnings": warnings,
+                           "records": consumer.records_seen if stopped else result.records,
+                           "size": source.offset}
+    if stopped:
+        end["stopped"] = f"--limit {options.limit} reached"
+    if result.eof_note:
+        end["note"] = result.eof_note
+    renderer.item(end)
+    renderer.end()
+    return DumpResult(chosen, not errors, errors, warnings)

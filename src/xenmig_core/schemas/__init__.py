@@ -1,0 +1,1 @@
+"""Data files: the JSON Schema of dump output (dump.schema.json)."""

@@ -1,0 +1,389 @@
+"""xenmig dump: golden text output, the JSON schema, filters, payload modes, streaming."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tracemalloc
+from importlib.resources import files
+
+import jsonschema
+import pytest
+import yaml
+from conftest import ROOT, run_xenmig
+from dumping import dump_file, dump_text
+from streams import SAMPLES, VARIANTS, all_streams
+
+from xenmig_core.dump import DumpOptions, dump_source
+from xenmig_core.engine import walk
+from xenmig_core.render.json import JsonlRenderer
+from xenmig_core.session import open_registry
+from xenmig_core.source import ByteSource
+from xenmig_core.writer import StreamWriter
+from xenmig_libxc.samples import assemble, hvm_context_blob, page_bytes
+
+GOLDEN = ROOT / "tests" / "golden"
+#: set to regenerate tests/golden/*.txt (then review the diff): XENMIG_REGEN_GOLDEN=1 pytest
+REGEN = bool(os.environ.get("XENMIG_REGEN_GOLDEN"))
+EXAMPLES = sorted(p.name for p in (ROOT / "examples").iterdir() if p.suffix != ".py")
+GOLDEN_STREAMS = ["pv32-v3", "hvm-v2-4vcpu", "pv64-v3-be", "hvm-unknown-optional",
+                  "pv-bad-padding", "pv-short-pv-info", "hvm-truncated-in-payload",
+                  "hvm-trailing-garbage", "pv-checkpointed", "hvm-bad-page-type"]
+
+
+@pytest.fixture(scope="module")
+def streams(libxc) -> dict[str, bytes]:
+    return all_streams(libxc)
+
+
+@pytest.fixture(scope="module")
+def schema() -> jsonschema.Draft202012Validator:
+    doc = json.loads((files("xenmig_core.schemas") / "dump.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(doc)
+    return jsonschema.Draft202012Validator(doc)
+
+
+def _check_golden(name: str, text: str) -> None:
+    path = GOLDEN / f"{name}.txt"
+    if REGEN:
+        path.write_text(text)
+    assert path.exists(), f"no golden file {path}: run XENMIG_REGEN_GOLDEN=1 pytest"
+    assert text == path.read_text(), f"text dump of {name} differs from {path}"
+
+
+# -- golden text ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_example_text_matches_golden(name: str) -> None:
+    done = run_xenmig("dump", f"examples/{name}", cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    _check_golden(name, done.stdout.decode())
+
+
+@pytest.mark.parametrize("name", GOLDEN_STREAMS)
+def test_stream_text_matches_golden(registry, streams, name: str) -> None:
+    text, result = dump_text(registry, ByteSource.from_bytes(streams[name], name))
+    _check_golden(name, text)
+    assert result.valid == (name in ("pv32-v3", "hvm-v2-4vcpu", "pv64-v3-be",
+                                     "hvm-unknown-optional", "pv-checkpointed"))
+
+
+def test_text_shows_decoded_values(registry) -> None:
+    text, _ = dump_file(registry, ROOT / "examples" / "hvm-v3.libxc")
+    assert "type=x86_hvm" in text                       # enum by name
+    assert "mode=default" in text
+    assert "index=STORE_PFN value=0xfefff" in text      # enum inside an array of structs
+    assert "records 3-4  PAGE_DATA x2" in text          # squashed
+    assert "pfn: 0x0-0x27 notab (40), 0x28-0x2b xtab (4), 0x2c-0x3f notab (20)" in text
+    assert "pages: notab=60 xtab=4" in text
+    assert "type=CPU instance=1" in text and "layout=hvm_cpu" in text
+    unsquashed, _ = dump_file(registry, ROOT / "examples" / "hvm-v3.libxc", squash=False)
+    assert "record 3  PAGE_DATA" in unsquashed and "record 4  PAGE_DATA" in unsquashed
+
+
+def test_flags_spelled_out(registry, streams) -> None:
+    out, _ = dump_text(registry, ByteSource.from_bytes(streams["hvm-v3-be"]), "json")
+    header = next(i for i in _items(out) if i["kind"] == "header")
+    assert header["fields"]["options"] == ["big_endian"]
+
+
+# -- HVM context ---------------------------------------------------------------------------
+def _view_entries(registry, data: bytes) -> list[dict]:
+    out, _ = dump_text(registry, ByteSource.from_bytes(data), "json", types=frozenset(
+        {"HVM_CONTEXT"}))
+    record = next(i for i in _items(out) if i["kind"] == "record")
+    return record["view"]["entries"]
+
+
+def test_hvm_context_entries_and_cpu_registers(registry, streams) -> None:
+    entries = _view_entries(registry, streams["hvm-v3"])
+    assert [(e["type"], e["instance"], e["length"]) for e in entries] == [
+        ("HEADER", 0, 24), ("CPU", 0, 1032), ("LAPIC", 0, 32), ("CPU", 1, 1032),
+        ("LAPIC", 1, 32), ("END", 0, 0)]
+    header = entries[0]["fields"]
+    assert header["magic"] == 0x54381286 and header["gtsc_khz"] == 2400000
+    cpu1 = entries[3]["fields"]
+    body = bytes((1 + i) & 0xFF for i in range(1032))   # the sample's CPU pattern for vcpu 1
+    assert cpu1["rax"] == int.from_bytes(body[512:520], "little")
+    assert cpu1["rip"] == int.from_bytes(body[640:648], "little")
+    assert cpu1["cr3"] == int.from_bytes(body[672:680], "little")
+    assert cpu1["msr_efer"] == int.from_bytes(body[992:1000], "little")
+    assert cpu1["tsc"] == int.from_bytes(body[1008:1016], "little")
+
+
+def test_hvm_context_older_layouts_and_unknown_sizes(registry, libxc) -> None:
+    import struct
+
+    from xenmig_libxc.samples import Step, hvm_sample
+
+    def entry(typecode: int, body: bytes) -> bytes:
+        return struct.pack("<HHI", typecode, 0, len(body)) + body
+    compat = bytearray(1016)
+    compat[1000:1008] = (0x1122334455667788).to_bytes(8, "little")   # tsc in the compat form
+    blob = (entry(1, struct.pack("<IIQII", 0x54381286, 1, 0, 0, 0)) + entry(2, bytes(compat))
+            + entry(5, bytes(24)) + entry(14, bytes(240)) + entry(0, b""))
+    sample = hvm_sample()
+    sample.steps[sample.index("HVM_CONTEXT")] = Step("HVM_CONTEXT", {"context": blob})
+    entries = _view_entries(registry, assemble(libxc, sample))
+    assert entries[1]["layout"] == "hvm_cpu__compat"
+    assert entries[1]["fields"]["tsc"] == 0x1122334455667788
+    assert entries[2]["layout"] == "hvm_lapic__v1"
+    assert entries[3]["type"] == "MTRR" and "fields" not in entries[3]   # no layout: raw
+
+
+# -- JSON schema ---------------------------------------------------------------------------
+def _items(text: str) -> list[dict]:
+    return json.loads(text)["items"]
+
+
+def test_every_stream_dump_validates_against_schema(registry, streams, schema) -> None:
+    for name, data in streams.items():
+        for pages in ("ref", "sha256"):
+            out, _ = dump_text(registry, ByteSource.from_bytes(data, name), "json",
+                               pages=pages)
+            errors = list(schema.iter_errors(json.loads(out)))
+            assert not errors, f"{name} --pages {pages}: {errors[0].message}"
+
+
+def test_examples_yaml_hex_and_squashed_validate(registry, schema) -> None:
+    for name in EXAMPLES:
+        out, _ = dump_file(registry, ROOT / "examples" / name, "yaml", pages="hex")
+        assert not list(schema.iter_errors(yaml.safe_load(out)))
+        out, _ = dump_file(registry, ROOT / "examples" / name, "json", squash=True)
+        doc = json.loads(out)
+        assert any(i["kind"] == "squashed" for i in doc["items"])
+        assert not list(schema.iter_errors(doc))
+
+
+def test_schema_rejects_malformed_dumps(registry, schema) -> None:
+    out, _ = dump_file(registry, ROOT / "examples" / "hvm-v3.libxc", "json")
+    good = json.loads(out)
+    bad_record = json.loads(out)
+    bad_record["items"][3]["lenght"] = 3
+    bad_payload = json.loads(out)
+    page = next(i for i in bad_payload["items"] if i.get("type") == "PAGE_DATA")
+    page["payload"] = {"ref": "x"}                          # a ref needs a length
+    bad_version = dict(good, xenmig_dump=2)
+    for doc in (bad_record, bad_payload, bad_version):
+        assert list(schema.iter_errors(doc))
+
+
+def test_jsonl_lines_validate(registry, schema) -> None:
+    out, _ = dump_file(registry, ROOT / "examples" / "pv64-2vcpu-v3.libxc", "jsonl")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines[0]["kind"] == "dump" and lines[-1]["kind"] == "end"
+    doc = {k: v for k, v in lines[0].items() if k != "kind"}
+    doc["items"] = lines[1:]
+    assert not list(schema.iter_errors(doc))
+
+
+# -- filters -------------------------------------------------------------------------------
+def _kinds(out: str) -> list[tuple[str, str | None]]:
+    return [(i["kind"], i.get("type") or i.get("name")) for i in _items(out)]
+
+
+def test_type_filter(registry) -> None:
+    out, _ = dump_file(registry, ROOT / "examples" / "pv64-2vcpu-v3.libxc", "json",
+                       types=frozenset({"X86_PV_VCPU_BASIC", "domain_header"}))
+    kinds = _kinds(out)
+    assert kinds == [("stream", None), ("header", "domain_header"),
+                     ("record", "X86_PV_VCPU_BASIC"), ("record", "X86_PV_VCPU_BASIC"),
+                     ("end", None)]
+    assert json.loads(out)["filtered"] is True
+
+
+def test_limit_stops_the_walk(registry) -> None:
+    out, _ = dump_file(registry, ROOT / "examples" / "pv64-2vcpu-v3.libxc", "json", limit=3)
+    items = _items(out)
+    assert [k for k, _ in _kinds(out)] == ["stream", "header", "header", "record", "end"]
+    assert items[-1]["stopped"] == "--limit 3 reached"
+    assert items[-1]["size"] < 1000                  # the walk stopped, the pages were not read
+
+
+def test_offset_filter(registry) -> None:
+    path = ROOT / "examples" / "hvm-v3.libxc"
+    full, _ = dump_file(registry, path, "json")
+    records = [i for i in _items(full) if i["kind"] == "record"]
+    start, end = records[2]["offset"], records[5]["offset"]
+    out, _ = dump_file(registry, path, "json", start=start, end=end)
+    assert [i["index"] for i in _items(out) if i["kind"] == "record"] == [2, 3, 4]
+
+
+def test_cli_filters_and_bad_options(cli) -> None:
+    path = str(ROOT / "examples" / "hvm-v3.libxc")
+    result = cli("dump", path, "--type", "HVM_PARAMS", "--type", "X86_TSC_INFO")
+    assert result.exit_code == 0
+    assert "record 5  X86_TSC_INFO" in result.stdout and "record 7  HVM_PARAMS" in result.stdout
+    assert "PAGE_DATA" not in result.stdout
+    result = cli("dump", path, "--offset", "0x80:0x3c2a0", "-t", "jsonl")
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [x["index"] for x in lines if x["kind"] == "record"] == [3, 4]
+    for bad in (["--offset", "x:y"], ["--to", "xml"], ["--pages", "all"], ["--limit", "0"]):
+        result = cli("dump", path, *bad)
+        assert result.exit_code == 2, bad
+        assert result.stderr.count("\n") == 1 and "xenmig: error:" in result.stderr
+
+
+def test_invalid_stream_exit_code_and_output(cli, tmp_path, streams) -> None:
+    path = tmp_path / "bad"
+    path.write_bytes(streams["hvm-bad-page-type"])
+    result = cli("dump", str(path))
+    assert result.exit_code == 1
+    assert "ERROR: pfn[0]: page type 0x6 is invalid" in result.stdout
+    assert "end: INVALID (1 error)" in result.stdout
+
+
+# -- payload modes -------------------------------------------------------------------------
+def _page_records(out: str) -> list[dict]:
+    return [i for i in _items(out) if i.get("type") == "PAGE_DATA"]
+
+
+def test_pages_hex_sha256_ref(registry, monkeypatch) -> None:
+    monkeypatch.setattr(walk, "PAYLOAD_BUFFER_SIZE", 1000)   # chunks cross page boundaries
+    path = ROOT / "examples" / "hvm-v3.libxc"
+    data = path.read_bytes()
+    hexed, _ = dump_file(registry, path, "json", pages="hex")
+    digests, _ = dump_file(registry, path, "json", pages="sha256")
+    refs, _ = dump_file(registry, path, "json", pages="ref")
+    second_hex, second_sha, second_ref = (_page_records(o)[1] for o in (hexed, digests, refs))
+    data_pfns = [p for p in range(32, 64) if not 40 <= p < 44]     # the sample's xtab hole
+    assert [bytes.fromhex(p["hex"]) for p in second_hex["payload"]] == \
+        [page_bytes(p) for p in data_pfns]
+    assert second_sha["payload"]["sha256"] == \
+        [hashlib.sha256(page_bytes(p)).hexdigest() for p in data_pfns]
+    ref = second_ref["payload"]
+    assert ref["ref"] == str(path) and ref["length"] == 28 * 4096
+    assert data[ref["offset"]:ref["offset"] + 4096] == page_bytes(32)
+
+
+def test_text_hexdump_of_pages(registry) -> None:
+    text, _ = dump_file(registry, ROOT / "examples" / "hvm-v3.libxc", pages="hex",
+                        types=frozenset({"PAGE_DATA"}), limit=1)
+    assert "page 31 (payload +0x1f000):" in text
+    first = page_bytes(0)[:32].hex(" ")
+    assert f"0000: {first}" in text
+    assert "*" in text.split()                            # repeated lines folded
+
+
+def test_default_pages_for_a_pipe_are_lengths(run_xenmig_input=None) -> None:
+    data = (ROOT / "examples" / "hvm-v3.libxc").read_bytes()
+    done = run_xenmig("dump", "-t", "json", "-", input=data)
+    assert done.returncode == 0, done.stderr
+    page = _page_records(done.stdout.decode())[0]
+    assert page["payload"] == {"length": 32 * 4096}
+
+
+# -- streaming -----------------------------------------------------------------------------
+class _Counting(io.TextIOBase):
+    def __init__(self) -> None:
+        self.lines = 0
+
+    def write(self, text: str) -> int:
+        self.lines += text.count("\n")
+        return len(text)
+
+
+def test_jsonl_streams_with_bounded_memory(libxc, registry, tmp_path) -> None:
+    path = tmp_path / "big"
+    records = 1500
+    with open(path, "wb") as out:
+        writer = StreamWriter(out, libxc)
+        writer.header("image_header", {"marker": 2**64 - 1, "id": 0x58454E46, "version": 3})
+        writer.header("domain_header", {"type": 2, "page_shift": 12, "xen_major": 4})
+        writer.record("STATIC_DATA_END")
+        page = bytes(4096) * 4
+        for i in range(records):
+            writer.record("PAGE_DATA", {"count": 4, "pfn": [4 * i, 4 * i + 1, 4 * i + 2,
+                                                           4 * i + 3]}, payload=page)
+        writer.record("HVM_CONTEXT", {"context": hvm_context_blob()})
+        writer.record("END")
+    size = path.stat().st_size
+    assert size > 22 << 20
+    sink = _Counting()
+    tracemalloc.start()
+    with ByteSource.open(str(path)) as source:
+        dump_source(registry, source, JsonlRenderer(sink), DumpOptions(pages="sha256"))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # meta, stream, 2 headers, SDE, the records, HVM_CONTEXT, END, end: no diagnostic
+    assert sink.lines == records + 8
+    assert peak < 4 << 20, f"peak {peak} bytes for a {size}-byte stream"
+
+
+# -- a third party's record type -----------------------------------------------------------
+EXTENSION = """
+xenmig_spec: 1
+extends: libxc
+enums:
+  note_level: {0: debug, 1: info, 2: alarm}
+records:
+  types:
+    - id: 0x80000100
+      name: MY_NOTE
+      body:
+        - {id: level, type: u32, enum: note_level}
+        - {id: flags, type: u32}
+        - {id: text, type: bytes, size: rest}
+      summary: "level {enum_name('note_level', level)}"
+"""
+
+
+def test_third_party_record_is_dumped_and_built(tmp_path, cli) -> None:
+    spec = tmp_path / "note.yaml"
+    spec.write_text(EXTENSION)
+    registry = open_registry([spec], autoload=False)
+    sample = SAMPLES["hvm-v3"]()
+    from xenmig_libxc.samples import Step
+    sample.steps.insert(sample.index("END"),
+                        Step("MY_NOTE", {"level": 2, "flags": 5, "text": b"hello, xen"}))
+    stream = tmp_path / "noted"
+    stream.write_bytes(assemble(registry.specs["libxc"], sample))
+    result = cli("dump", "--spec", str(spec), str(stream), "--type", "MY_NOTE")
+    assert result.exit_code == 0, result.stderr
+    assert "MY_NOTE (18 bytes): level alarm" in result.stdout
+    assert "level=alarm flags=5 text=68656c6c6f2c2078656e" in result.stdout
+    description = tmp_path / "noted.yaml"
+    assert cli("dump", "--spec", str(spec), str(stream), "-t", "yaml", "-o",
+               str(description)).exit_code == 0
+    assert cli("build", "--spec", str(spec), str(description), "-o",
+               str(tmp_path / "again")).exit_code == 0
+    assert (tmp_path / "again").read_bytes() == stream.read_bytes()
+
+
+def test_variants_cover_every_item_kind(registry, streams) -> None:
+    kinds = set()
+    for name in VARIANTS:
+        out, _ = dump_text(registry, ByteSource.from_bytes(streams[name]), "json")
+        for item in _items(out):
+            kinds.add(item["kind"])
+            kinds.update(k for k in ("body", "padding", "payload") if k in item)
+    out, _ = dump_text(registry, ByteSource.from_bytes(streams["hvm-trailing-garbage"]), "json")
+    kinds.update(i["kind"] for i in _items(out))
+    assert kinds >= {"stream", "header", "record", "diagnostic", "raw", "trailing", "end",
+                     "body", "padding", "payload"}
+
+
+def test_long_text_bytes_shown_as_text_and_rebuilt(tmp_path, cli) -> None:
+    spec = tmp_path / "note.yaml"
+    spec.write_text(EXTENSION)
+    registry = open_registry([spec], autoload=False)
+    sample = SAMPLES["hvm-v3"]()
+    from xenmig_libxc.samples import Step
+    note = b"line one: \xc3\xa9t\xc3\xa9\n\tline two \r\n" * 4 + b"\0\0"
+    sample.steps.insert(sample.index("END"), Step("MY_NOTE", {"level": 0, "text": note}))
+    stream = tmp_path / "noted"
+    stream.write_bytes(assemble(registry.specs["libxc"], sample))
+    result = cli("dump", "--spec", str(spec), str(stream), "--type", "MY_NOTE")
+    assert f"text: {len(note)} bytes of text + 2 NUL" in result.stdout
+    assert "| line one: \u00e9t\u00e9" in result.stdout
+    for to in ("yaml", "json"):
+        description = tmp_path / f"noted.{to}"
+        assert cli("dump", "--spec", str(spec), str(stream), "-t", to, "-o",
+                   str(description)).exit_code == 0
+        doc = yaml.safe_load(description.read_text())
+        item = next(i for i in doc["items"] if i.get("type") == "MY_NOTE")
+        assert item["fields"]["text"][1] == {"zeros": 2}
+        assert cli("build", "--spec", str(spec), str(description), "-o",
+                   str(tmp_path / "again")).exit_code == 0
+        assert (tmp_path / "again").read_bytes() == stream.read_bytes()
