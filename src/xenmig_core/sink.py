@@ -65,8 +65,8 @@ class GuardedWriter(io.BufferedIOBase):
             written = self._raw.write(data)
         except BrokenPipeError:
             raise
-        except (OSError, ValueError) as exc:
-            raise self._error(exc) from None
+        except OSError as exc:
+            raise write_error(self._spec, exc) from None
         return len(data) if written is None else written
 
     def close(self) -> None:
@@ -82,13 +82,8 @@ class GuardedWriter(io.BufferedIOBase):
             self._raw.flush()
         except BrokenPipeError:
             raise
-        except (OSError, ValueError) as exc:
-            raise self._error(exc) from None
-
-    def _error(self, exc: OSError | ValueError) -> SourceError:
-        if isinstance(exc, OSError):
-            return write_error(self._spec, exc)
-        return SourceError(f"{self._spec}: write error: {exc}")
+        except OSError as exc:
+            raise write_error(self._spec, exc) from None
 
 
 def _stdout_buffer() -> BinaryIO:
