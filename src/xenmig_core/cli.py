@@ -122,12 +122,18 @@ def verify(
 
     def body() -> int:
         registry = open_registry(spec or [])
-        consumer = VerboseConsumer(sys.stdout) if verbose and not quiet and not as_json else None
-        with ByteSource.open(stream) as source:
-            report = verify_source(registry, source, from_, consumer, params)
-        if consumer is not None:
-            consumer.close()
-        return _verify_output(report, verbose=verbose, quiet=quiet, as_json=as_json)
+        if quiet:
+            with ByteSource.open(stream) as source:
+                report = verify_source(registry, source, from_, None, params)
+            return _verify_output(report, verbose=verbose, quiet=quiet, as_json=as_json)
+        # stdout must be open; a failed write to it is a one-line error (exit 2)
+        with text_output("-") as out:
+            consumer = VerboseConsumer(out) if verbose and not as_json else None
+            with ByteSource.open(stream) as source:
+                report = verify_source(registry, source, from_, consumer, params)
+            if consumer is not None:
+                consumer.close()
+            return _verify_output(report, verbose=verbose, quiet=quiet, as_json=as_json)
     raise typer.Exit(guarded(body))
 
 
@@ -247,7 +253,9 @@ def convert(
         metavar="INPUT", help="Stream to convert: a path, - for stdin, or fd:N.")],
     output: Annotated[str, typer.Option(
         "-o", "--output", help="Where to write: a path (replaced atomically), - or fd:N.")],
-    to: Annotated[str, typer.Option("--to", help="Output format: libxc, libxl or xl.")],
+    to: Annotated[str, typer.Option(
+        "--to", help="Output format: one an installed plugin converts to (a bad value "
+        "lists them).")],
     from_: FromOption = "auto",
     width: WidthOption = None,
     guest: GuestOption = None,
@@ -264,15 +272,17 @@ def convert(
     A path OUTPUT appears only once the conversion succeeded and the result verified;
     exit 0 done, 1 the input cannot be converted, 2 usage or I/O error, 3 internal error.
     """
-    from xenmig_core.convert import ConvertOptions, summary
+    from xenmig_core.convert import ConvertOptions, converter_targets, summary
     from xenmig_core.convert import convert as run_convert
 
     params = stream_params(width, guest)
-    if to not in ("libxc", "libxl", "xl"):
-        fail(f"--to must be libxc, libxl or xl, not {to!r}", EXIT_USAGE)
 
     def body() -> int:
         registry = open_registry(spec or [])
+        targets = converter_targets(registry)
+        if to not in targets:
+            raise UsageError(f"--to {to!r}: no converter to it; expected one of "
+                             f"{', '.join(targets) or '(none installed)'}")
         options = ConvertOptions(target=to, params=params, skip_qemu=skip_qemu)
         result = run_convert(registry, input_, output, options, source_format=from_,
                              verify=not no_verify)

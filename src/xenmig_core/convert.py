@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TextIO
 
-from xenmig_core.errors import StreamError, UsageError
+from xenmig_core.errors import SourceError, StreamError, UsageError
 from xenmig_core.registry import Registry
 from xenmig_core.sink import is_stream_target, open_output
 from xenmig_core.source import ByteSource, parse_fd
@@ -120,13 +120,19 @@ class _Tee:
 class _Counting:
     """Counts what is written to *out*; reports progress every so often."""
 
-    def __init__(self, out: Any, progress: _Progress | None) -> None:
+    def __init__(self, out: Any, progress: _Progress | None, name: str = "output") -> None:
         self.out = out
+        self.name = name
         self.written = 0
         self.progress = progress
 
     def write(self, data: bytes | memoryview) -> int:
-        self.out.write(data)
+        try:
+            self.out.write(data)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise SourceError(f"{self.name}: write error: {exc.strerror or exc}") from None
         self.written += len(data)
         if self.progress is not None:
             self.progress.tick()
@@ -190,6 +196,14 @@ def _sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def converter_targets(registry: Registry) -> list[str]:
+    """The formats some installed plugin converts into (from any known format), sorted:
+    what the ``xenmig_converter`` hook answers for every pair of known formats."""
+    names = sorted(registry.formats)
+    return [target for target in names
+            if any(registry.converter(source, target) is not None for source in names)]
+
+
 def convert(registry: Registry, input_spec: str, output_spec: str, options: ConvertOptions,
             *, source_format: str = "auto", verify: bool = True,
             progress_to: TextIO | None = None) -> ConvertResult:
@@ -209,7 +223,7 @@ def convert(registry: Registry, input_spec: str, output_spec: str, options: Conv
         progress = _progress_for(source, getattr(source, "_raw", None), progress_to)
         converter = factory(registry, options)
         with open_output(output_spec) as out:
-            counting = _Counting(out, progress)
+            counting = _Counting(out, progress, output_spec)
             tee = None
             if verify and converter.output_format is not None:
                 tee = _Tee(counting, registry, converter.output_format)

@@ -51,7 +51,12 @@ class PluginError(XenmigError):
 
 
 class StreamError(XenmigError):
-    """The stream is invalid and cannot be walked further (framing broken, truncated)."""
+    """The stream is invalid and cannot be walked further (framing broken, truncated).
+
+    *fatal* is informational only: decoders set it False for a problem confined to one
+    record, but the engine does not read it (whether the walk goes on is decided by the
+    framing, not by this flag). It is kept because plugins pass it.
+    """
 
     exit_code = 1
 

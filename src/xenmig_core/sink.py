@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -26,49 +27,172 @@ def is_stream_target(spec: str | Path) -> bool:
     return isinstance(spec, str) and (spec == "-" or parse_fd(spec) is not None)
 
 
+def write_error(spec: str | Path, exc: OSError) -> SourceError:
+    """The one-line error for a failed write, flush or close of output *spec*."""
+    return SourceError(f"{spec}: write error: {exc.strerror or exc}")
+
+
+class GuardedWriter(io.BufferedIOBase):
+    """A binary writer over *raw* whose write/flush failures are :class:`SourceError`
+    naming *spec* (exit 2). ``BrokenPipeError`` passes through unchanged (the reader went
+    away: the CLI exits quietly). Closing it does not close *raw*: its opener does."""
+
+    def __init__(self, raw: BinaryIO, spec: str | Path) -> None:
+        super().__init__()
+        self._raw = raw
+        self._spec = spec
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def seekable(self) -> bool:
+        try:
+            return self._raw.seekable()
+        except (OSError, ValueError):
+            return False
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        try:
+            written = self._raw.write(data)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise write_error(self._spec, exc) from None
+        return len(data) if written is None else written
+
+    def close(self) -> None:
+        """Mark closed without failing: a write error was already reported by write or
+        flush, and garbage collection must not report it again."""
+        with contextlib.suppress(Exception):
+            super().close()
+
+    def flush(self) -> None:
+        if self.closed or getattr(self._raw, "closed", False):
+            return
+        try:
+            self._raw.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise write_error(self._spec, exc) from None
+
+
+def _stdout_buffer() -> BinaryIO:
+    """``sys.stdout.buffer``, or SourceError when standard output is closed."""
+    stream = sys.stdout
+    buffer = getattr(stream, "buffer", None) if stream is not None else None
+    if buffer is None:
+        raise SourceError("standard output is closed")
+    return buffer
+
+
+def _silence_stdout() -> None:
+    """After a failed write to stdout, point fd 1 at /dev/null so that the interpreter's
+    final flush of what is still buffered cannot fail again (best effort)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        if sys.stdout is not None and sys.stdout.fileno() == 1:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.close(devnull)
+
+
 @contextlib.contextmanager
 def open_output(spec: str | Path) -> Iterator[BinaryIO]:
-    """Yield a binary file for *spec*: ``-``, ``fd:N``, or a path written atomically."""
+    """Yield a binary file for *spec*: ``-``, ``fd:N``, or a path written atomically.
+
+    Every write, flush or close failure is a :class:`SourceError` naming *spec* (exit 2);
+    ``BrokenPipeError`` passes through. A closed stdout is ``SourceError``.
+    """
     if isinstance(spec, str) and spec == "-":
-        yield sys.stdout.buffer
-        sys.stdout.buffer.flush()
+        out = GuardedWriter(_stdout_buffer(), "<stdout>")
+        try:
+            yield out
+            out.flush()
+        except SourceError:
+            _silence_stdout()
+            raise
         return
     fd = parse_fd(spec) if isinstance(spec, str) else None
     if fd is not None:
         try:
-            out = os.fdopen(fd, "wb", closefd=False)
+            raw = os.fdopen(fd, "wb", closefd=False)
         except OSError as exc:
             raise SourceError(f"{spec}: cannot write: {exc.strerror or exc}") from None
-        with out:
+        try:
+            out = GuardedWriter(raw, spec)
             yield out
+            out.flush()
+        finally:
+            # a failed write was reported (or is being reported) already
+            with contextlib.suppress(OSError):
+                raw.close()
         return
     with atomic_output(spec) as out:
         yield out
 
 
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | Path) -> Iterator[BinaryIO]:
-    """Yield a binary file; on normal exit it replaces *path*, on any error it vanishes."""
+    """Yield a binary file; on normal exit it replaces *path*, on any error it vanishes.
+
+    - An existing target that is not a regular file (a FIFO, a device such as /dev/null)
+      is written directly: renaming over it would destroy it.
+    - A symlink is resolved first: the file it points to is replaced atomically (the
+      temporary file goes beside that file), the link stays.
+    - The new file keeps an existing target's permission bits (and owner and group when
+      running as root, best effort); a new file gets ``0666 & ~umask``.
+    - Write, flush and sync failures are :class:`SourceError` naming *path* (exit 2).
+    """
     target = Path(path)
     if target.is_dir():
         raise UsageError(f"{target}: is a directory")
-    directory = target.parent if str(target.parent) else Path(".")
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
+        existing: os.stat_result | None = os.stat(target)
+    except OSError:
+        existing = None
+    if existing is not None and not stat.S_ISREG(existing.st_mode):
+        yield from _direct_output(target)
+        return
+    real = Path(os.path.realpath(target))
+    directory = real.parent
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".tmp",
                                         dir=directory)
     except OSError as exc:
         raise SourceError(f"{target}: cannot create output: {exc.strerror or exc}") from None
     tmp = Path(tmp_name)
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as out:
-            yield out
-            out.flush()
-            os.fsync(out.fileno())
+        if existing is not None:
+            os.chmod(tmp, stat.S_IMODE(existing.st_mode))
+            if os.geteuid() == 0:
+                with contextlib.suppress(OSError):
+                    os.chown(tmp, existing.st_uid, existing.st_gid)
+        else:
+            os.chmod(tmp, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as raw:
+            yield GuardedWriter(raw, target)
+            try:
+                raw.flush()
+                os.fsync(raw.fileno())
+            except OSError as exc:
+                raise write_error(target, exc) from None
         try:
-            os.replace(tmp, target)
+            os.replace(tmp, real)
         except OSError as exc:
             raise SourceError(f"{target}: cannot rename the finished output into place: "
                               f"{exc.strerror or exc}") from None
@@ -78,12 +202,35 @@ def atomic_output(path: str | Path) -> Iterator[BinaryIO]:
         raise
 
 
+def _direct_output(target: Path) -> Iterator[BinaryIO]:
+    """Write straight into a special file (FIFO, device): nothing to rename or take back."""
+    try:
+        raw = open(target, "wb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise SourceError(f"{target}: cannot write: {exc.strerror or exc}") from None
+    try:
+        out = GuardedWriter(raw, target)
+        yield out
+        out.flush()
+    finally:
+        with contextlib.suppress(OSError):
+            raw.close()
+
+
 @contextlib.contextmanager
 def text_output(path: str) -> Iterator[TextIO]:
     """A UTF-8 text output over :func:`open_output`: ``-``, ``fd:N`` or an atomic path."""
     if path == "-":
-        yield sys.stdout          # the caller's stdout as it is (tests capture it)
-        sys.stdout.flush()
+        if sys.stdout is None:
+            raise SourceError("standard output is closed")
+        try:
+            yield sys.stdout      # the caller's stdout as it is (tests capture it)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            _silence_stdout()
+            raise write_error("<stdout>", exc) from None
         return
     with open_output(path) as raw:
         out = io.TextIOWrapper(raw, encoding="utf-8", write_through=True)

@@ -50,6 +50,7 @@ class ByteSource:
                 self.offset = raw.tell()
         except (OSError, ValueError):
             self._seekable = False
+        self.start = self.offset
 
     # -- opening -------------------------------------------------------------------------
     @classmethod
@@ -60,7 +61,10 @@ class ByteSource:
         if not isinstance(spec, str):
             return cls(spec, getattr(spec, "name", "<stream>"))
         if spec == "-":
-            return cls(sys.stdin.buffer, "<stdin>")
+            buffer = getattr(sys.stdin, "buffer", None) if sys.stdin is not None else None
+            if buffer is None:
+                raise SourceError("standard input is closed")
+            return cls(buffer, "<stdin>")
         fd = parse_fd(spec)
         if fd is not None:
             return cls._from_fd(fd, spec)

@@ -70,6 +70,13 @@ class VerifyReport:
     result: WalkResult
     contexts: list[ContextReport] = field(default_factory=list)
     account: AccountConsumer | None = None
+    #: Offset the source started at (non-zero for an ``fd:N`` opened part-way into a file).
+    start: int = 0
+
+    @property
+    def size(self) -> int:
+        """The stream's own size in bytes: its end less the offset it started at."""
+        return max(self.result.end_offset - self.start, 0)
 
     @property
     def valid(self) -> bool:
@@ -83,8 +90,7 @@ class VerifyReport:
         """One line: every stream's summary, outermost first."""
         parts = [c.summary or c.format for c in self.contexts]
         text = " > ".join(dict.fromkeys(parts))
-        size = self.result.end_offset
-        text += f"; {self.result.records} records, {size} bytes"
+        text += f"; {self.result.records} records, {self.size} bytes"
         if self.result.eof_note:
             text += f"; {self.result.eof_note}"
         return text
@@ -108,7 +114,7 @@ class VerifyReport:
             "valid": self.valid,
             "format": self.format,
             **details,
-            "size": self.result.end_offset,
+            "size": self.size,
             "record_count": self.result.records,
             "records": dict(records),
             "stats": {group: dict(counts) for group, counts in stats.items()},
@@ -173,13 +179,13 @@ def verify_source(registry: Registry, source: ByteSource, fmt: str = "auto",
         result.diagnostics.append(Diagnostic("error", exc.message, offset=0))
         if consumer is not None:
             consumer.on_diagnostic(result.diagnostics[0])
-        return VerifyReport(source.name, fmt, result)
+        return VerifyReport(source.name, fmt, result, start=source.start)
     account = AccountConsumer()
     engine = Engine(registry, source,
                     MultiConsumer(account, consumer) if consumer is not None else account,
                     params=params)
     result = engine.run(chosen)
     account.close()
-    report = VerifyReport(source.name, chosen, result, account=account)
+    report = VerifyReport(source.name, chosen, result, account=account, start=source.start)
     report.contexts = [context_report(c) for c in result.contexts]
     return report

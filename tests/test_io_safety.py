@@ -1,0 +1,229 @@
+"""Outputs and inputs at the edges: special files, symlinks, permissions, closed standard
+streams, write errors, and an ``fd:N`` input that starts part-way into a file."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, run_xenmig
+
+from xenmig_core.errors import SourceError
+from xenmig_core.sink import atomic_output, open_output
+
+LEGACY = ROOT / "examples" / "hvm64-legacy.xl"
+HVM_XL = ROOT / "examples" / "hvm-guest.xl"
+HVM_LIBXC = ROOT / "examples" / "hvm-v3.libxc"
+
+
+def _leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
+# -- 1. atomic_output and what already sits at the target ----------------------------------
+def test_atomic_output_writes_into_a_fifo_and_keeps_it(tmp_path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    with atomic_output(fifo) as out:
+        out.write(b"through the fifo")
+    reader.join(timeout=10)
+    assert got == [b"through the fifo"]
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert _leftovers(tmp_path) == []
+
+
+def test_atomic_output_writes_into_a_null_device_and_keeps_it(tmp_path) -> None:
+    # a private node equal to /dev/null: a broken fix must not be able to replace the real one
+    node = tmp_path / "null"
+    try:
+        os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except (PermissionError, OSError) as exc:
+        pytest.skip(f"cannot create a device node here: {exc}")
+    with atomic_output(node) as out:
+        out.write(b"discarded")
+    assert stat.S_ISCHR(os.lstat(node).st_mode)
+    assert os.lstat(node).st_rdev == os.makedev(1, 3)
+    assert _leftovers(tmp_path) == []
+
+
+def test_atomic_output_through_a_symlink_replaces_the_target_and_keeps_the_link(tmp_path
+                                                                               ) -> None:
+    elsewhere = tmp_path / "real"
+    elsewhere.mkdir()
+    target = elsewhere / "data.bin"
+    target.write_bytes(b"old")
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    with atomic_output(link) as out:
+        out.write(b"new")
+    assert link.is_symlink()
+    assert os.readlink(link) == str(target)
+    assert target.read_bytes() == b"new"
+    assert _leftovers(tmp_path) == [] and _leftovers(elsewhere) == []
+
+
+def test_atomic_output_keeps_an_existing_targets_mode(tmp_path) -> None:
+    target = tmp_path / "secret.img"
+    target.write_bytes(b"old")
+    target.chmod(0o600)
+    with atomic_output(target) as out:
+        out.write(b"new")
+    assert target.read_bytes() == b"new"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
+def test_atomic_output_new_file_gets_the_umask_mode(tmp_path) -> None:
+    old = os.umask(0o027)
+    try:
+        with atomic_output(tmp_path / "fresh") as out:
+            out.write(b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "fresh").stat().st_mode) == 0o640
+
+
+def test_convert_to_a_symlinked_0600_output_through_the_cli(tmp_path) -> None:
+    target = tmp_path / "out.libxl"
+    target.write_bytes(b"")
+    target.chmod(0o600)
+    link = tmp_path / "link"
+    link.symlink_to(target.name)
+    done = run_xenmig("convert", str(LEGACY), "-o", str(link), "--to", "libxl", "-q")
+    assert done.returncode == 0, done.stderr
+    assert link.is_symlink()
+    assert target.stat().st_size > 0
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
+# -- 2. closed standard input / output -----------------------------------------------------
+def _shell(command: str) -> subprocess.CompletedProcess:
+    """Run ``python -m xenmig_core`` under sh with *command*'s redirections."""
+    return subprocess.run(["sh", "-c", f'"$0" -m xenmig_core {command}', sys.executable],
+                          capture_output=True, text=True, cwd=ROOT)
+
+
+def _one_line_error(done: subprocess.CompletedProcess, text: str) -> None:
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and text in lines[0], done.stderr
+    assert "internal error" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_closed_stdin_is_a_one_line_error() -> None:
+    _one_line_error(_shell("verify - <&-"), "standard input is closed")
+    _one_line_error(_shell("dump - <&-"), "standard input is closed")
+
+
+@pytest.mark.parametrize("command", [
+    f"verify {HVM_LIBXC}", f"verify -v {HVM_LIBXC}", f"verify --json {HVM_LIBXC}",
+    f"dump {HVM_LIBXC}", f"convert {LEGACY} -o - --to libxl"])
+def test_closed_stdout_is_a_one_line_error(command) -> None:
+    _one_line_error(_shell(f"{command} >&-"), "standard output is closed")
+
+
+def test_closed_stdout_is_fine_when_quiet() -> None:
+    assert _shell(f"verify -q {HVM_LIBXC} >&-").returncode == 0
+
+
+# -- 3. write errors -----------------------------------------------------------------------
+needs_dev_full = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+
+
+@needs_dev_full
+@pytest.mark.parametrize("command", [
+    f"convert {LEGACY} -o - --to libxl",
+    f"dump {HVM_LIBXC}", f"verify -v {HVM_LIBXC}", f"verify --json {HVM_LIBXC}"])
+def test_a_full_device_is_a_one_line_write_error(command) -> None:
+    done = _shell(f"{command} >/dev/full")
+    _one_line_error(done, "write error: No space left on device")
+
+
+def test_a_full_device_as_output_path_is_written_directly(tmp_path) -> None:
+    # a private node equal to /dev/full: code that renames over it cannot harm the real one
+    node = tmp_path / "full"
+    try:
+        os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+    except (PermissionError, OSError) as exc:
+        pytest.skip(f"cannot create a device node here: {exc}")
+    done = _shell(f"convert {LEGACY} -o {node} --to libxl")
+    _one_line_error(done, "write error: No space left on device")
+    assert stat.S_ISCHR(os.lstat(node).st_mode)
+
+
+def test_a_read_only_output_fd_is_a_one_line_write_error() -> None:
+    done = _shell(f"convert {LEGACY} -o fd:0 --to libxl </dev/null")
+    _one_line_error(done, "fd:0: write error")
+
+
+@needs_dev_full
+def test_open_output_turns_write_errors_into_source_errors() -> None:
+    fd = os.open("/dev/full", os.O_WRONLY)
+    try:
+        with pytest.raises(SourceError, match=r"fd:\d+: write error"), \
+                open_output(f"fd:{fd}") as out:
+            out.write(b"x" * 100000)
+    finally:
+        os.close(fd)
+
+
+def test_a_closed_pipe_stays_silent() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "xenmig_core", "convert", str(LEGACY),
+                             "-o", "-", "--to", "libxl", "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.read(16)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.wait(timeout=60)
+    assert err == b""
+    assert proc.returncode != 0
+
+
+# -- 4. an fd:N input opened part-way into a file --------------------------------------------
+def test_fd_input_part_way_into_a_file_reports_its_own_size() -> None:
+    data = HVM_XL.read_bytes()
+    start = data.index(b"LibxlFmt")
+    assert start > 0
+    fd = os.open(HVM_XL, os.O_RDONLY)
+    try:
+        os.lseek(fd, start, os.SEEK_SET)
+        done = run_xenmig("verify", "--json", f"fd:{fd}", pass_fds=[fd])
+        report = json.loads(done.stdout)
+        os.lseek(fd, start, os.SEEK_SET)
+        text = run_xenmig("verify", f"fd:{fd}", pass_fds=[fd])
+    finally:
+        os.close(fd)
+    assert done.returncode == 0, done.stderr
+    assert report["format"] == "libxl"
+    assert report["size"] == len(data) - start
+    assert report["streams"][0]["offset"] == start          # offsets stay absolute
+    assert f"{len(data) - start} bytes".encode() in text.stdout
+
+
+# -- 5. convert --to comes from the plugins' converters ---------------------------------------
+def test_convert_to_lists_the_installed_converters(cli, tmp_path) -> None:
+    result = cli("convert", str(LEGACY), "-o", str(tmp_path / "out"), "--to", "nope")
+    assert result.exit_code == 2
+    assert "--to 'nope'" in result.output
+    assert "libxc, libxl, xl" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_converter_targets_ask_the_registry() -> None:
+    from xenmig_core.convert import converter_targets
+
+    class Stub:
+        formats = ("a", "b", "c")
+
+        def converter(self, source: str, target: str) -> object | None:
+            return object() if (source, target) == ("a", "c") else None
+    assert converter_targets(Stub()) == ["c"]     # type: ignore[arg-type]
