@@ -19,7 +19,7 @@ from xenmig_core.engine.context import CONTINUE, Action, HeaderValue, Record, St
 from xenmig_core.engine.reader import SourceReader
 from xenmig_core.errors import RecordError, SpecError, StreamError, TruncatedError
 from xenmig_core.source import ByteSource
-from xenmig_core.spec.expr import Expression, resolve
+from xenmig_core.spec.expr import Expression, evaluate, render, resolve
 from xenmig_core.spec.model import Condition, HeaderSpec, LayoutRule, LengthRule, RecordType
 
 if TYPE_CHECKING:
@@ -242,7 +242,8 @@ class Engine:
         if spec.follows is not None:
             if ctx.children:
                 return Action("end")
-            target = resolve(spec.follows, ctx.names(upcoming=self.source.peek(FOLLOWS_PEEK)))
+            target = resolve(spec.follows, ctx.names(upcoming=self.source.peek(FOLLOWS_PEEK)),
+                             context=f"format {ctx.name}, follows")
             if not target:
                 return Action("end")
             if str(target) not in self.registry.formats:
@@ -587,19 +588,13 @@ class Engine:
                     warn(entry.warn, spec.id)
 
     # -- expressions ---------------------------------------------------------------------
-    def _eval(self, expr: Expression, names: Any, ctx: StreamContext, where: str) -> Any:
-        try:
-            return expr.evaluate(names)
-        except (NameError, KeyError, TypeError, ZeroDivisionError, IndexError) as exc:
-            raise SpecError(f"format {ctx.name}, {where}: expression {expr.source!r} "
-                            f"failed: {exc}", path=ctx.format.spec.paths[0]) from None
+    @staticmethod
+    def _eval(expr: Expression, names: Any, ctx: StreamContext, where: str) -> Any:
+        return evaluate(expr, names, context=f"format {ctx.name}, {where}")
 
     def _value(self, value: Any, names: Any, ctx: StreamContext, where: str) -> Any:
         return self._eval(value, names, ctx, where) if isinstance(value, Expression) else value
 
-    def _render(self, template: Any, names: Any, ctx: StreamContext, where: str) -> str:
-        try:
-            return template.render(names)
-        except (NameError, KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
-            raise SpecError(f"format {ctx.name}, {where}: template {template.source!r} "
-                            f"failed: {exc}", path=ctx.format.spec.paths[0]) from None
+    @staticmethod
+    def _render(template: Any, names: Any, ctx: StreamContext, where: str) -> str:
+        return render(template, names, context=f"format {ctx.name}, {where}")
