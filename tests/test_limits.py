@@ -6,10 +6,13 @@ from __future__ import annotations
 import struct
 
 import pytest
+from conftest import verify_bytes
 from libxl_support import build as build_libxl
 from libxl_support import errors
 from libxl_support import verify as verify_libxl
 
+from xenmig_core.engine import Consumer
+from xenmig_libxc.hvm_context import MAX_KEPT_ENTRIES
 from xenmig_libxc.samples import Step
 from xenmig_libxl.samples import hvm_libxl_sample
 from xenmig_xl.samples import xl_file
@@ -61,3 +64,78 @@ def test_deeply_nested_json_config(registry) -> None:
     assert len(found) == 1 and "nested too deeply" in found[0], found
     assert [c.format for c in report.contexts] == ["xl", "libxl", "libxc"]
     assert all(c.finished for c in report.contexts[1:])
+
+
+# -- 3: HVM_CONTEXT: linear, and a bounded list of entries ------------------------------------
+class _Fields(Consumer):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.fields: dict = {}
+        self.summary: str | None = None
+
+    def on_record(self, record) -> None:
+        if record.name == self.name:
+            self.fields, self.summary = dict(record.fields), record.summary
+
+
+def _hvm_blob(fillers: int, first: int = 1) -> bytes:
+    header = struct.pack("<HHI", first, 0, 8) + struct.pack("<II", 0x54381286, 1)
+    return header + struct.pack("<HHI", 2, 0, 0) * fillers + struct.pack("<HHI", 0, 0, 0)
+
+
+def test_hvm_context_keeps_a_bounded_list_of_entries(registry, hvm, build) -> None:
+    fillers = MAX_KEPT_ENTRIES + 100
+    hvm.steps[hvm.index("HVM_CONTEXT")] = Step("HVM_CONTEXT", {"context": _hvm_blob(fillers)})
+    seen = _Fields("HVM_CONTEXT")
+    report = verify_bytes(registry, build(hvm), consumer=seen)
+    assert report.valid, [str(d) for d in report.diagnostics]
+    total = fillers + 2
+    assert len(seen.fields["entries"]) == MAX_KEPT_ENTRIES
+    assert seen.fields["entries_dropped"] == total - MAX_KEPT_ENTRIES
+    assert seen.fields["entries"][0]["name"] == "HEADER"
+    assert seen.summary.endswith(f", {total} entries")
+
+
+def test_hvm_context_small_keeps_every_entry(registry, hvm, build) -> None:
+    hvm.steps[hvm.index("HVM_CONTEXT")] = Step("HVM_CONTEXT", {"context": _hvm_blob(3, 2)})
+    seen = _Fields("HVM_CONTEXT")
+    report = verify_bytes(registry, build(hvm), consumer=seen)
+    found = [d.message for d in report.result.errors]
+    assert found == ["first entry is CPU, expected HEADER"], found
+    assert len(seen.fields["entries"]) == 5 and "entries_dropped" not in seen.fields
+
+
+# -- 5: capped per-record problems through StreamContext.report_capped --------------------------
+def test_page_data_problems_capped_with_a_count(check, hvm) -> None:
+    i = hvm.index("PAGE_DATA")
+    words = hvm.steps[i].fields["pfn"]
+    hvm.steps[i].fields["pfn"] = [w | (1 << 52) for w in words]
+    out = check(hvm)
+    assert [d.field for d in out.errors] == ["pfn[0]", "pfn[1]", "pfn[2]", "pfn"]
+    assert out.errors[-1].message == (f"{len(words) - 3} more pfn problems in this record "
+                                      "after the first 3")
+
+
+def test_report_capped_consumes_lazily_and_counts(registry, pv, build) -> None:
+    class Probe(Consumer):
+        total = None
+
+        def on_record(self, record) -> None:
+            if record.name == "END" and self.total is None:
+                made = []
+
+                def problems():
+                    for n in range(10):
+                        made.append(n)
+                        yield ("warning" if n % 2 else "error"), f"problem {n}", f"f[{n}]"
+                self.total = record.context.report_capped(problems(), 4, more="things",
+                                                          field="f")
+                self.made = made
+
+    probe = Probe()
+    report = verify_bytes(registry, build(pv), consumer=probe)
+    assert probe.total == 10 and probe.made == list(range(10))
+    texts = [(d.severity, d.field, d.message) for d in report.diagnostics]
+    assert texts == [("error", "f[0]", "problem 0"), ("warning", "f[1]", "problem 1"),
+                     ("error", "f[2]", "problem 2"), ("warning", "f[3]", "problem 3"),
+                     ("error", "f", "6 more things after the first 4")]
