@@ -3,15 +3,16 @@ deep nesting, large HVM contexts, capped per-record problem lists."""
 
 from __future__ import annotations
 
+import json
 import struct
 
 import pytest
-from conftest import verify_bytes
+from conftest import verbose_account, verify_bytes
 from libxl_support import build as build_libxl
 from libxl_support import errors
 from libxl_support import verify as verify_libxl
 
-from xenmig_core.engine import Consumer
+from xenmig_core.engine import Consumer, walk
 from xenmig_libxc.hvm_context import MAX_KEPT_ENTRIES
 from xenmig_libxc.samples import Step
 from xenmig_libxl.samples import hvm_libxl_sample
@@ -139,3 +140,73 @@ def test_report_capped_consumes_lazily_and_counts(registry, pv, build) -> None:
     assert texts == [("error", "f[0]", "problem 0"), ("warning", "f[1]", "problem 1"),
                      ("error", "f[2]", "problem 2"), ("warning", "f[3]", "problem 3"),
                      ("error", "f", "6 more things after the first 4")]
+
+
+# -- 1: diagnostics are capped per kind and in all; counted, never lost silently ---------------
+def _unknown(type_id: int) -> Step:
+    return Step("END", overrides={"type_id": type_id, "body": b""})
+
+
+def _spam(pv, build, optional: int = 60, mandatory: int = 0) -> bytes:
+    i = pv.index("END")
+    pv.steps[i:i] = [_unknown(0x80000100 + n % 3) for n in range(optional)] + \
+        [_unknown(0x00000F00 + n) for n in range(mandatory)]
+    return build(pv)
+
+
+class _Heard(Consumer):
+    def __init__(self) -> None:
+        self.diagnostics: list = []
+        self.dropped: list = []
+
+    def on_diagnostic(self, diagnostic) -> None:
+        self.diagnostics.append(diagnostic)
+
+    def on_diagnostics_dropped(self, like, count: int) -> None:
+        self.dropped.append((like, count))
+
+
+def test_alike_diagnostics_are_capped_and_counted(registry, pv, build) -> None:
+    heard = _Heard()
+    report = verify_bytes(registry, _spam(pv, build), consumer=heard)
+    result = report.result
+    assert report.valid
+    assert len(result.diagnostics) == walk.MAX_DIAGNOSTICS_PER_KIND == 20
+    assert heard.diagnostics == result.diagnostics      # the consumer hears only the kept
+    assert result.dropped == {"warning": 40} and result.diagnostics_dropped == 40
+    assert result.warning_count == 60 and result.error_count == 0
+    assert heard.dropped == result.dropped_like == [(result.diagnostics[0], 40)]
+
+
+def test_verbose_says_how_many_more_once(registry, pv, build) -> None:
+    lines = verbose_account(_spam(pv, build), registry)
+    assert sum(line.strip().startswith("WARNING: ") for line in lines) == 20
+    more = [line for line in lines if "more like this" in line]
+    assert len(more) == 1 and "... 40 more like this: WARNING: record" in more[0], more
+
+
+def test_overall_cap_keeps_first_error_and_fatal_one(registry, pv, build, monkeypatch) -> None:
+    monkeypatch.setattr(walk, "MAX_DIAGNOSTICS", 5)
+    data = _spam(pv, build, optional=10, mandatory=4)
+    end = data.index(struct.pack("<II", 0x00000F03, 0))
+    report = verify_bytes(registry, data[:end + 4])          # truncated in a record header
+    result = report.result
+    kinds = [(d.severity, d.record_type) for d in result.diagnostics]
+    assert kinds[:5] == [("warning", f"{0x80000100 + n % 3:#010x}") for n in range(5)]
+    assert kinds[5:] == [("error", "0x00000f00"), ("error", None)], kinds
+    assert "truncated" in str(result.diagnostics[-1]) or "ended" in str(result.diagnostics[-1])
+    assert not report.valid and result.errors[0].record_type == "0x00000f00"
+    assert result.dropped == {"warning": 5, "error": 2}
+    assert result.error_count == 4 and result.warning_count == 10
+
+
+def test_dump_counts_every_diagnostic(cli, tmp_path, pv, build) -> None:
+    stream = tmp_path / "s.libxc"
+    stream.write_bytes(_spam(pv, build))
+    result = cli("dump", "-t", "jsonl", "--pages", "none", str(stream))
+    items = [json.loads(line) for line in result.output.splitlines()]
+    assert sum(i["kind"] == "diagnostic" for i in items) + sum(
+        len(i.get("diagnostics", [])) for i in items) == 20
+    end = items[-1]
+    assert end["kind"] == "end" and end["warnings"] == 60
+    assert end["diagnostics_dropped"] == 40
