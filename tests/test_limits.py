@@ -117,7 +117,7 @@ def test_page_data_problems_capped_with_a_count(check, hvm) -> None:
                                       "after the first 3")
 
 
-def test_report_capped_consumes_lazily_and_counts(registry, pv, build) -> None:
+def test_report_capped_reports_first_n_and_counts_rest(registry, pv, build) -> None:
     class Probe(Consumer):
         total = None
 
