@@ -10,7 +10,9 @@ with an empty component.
 from __future__ import annotations
 
 import string
+from collections.abc import Iterator
 
+from xenmig_core.diagnostics import ERROR, WARNING
 from xenmig_core.engine import Record, StreamContext
 
 KEY_CHARS = frozenset(string.ascii_letters + string.digits + "-/_@")
@@ -62,22 +64,8 @@ def check_xenstore_data(record: Record, ctx: StreamContext) -> None:
     pairs, problems = split_pairs(data)
     for message in problems:
         ctx.error(message, field="data")
-    reported = 0
-    seen: set[bytes] = set()
-    for i, (key, value) in enumerate(pairs):
-        problem = key_problem(key)
-        if problem is not None and reported < MAX_REPORTED:
-            ctx.error(problem, field=f"pairs[{i}].key")
-            reported += 1
-        if any(c not in PRINTABLE for c in value) and reported < MAX_REPORTED:
-            ctx.warning(f"value of {_show(key)} is not printable ASCII: {_show(value)}",
-                        field=f"pairs[{i}].value")
-            reported += 1
-        if key in seen and reported < MAX_REPORTED:
-            ctx.warning(f"key {_show(key)} appears twice: the later value wins",
-                        field=f"pairs[{i}].key")
-            reported += 1
-        seen.add(key)
+    # the first few problems only (this record type has never said how many more there are)
+    ctx.report_capped(_pair_problems(pairs), MAX_REPORTED, more=None)
     record.fields["pairs"] = [[_text(k), _text(v)] for k, v in pairs]
     emulator = ctx.format.spec.enums["emulator"].name_of(record.fields["emulator_id"])
     shown = ", ".join(f"{k}={v}" for k, v in record.fields["pairs"][:SHOWN_PAIRS])
@@ -85,6 +73,24 @@ def check_xenstore_data(record: Record, ctx: StreamContext) -> None:
     record.summary = (f"{emulator}, index {record.fields['index']}, "
                       f"{len(pairs)} {'key' if len(pairs) == 1 else 'keys'}"
                       f"{': ' + shown + more if pairs else ''}")
+
+
+def _pair_problems(pairs: list[tuple[bytes, bytes]]
+                   ) -> Iterator[tuple[str, str, str | None]]:
+    """Each pair's problems in order, lazily: a refused key (error), a non-printable value
+    or a repeated key (warnings)."""
+    seen: set[bytes] = set()
+    for i, (key, value) in enumerate(pairs):
+        problem = key_problem(key)
+        if problem is not None:
+            yield ERROR, problem, f"pairs[{i}].key"
+        if any(c not in PRINTABLE for c in value):
+            yield (WARNING, f"value of {_show(key)} is not printable ASCII: {_show(value)}",
+                   f"pairs[{i}].value")
+        if key in seen:
+            yield WARNING, f"key {_show(key)} appears twice: the later value wins", \
+                f"pairs[{i}].key"
+        seen.add(key)
 
 
 def _text(raw: bytes) -> str:

@@ -68,6 +68,11 @@ def _json_config(header: HeaderValue, ctx: StreamContext, config: bytes) -> None
         _error(ctx, f"the JSON configuration does not parse: {exc} (xl restore would fail)",
                "config", header)
         return
+    except RecursionError:
+        # arrays or objects nested deeper than the parser's stack: no real configuration is
+        _error(ctx, "the JSON configuration does not parse: nested too deeply "
+                    "(xl restore would fail)", "config", header)
+        return
     if not isinstance(parsed, dict):
         _error(ctx, f"the JSON configuration is a {type(parsed).__name__}, not an object "
                     "(libxl_domain_config_from_json refuses it)", "config", header)

@@ -483,12 +483,14 @@ def dump_source(registry: Registry, source: ByteSource, renderer: Renderer,
     if not stopped:
         consumer.finish_unwalked()
         consumer._flush_diagnostics()
-    errors = sum(1 for d in result.diagnostics if d.is_error)
-    warnings = len(result.diagnostics) - errors
+    errors = result.error_count
+    warnings = result.warning_count
     end: dict[str, Any] = {"kind": "end", "valid": not errors, "errors": errors,
                            "warnings": warnings,
                            "records": consumer.records_seen if stopped else result.records,
                            "size": source.offset}
+    if result.diagnostics_dropped:
+        end["diagnostics_dropped"] = result.diagnostics_dropped
     if stopped:
         end["stopped"] = f"--limit {options.limit} reached"
     if result.eof_note:

@@ -45,6 +45,11 @@ class Consumer:
     def on_trailing(self, offset: int, length: int, description: str | None) -> None:
         """Bytes follow the end of the outermost stream."""
 
+    def on_diagnostics_dropped(self, like: Diagnostic, count: int) -> None:
+        """At the end of the walk: *count* more diagnostics like *like* were found but not
+        kept nor passed to :meth:`on_diagnostic` (the engine caps them). Called once per
+        kind of diagnostic that was capped."""
+
 
 class MultiConsumer(Consumer):
     """Passes every callback to each of *consumers* in order; a payload is read when any of
@@ -88,3 +93,7 @@ class MultiConsumer(Consumer):
     def on_trailing(self, offset: int, length: int, description: str | None) -> None:
         for c in self.consumers:
             c.on_trailing(offset, length, description)
+
+    def on_diagnostics_dropped(self, like: Diagnostic, count: int) -> None:
+        for c in self.consumers:
+            c.on_diagnostics_dropped(like, count)

@@ -8,7 +8,7 @@ the layout state the spec's rules need (marks, counts, named state values, stati
 from __future__ import annotations
 
 from collections import ChainMap, Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -142,6 +142,27 @@ class StreamContext:
             record_index=record.index if record else None,
             record_type=record.name if record else None,
             field=field, format=self.format.name, unit=unit))
+
+    def report_capped(self, problems: Iterable[tuple[str, str, str | None]], limit: int, *,
+                      more: str | None, field: str | None = None) -> int:
+        """Report the first *limit* of *problems* (``(severity, message, field)`` each, at the
+        current record); count the rest without reporting them and, when there are any and
+        *more* is given, add one diagnostic ``"N more {more} after the first {limit}"`` at
+        *field*, as severe as the worst of them. *problems* may be a generator: it is
+        consumed once, and only the reported ones need be kept. Returns how many problems
+        there were in all."""
+        total = 0
+        worst = WARNING
+        for severity, message, where in problems:
+            total += 1
+            if total <= limit:
+                self.diagnose(severity, message, field=where)
+            elif severity == ERROR:
+                worst = ERROR
+        if total > limit and more is not None:
+            self.diagnose(worst, f"{total - limit} more {more} after the first {limit}",
+                          field=field)
+        return total
 
     def error(self, message: str, **where: Any) -> None:
         """Report an error (the stream is invalid) at the current record unless told where."""

@@ -8,7 +8,9 @@ knows nothing of any particular format: record names, ids and rules all come fro
 
 from __future__ import annotations
 
+import re
 import struct
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -19,7 +21,7 @@ from xenmig_core.engine.context import CONTINUE, Action, HeaderValue, Record, St
 from xenmig_core.engine.reader import SourceReader
 from xenmig_core.errors import RecordError, SpecError, StreamError, TruncatedError
 from xenmig_core.source import ByteSource
-from xenmig_core.spec.expr import Expression, resolve
+from xenmig_core.spec.expr import Expression, evaluate, render, resolve
 from xenmig_core.spec.model import Condition, HeaderSpec, LayoutRule, LengthRule, RecordType
 
 if TYPE_CHECKING:
@@ -31,6 +33,23 @@ PAYLOAD_BUFFER_SIZE = 1 << 20
 #: ``follows`` expressions see this many upcoming bytes as ``upcoming``.
 FOLLOWS_PEEK = 64
 _ORDERS = {"big": ">", "little": "<", "native": "="}
+
+
+#: At most this many diagnostics of one kind (see :func:`diagnostic_kind`) are kept...
+MAX_DIAGNOSTICS_PER_KIND = 20
+#: ... and at most this many in all (plus the first error and a fatal one, always kept).
+MAX_DIAGNOSTICS = 1000
+_NUMBER = re.compile(r"0x[0-9a-fA-F]+|\d+")
+
+
+def diagnostic_kind(d: Diagnostic) -> tuple[str | None, ...]:
+    """What makes diagnostics "alike" for the caps: format, record type (or header),
+    severity, field and message, with every number replaced (``pfn[3]`` and ``pfn[4]``,
+    ``record type 0x80000100`` and ``0x80000101`` are alike)."""
+    def shape(text: str | None) -> str | None:
+        return _NUMBER.sub("#", text) if text is not None else None
+    return (d.format, shape(d.record_type or d.unit), d.severity, shape(d.field),
+            shape(d.message))
 
 
 class _CleanEOF(Exception):
@@ -47,6 +66,27 @@ class WalkResult:
     records: int = 0
     end_offset: int = 0
     eof_note: str | None = None
+    #: diagnostics found but not kept (nor passed to the consumer), by severity
+    dropped: Counter[str] = field(default_factory=Counter)
+    #: per kind with drops: (a diagnostic of that kind, how many were dropped); kinds first
+    #: seen after the overall cap share one entry (the first of them is the sample)
+    dropped_like: list[tuple[Diagnostic, int]] = field(default_factory=list)
+
+    @property
+    def diagnostics_dropped(self) -> int:
+        """How many diagnostics the caps dropped (0 when every one was kept)."""
+        return sum(self.dropped.values())
+
+    @property
+    def error_count(self) -> int:
+        """Errors found, kept or dropped."""
+        return len(self.errors) + self.dropped["error"]
+
+    @property
+    def warning_count(self) -> int:
+        """Warnings found, kept or dropped."""
+        return len(self.diagnostics) - len(self.errors) + self.diagnostics_dropped \
+            - self.dropped["error"]
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -63,6 +103,12 @@ class Engine:
     Contract: the walk never raises for bad input: every problem becomes a diagnostic, and
     a fatal one (broken framing, truncation) stops the walk. SpecError and PluginError
     propagate: they are bugs in a spec or plugin, not in the stream.
+
+    Diagnostics are capped (bad input must not cost memory or output in proportion to its
+    size): at most :data:`MAX_DIAGNOSTICS_PER_KIND` alike ones and :data:`MAX_DIAGNOSTICS`
+    in all are kept and passed to the consumer; the first error and a fatal one always are.
+    The rest are counted in ``WalkResult.dropped``; at the end of the walk the consumer's
+    ``on_diagnostics_dropped`` hears once per kind how many more there were.
 
     *params* are values the caller knows better than the stream (``--width 32``): every
     context whose format declares a ``state`` variable of that name starts with the value
@@ -84,11 +130,38 @@ class Engine:
         self.result = WalkResult()
         self._next_index = 0
         self._payload_buffer: memoryview | None = None
+        #: kind -> [kept, dropped, sample]; a kind is tracked only once one of it is kept,
+        #: so there are at most as many kinds as kept diagnostics (others share ``None``)
+        self._kinds: dict[tuple[str | None, ...] | None, list[Any]] = {}
+        self._error_kept = False
 
     # -- diagnostics ---------------------------------------------------------------------
-    def report(self, diagnostic: Diagnostic) -> None:
+    def report(self, diagnostic: Diagnostic, *, keep: bool = False) -> None:
+        """Keep *diagnostic* and pass it to the consumer, unless a cap drops it (*keep*
+        overrides the caps; the first error is always kept)."""
+        kind = diagnostic_kind(diagnostic)
+        entry = self._kinds.get(kind)
+        keep = keep or (diagnostic.is_error and not self._error_kept) or (
+            len(self.result.diagnostics) < MAX_DIAGNOSTICS
+            and (entry is None or entry[0] < MAX_DIAGNOSTICS_PER_KIND))
+        if not keep:
+            self.result.dropped[diagnostic.severity] += 1
+            if entry is None:
+                entry = self._kinds.setdefault(None, [0, 0, diagnostic])
+            entry[1] += 1
+            return
+        if entry is None:
+            entry = self._kinds[kind] = [0, 0, diagnostic]
+        entry[0] += 1
+        self._error_kept = self._error_kept or diagnostic.is_error
         self.result.diagnostics.append(diagnostic)
         self.consumer.on_diagnostic(diagnostic)
+
+    def _report_dropped(self) -> None:
+        for _kept, dropped, sample in self._kinds.values():
+            if dropped:
+                self.result.dropped_like.append((sample, dropped))
+                self.consumer.on_diagnostics_dropped(sample, dropped)
 
     # -- contexts ------------------------------------------------------------------------
     def _start(self, fmt: Format, parent: StreamContext | None) -> StreamContext:
@@ -130,6 +203,7 @@ class Engine:
             self._fatal(ctx, exc)
         self.result.end_offset = self.source.offset
         self.result.records = self._next_index
+        self._report_dropped()
         return self.result
 
     def _apply(self, action: Action, ctx: StreamContext, stack: list[StreamContext]) -> None:
@@ -217,7 +291,7 @@ class Engine:
 
     def _fatal(self, ctx: StreamContext, exc: StreamError) -> None:
         record = ctx.current
-        self.report(Diagnostic(
+        self.report(keep=True, diagnostic=Diagnostic(
             severity=ERROR, message=exc.message,
             offset=exc.offset if exc.offset is not None else (record.offset if record else None),
             record_index=record.index if record else None,
@@ -242,7 +316,8 @@ class Engine:
         if spec.follows is not None:
             if ctx.children:
                 return Action("end")
-            target = resolve(spec.follows, ctx.names(upcoming=self.source.peek(FOLLOWS_PEEK)))
+            target = resolve(spec.follows, ctx.names(upcoming=self.source.peek(FOLLOWS_PEEK)),
+                             context=f"format {ctx.name}, follows")
             if not target:
                 return Action("end")
             if str(target) not in self.registry.formats:
@@ -587,19 +662,13 @@ class Engine:
                     warn(entry.warn, spec.id)
 
     # -- expressions ---------------------------------------------------------------------
-    def _eval(self, expr: Expression, names: Any, ctx: StreamContext, where: str) -> Any:
-        try:
-            return expr.evaluate(names)
-        except (NameError, KeyError, TypeError, ZeroDivisionError, IndexError) as exc:
-            raise SpecError(f"format {ctx.name}, {where}: expression {expr.source!r} "
-                            f"failed: {exc}", path=ctx.format.spec.paths[0]) from None
+    @staticmethod
+    def _eval(expr: Expression, names: Any, ctx: StreamContext, where: str) -> Any:
+        return evaluate(expr, names, context=f"format {ctx.name}, {where}")
 
     def _value(self, value: Any, names: Any, ctx: StreamContext, where: str) -> Any:
         return self._eval(value, names, ctx, where) if isinstance(value, Expression) else value
 
-    def _render(self, template: Any, names: Any, ctx: StreamContext, where: str) -> str:
-        try:
-            return template.render(names)
-        except (NameError, KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
-            raise SpecError(f"format {ctx.name}, {where}: template {template.source!r} "
-                            f"failed: {exc}", path=ctx.format.spec.paths[0]) from None
+    @staticmethod
+    def _render(template: Any, names: Any, ctx: StreamContext, where: str) -> str:
+        return render(template, names, context=f"format {ctx.name}, {where}")

@@ -291,6 +291,8 @@ class TextRenderer:
         text = f"end: {verdict}, {item['records']} records, {item['size']} bytes"
         if item.get("warnings"):
             text += f", {item['warnings']} warning{'' if item['warnings'] == 1 else 's'}"
+        if item.get("diagnostics_dropped"):
+            text += f" ({item['diagnostics_dropped']} of them not shown: too many alike)"
         if item.get("note"):
             text += f"; {item['note']}"
         if item.get("stopped"):

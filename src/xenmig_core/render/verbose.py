@@ -5,7 +5,9 @@ Records whose type is marked ``squash`` in the spec (PAGE_DATA) are folded into 
 run, with the run's record indices, offsets and counts. A diagnostic is printed under the
 line of the header or record it concerns (the engine reports it while checking, before that
 line can be written), indented one step further; when the walk goes back to a stream after
-a nested one yielded or ended, a "(... continues)" line says so.
+a nested one yielded or ended, a "(... continues)" line says so. The engine caps alike
+diagnostics: at the end, one "... N more like this" line per capped kind says how many
+were not shown.
 """
 
 from __future__ import annotations
@@ -134,6 +136,12 @@ class VerboseConsumer(Consumer):
         self._line(0, offset, f"{length} trailing bytes" +
                    (f": {description}" if description else ""))
         self._diagnostics()
+
+    def on_diagnostics_dropped(self, like: Diagnostic, count: int) -> None:
+        """Once per capped kind, at the end: how many alike diagnostics were not shown."""
+        self._flush()
+        self.out.write(f"{' ' * 11}    ... {count} more like this: "
+                       f"{like.severity.upper()}: {like}\n")
 
     def close(self) -> None:
         self._flush()

@@ -47,10 +47,11 @@ class Expression:
     error naming the expression, since specs are validated against known names where possible.
     """
 
-    __slots__ = ("_code", "_scoped", "names", "source")
+    __slots__ = ("_code", "_scoped", "names", "source", "where")
 
     def __init__(self, source: str, *, where: str = "<expr>") -> None:
         self.source = source
+        self.where = where
         try:
             tree = ast.parse(source.strip(), mode="eval")
         except SyntaxError as exc:
@@ -88,10 +89,11 @@ _TEMPLATE_PART = re.compile(r"\{([^{}]+)\}")
 class Template:
     """Text with ``{expression}`` or ``{expression:format}`` parts, e.g. ``"{khz} kHz"``."""
 
-    __slots__ = ("_parts", "source")
+    __slots__ = ("_parts", "source", "where")
 
     def __init__(self, source: str, *, where: str = "<template>") -> None:
         self.source = source
+        self.where = where
         self._parts: list[str | tuple[Expression, str]] = []
         pos = 0
         for match in _TEMPLATE_PART.finditer(source):
@@ -143,6 +145,35 @@ def compile_value(value: Any, *, where: str) -> Expression | int:
     raise SpecError(f"expected a number or an expression, got {value!r}", path=where)
 
 
-def resolve(value: Expression | int, names: Mapping[str, Any]) -> Any:
-    """Evaluate an Expression, or return a literal as it is."""
-    return value.evaluate(names) if isinstance(value, Expression) else value
+#: What evaluating a well-formed expression against stream values can raise: an unknown
+#: name, a value of the wrong type, a division by zero, an index out of range, a number too
+#: big. Each means the spec's expression does not fit the stream: a spec error, not a crash.
+EVAL_ERRORS: tuple[type[Exception], ...] = (
+    NameError, KeyError, TypeError, ValueError, ZeroDivisionError, IndexError, OverflowError)
+
+
+def evaluate(expr: Expression, names: Mapping[str, Any], *, context: str = "") -> Any:
+    """Evaluate *expr*; any of :data:`EVAL_ERRORS` becomes a SpecError naming the spec file
+    the expression came from, *context* (e.g. ``"format libxc, PAGE_DATA"``) and the
+    expression. Every evaluation of spec expressions goes through here (or :func:`render`)."""
+    try:
+        return expr.evaluate(names)
+    except EVAL_ERRORS as exc:
+        prefix = f"{context}: " if context else ""
+        raise SpecError(f"{prefix}expression {expr.source!r} failed: "
+                        f"{type(exc).__name__}: {exc}", path=expr.where) from None
+
+
+def render(template: Template, names: Mapping[str, Any], *, context: str = "") -> str:
+    """Render *template*, turning :data:`EVAL_ERRORS` into a SpecError like :func:`evaluate`."""
+    try:
+        return template.render(names)
+    except EVAL_ERRORS as exc:
+        prefix = f"{context}: " if context else ""
+        raise SpecError(f"{prefix}template {template.source!r} failed: "
+                        f"{type(exc).__name__}: {exc}", path=template.where) from None
+
+
+def resolve(value: Expression | int, names: Mapping[str, Any], *, context: str = "") -> Any:
+    """Evaluate an Expression (through :func:`evaluate`), or return a literal as it is."""
+    return evaluate(value, names, context=context) if isinstance(value, Expression) else value

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from xenmig_core.errors import RecordError
-from xenmig_core.spec.expr import Expression
+from xenmig_core.spec.expr import evaluate, resolve
 
 #: An array of structs reports at most this many failed item checks (then one summary).
 MAX_ITEM_PROBLEMS = 3
@@ -396,16 +396,16 @@ def _run_check(chk: Check, value: Any, spec: FieldSpec, names: Mapping[str, Any]
                 return f"[{i}] {msg}"
         return None
     if kind == "eq":
-        expected = arg.evaluate(names) if isinstance(arg, Expression) else arg
+        expected = resolve(arg, names, context=f"check of {spec.id}")
         return None if value == expected else f"expected {_show(expected)}, found {_show(value)}"
     if kind == "any_of":
         return None if value in arg else \
             f"expected one of {', '.join(_show(a) for a in arg)}, found {_show(value)}"
     if kind == "min":
-        low = arg.evaluate(names) if isinstance(arg, Expression) else arg
+        low = resolve(arg, names, context=f"check of {spec.id}")
         return None if value >= low else f"must be at least {low}, found {value}"
     if kind == "max":
-        high = arg.evaluate(names) if isinstance(arg, Expression) else arg
+        high = resolve(arg, names, context=f"check of {spec.id}")
         return None if value <= high else f"must be at most {high}, found {value}"
     if kind == "reserved":
         if isinstance(value, bytes | bytearray | memoryview):
@@ -419,7 +419,9 @@ def _run_check(chk: Check, value: Any, spec: FieldSpec, names: Mapping[str, Any]
     if kind == "expr":
         env = dict(names)
         env["value"] = value
-        return None if arg.evaluate(env) else f"check failed: {arg.source} (value {_show(value)})"
+        if evaluate(arg, env, context=f"check of {spec.id}"):
+            return None
+        return f"check failed: {arg.source} (value {_show(value)})"
     raise AssertionError(f"unknown check kind {kind}")
 
 
