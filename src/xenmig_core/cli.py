@@ -151,11 +151,11 @@ def _verify_output(report: VerifyReport, *, verbose: bool, quiet: bool, as_json:
     if report.valid:
         typer.echo(f"{report.source}: valid: {report.summary()}")
     else:
-        more = f" ({len(errors) - 1} more; -v shows all)" if len(errors) > 1 else ""
+        count = report.result.error_count
+        more = f" ({count - 1} more; -v shows all)" if count > 1 else ""
         typer.echo(f"xenmig: invalid: {errors[0]}{more}", err=True)
         if verbose:
-            typer.echo(f"{report.source}: INVALID: {len(errors)} error"
-                       + ("" if len(errors) == 1 else "s"))
+            typer.echo(f"{report.source}: INVALID: {count} error" + ("" if count == 1 else "s"))
     return code
 
 

@@ -129,8 +129,10 @@ class VerifyReport:
             "account": _jsonable(self.account.entries) if self.account else [],
             **({"account_dropped": self.account.dropped}
                if self.account and self.account.dropped else {}),
-            "errors": sum(1 for d in self.diagnostics if d.is_error),
-            "warnings": sum(1 for d in self.diagnostics if not d.is_error),
+            **({"diagnostics_dropped": self.result.diagnostics_dropped}
+               if self.result.diagnostics_dropped else {}),
+            "errors": self.result.error_count,
+            "warnings": self.result.warning_count,
             "diagnostics": [d.to_dict() for d in self.diagnostics],
         }
 
