@@ -20,6 +20,7 @@ flag set for xl output; xl output of a bare image gets a new header with no conf
 from __future__ import annotations
 
 import struct
+from collections import deque
 from typing import Any
 
 from xenmig_core.convert import ConvertOptions
@@ -45,6 +46,12 @@ XL_FIXED = struct.Struct("<IIII")
 XL_STREAM_V2 = 2
 MAX_XL_OPTIONAL = 64 << 20
 LIBXL_LEGACY_OPTION = 2
+#: Format-B pfns whose data have not arrived yet (each batch adds up to 1024): beyond this
+#: many (1 GiB of guest pages) the image is refused rather than the queue growing further.
+MAX_FORMAT_B_PENDING = 1 << 18
+#: libxl physmap data collected from -18 chunks for EMULATOR_XENSTORE_DATA (real ones hold
+#: a few hundred bytes).
+MAX_XENSTORE = 4 << 20
 QEMU_PREFIXED = ("DeviceModelRecord0002", "RemusDeviceModelState")
 
 
@@ -105,13 +112,13 @@ class LegacyConverter(Consumer):
         params = registry.specs["libxc"].enums["hvm_param"].entries.values()
         self.param_index = {e.name: e.value for e in params}
         self.param_names = registry.specs[FORMAT].enums["param_chunk"]
-        self.params: list[tuple[int, int]] = []
+        self.params: dict[int, int] = {}  # v2 index -> last value, in first-seen order
         self.xenstore = bytearray()
         self.padding = 0          # of the record whose payload is being streamed
         self.streaming = False
         self.done = False
         self.libxc_ended = False
-        self.format_b_words: list[int] = []
+        self.format_b_words: deque[int] = deque()
         self.widen = False        # stream u32 words as u64 (32-bit p2m frame list)
         self.carry = b""
         self.legacy: StreamContext | None = None
@@ -189,8 +196,8 @@ class LegacyConverter(Consumer):
         if handler is not None:
             handler(record, record.context.state)
         elif record.type_id in self.param_names.entries:
-            self.params.append((self.param_index[self.param_names.name_of(record.type_id)],
-                                record.fields["value"]))
+            index = self.param_index[self.param_names.name_of(record.type_id)]
+            self.params[index] = record.fields["value"]
 
     def on_record_end(self, record: Record) -> None:
         self.widen = False
@@ -268,6 +275,9 @@ class LegacyConverter(Consumer):
     def _format_b_batch(self, words: list[int]) -> None:
         carrying = [w for w in words if (w & TYPE_MASK) < FIRST_DATALESS_TYPE]
         dataless = [w for w in words if (w & TYPE_MASK) >= FIRST_DATALESS_TYPE]
+        if len(self.format_b_words) + len(carrying) > MAX_FORMAT_B_PENDING:
+            raise StreamError(f"more than {MAX_FORMAT_B_PENDING} format-B pages announced "
+                              "whose data have not arrived in -12 chunks")
         self.format_b_words.extend(carrying)
         if dataless:
             self.libxc.record("PAGE_DATA", {"count": len(dataless),
@@ -275,13 +285,10 @@ class LegacyConverter(Consumer):
 
     def unit_COMPRESSED_DATA(self, record: Record, state: dict[str, Any]) -> None:
         data = record.fields["data"]
-        entries = record.fields.get("entries")
-        if entries is None:
-            entries = list(iter_pages(data))
-        for entry in entries:
+        for entry in iter_pages(data):  # lazily: a chunk can hold millions of 1-byte entries
             if not self.format_b_words:
                 raise StreamError("compressed page without an announced pfn")
-            word = self.format_b_words.pop(0)
+            word = self.format_b_words.popleft()
             if entry.kind == EMPTY:
                 continue  # unchanged since it was sent: nothing to write
             if entry.kind != FULL:
@@ -305,14 +312,18 @@ class LegacyConverter(Consumer):
             entries = parse_physmap(data, state["width"])
         except PhysmapError as exc:
             raise StreamError(f"libxl toolstack data: {exc}") from None
-        self.xenstore += xenstore_data(entries)
+        more = xenstore_data(entries)
+        if len(self.xenstore) + len(more) > MAX_XENSTORE:
+            raise StreamError(f"libxl toolstack data: more than {MAX_XENSTORE >> 20} MiB of "
+                              "physmap entries in all")
+        self.xenstore += more
 
     def unit_END(self, record: Record, state: dict[str, Any]) -> None:
         if self.params:
             if state["guest"] == "pv":
                 raise StreamError("HVM-only param in PV stream")
             self.libxc.record("HVM_PARAMS", {"count": len(self.params), "params": [
-                {"index": i, "value": v} for i, v in self.params]})
+                {"index": i, "value": v} for i, v in self.params.items()]})
         if self.format_b_words:
             raise StreamError(f"{len(self.format_b_words)} pages announced in format B "
                               "never arrived")

@@ -27,6 +27,8 @@ PAGE = 4096
 FILLER = 0xF0000000
 TYPE_MASK = 0xF0000000
 FIRST_DATALESS_TYPE = 0xD0000000
+INVALID_TYPES = frozenset({5, 6, 7, 8})  # type nibbles no saver writes (between L4 and pinned)
+MAX_VCPUS = 4096             # vcpu ids 0..4095 (max id above that: refused, as upstream)
 MAX_BLOB = 64 << 20          # toolstack data and compressed-data chunks are read whole
 QEMU_SIGNATURES = (b"DeviceModelRecord0002", b"RemusDeviceModelState")
 QEMU_TO_EOF = b"QemuDeviceModelRecord"
@@ -192,7 +194,7 @@ class _Walk:
             return CONTINUE
         if marker == -2:
             max_id = struct.unpack_from("<i", self.need(8, "vcpu info"), 4)[0]
-            if not 0 <= max_id <= 4095:
+            if not 0 <= max_id < MAX_VCPUS:
                 raise self.fail(f"vcpu info chunk (-2): max vcpu id {max_id} out of range "
                                 "0..4095")
             self.unit("VCPU_INFO", 8 + 8 * (max_id // 64 + 1))
@@ -316,6 +318,7 @@ class _Walk:
             return END
         self.state["checkpoint"] += 1
         self.state["vcpus"] = []
+        self.state["vcpu_chunks"] = 0
         self.ws["phase"] = "chunks"
         return CONTINUE
 

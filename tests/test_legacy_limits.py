@@ -1,0 +1,113 @@
+"""Legacy images built to exhaust memory: compressed chunks of millions of tiny entries,
+repeated vcpu-info, parameter and toolstack chunks, format-B pfns whose data never come.
+Memory must stay bounded (checked with tracemalloc's peak, not with timing) and the outcome
+must be the documented one."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+import xenmig_legacy.convert as legacy_convert
+from xenmig_core.convert import ConvertOptions, convert
+from xenmig_core.errors import StreamError
+from xenmig_core.source import ByteSource
+from xenmig_core.verify import verify_source
+from xenmig_legacy.physmap import PhysmapEntry, build_physmap
+from xenmig_legacy.samples import LegacyWriter, hvm_image, pv_image
+
+EMPTIES = 1 << 16   # 1-byte EMPTY entries in one -12 chunk
+
+
+def verify(registry, data: bytes):
+    return verify_source(registry, ByteSource.from_bytes(data), "auto")
+
+
+def run(registry, tmp_path: Path, data: bytes, target: str = "libxc") -> bytes:
+    src, out = tmp_path / "in.img", tmp_path / f"out.{target}"
+    src.write_bytes(data)
+    convert(registry, str(src), str(out), ConvertOptions(target))
+    return out.read_bytes()
+
+
+def peak_bytes(action) -> int:
+    tracemalloc.start()
+    try:
+        action()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_compressed_entries_are_counted_not_kept(registry) -> None:
+    lw = LegacyWriter(64)
+    data = hvm_image(extra_chunks=[lw.chunk(-13), lw.compressed(bytes(EMPTIES))]).data
+    reports = []
+    peak = peak_bytes(lambda: reports.append(verify(registry, data)))
+    report = reports[0]
+    messages = [d.message for d in report.diagnostics]
+    assert f"{EMPTIES} compressed pages, but only 0 announced pfns await data" in messages
+    # one PageEntry object kept per entry cost ~10 MiB here; counting costs nothing per entry
+    assert peak < 1 << 20, peak
+
+
+def test_compressed_entries_are_converted_lazily(registry, tmp_path) -> None:
+    lw = LegacyWriter(64)
+    batches = [lw.batch(list(range(start, start + 1024)), [])
+               for start in range(0, EMPTIES, 1024)]
+    data = hvm_image(p2m_size=EMPTIES, extra_chunks=[
+        lw.chunk(-13), *batches, lw.compressed(bytes(EMPTIES))]).data
+    plain = run(registry, tmp_path, hvm_image(p2m_size=EMPTIES).data)
+    outputs: list[bytes] = []
+    peak = peak_bytes(lambda: outputs.append(run(registry, tmp_path, data)))
+    assert outputs[0] == plain  # unchanged pages write nothing
+    assert peak < 8 << 20, peak  # ~4.5 MiB, mostly the 65536 queued pfns; 13 MiB before
+
+
+def test_format_b_backlog_is_capped(registry, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(legacy_convert, "MAX_FORMAT_B_PENDING", 4)
+    lw = LegacyWriter(64)
+    data = hvm_image(extra_chunks=[lw.chunk(-13), lw.batch([1, 2, 3], []),
+                                   lw.batch([4, 5], [])]).data
+    with pytest.raises(StreamError, match="more than 4 format-B pages announced"):
+        run(registry, tmp_path, data)
+    assert not (tmp_path / "out.libxc").exists()
+
+
+def test_repeated_vcpu_info_is_a_bounded_set(registry) -> None:
+    lw = LegacyWriter(64)
+    every = lw.vcpu_info(list(range(4096)))
+    report = verify(registry, hvm_image(extra_chunks=[every] * 40).data)
+    warnings = [d.message for d in report.diagnostics if "repeated vcpu info" in d.message]
+    assert len(warnings) == 1, warnings
+    assert report.valid
+
+
+def test_repeated_vcpu_info_lists_each_pv_vcpu_once(registry, tmp_path) -> None:
+    """Xen's converter appends vcpu 0 twice and then reads two contexts; the saver wrote
+    one, so xenmig merges the maps and reads (and converts) one."""
+    image = pv_image(vcpus=(0, 1), extra_chunks=[LegacyWriter(64).vcpu_info([1])])
+    report = verify(registry, image.data)
+    assert report.valid, [str(d) for d in report.diagnostics]
+    assert sum("repeated vcpu info" in d.message for d in report.diagnostics) == 1
+    out = run(registry, tmp_path, image.data)
+    assert out == run(registry, tmp_path, pv_image(vcpus=(0, 1)).data)
+
+
+def test_repeated_param_chunk_keeps_the_last_value(registry, tmp_path) -> None:
+    lw = LegacyWriter(64)
+    plain = run(registry, tmp_path, hvm_image(params=(-3, -4)).data)
+    again = [lw.param(-3, 0x1111), lw.param(-4, 0x2222)] * 200
+    out = run(registry, tmp_path, hvm_image(params=(-3, -4), extra_chunks=again).data)
+    assert out == plain
+
+
+def test_toolstack_data_are_capped(registry, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(legacy_convert, "MAX_XENSTORE", 300)
+    lw = LegacyWriter(64)
+    blob = build_physmap([PhysmapEntry(0xF0000000, 0xF0000000, 0x800000, b"vga")], 64)
+    data = hvm_image(extra_chunks=[lw.toolstack(blob)] * 10).data
+    with pytest.raises(StreamError, match="physmap entries in all"):
+        run(registry, tmp_path, data, "libxl")
