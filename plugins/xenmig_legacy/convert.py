@@ -1,4 +1,5 @@
-"""Legacy image -> libxc / libxl / xl v2 stream, byte for byte as Xen's converter writes it.
+"""Legacy image -> libxc / libxl / xl v2 stream, byte-identical to what Xen's converter
+writes apart from the documented differences listed below.
 
 :class:`LegacyConverter` is a :class:`~xenmig_core.engine.Consumer` of one engine walk of
 the legacy image (``specs/legacy.yaml`` + the walker): each unit becomes its v2 record(s)
@@ -6,11 +7,14 @@ the moment it is read, page contents and other blobs are streamed from the engin
 buffer straight to the output, so memory stays bounded whatever the guest's size.
 
 The mapping follows Xen's ``convert-legacy-stream`` (facts: legacy-facts.md section 2),
-with three deliberate differences: the domain header's ``xen_minor`` is this converter's
-version (:data:`CONVERTER_VERSION`) instead of 1; a batch made only of filler words writes
-no PAGE_DATA (upstream writes one with count 0, which its own verifier rejects); and Remus
-compression (-13, and -12 chunks of FULL or unchanged pages) is accepted where upstream
-stops. As upstream, only the first checkpoint of a Remus image is converted.
+with these deliberate differences (docs/formats.md, "Legacy images"): the domain header's
+``xen_minor`` is this converter's version (:data:`CONVERTER_VERSION`) instead of 1; a batch
+made only of filler words writes no PAGE_DATA (upstream writes one with count 0, which its
+own verifier rejects); Remus compression (-13, and -12 chunks of FULL or unchanged pages) is
+accepted where upstream stops; a repeated -2 chunk is merged into the set of online vcpus
+and a repeated parameter chunk keeps its last value at its first position (upstream appends
+both); and memory is capped (:data:`MAX_FORMAT_B_PENDING`, :data:`MAX_XENSTORE`). As
+upstream, only the first checkpoint of a Remus image is converted.
 
 An xl header in front of the image (read here, not by a spec, so that its bytes can be
 copied exactly) is dropped for libxc/libxl output and copied with the stream-v2 mandatory
