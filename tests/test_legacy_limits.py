@@ -111,3 +111,16 @@ def test_toolstack_data_are_capped(registry, tmp_path, monkeypatch) -> None:
     data = hvm_image(extra_chunks=[lw.toolstack(blob)] * 10).data
     with pytest.raises(StreamError, match="physmap entries in all"):
         run(registry, tmp_path, data, "libxl")
+
+
+def test_fixed_chunk_lengths_come_from_the_spec(registry) -> None:
+    """The walker frames fixed-size chunks with the spec's lengths (walker.py keeps no
+    table of its own)."""
+    from xenmig_legacy import walker
+    spec = registry.specs["legacy"]
+    table = walker.fixed_chunks(spec)
+    params = (-3, -4, -8, -10, -11, -14, -15, -16, -17, -19, -20)
+    assert table == {0: ("END", 4), -1: ("ENABLE_VERIFY_MODE", 4), -7: ("TSC_INFO", 24),
+                     -9: ("LAST_CHECKPOINT", 4), -13: ("ENABLE_COMPRESSION", 4),
+                     **{m: (spec.records[m].name, 16) for m in params}}
+    assert not hasattr(walker, "FIXED_CHUNKS")
