@@ -5,6 +5,7 @@ must be the documented one."""
 
 from __future__ import annotations
 
+import struct
 import tracemalloc
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from xenmig_core.errors import StreamError
 from xenmig_core.source import ByteSource
 from xenmig_core.verify import verify_source
 from xenmig_legacy.physmap import PhysmapEntry, build_physmap
-from xenmig_legacy.samples import LegacyWriter, hvm_image, pv_image
+from xenmig_legacy.samples import XL_MAGIC, LegacyWriter, hvm_image, pv_image, xl_header
 
 EMPTIES = 1 << 16   # 1-byte EMPTY entries in one -12 chunk
 
@@ -124,3 +125,24 @@ def test_fixed_chunk_lengths_come_from_the_spec(registry) -> None:
                      -9: ("LAST_CHECKPOINT", 4), -13: ("ENABLE_COMPRESSION", 4),
                      **{m: (spec.records[m].name, 16) for m in params}}
     assert not hasattr(walker, "FIXED_CHUNKS")
+
+
+def test_xl_header_uses_the_xl_spec_cap(registry, tmp_path) -> None:
+    """The converter reads the xl header with specs/xl.yaml, so its 16 MiB cap on optional
+    data applies (before, the converter had its own 64 MiB one)."""
+    header = xl_header(mandatory=1, config=None)
+    header = header[:44] + struct.pack("<I", (16 << 20) + 1)
+    with pytest.raises(StreamError, match="more than 16 MiB of optional data"):
+        run(registry, tmp_path, header + hvm_image().data, "xl")
+    assert not (tmp_path / "out.xl").exists()
+
+
+def test_big_endian_xl_header_is_copied_in_its_byte_order(registry, tmp_path) -> None:
+    config = b'{"c_info": {"name": "g"}}\0'
+    optional = struct.pack(">I", len(config)) + config
+    header = XL_MAGIC + struct.pack(">IIII", 0x01020304, 1, 0, len(optional))
+    src, out = tmp_path / "in.img", tmp_path / "out.xl"
+    src.write_bytes(header + optional + hvm_image().data)
+    convert(registry, str(src), str(out), ConvertOptions("xl"), verify=False)
+    expected = XL_MAGIC + struct.pack(">IIII", 0x01020304, 3, 0, len(optional)) + optional
+    assert out.read_bytes().startswith(expected)

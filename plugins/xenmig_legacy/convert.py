@@ -16,9 +16,10 @@ and a repeated parameter chunk keeps its last value at its first position (upstr
 both); and memory is capped (:data:`MAX_FORMAT_B_PENDING`, :data:`MAX_XENSTORE`). As
 upstream, only the first checkpoint of a Remus image is converted.
 
-An xl header in front of the image (read here, not by a spec, so that its bytes can be
-copied exactly) is dropped for libxc/libxl output and copied with the stream-v2 mandatory
-flag set for xl output; xl output of a bare image gets a new header with no config.
+An xl header in front of the image (read with the layouts, byte order and checks of
+``specs/xl.yaml``'s headers, keeping its bytes so that they can be copied exactly) is
+dropped for libxc/libxl output and copied with the stream-v2 mandatory flag set for xl
+output; xl output of a bare image gets a new header with no config.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from xenmig_core.engine.consumer import MultiConsumer
 from xenmig_core.errors import StreamError
 from xenmig_core.registry import Registry
 from xenmig_core.source import ByteSource
-from xenmig_core.spec.model import FormatSpec
+from xenmig_core.spec.layout import BytesReader
+from xenmig_core.spec.model import FormatSpec, HeaderSpec
 from xenmig_core.writer import StreamWriter
 from xenmig_legacy.compression import EMPTY, FULL, iter_pages
 from xenmig_legacy.detect import FORMAT
@@ -45,10 +47,9 @@ from xenmig_legacy.walker import FILLER, FIRST_DATALESS_TYPE, TYPE_MASK
 #: converter writes 1.
 CONVERTER_VERSION = 2
 TARGETS = ("libxc", "libxl", "xl")
-XL_MAGIC = b"Xen saved domain, xl format\n \0 \r"
-XL_FIXED = struct.Struct("<IIII")
-XL_STREAM_V2 = 2
-MAX_XL_OPTIONAL = 64 << 20
+XL_STREAM_V2 = 2            # xl mandatory flag bit 1 (specs/xl.yaml enum xl_mandatory)
+XL_BYTEORDER = 0x01020304
+STRUCT_ORDER = {"little": "<", "big": ">"}
 LIBXL_LEGACY_OPTION = 2
 #: Format-B pfns whose data have not arrived yet (each batch adds up to 1024): beyond this
 #: many (1 GiB of guest pages) the image is refused rather than the queue growing further.
@@ -64,30 +65,67 @@ def convert_word(word: int) -> int:
     return ((word & TYPE_MASK) << 32) | (word & 0x0FFFFFFF)
 
 
-def read_xl_header(source: ByteSource) -> bytes | None:
-    """If *source* starts with an xl save-file header, consume and return its bytes
-    (header + optional data); else consume nothing and return None."""
-    if source.peek(len(XL_MAGIC)) != XL_MAGIC:
-        return None
-    head = source.read_exact(len(XL_MAGIC) + XL_FIXED.size, "xl header")
-    optional_len = XL_FIXED.unpack_from(head, len(XL_MAGIC))[3]
-    if optional_len > MAX_XL_OPTIONAL:
-        raise StreamError(f"xl header: {optional_len} bytes of optional data, more than "
-                          f"{MAX_XL_OPTIONAL >> 20} MiB", offset=len(XL_MAGIC) + 12)
-    return head + source.read_exact(optional_len, "xl header optional data")
+class XlHeader:
+    """The xl save-file header as ``specs/xl.yaml`` lays it out (headers ``header``,
+    ``flags``, ``optional_data``), read and rewritten with the spec's layouts, byte order
+    and checks (so its 16 MiB cap on optional data applies here too)."""
 
+    def __init__(self, spec: FormatSpec) -> None:
+        self.spec = spec
+        self.magic = spec.magic[0].data
+        heads = {h.name: h for h in spec.headers}
+        self.header, self.flags = heads["header"], heads["flags"]
+        size = self.header.layout.static_size
+        flags_size = self.flags.layout.static_size
+        if size is None or flags_size is None or not self.magic:
+            raise StreamError("the xl spec's header is not of fixed size")
+        self.size = size + flags_size
 
-def xl_header_bytes(original: bytes | None, stream_v2: bool) -> bytes:
-    """The xl header to write: *original* with the stream-v2 flag set (or left alone), or a
-    new one (no config: optional data is a zero config length)."""
-    if original is None:
-        return XL_MAGIC + XL_FIXED.pack(0x01020304, XL_STREAM_V2, 0, 4) + struct.pack("<I", 0)
-    order, mandatory, optional_flags, optional_len = XL_FIXED.unpack_from(original,
-                                                                          len(XL_MAGIC))
-    if stream_v2:
-        mandatory |= XL_STREAM_V2
-    return XL_MAGIC + XL_FIXED.pack(order, mandatory, optional_flags, optional_len) + \
-        original[len(XL_MAGIC) + XL_FIXED.size:]
+    def order(self, values: dict[str, Any]) -> str:
+        """The struct prefix ("<" or ">") of the stream's byte order, by the spec's rule."""
+        rule = self.header.byte_order_from
+        name = str(rule.evaluate(values)) if rule is not None else self.header.byte_order
+        return STRUCT_ORDER[name]
+
+    def read(self, source: ByteSource) -> tuple[bytes, dict[str, Any]] | None:
+        """If *source* starts with an xl header, consume it (header + optional data) and
+        return its bytes and decoded fields; else consume nothing and return None.
+        StreamError when a check the spec marks fatal fails."""
+        if source.peek(len(self.magic)) != self.magic:
+            return None
+        head = source.read_exact(self.size, "xl header")
+        reader = BytesReader(head)
+        values = self.header.layout.decode(reader, STRUCT_ORDER[self.header.byte_order])
+        self._fatal(self.header, values, 0)
+        order = self.order(values)
+        values.update(self.flags.layout.decode(reader, order))
+        self._fatal(self.flags, values, len(self.magic))
+        optional = source.read_exact(values["optional_data_len"], "xl header optional data")
+        values["order"] = order
+        return head + optional, values
+
+    def _fatal(self, header: HeaderSpec, values: dict[str, Any], offset: int) -> None:
+        for fieldname, message, severity in header.layout.check(values, values):
+            if severity == ERROR and fieldname in header.fatal_fields:
+                raise StreamError(f"xl header: {fieldname}: {message}", offset=offset)
+
+    def rewrite(self, original: tuple[bytes, dict[str, Any]] | None, stream_v2: bool) -> bytes:
+        """The xl header to write: *original* with the stream-v2 flag set (or left alone),
+        or a new little-endian one with no config (optional data: a zero config length)."""
+        if original is None:
+            values = {"magic": self.magic, "byteorder": XL_BYTEORDER,
+                      "mandatory_flags": XL_STREAM_V2, "optional_flags": 0,
+                      "optional_data_len": 4}
+            return self._encode(values, "<") + bytes(4)
+        raw, values = original
+        values = dict(values)
+        if stream_v2:
+            values["mandatory_flags"] |= XL_STREAM_V2
+        return self._encode(values, values["order"]) + raw[self.size:]
+
+    def _encode(self, values: dict[str, Any], order: str) -> bytes:
+        return self.header.layout.encode(values, STRUCT_ORDER[self.header.byte_order]) + \
+            self.flags.layout.encode(values, order)
 
 
 class LegacyConverter(Consumer):
@@ -137,17 +175,19 @@ class LegacyConverter(Consumer):
             if self.libxl_spec is None:
                 raise StreamError("no libxl format is loaded: cannot write libxl output")
             self.libxl = StreamWriter(out, self.libxl_spec)
-        xl = read_xl_header(source)
+        xl_spec = self.registry.specs.get("xl")
+        xl_format = XlHeader(xl_spec) if xl_spec is not None else None
+        xl = xl_format.read(source) if xl_format is not None else None
         self.source_label = "legacy image behind an xl header" if xl else "legacy image"
         if xl is None and self.options.extra.get("require_xl_header"):
             raise StreamError("no xl header at the start of the input", offset=0)
-        if xl is not None:
-            mandatory = XL_FIXED.unpack_from(xl, len(XL_MAGIC))[1]
-            if mandatory & XL_STREAM_V2:
-                raise StreamError("the xl header says a v2 (libxl) stream follows: "
-                                  "nothing to convert", offset=len(XL_MAGIC) + 4)
+        if xl is not None and xl[1]["mandatory_flags"] & XL_STREAM_V2:
+            raise StreamError("the xl header says a v2 (libxl) stream follows: "
+                              "nothing to convert", offset=len(xl_format.magic) + 4)
         if self.target == "xl" or (xl is not None and self.xl_mode == "copy"):
-            self.out.write(xl_header_bytes(xl, stream_v2=self.target != "libxc"))
+            if xl_format is None:
+                raise StreamError("no xl format is loaded: cannot write an xl header")
+            self.out.write(xl_format.rewrite(xl, stream_v2=self.target != "libxc"))
         params = dict(self.options.params)
         params["skip_qemu"] = self.options.skip_qemu and self.target == "libxc"
         params["max_checkpoints"] = 1
