@@ -146,3 +146,17 @@ def test_big_endian_xl_header_is_copied_in_its_byte_order(registry, tmp_path) ->
     convert(registry, str(src), str(out), ConvertOptions("xl"), verify=False)
     expected = XL_MAGIC + struct.pack(">IIII", 0x01020304, 3, 0, len(optional)) + optional
     assert out.read_bytes().startswith(expected)
+
+
+def test_count_kinds_agrees_with_iter_pages() -> None:
+    from collections import Counter
+
+    from xenmig_legacy.compression import DeltaError, count_kinds, encode_delta, iter_pages
+    page = bytes(range(256)) * 16
+    changed = bytearray(page)
+    changed[100:104] = b"abcd"
+    data = bytes(5) + b"\x80" + page + encode_delta(page, bytes(changed)) + bytes(3)
+    assert count_kinds(data) == Counter(e.kind for e in iter_pages(data)) == \
+        {"empty": 8, "full": 1, "delta": 1}
+    with pytest.raises(DeltaError, match="full page at data offset 2 is cut"):
+        count_kinds(bytes(2) + b"\x80" + page[:10])

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from xenmig_core.engine import Record, StreamContext
-from xenmig_legacy.compression import DeltaError, iter_pages
+from xenmig_legacy.compression import DeltaError, count_kinds
 from xenmig_legacy.physmap import PhysmapError, parse_physmap
 from xenmig_legacy.walker import (
     FILLER,
@@ -119,10 +119,8 @@ def compressed_data(record: Record, ctx: StreamContext) -> None:
     data = record.fields["data"]
     if record.fields["size"] != len(data):
         return  # the length rule already failed
-    kinds: dict[str, int] = {}
     try:
-        for entry in iter_pages(data):
-            kinds[entry.kind] = kinds.get(entry.kind, 0) + 1
+        kinds = count_kinds(data)
     except DeltaError as exc:
         ctx.error(str(exc), field="data")
         return
