@@ -15,7 +15,10 @@ legacy-facts.md section 3-4, formats.md section 9) and call the same library fun
 Differences from upstream, all on the safe side: a path output appears only once the
 conversion succeeded and verified (upstream truncates it at once); the output is verified
 as it is written (exit 1 when it does not verify); unsupported content (tmem, unknown qemu
-signatures) exits 1 with a one-line message where upstream exits 2 with a traceback. As
+signatures) exits 1 with a one-line message where upstream exits 2 with a traceback.
+Exit codes otherwise as upstream: option errors 2 (optparse's); an input or output that
+cannot be opened 1 for both scripts (upstream does not catch open errors); missing
+-i/-o/-w/-g 1; Ctrl-C 1 (convert) / 2 (verify). As
 upstream, an xl header needs ``-x`` (without it the input is not a legacy image: exit 1).
 """
 

@@ -15,6 +15,7 @@ Deltas and EMPTY pages are relative to the receiver's previous copy of the page.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -40,43 +41,69 @@ def iter_pages(data: bytes | memoryview) -> Iterator[PageEntry]:
     """Walk *data* page entry by page entry; DeltaError on a malformed or cut entry."""
     view = memoryview(data)
     pos = 0
+    while pos < len(view):
+        entry = _entry_at(view, pos)
+        pos = entry.end
+        yield entry
+
+
+def count_kinds(data: bytes | memoryview) -> dict[str, int]:
+    """How many entries of each kind *data* holds (as :func:`iter_pages` yields them; the
+    same DeltaError), in memory independent of the count: a run of EMPTY entries (zero
+    bytes) is counted in one step."""
+    view = memoryview(data)
+    kinds: dict[str, int] = {}
+    pos = 0
+    while pos < len(view):
+        if view[pos] == 0x00:
+            match = _ZEROS.match(view, pos)
+            end = match.end() if match else pos + 1
+            kinds[EMPTY] = kinds.get(EMPTY, 0) + end - pos
+            pos = end
+            continue
+        entry = _entry_at(view, pos)
+        kinds[entry.kind] = kinds.get(entry.kind, 0) + 1
+        pos = entry.end
+    return kinds
+
+
+_ZEROS = re.compile(rb"\x00+")
+
+
+def _entry_at(view: memoryview, start: int) -> PageEntry:
+    """The entry starting at offset *start* of *view*."""
     size = len(view)
-    while pos < size:
-        start = pos
-        first = view[pos]
-        if first == 0x00:
-            pos += 1
-            yield PageEntry(EMPTY, start, pos)
-            continue
-        if first == 0x80:
-            if pos + 1 + PAGE > size:
-                raise DeltaError(f"full page at data offset {start} is cut: "
-                                 f"{size - pos - 1} of {PAGE} bytes")
-            pos += 1 + PAGE
-            yield PageEntry(FULL, start, pos)
-            continue
-        covered = 0
-        while covered < PAGE:
-            if pos >= size:
-                raise DeltaError(f"page delta at data offset {start} is cut after "
-                                 f"{covered} of {PAGE} bytes")
-            marker = view[pos]
-            count = marker & 0x7F
-            if count == 0:
-                raise DeltaError(f"zero-length {'skip' if marker & 0x80 else 'run'} marker at "
-                                 f"data offset {pos}")
-            length = count * WORD
-            if covered + length > PAGE:
-                raise DeltaError(f"page delta at data offset {start} covers more than "
-                                 f"{PAGE} bytes (marker at offset {pos})")
-            pos += 1
-            if not marker & 0x80:
-                if pos + length > size:
-                    raise DeltaError(f"run at data offset {pos - 1} is cut: "
-                                     f"{size - pos} of {length} bytes")
-                pos += length
-            covered += length
-        yield PageEntry(DELTA, start, pos)
+    pos = start
+    first = view[pos]
+    if first == 0x00:
+        return PageEntry(EMPTY, start, pos + 1)
+    if first == 0x80:
+        if pos + 1 + PAGE > size:
+            raise DeltaError(f"full page at data offset {start} is cut: "
+                             f"{size - pos - 1} of {PAGE} bytes")
+        return PageEntry(FULL, start, pos + 1 + PAGE)
+    covered = 0
+    while covered < PAGE:
+        if pos >= size:
+            raise DeltaError(f"page delta at data offset {start} is cut after "
+                             f"{covered} of {PAGE} bytes")
+        marker = view[pos]
+        count = marker & 0x7F
+        if count == 0:
+            raise DeltaError(f"zero-length {'skip' if marker & 0x80 else 'run'} marker at "
+                             f"data offset {pos}")
+        length = count * WORD
+        if covered + length > PAGE:
+            raise DeltaError(f"page delta at data offset {start} covers more than "
+                             f"{PAGE} bytes (marker at offset {pos})")
+        pos += 1
+        if not marker & 0x80:
+            if pos + length > size:
+                raise DeltaError(f"run at data offset {pos - 1} is cut: "
+                                 f"{size - pos} of {length} bytes")
+            pos += length
+        covered += length
+    return PageEntry(DELTA, start, pos)
 
 
 def apply_entry(entry: PageEntry, data: bytes | memoryview, base: bytearray) -> None:

@@ -1,4 +1,5 @@
-"""Legacy image -> libxc / libxl / xl v2 stream, byte for byte as Xen's converter writes it.
+"""Legacy image -> libxc / libxl / xl v2 stream, byte-identical to what Xen's converter
+writes apart from the documented differences listed below.
 
 :class:`LegacyConverter` is a :class:`~xenmig_core.engine.Consumer` of one engine walk of
 the legacy image (``specs/legacy.yaml`` + the walker): each unit becomes its v2 record(s)
@@ -6,20 +7,25 @@ the moment it is read, page contents and other blobs are streamed from the engin
 buffer straight to the output, so memory stays bounded whatever the guest's size.
 
 The mapping follows Xen's ``convert-legacy-stream`` (facts: legacy-facts.md section 2),
-with three deliberate differences: the domain header's ``xen_minor`` is this converter's
-version (:data:`CONVERTER_VERSION`) instead of 1; a batch made only of filler words writes
-no PAGE_DATA (upstream writes one with count 0, which its own verifier rejects); and Remus
-compression (-13, and -12 chunks of FULL or unchanged pages) is accepted where upstream
-stops. As upstream, only the first checkpoint of a Remus image is converted.
+with these deliberate differences (docs/formats.md, "Legacy images"): the domain header's
+``xen_minor`` is this converter's version (:data:`CONVERTER_VERSION`) instead of 1; a batch
+made only of filler words writes no PAGE_DATA (upstream writes one with count 0, which its
+own verifier rejects); Remus compression (-13, and -12 chunks of FULL or unchanged pages) is
+accepted where upstream stops; a repeated -2 chunk is merged into the set of online vcpus
+and a repeated parameter chunk keeps its last value at its first position (upstream appends
+both); and memory is capped (:data:`MAX_FORMAT_B_PENDING`, :data:`MAX_XENSTORE`). As
+upstream, only the first checkpoint of a Remus image is converted.
 
-An xl header in front of the image (read here, not by a spec, so that its bytes can be
-copied exactly) is dropped for libxc/libxl output and copied with the stream-v2 mandatory
-flag set for xl output; xl output of a bare image gets a new header with no config.
+An xl header in front of the image (read with the layouts, byte order and checks of
+``specs/xl.yaml``'s headers, keeping its bytes so that they can be copied exactly) is
+dropped for libxc/libxl output and copied with the stream-v2 mandatory flag set for xl
+output; xl output of a bare image gets a new header with no config.
 """
 
 from __future__ import annotations
 
 import struct
+from collections import deque
 from typing import Any
 
 from xenmig_core.convert import ConvertOptions
@@ -29,7 +35,8 @@ from xenmig_core.engine.consumer import MultiConsumer
 from xenmig_core.errors import StreamError
 from xenmig_core.registry import Registry
 from xenmig_core.source import ByteSource
-from xenmig_core.spec.model import FormatSpec
+from xenmig_core.spec.layout import BytesReader
+from xenmig_core.spec.model import FormatSpec, HeaderSpec
 from xenmig_core.writer import StreamWriter
 from xenmig_legacy.compression import EMPTY, FULL, iter_pages
 from xenmig_legacy.detect import FORMAT
@@ -40,11 +47,16 @@ from xenmig_legacy.walker import FILLER, FIRST_DATALESS_TYPE, TYPE_MASK
 #: converter writes 1.
 CONVERTER_VERSION = 2
 TARGETS = ("libxc", "libxl", "xl")
-XL_MAGIC = b"Xen saved domain, xl format\n \0 \r"
-XL_FIXED = struct.Struct("<IIII")
-XL_STREAM_V2 = 2
-MAX_XL_OPTIONAL = 64 << 20
+XL_STREAM_V2 = 2            # xl mandatory flag bit 1 (specs/xl.yaml enum xl_mandatory)
+XL_BYTEORDER = 0x01020304
+STRUCT_ORDER = {"little": "<", "big": ">"}
 LIBXL_LEGACY_OPTION = 2
+#: Format-B pfns whose data have not arrived yet (each batch adds up to 1024): beyond this
+#: many (1 GiB of guest pages) the image is refused rather than the queue growing further.
+MAX_FORMAT_B_PENDING = 1 << 18
+#: libxl physmap data collected from -18 chunks for EMULATOR_XENSTORE_DATA (real ones hold
+#: a few hundred bytes).
+MAX_XENSTORE = 4 << 20
 QEMU_PREFIXED = ("DeviceModelRecord0002", "RemusDeviceModelState")
 
 
@@ -53,30 +65,67 @@ def convert_word(word: int) -> int:
     return ((word & TYPE_MASK) << 32) | (word & 0x0FFFFFFF)
 
 
-def read_xl_header(source: ByteSource) -> bytes | None:
-    """If *source* starts with an xl save-file header, consume and return its bytes
-    (header + optional data); else consume nothing and return None."""
-    if source.peek(len(XL_MAGIC)) != XL_MAGIC:
-        return None
-    head = source.read_exact(len(XL_MAGIC) + XL_FIXED.size, "xl header")
-    optional_len = XL_FIXED.unpack_from(head, len(XL_MAGIC))[3]
-    if optional_len > MAX_XL_OPTIONAL:
-        raise StreamError(f"xl header: {optional_len} bytes of optional data, more than "
-                          f"{MAX_XL_OPTIONAL >> 20} MiB", offset=len(XL_MAGIC) + 12)
-    return head + source.read_exact(optional_len, "xl header optional data")
+class XlHeader:
+    """The xl save-file header as ``specs/xl.yaml`` lays it out (headers ``header``,
+    ``flags``, ``optional_data``), read and rewritten with the spec's layouts, byte order
+    and checks (so its 16 MiB cap on optional data applies here too)."""
 
+    def __init__(self, spec: FormatSpec) -> None:
+        self.spec = spec
+        self.magic = spec.magic[0].data
+        heads = {h.name: h for h in spec.headers}
+        self.header, self.flags = heads["header"], heads["flags"]
+        size = self.header.layout.static_size
+        flags_size = self.flags.layout.static_size
+        if size is None or flags_size is None or not self.magic:
+            raise StreamError("the xl spec's header is not of fixed size")
+        self.size = size + flags_size
 
-def xl_header_bytes(original: bytes | None, stream_v2: bool) -> bytes:
-    """The xl header to write: *original* with the stream-v2 flag set (or left alone), or a
-    new one (no config: optional data is a zero config length)."""
-    if original is None:
-        return XL_MAGIC + XL_FIXED.pack(0x01020304, XL_STREAM_V2, 0, 4) + struct.pack("<I", 0)
-    order, mandatory, optional_flags, optional_len = XL_FIXED.unpack_from(original,
-                                                                          len(XL_MAGIC))
-    if stream_v2:
-        mandatory |= XL_STREAM_V2
-    return XL_MAGIC + XL_FIXED.pack(order, mandatory, optional_flags, optional_len) + \
-        original[len(XL_MAGIC) + XL_FIXED.size:]
+    def order(self, values: dict[str, Any]) -> str:
+        """The struct prefix ("<" or ">") of the stream's byte order, by the spec's rule."""
+        rule = self.header.byte_order_from
+        name = str(rule.evaluate(values)) if rule is not None else self.header.byte_order
+        return STRUCT_ORDER[name]
+
+    def read(self, source: ByteSource) -> tuple[bytes, dict[str, Any]] | None:
+        """If *source* starts with an xl header, consume it (header + optional data) and
+        return its bytes and decoded fields; else consume nothing and return None.
+        StreamError when a check the spec marks fatal fails."""
+        if source.peek(len(self.magic)) != self.magic:
+            return None
+        head = source.read_exact(self.size, "xl header")
+        reader = BytesReader(head)
+        values = self.header.layout.decode(reader, STRUCT_ORDER[self.header.byte_order])
+        self._fatal(self.header, values, 0)
+        order = self.order(values)
+        values.update(self.flags.layout.decode(reader, order))
+        self._fatal(self.flags, values, len(self.magic))
+        optional = source.read_exact(values["optional_data_len"], "xl header optional data")
+        values["order"] = order
+        return head + optional, values
+
+    def _fatal(self, header: HeaderSpec, values: dict[str, Any], offset: int) -> None:
+        for fieldname, message, severity in header.layout.check(values, values):
+            if severity == ERROR and fieldname in header.fatal_fields:
+                raise StreamError(f"xl header: {fieldname}: {message}", offset=offset)
+
+    def rewrite(self, original: tuple[bytes, dict[str, Any]] | None, stream_v2: bool) -> bytes:
+        """The xl header to write: *original* with the stream-v2 flag set (or left alone),
+        or a new little-endian one with no config (optional data: a zero config length)."""
+        if original is None:
+            values = {"magic": self.magic, "byteorder": XL_BYTEORDER,
+                      "mandatory_flags": XL_STREAM_V2, "optional_flags": 0,
+                      "optional_data_len": 4}
+            return self._encode(values, "<") + bytes(4)
+        raw, values = original
+        values = dict(values)
+        if stream_v2:
+            values["mandatory_flags"] |= XL_STREAM_V2
+        return self._encode(values, values["order"]) + raw[self.size:]
+
+    def _encode(self, values: dict[str, Any], order: str) -> bytes:
+        return self.header.layout.encode(values, STRUCT_ORDER[self.header.byte_order]) + \
+            self.flags.layout.encode(values, order)
 
 
 class LegacyConverter(Consumer):
@@ -105,13 +154,13 @@ class LegacyConverter(Consumer):
         params = registry.specs["libxc"].enums["hvm_param"].entries.values()
         self.param_index = {e.name: e.value for e in params}
         self.param_names = registry.specs[FORMAT].enums["param_chunk"]
-        self.params: list[tuple[int, int]] = []
+        self.params: dict[int, int] = {}  # v2 index -> last value, in first-seen order
         self.xenstore = bytearray()
         self.padding = 0          # of the record whose payload is being streamed
         self.streaming = False
         self.done = False
         self.libxc_ended = False
-        self.format_b_words: list[int] = []
+        self.format_b_words: deque[int] = deque()
         self.widen = False        # stream u32 words as u64 (32-bit p2m frame list)
         self.carry = b""
         self.legacy: StreamContext | None = None
@@ -126,17 +175,19 @@ class LegacyConverter(Consumer):
             if self.libxl_spec is None:
                 raise StreamError("no libxl format is loaded: cannot write libxl output")
             self.libxl = StreamWriter(out, self.libxl_spec)
-        xl = read_xl_header(source)
+        xl_spec = self.registry.specs.get("xl")
+        xl_format = XlHeader(xl_spec) if xl_spec is not None else None
+        xl = xl_format.read(source) if xl_format is not None else None
         self.source_label = "legacy image behind an xl header" if xl else "legacy image"
         if xl is None and self.options.extra.get("require_xl_header"):
             raise StreamError("no xl header at the start of the input", offset=0)
-        if xl is not None:
-            mandatory = XL_FIXED.unpack_from(xl, len(XL_MAGIC))[1]
-            if mandatory & XL_STREAM_V2:
-                raise StreamError("the xl header says a v2 (libxl) stream follows: "
-                                  "nothing to convert", offset=len(XL_MAGIC) + 4)
+        if xl is not None and xl[1]["mandatory_flags"] & XL_STREAM_V2:
+            raise StreamError("the xl header says a v2 (libxl) stream follows: "
+                              "nothing to convert", offset=len(xl_format.magic) + 4)
         if self.target == "xl" or (xl is not None and self.xl_mode == "copy"):
-            self.out.write(xl_header_bytes(xl, stream_v2=self.target != "libxc"))
+            if xl_format is None:
+                raise StreamError("no xl format is loaded: cannot write an xl header")
+            self.out.write(xl_format.rewrite(xl, stream_v2=self.target != "libxc"))
         params = dict(self.options.params)
         params["skip_qemu"] = self.options.skip_qemu and self.target == "libxc"
         params["max_checkpoints"] = 1
@@ -189,8 +240,8 @@ class LegacyConverter(Consumer):
         if handler is not None:
             handler(record, record.context.state)
         elif record.type_id in self.param_names.entries:
-            self.params.append((self.param_index[self.param_names.name_of(record.type_id)],
-                                record.fields["value"]))
+            index = self.param_index[self.param_names.name_of(record.type_id)]
+            self.params[index] = record.fields["value"]
 
     def on_record_end(self, record: Record) -> None:
         self.widen = False
@@ -268,6 +319,9 @@ class LegacyConverter(Consumer):
     def _format_b_batch(self, words: list[int]) -> None:
         carrying = [w for w in words if (w & TYPE_MASK) < FIRST_DATALESS_TYPE]
         dataless = [w for w in words if (w & TYPE_MASK) >= FIRST_DATALESS_TYPE]
+        if len(self.format_b_words) + len(carrying) > MAX_FORMAT_B_PENDING:
+            raise StreamError(f"more than {MAX_FORMAT_B_PENDING} format-B pages announced "
+                              "whose data have not arrived in -12 chunks")
         self.format_b_words.extend(carrying)
         if dataless:
             self.libxc.record("PAGE_DATA", {"count": len(dataless),
@@ -275,13 +329,10 @@ class LegacyConverter(Consumer):
 
     def unit_COMPRESSED_DATA(self, record: Record, state: dict[str, Any]) -> None:
         data = record.fields["data"]
-        entries = record.fields.get("entries")
-        if entries is None:
-            entries = list(iter_pages(data))
-        for entry in entries:
+        for entry in iter_pages(data):  # lazily: a chunk can hold millions of 1-byte entries
             if not self.format_b_words:
                 raise StreamError("compressed page without an announced pfn")
-            word = self.format_b_words.pop(0)
+            word = self.format_b_words.popleft()
             if entry.kind == EMPTY:
                 continue  # unchanged since it was sent: nothing to write
             if entry.kind != FULL:
@@ -305,14 +356,18 @@ class LegacyConverter(Consumer):
             entries = parse_physmap(data, state["width"])
         except PhysmapError as exc:
             raise StreamError(f"libxl toolstack data: {exc}") from None
-        self.xenstore += xenstore_data(entries)
+        more = xenstore_data(entries)
+        if len(self.xenstore) + len(more) > MAX_XENSTORE:
+            raise StreamError(f"libxl toolstack data: more than {MAX_XENSTORE >> 20} MiB of "
+                              "physmap entries in all")
+        self.xenstore += more
 
     def unit_END(self, record: Record, state: dict[str, Any]) -> None:
         if self.params:
             if state["guest"] == "pv":
                 raise StreamError("HVM-only param in PV stream")
             self.libxc.record("HVM_PARAMS", {"count": len(self.params), "params": [
-                {"index": i, "value": v} for i, v in self.params]})
+                {"index": i, "value": v} for i, v in self.params.items()]})
         if self.format_b_words:
             raise StreamError(f"{len(self.format_b_words)} pages announced in format B "
                               "never arrived")

@@ -6,12 +6,17 @@ from collections.abc import Callable
 from typing import Any
 
 from xenmig_core.engine import Record, StreamContext
-from xenmig_legacy.compression import DeltaError, iter_pages
+from xenmig_legacy.compression import DeltaError, count_kinds
 from xenmig_legacy.physmap import PhysmapError, parse_physmap
-from xenmig_legacy.walker import FILLER, FIRST_DATALESS_TYPE, TYPE_MASK, data_pages
+from xenmig_legacy.walker import (
+    FILLER,
+    FIRST_DATALESS_TYPE,
+    INVALID_TYPES,
+    TYPE_MASK,
+    data_pages,
+)
 
 MAX_REPORTED = 3
-INVALID_TYPES = frozenset({5, 6, 7, 8})
 
 
 def check_batch(record: Record, ctx: StreamContext) -> None:
@@ -68,14 +73,28 @@ def check_batch(record: Record, ctx: StreamContext) -> None:
 
 
 def vcpu_info(record: Record, ctx: StreamContext) -> None:
-    """Append the online vcpus (bit index order) to the stream's vcpu list."""
-    online = [64 * i + bit for i, word in enumerate(record.fields["online"])
+    """Add the online vcpus (bit indexes) to the checkpoint's set of online vcpus.
+
+    ``state["vcpus"]`` stays a sorted list of distinct ids (at most 4096: the walker refuses
+    a max vcpu id above 4095), so
+    its size is bounded however many -2 chunks a stream holds. The 4.x saver writes one -2
+    chunk per checkpoint; a repeated one gets a warning (once per checkpoint) and its vcpus
+    are merged in: Xen's converter would append them again and then expect (and write)
+    their contexts twice, which no saver produces."""
+    online = [64 * i + bit for i, word in enumerate(record.fields["online"]) if word
               for bit in range(64) if word >> bit & 1]
-    ctx.state["vcpus"] = [*ctx.state["vcpus"], *online]
     record.fields["vcpus_online"] = online
-    if ctx.state["vcpus"] != online:
-        ctx.warning("a second vcpu info chunk: its vcpus are listed again (Xen's converter "
-                    "then writes their contexts twice)")
+    ctx.state["vcpu_chunks"] += 1
+    if ctx.state["vcpu_chunks"] == 1:
+        ctx.state["vcpus"] = online  # already sorted and distinct
+    else:
+        if ctx.state["vcpu_chunks"] == 2:
+            ctx.warning("a repeated vcpu info chunk (-2) in one checkpoint: xenmig merges "
+                        "its vcpus into the set already listed (Xen's converter would list "
+                        "them again and expect their contexts twice)")
+        merged = set(ctx.state["vcpus"])
+        merged.update(online)
+        ctx.state["vcpus"] = sorted(merged)
     shown = ", ".join(str(v) for v in online[:16]) + (" ..." if len(online) > 16 else "")
     record.summary = f"max vcpu id {record.fields['max_vcpu_id']}, online: {shown or 'none'}"
     if not online:
@@ -93,27 +112,28 @@ def param_chunk(record: Record, ctx: StreamContext) -> None:
 
 
 def compressed_data(record: Record, ctx: StreamContext) -> None:
-    """Decode the page entries of a format-B chunk; each must belong to an announced pfn."""
+    """Decode the page entries of a format-B chunk; each must belong to an announced pfn.
+
+    Entries are counted by kind while they are decoded and not kept: memory does not grow
+    with the number of entries (a chunk of 1-byte EMPTY entries holds millions)."""
     data = record.fields["data"]
     if record.fields["size"] != len(data):
         return  # the length rule already failed
     try:
-        entries = list(iter_pages(data))
+        kinds = count_kinds(data)
     except DeltaError as exc:
         ctx.error(str(exc), field="data")
         return
-    kinds: dict[str, int] = {}
-    for entry in entries:
-        kinds[entry.kind] = kinds.get(entry.kind, 0) + 1
+    entries = sum(kinds.values())
     for kind, count in kinds.items():
         ctx.stat("compressed pages", kind, count)
-    pending = ctx.state["pending_pages"] - len(entries)
+    pending = ctx.state["pending_pages"] - entries
     if pending < 0:
-        ctx.error(f"{len(entries)} compressed pages, but only "
+        ctx.error(f"{entries} compressed pages, but only "
                   f"{ctx.state['pending_pages']} announced pfns await data")
     ctx.state["pending_pages"] = max(pending, 0)
-    record.fields["entries"] = entries
-    record.summary = f"{len(data)} bytes, {len(entries)} pages (" + \
+    record.fields["entry_count"] = entries
+    record.summary = f"{len(data)} bytes, {entries} pages (" + \
         ", ".join(f"{n} {k}" for k, n in kinds.items()) + ")"
 
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 from xenmig_legacy.compression import encode_delta, encode_full
 from xenmig_legacy.physmap import PhysmapEntry, build_physmap
+from xenmig_legacy.walker import FILLER
 from xenmig_libxc.samples import hvm_context_blob, page_bytes
 
 PAGE = 4096
-FILLER = 0xF0000000
 XL_MAGIC = b"Xen saved domain, xl format\n \0 \r"
 VCPU_SIZE = {8: 0x1430, 4: 0xAF0}
 PARAM_CHUNKS = {-3: 0xFEFF0000, -4: 0xFEFF1000, -8: 0xFEFFC, -10: 1, -11: 0x1F,

@@ -27,21 +27,28 @@ PAGE = 4096
 FILLER = 0xF0000000
 TYPE_MASK = 0xF0000000
 FIRST_DATALESS_TYPE = 0xD0000000
+INVALID_TYPES = frozenset({5, 6, 7, 8})  # type nibbles no saver writes (between L4 and pinned)
+MAX_VCPUS = 4096             # vcpu ids 0..4095 (max id above that: refused, as upstream)
 MAX_BLOB = 64 << 20          # toolstack data and compressed-data chunks are read whole
 QEMU_SIGNATURES = (b"DeviceModelRecord0002", b"RemusDeviceModelState")
 QEMU_TO_EOF = b"QemuDeviceModelRecord"
 SIG_LEN = 21
-FIXED_CHUNKS = {
-    0: ("END", 4), -1: ("ENABLE_VERIFY_MODE", 4), -3: ("HVM_IDENT_PT", 16),
-    -4: ("HVM_VM86_TSS", 16), -7: ("TSC_INFO", 24), -8: ("HVM_CONSOLE_PFN", 16),
-    -9: ("LAST_CHECKPOINT", 4), -10: ("HVM_ACPI_IOPORTS_LOCATION", 16),
-    -11: ("HVM_VIRIDIAN", 16), -13: ("ENABLE_COMPRESSION", 4),
-    -14: ("HVM_GENERATION_ID_ADDR", 16), -15: ("HVM_PAGING_RING_PFN", 16),
-    -16: ("HVM_MONITOR_RING_PFN", 16), -17: ("HVM_SHARING_RING_PFN", 16),
-    -19: ("HVM_IOREQ_SERVER_PFN", 16), -20: ("HVM_NR_IOREQ_SERVER_PAGES", 16),
-}
 CONTINUE = Action("continue")
 END = Action("end")
+
+
+def fixed_chunks(spec: Any) -> dict[int, tuple[str, int]]:
+    """marker -> (record name, unit length) for every chunk whose length the spec fixes: the
+    record types with a marker id (<= 0) and a static ``exact`` length rule. The others (-2,
+    -12, -18, tmem) need the walker to read a size first."""
+    table: dict[int, tuple[str, int]] = {}
+    for rtype in spec.records.values():
+        if rtype.id > 0:
+            continue
+        for rule in rtype.static_length:
+            if rule.kind == "exact" and isinstance(rule.arg, int):
+                table[rtype.id] = (rtype.name, rule.arg)
+    return table
 
 
 def data_pages(words: list[int], compressed: bool) -> int:
@@ -183,8 +190,11 @@ class _Walk:
             pages = data_pages(words, self.state["compressed"])
             self.unit(f"PAGE_BATCH_{width}", 4 + marker * self.w + PAGE * pages)
             return CONTINUE
-        if marker in FIXED_CHUNKS:
-            name, length = FIXED_CHUNKS[marker]
+        fixed = self.ws.get("fixed_chunks")
+        if fixed is None:
+            fixed = self.ws["fixed_chunks"] = fixed_chunks(self.ctx.format.spec)
+        if marker in fixed:
+            name, length = fixed[marker]
             self.unit(name, length)
             if marker == 0:
                 self.ws["phase"] = "pv_unmapped" if self.state["guest"] == "pv" \
@@ -192,7 +202,7 @@ class _Walk:
             return CONTINUE
         if marker == -2:
             max_id = struct.unpack_from("<i", self.need(8, "vcpu info"), 4)[0]
-            if not 0 <= max_id <= 4095:
+            if not 0 <= max_id < MAX_VCPUS:
                 raise self.fail(f"vcpu info chunk (-2): max vcpu id {max_id} out of range "
                                 "0..4095")
             self.unit("VCPU_INFO", 8 + 8 * (max_id // 64 + 1))
@@ -316,6 +326,7 @@ class _Walk:
             return END
         self.state["checkpoint"] += 1
         self.state["vcpus"] = []
+        self.state["vcpu_chunks"] = 0
         self.ws["phase"] = "chunks"
         return CONTINUE
 
