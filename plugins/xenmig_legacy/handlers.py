@@ -27,7 +27,7 @@ def check_batch(record: Record, ctx: StreamContext) -> None:
     words: list[int] = record.fields["pfn"]
     enum = ctx.format.spec.enums["page_type"]
     p2m_size = ctx.state["p2m_size"]
-    problems: list[tuple[str, str]] = []
+    problems: list[tuple[str, str, str]] = []
     seen: set[int] = set()
     fillers = 0
     by_type: dict[int, int] = {}
@@ -37,24 +37,21 @@ def check_batch(record: Record, ctx: StreamContext) -> None:
             continue
         ptype = (word >> 28) & 0xF
         by_type[ptype] = by_type.get(ptype, 0) + 1
+        where = f"pfn[{i}]"
         if ptype in INVALID_TYPES:
-            problems.append((f"pfn[{i}]", f"page type {ptype:#x} is invalid ({word:#x})"))
+            problems.append(("error", f"page type {ptype:#x} is invalid ({word:#x})", where))
         if word >> 32:
-            problems.append((f"pfn[{i}]", f"bits 63-32 set ({word:#x}): a pfn word holds "
-                                          "28 bits of pfn and 4 of type"))
+            problems.append(("error", f"bits 63-32 set ({word:#x}): a pfn word holds 28 bits "
+                                      "of pfn and 4 of type", where))
         pfn = word & 0x0FFFFFFF
         if pfn >= p2m_size and (word & TYPE_MASK) < FIRST_DATALESS_TYPE:
-            problems.append((f"pfn[{i}]", f"pfn {pfn:#x} is beyond the p2m size "
-                                          f"{p2m_size:#x}"))
+            problems.append(("error", f"pfn {pfn:#x} is beyond the p2m size {p2m_size:#x}",
+                             where))
         if word in seen:
-            problems.append((f"pfn[{i}]", f"duplicate pfn word {word:#x} in one batch "
-                                          "(Xen's converter refuses it)"))
+            problems.append(("error", f"duplicate pfn word {word:#x} in one batch (Xen's "
+                                      "converter refuses it)", where))
         seen.add(word)
-    for field, message in problems[:MAX_REPORTED]:
-        ctx.error(message, field=field)
-    if len(problems) > MAX_REPORTED:
-        ctx.error(f"more pfn problems in this batch after the first {MAX_REPORTED}",
-                  field="pfn")
+    ctx.report_capped(problems, MAX_REPORTED, more="pfn problems in this batch", field="pfn")
     pages = data_pages(words, ctx.state["compressed"])
     if ctx.state["compressed"]:
         ctx.state["pending_pages"] += data_pages(words, False)
