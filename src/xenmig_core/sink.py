@@ -127,14 +127,8 @@ def open_output(spec: str | Path) -> Iterator[BinaryIO]:
             raw = os.fdopen(fd, "wb", closefd=False)
         except OSError as exc:
             raise SourceError(f"{spec}: cannot write: {exc.strerror or exc}") from None
-        try:
-            out = GuardedWriter(raw, spec)
+        with _guarded(raw, spec) as out:
             yield out
-            out.flush()
-        finally:
-            # a failed write was reported (or is being reported) already
-            with contextlib.suppress(OSError):
-                raw.close()
         return
     with atomic_output(spec) as out:
         yield out
@@ -208,8 +202,16 @@ def _direct_output(target: Path) -> Iterator[BinaryIO]:
         raw = open(target, "wb")  # noqa: SIM115 - closed below
     except OSError as exc:
         raise SourceError(f"{target}: cannot write: {exc.strerror or exc}") from None
+    with _guarded(raw, target) as out:
+        yield out
+
+
+@contextlib.contextmanager
+def _guarded(raw: BinaryIO, name: str | Path) -> Iterator[BinaryIO]:
+    """*raw* behind a GuardedWriter (OS errors become one-line SourceErrors), flushed at the
+    end and always closed; a failed write was reported already, so closing stays quiet."""
     try:
-        out = GuardedWriter(raw, target)
+        out = GuardedWriter(raw, name)
         yield out
         out.flush()
     finally:
