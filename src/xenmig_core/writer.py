@@ -18,10 +18,10 @@ from typing import Any, BinaryIO
 
 from xenmig_core.errors import UsageError
 from xenmig_core.spec.expr import FUNCTIONS
-from xenmig_core.spec.layout import NATIVE_ORDER
+from xenmig_core.spec.layout import ORDER_PREFIXES
 from xenmig_core.spec.model import FormatSpec
 
-_ORDERS = {"big": ">", "little": "<", "native": NATIVE_ORDER}
+_ORDERS = ORDER_PREFIXES
 
 
 class StreamWriter:

@@ -9,7 +9,6 @@ knows nothing of any particular format: record names, ids and rules all come fro
 from __future__ import annotations
 
 import re
-import struct
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from xenmig_core.engine.reader import SourceReader
 from xenmig_core.errors import RecordError, SpecError, StreamError, TruncatedError
 from xenmig_core.source import ByteSource
 from xenmig_core.spec.expr import Expression, evaluate, render, resolve
+from xenmig_core.spec.layout import ORDER_PREFIXES
 from xenmig_core.spec.model import Condition, HeaderSpec, LayoutRule, LengthRule, RecordType
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ MAX_HEADER_BYTES = 64 << 20
 PAYLOAD_BUFFER_SIZE = 1 << 20
 #: ``follows`` expressions see this many upcoming bytes as ``upcoming``.
 FOLLOWS_PEEK = 64
-_ORDERS = {"big": ">", "little": "<", "native": "="}
+_ORDERS = ORDER_PREFIXES
 
 
 #: At most this many diagnostics of one kind (see :func:`diagnostic_kind`) are kept...
@@ -340,12 +340,7 @@ class Engine:
     def _read_header(self, ctx: StreamContext, header: HeaderSpec) -> None:
         offset = self.source.offset
         ctx.walker_state["unit"] = header.name
-        if header.byte_order == "stream":
-            order = ctx.byte_order
-        else:
-            order = _ORDERS[header.byte_order]
-            if order == "=":
-                order = "<" if struct.pack("=H", 1) == b"\x01\x00" else ">"
+        order = ctx.byte_order if header.byte_order == "stream" else _ORDERS[header.byte_order]
         reader = SourceReader(self.source, MAX_HEADER_BYTES, f"{ctx.name} {header.name}")
         try:
             prior = {k: v for done in ctx.headers.values() for k, v in done.items()}

@@ -30,6 +30,8 @@ MAX_ITEM_PROBLEMS = 3
 INT_CODES = {"u8": "B", "u16": "H", "u32": "I", "u64": "Q",
              "i8": "b", "i16": "h", "i32": "i", "i64": "q"}
 NATIVE_ORDER = "<" if sys.byteorder == "little" else ">"
+#: The spec language's byte orders (but "stream", which a context decides) -> struct prefix.
+ORDER_PREFIXES = {"big": ">", "little": "<", "native": NATIVE_ORDER}
 _ARRAY_CODES = {"B": "B", "H": "H", "I": "I", "Q": "Q", "b": "b", "h": "h", "i": "i", "q": "q"}
 
 
