@@ -1,0 +1,62 @@
+"""Plugin: XenServer / XCP-ng suspend images (xenopsd's framing around libxc streams).
+
+``specs/xenserver.yaml`` lays out each header and record; this plugin adds the walker that
+frames them (:mod:`.walker`: some headers carry no length because another stream follows),
+the Xenops record's S-expression (:mod:`.xenops`, :mod:`.sexp`), and detection of both
+signatures. The libxc (or legacy) stream inside is verified by its own plugin, nested.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib.resources import files
+from typing import Any
+
+from xenmig_core.detect import Detection
+from xenmig_core.plugins import hookimpl
+from xenmig_core.spec.model import FormatSpec
+from xenmig_xenserver.walker import LEGACY_FORMAT, walk
+from xenmig_xenserver.xenops import check_xenops, view_xenops
+
+FORMAT = "xenserver"
+SIGNATURES = {b"XenSavedDomv2-\n": "a XenServer/XCP-ng suspend image",
+              b"XenSavedDomain\n": "a legacy (pre-structured) XenServer suspend image"}
+
+
+@hookimpl
+def xenmig_spec_files() -> list[Any]:
+    return [files("xenmig_specs") / "xenserver.yaml",
+            files("xenmig_specs") / "xenserver-legacy.yaml"]
+
+
+@hookimpl
+def xenmig_record_handler(format_name: str, name: str) -> Any:
+    if (format_name, name) == (FORMAT, "XENOPS"):
+        return check_xenops
+    return None
+
+
+@hookimpl
+def xenmig_record_viewer(format_name: str, name: str) -> Any:
+    if (format_name, name) == (FORMAT, "XENOPS"):
+        return view_xenops
+    return None
+
+
+@hookimpl
+def xenmig_walker(format_name: str) -> Any:
+    if format_name == FORMAT:
+        return walk
+    if format_name == LEGACY_FORMAT:
+        # the legacy plugin's walker reads the variant (a legacy stream with skip_qemu)
+        from xenmig_legacy.walker import walk as legacy_walk
+        return legacy_walk
+    return None
+
+
+@hookimpl
+def xenmig_detect_format(head: bytes, specs: Mapping[str, FormatSpec]) -> Detection | None:
+    if FORMAT not in specs:
+        return None
+    description = SIGNATURES.get(head[:15])
+    return Detection(FORMAT, 95, description) if description else None

@@ -1,0 +1,1 @@
+"""Plugin: xenstore migration streams (in progress)."""
