@@ -13,9 +13,6 @@ from typing import Any
 from xenmig_core.engine import Record, StreamContext
 from xenmig_xenserver.sexp import SexpError, XenopsRecord, parse, text, xenops_record
 
-#: dump shows at most this much of the S-expression text.
-TEXT_SHOWN = 4096
-
 
 def decode(record: Record) -> XenopsRecord:
     """The decoded record; ValueError (SexpError included) says why it is not one."""
@@ -52,13 +49,11 @@ def check_xenops(record: Record, ctx: StreamContext) -> None:
 
 
 def view_xenops(record: Record, ctx: StreamContext) -> dict[str, Any] | None:
-    raw = bytes(record.fields.get("sexp", b""))
-    shown = raw[:TEXT_SHOWN].decode("utf-8", errors="replace")
-    view: dict[str, Any] = {"sexp": shown + ("..." if len(raw) > TEXT_SHOWN else "")}
+    view: dict[str, Any] = {}
     try:
         xenops = decode(record)
     except ValueError:
-        return view
+        return None
     view["time"] = text(xenops.time)
     view["word_size"] = xenops.word_size
     if xenops.vm:

@@ -1,1 +1,45 @@
-"""Plugin: xenstore migration streams (in progress)."""
+"""Plugin: xenstore migration / live-update streams (Xen's docs/designs/xenstore-migration.md).
+
+``specs/xenstore.yaml`` lays out the header and every record and states the rules a record
+can check alone; this plugin adds the rules across records (:mod:`.checks`: connections,
+transactions, nodes' parents, domains, quota names) and what dump shows (:mod:`.views`).
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from typing import Any
+
+from xenmig_core.engine import StreamContext
+from xenmig_core.plugins import hookimpl
+from xenmig_xenstore.checks import handler
+from xenmig_xenstore.views import VIEWERS
+
+FORMAT = "xenstore"
+_NAMES = ("END", "GLOBAL_DATA", "CONNECTION_DATA", "WATCH_DATA", "TRANSACTION_DATA",
+          "NODE_DATA", "GLOBAL_QUOTA_DATA", "DOMAIN_DATA", "WATCH_DATA_EXTENDED")
+_HANDLERS = {name: handler(name) for name in _NAMES}
+
+
+@hookimpl
+def xenmig_spec_files() -> list[Any]:
+    return [files("xenmig_specs") / "xenstore.yaml"]
+
+
+@hookimpl
+def xenmig_record_handler(format_name: str, name: str) -> Any:
+    return _HANDLERS.get(name) if format_name == FORMAT else None
+
+
+@hookimpl
+def xenmig_record_viewer(format_name: str, name: str) -> Any:
+    return VIEWERS.get(name) if format_name == FORMAT else None
+
+
+@hookimpl
+def xenmig_trailing_data(ctx: StreamContext, head: bytes) -> str | None:
+    """xenstored's reader stops at END and never reads further."""
+    if ctx.name == FORMAT:
+        return ("after END, which the design makes the last record (xenstored's reader "
+                "stops at END and ignores them)")
+    return None
