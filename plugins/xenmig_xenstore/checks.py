@@ -149,23 +149,29 @@ def check_node(record: Record, ctx: StreamContext) -> None:
 
 
 def check_names(record: Record, ctx: StreamContext, count: int) -> dict[str, int] | None:
-    """The quota names (one per value, NUL-terminated) with their values, or None after
-    reporting why the names do not add up."""
+    """The quota names (one non-empty NUL-terminated name per value, then 0-7 zero bytes)
+    with their values, or None after reporting why they do not add up."""
     names = bytes(record.fields["names"])
-    parts = names.split(b"\0")
-    if len(parts) <= count:
-        ctx.error(f"{count} quota values but {len(parts) - 1} NUL-terminated names: "
-                  "xenstored would read names beyond the record", field="names")
-        return None
-    rest = b"\0".join(parts[count:])
+    found: list[bytes] = []
+    pos = 0
+    while len(found) < count:
+        end = names.find(b"\0", pos)
+        if end <= pos:      # no terminator left, or an empty name (padding)
+            ctx.error(f"{count} quota values but {len(found)} names: the design pairs each "
+                      "value with a NUL-terminated name (xenstored would take padding, or "
+                      "bytes beyond the record, for the missing names)", field="names")
+            return None
+        found.append(names[pos:end])
+        pos = end + 1
+    rest = names[pos:]
     if len(rest) >= 8:
-        ctx.error(f"{len(rest)} bytes after the {count} quota names: the lengths do not add up",
-                  field="names")
+        ctx.error(f"{len(rest)} bytes after the {count} quota names: the lengths do not add "
+                  "up", field="names")
     elif any(rest):
         ctx.warning(f"non-zero padding after the quota names: {rest.hex()}", field="names")
     values = list(record.fields.get("quota", [])) or (
         list(record.fields.get("dom_quota", [])) + list(record.fields.get("glob_quota", [])))
-    return {text(n): v for n, v in zip(parts[:count], values, strict=True)}
+    return {text(n): v for n, v in zip(found, values, strict=True)}
 
 
 def check_global_quota(record: Record, ctx: StreamContext) -> None:
