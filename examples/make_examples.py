@@ -19,6 +19,8 @@ from xenmig_core.sink import atomic_output
 from xenmig_legacy.samples import hvm_image, pv_image, xl_header
 from xenmig_libxc.samples import assemble, hvm_sample, pv_sample
 from xenmig_libxl.samples import assemble_libxl, checkpointed_sample, hvm_libxl_sample
+from xenmig_xenserver.samples import hvm_image as xenserver_hvm_image
+from xenmig_xenstore.samples import assemble_xenstore, live_update_records
 from xenmig_xl.samples import hvm_config, json_config_bytes, libvirt_file, xl_file
 
 
@@ -46,6 +48,12 @@ def samples() -> dict[str, Callable[[], bytes]]:
                                             pages=24).data,
         "hvm64-legacy.xl": lambda: xl_header(mandatory=0, config=b"builder='hvm'\n\0")
         + hvm_image(width=64, pages=24).data,
+        # XenServer/XCP-ng suspend image of a UEFI HVM guest: Xenops metadata, libxc
+        # stream, UEFI variables, vTPM, qemu state
+        "uefi-guest.xenserver": lambda: xenserver_hvm_image(specs),
+        # xenstored live-update state: connections, watches, a transaction, the node tree
+        "live-update.xenstore": lambda: assemble_xenstore(specs["xenstore"],
+                                                          live_update_records()),
     }
 
 

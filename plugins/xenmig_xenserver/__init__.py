@@ -36,10 +36,15 @@ def xenmig_record_handler(format_name: str, name: str) -> Any:
     return None
 
 
+def view_signature(header: Any, ctx: Any) -> dict[str, Any]:
+    """The signature as the text it is."""
+    return {"signature": bytes(header.fields["signature"]).decode("latin-1").replace("\n", "\\n")}
+
+
 @hookimpl
 def xenmig_record_viewer(format_name: str, name: str) -> Any:
-    if (format_name, name) == (FORMAT, "XENOPS"):
-        return view_xenops
+    if format_name == FORMAT:
+        return {"XENOPS": view_xenops, "signature": view_signature}.get(name)
     return None
 
 
