@@ -163,11 +163,15 @@ def test_cli_one_line_error(tmp_path, registry, spec) -> None:
     steps = xst.live_update_records()
     watch = find(steps, "WATCH_DATA")
     path = tmp_path / "bad.xs"
-    path.write_bytes(stream(spec, edit(steps, watch, conn_id=99)))
+    data = stream(spec, edit(steps, watch, conn_id=99))
+    path.write_bytes(data)
     result = run_xenmig("verify", str(path))
     assert result.returncode == 1
     (line,) = result.stderr.decode().splitlines()
-    assert "record 2 (WATCH_DATA) @0x68" in line and "conn-id 99" in line
+    (error,) = errors(verify(registry, data))
+    offset = int(error.split("@", 1)[1].split(":", 1)[0], 16)
+    assert data[offset:offset + 4] == struct.pack("<I", 3)      # a WATCH_DATA header
+    assert f"record {watch} (WATCH_DATA) @{offset:#x}" in line and "conn-id 99" in line
 
 
 # -- warnings: what the design asks and the reader does not check, or the receiver decides --

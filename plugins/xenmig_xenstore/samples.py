@@ -75,10 +75,14 @@ def xs_message(kind: int, req_id: int, tx_id: int, payload: bytes, order: str) -
 
 
 def live_update_records(order: str = "little", version: int = 2) -> list[Step]:
-    """A small host's live-update state (version 2: extended watches, domain features)."""
+    """A small host's live-update state in xenstored's order (version 2: extended watches,
+    domain features), plus a pending transaction as a migration stream would carry."""
     quota_names = ["nodes", "watches", "transactions", "memory"]
     steps = [
         Step("GLOBAL_DATA", {"rw_socket_fd": 3, "evtchn_fd": 4}),
+        Step("GLOBAL_QUOTA_DATA", {"n_dom_quota": 4, "n_glob_quota": 0,
+                                   "dom_quota": [1000, 128, 10, 2 << 20], "glob_quota": [],
+                                   "names": names_blob(quota_names)}),
         connection(1, struct.pack(ORDERS[order] + "iI", 9, 0), conn_type=1,
                    in_data=xs_message(2, 41, 0, b"/local/domain/5/name\0", order),
                    order=order),
@@ -101,9 +105,6 @@ def live_update_records(order: str = "little", version: int = 2) -> list[Step]:
              conn_id=2, tx_id=7, access=2),
         node("@releaseDomain", perms=[perm("n", 0)]),
         node("@introduceDomain", perms=[perm("n", 0)]),
-        Step("GLOBAL_QUOTA_DATA", {"n_dom_quota": 4, "n_glob_quota": 0,
-                                   "dom_quota": [1000, 128, 10, 2 << 20], "glob_quota": [],
-                                   "names": names_blob(quota_names)}),
         Step("DOMAIN_DATA", {"domain_id": 5, "n_quota": 2,
                              "features": 1 if version >= 2 else 0, "quota": [2000, 256],
                              "names": names_blob(["nodes", "watches"])}),
