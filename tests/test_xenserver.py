@@ -284,3 +284,10 @@ def test_ocaml_int() -> None:
 def test_deep_nesting_is_refused_without_recursion() -> None:
     with pytest.raises(SexpError, match="nested deeper"):
         parse(b"(" * 5000 + b")" * 5000)
+
+
+def test_data_after_end_of_image_warns(registry) -> None:
+    report = verify(registry, xs.hvm_image(registry.specs) + b"extra")
+    assert report.valid, errors(report)
+    (warning,) = warnings(report)
+    assert "5 bytes after the end of the stream" in warning and "never reads" in warning

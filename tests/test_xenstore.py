@@ -256,3 +256,15 @@ def test_specs_list_and_plugins_show_the_new_formats(cli) -> None:
         assert name in listed.output
     plugins = cli("plugins")
     assert "xenmig_xenserver" in plugins.output and "xenmig_xenstore" in plugins.output
+
+
+def test_an_oversized_record_is_refused_before_it_is_loaded(registry, spec) -> None:
+    import tracemalloc
+    good = stream(spec)
+    data = good[:16] + struct.pack("<II", 5, 0xF0000000) + bytes(64)
+    tracemalloc.start()
+    report = verify(registry, data)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert not report.valid and peak < 16 << 20
+    assert any("expected at most" in e for e in errors(report)), errors(report)

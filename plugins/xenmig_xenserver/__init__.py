@@ -13,6 +13,7 @@ from importlib.resources import files
 from typing import Any
 
 from xenmig_core.detect import Detection
+from xenmig_core.engine import StreamContext
 from xenmig_core.plugins import hookimpl
 from xenmig_core.spec.model import FormatSpec
 from xenmig_xenserver.walker import LEGACY_FORMAT, walk
@@ -65,3 +66,11 @@ def xenmig_detect_format(head: bytes, specs: Mapping[str, FormatSpec]) -> Detect
         return None
     description = SIGNATURES.get(head[:15])
     return Detection(FORMAT, 95, description) if description else None
+
+
+@hookimpl
+def xenmig_trailing_data(ctx: StreamContext, head: bytes) -> str | None:
+    """xenopsd's restore stops reading at End_of_image."""
+    if ctx.name == FORMAT and ctx.counts["END_OF_IMAGE"]:
+        return "after End_of_image, which xenopsd's restore never reads"
+    return None
