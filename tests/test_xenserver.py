@@ -291,3 +291,18 @@ def test_data_after_end_of_image_warns(registry) -> None:
     assert report.valid, errors(report)
     (warning,) = warnings(report)
     assert "5 bytes after the end of the stream" in warning and "never reads" in warning
+
+
+def test_damaged_images_never_crash_and_errors_have_offsets(registry) -> None:
+    """Bit flips and cuts in xenopsd's framing (the libxc stream inside has its own tests):
+    a report every time, every error placed at an offset, every cut image invalid."""
+    data = xs.hvm_image(registry.specs)
+    libxc_end = data.index(HEADER.pack(0x0F11, 256))          # the Varstored header
+    where = [*range(0, 0x1A0, 5), *range(libxc_end, len(data), 11)]
+    for i in where:
+        damaged = bytearray(data)
+        damaged[i] ^= 0x80 if i % 2 else 0x01
+        report = verify(registry, bytes(damaged), "xenserver")
+        assert all(d.offset is not None for d in report.diagnostics if d.is_error), i
+    for cut in where:
+        assert not verify(registry, data[:cut], "xenserver").valid, cut

@@ -268,3 +268,17 @@ def test_an_oversized_record_is_refused_before_it_is_loaded(registry, spec) -> N
     tracemalloc.stop()
     assert not report.valid and peak < 16 << 20
     assert any("expected at most" in e for e in errors(report)), errors(report)
+
+
+def test_damaged_streams_never_crash_and_errors_have_offsets(registry) -> None:
+    """Bit flips and cuts across the example: a report every time (no exception), every
+    error placed at an offset, every cut stream invalid."""
+    from conftest import ROOT
+    data = (ROOT / "examples" / "live-update.xenstore").read_bytes()
+    for i in range(0, len(data), 7):
+        damaged = bytearray(data)
+        damaged[i] ^= 0x80 if i % 2 else 0x01
+        report = verify(registry, bytes(damaged))
+        assert all(d.offset is not None for d in report.diagnostics if d.is_error), i
+    for cut in range(0, len(data), 9):
+        assert not verify(registry, data[:cut], "xenstore").valid, cut
