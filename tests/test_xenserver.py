@@ -262,6 +262,7 @@ def test_sexp_syntax_errors(text, message) -> None:
 def test_sexp_comments_and_escapes() -> None:
     assert parse(b"; note\n(a #| block #| nested |# |# b #;(skipped) c) ; end") == ["a", "b", "c"]
     assert parse(b'"\\065\\x42\\t"') == "AB\t"
+    assert parse(b"(a) #;(b)") == ["a"] and parse(b"#;x (a)") == ["a"]
 
 
 @pytest.mark.parametrize("text, message", [

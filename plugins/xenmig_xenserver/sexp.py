@@ -60,7 +60,7 @@ def parse(data: bytes) -> Sexp:
         if c == 0x28:   # (
             if len(stack) >= MAX_DEPTH:
                 raise SexpError(f"nested deeper than {MAX_DEPTH} lists", pos)
-            if not stack and result:
+            if not stack and result and not skip_next:
                 raise SexpError("S-expression followed by data", pos)
             stack.append([])
             pos += 1
