@@ -83,7 +83,7 @@ def test_legacy_signature_is_explained_and_its_stream_verified(registry) -> None
         assert report.valid, errors(report)
         (warning,) = warnings(report)
         assert "legacy (pre-structured" in warning and "--skip-qemu" in warning
-        assert report.contexts[1].format == "xenserver-legacy"
+        assert report.contexts[1].format == "legacy"
         assert f"legacy {'hvm' if hvm else 'pv'} image" in report.contexts[1].summary
         assert report.contexts[0].records.get("LEGACY_QEMU", 0) == (1 if hvm else 0)
 
@@ -307,3 +307,23 @@ def test_damaged_images_never_crash_and_errors_have_offsets(registry) -> None:
         assert all(d.offset is not None for d in report.diagnostics if d.is_error), i
     for cut in where:
         assert not verify(registry, data[:cut], "xenserver").valid, cut
+
+
+def test_legacy_image_without_the_legacy_plugin_is_not_verified() -> None:
+    from xenmig_core.plugins import get_plugin_manager
+    from xenmig_core.registry import Registry
+    pm = get_plugin_manager(autoload=False)
+    pm.unregister(name="legacy")
+    report = verify(Registry(pm), xs.legacy_image())
+    assert report.valid
+    assert any("no loaded plugin provides: not verified" in w for w in warnings(report))
+
+
+def test_skip_qemu_is_only_for_the_legacy_stream_inside(registry) -> None:
+    """The walk parameter the legacy image sets is gone once its legacy stream ended: a
+    legacy stream elsewhere (behind an xl header) still reads its own qemu record."""
+    from xenmig_core.engine.walk import Engine
+    from xenmig_core.source import ByteSource
+    engine = Engine(registry, ByteSource.from_bytes(xs.legacy_image()))
+    result = engine.run("xenserver")
+    assert result.valid and "skip_qemu" not in engine.params

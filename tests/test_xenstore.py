@@ -252,7 +252,7 @@ def test_round_trip_through_dump_and_build(registry, spec, tmp_path) -> None:
 def test_specs_list_and_plugins_show_the_new_formats(cli) -> None:
     listed = cli("specs", "list")
     assert listed.exit_code == 0
-    for name in ("xenserver", "xenstore", "xenserver-legacy"):
+    for name in ("xenserver", "xenstore"):
         assert name in listed.output
     plugins = cli("plugins")
     assert "xenmig_xenserver" in plugins.output and "xenmig_xenstore" in plugins.output

@@ -16,7 +16,7 @@ from xenmig_core.detect import Detection
 from xenmig_core.engine import StreamContext
 from xenmig_core.plugins import hookimpl
 from xenmig_core.spec.model import FormatSpec
-from xenmig_xenserver.walker import LEGACY_FORMAT, walk
+from xenmig_xenserver.walker import walk
 from xenmig_xenserver.xenops import check_xenops, view_xenops
 
 FORMAT = "xenserver"
@@ -26,8 +26,7 @@ SIGNATURES = {b"XenSavedDomv2-\n": "a XenServer/XCP-ng suspend image",
 
 @hookimpl
 def xenmig_spec_files() -> list[Any]:
-    return [files("xenmig_specs") / "xenserver.yaml",
-            files("xenmig_specs") / "xenserver-legacy.yaml"]
+    return [files("xenmig_specs") / "xenserver.yaml"]
 
 
 @hookimpl
@@ -51,13 +50,7 @@ def xenmig_record_viewer(format_name: str, name: str) -> Any:
 
 @hookimpl
 def xenmig_walker(format_name: str) -> Any:
-    if format_name == FORMAT:
-        return walk
-    if format_name == LEGACY_FORMAT:
-        # the legacy plugin's walker reads the variant (a legacy stream with skip_qemu)
-        from xenmig_legacy.walker import walk as legacy_walk
-        return legacy_walk
-    return None
+    return walk if format_name == FORMAT else None
 
 
 @hookimpl

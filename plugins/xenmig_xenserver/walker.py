@@ -4,12 +4,16 @@ A header is two little-endian u64, type and length. For most types the record's 
 follows; for Libxc, Libxc_legacy, Libxl, Demu and End_of_image xenopsd writes 0 and restore
 ignores the field, because another stream follows (or nothing). So each unit is the 16-byte
 header, plus ``length`` bytes only for the types that have a record; Libxc then nests the
-libxc stream (the spec's ``control``), and the walk goes on with the next header after its
-END. An unknown type stops the walk, as it stops xenopsd's restore.
+libxc stream (Libxc_legacy a legacy one, Libxl a libxl one), and the walk goes on with the
+next header after its END. The walker, not the spec's ``control``, starts them, so that a
+missing plugin for one of them is a warning ("not verified"), not a spec that fails to load.
+An unknown type stops the walk, as it stops xenopsd's restore.
 
-A legacy image (signature "XenSavedDomain\\n") is one nested ``xenserver-legacy`` stream (the
-legacy libxc stream as convert-legacy-stream reads it, up to the HVM context) and, for HVM,
-the qemu record xenopsd reads itself: "QemuDeviceModelRecord\\n", big-endian u32 length, data.
+A legacy image (signature "XenSavedDomain\\n") is one nested ``legacy`` stream, read as
+xenopsd has convert-legacy-stream read it (``--skip-qemu``: the walk parameter
+``skip_qemu``, so it stops after the HVM context), then for HVM the qemu record xenopsd reads
+itself: "QemuDeviceModelRecord\\n", big-endian u32 length, data. Without a plugin for the
+format ``legacy``, the rest is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -25,10 +29,13 @@ HEADER = struct.Struct("<QQ")
 NO_RECORD = frozenset({"LIBXC", "LIBXC_LEGACY", "LIBXL", "DEMU", "END_OF_IMAGE"})
 #: xenmig loads the Xenops S-expression whole; xenopsd writes a few KiB.
 MAX_XENOPS = 16 << 20
-LEGACY_FORMAT = "xenserver-legacy"
+LEGACY_FORMAT = "legacy"
 LEGACY_QEMU = b"QemuDeviceModelRecord\n"
 LEGACY_QEMU_ID = 0x10000
+#: record name -> the format of the stream that follows it
+NESTED = {"LIBXC": "libxc", "LIBXC_LEGACY": "legacy", "LIBXL": "libxl"}
 END = Action("end")
+_UNSET = object()
 
 
 def walk(engine: Any, ctx: StreamContext) -> Action:
@@ -38,11 +45,11 @@ def walk(engine: Any, ctx: StreamContext) -> Action:
     phase = ws.setdefault("phase", "start")
     if phase == "start":
         if not ctx.state["structured"]:
-            ws["phase"] = "legacy_qemu"
-            return Action("nested", LEGACY_FORMAT)
+            return _legacy(engine, ctx)
         ws["phase"] = "records"
     elif phase == "legacy_qemu":
         ws["phase"] = "done"
+        _restore_param(engine, ws)
         return _legacy_qemu(engine, ctx)
     elif phase == "done":
         return END
@@ -84,27 +91,54 @@ def _record(engine: Any, ctx: StreamContext) -> Action:
                           field="length")
     unit = HEADER.size if rtype.name in NO_RECORD else HEADER.size + length
     _unit, action = engine.walker_record(ctx, type_id, unit)
+    nested = NESTED.get(rtype.name)
+    if nested is not None:
+        if nested in engine.registry.formats:
+            return Action("nested", nested)
+        _unverified_rest(engine, ctx, f"is a {nested} stream, which no loaded plugin provides")
+        return END
     if rtype.name == "END_OF_IMAGE":
         ctx.walker_state["phase"] = "done"
         return END
     if rtype.name == "DEMU":
-        _unframed_rest(engine, ctx)
+        # the vGPU emulator's own state follows, and nothing records its length
+        _unverified_rest(engine, ctx, "follows a Demu (vGPU) header: the vGPU state has no "
+                         "recorded length, so xenmig cannot find the records after it")
         return END
     return action
 
 
-def _unframed_rest(engine: Any, ctx: StreamContext) -> None:
-    """After a Demu header on the main stream comes the vGPU emulator's own state, whose
-    length nothing records: the rest is skipped, with a warning."""
+def _unverified_rest(engine: Any, ctx: StreamContext, why: str) -> None:
+    """Skip the rest of the source with a warning saying *why* it is not verified."""
     source = engine.source
     start = source.offset
     source.skip_to_eof()
     ctx.state["unverified"] = source.offset - start
     ctx.walker_state["phase"] = "done"
-    ctx.warning(f"the rest of the image ({source.offset - start} bytes) follows a Demu (vGPU) "
-                "header: the vGPU state has no recorded length, so xenmig cannot find the "
-                "records after it: not verified", offset=start, record=None,
-                unit="vGPU state")
+    ctx.warning(f"the rest of the image ({source.offset - start} bytes) {why}: not verified",
+                offset=start, record=None, unit="rest of image")
+
+
+def _legacy(engine: Any, ctx: StreamContext) -> Action:
+    """Start the legacy stream with ``skip_qemu`` (a walk parameter: every context whose
+    format declares it starts with it; set only until that stream ends)."""
+    ws = ctx.walker_state
+    if LEGACY_FORMAT not in engine.registry.formats:
+        _unverified_rest(engine, ctx, "is a legacy libxc stream, which no loaded plugin "
+                         "provides")
+        return END
+    ws["phase"] = "legacy_qemu"
+    ws["skip_qemu_before"] = engine.params.get("skip_qemu", _UNSET)
+    engine.params["skip_qemu"] = True
+    return Action("nested", LEGACY_FORMAT)
+
+
+def _restore_param(engine: Any, ws: dict[str, Any]) -> None:
+    before = ws.pop("skip_qemu_before", _UNSET)
+    if before is _UNSET:
+        engine.params.pop("skip_qemu", None)
+    else:
+        engine.params["skip_qemu"] = before
 
 
 def _legacy_qemu(engine: Any, ctx: StreamContext) -> Action:
