@@ -282,3 +282,15 @@ def test_damaged_streams_never_crash_and_errors_have_offsets(registry) -> None:
         assert all(d.offset is not None for d in report.diagnostics if d.is_error), i
     for cut in range(0, len(data), 9):
         assert not verify(registry, data[:cut], "xenstore").valid, cut
+
+
+def test_reserved_bits_and_unknown_permissions_warn(registry, spec) -> None:
+    steps = xst.live_update_records()
+    name = node_index(steps, "/local/domain/5/name")
+    steps = edit(steps, name, access=0x10, perms=[xst.perm("x", 5), xst.perm("r", 0, 0x81)])
+    report = verify(registry, stream(spec, steps))
+    assert report.valid, errors(report)
+    found = warnings(report)
+    assert any("reserved access bits set: 0x10" in w for w in found)
+    assert any("permission 1 is 0x78, none of w, r, b, n" in w for w in found)
+    assert any("permission 2 has reserved flag bits 0x80" in w for w in found)

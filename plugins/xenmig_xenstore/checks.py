@@ -23,6 +23,7 @@ from xenmig_core.spec.layout import BytesReader
 MAX_IDS = 1 << 16
 MAX_PATH_BYTES = 32 << 20
 DOMID_INVALID = 0x7FF4
+PERM_LETTERS = frozenset(b"wrbn")
 
 
 @dataclass
@@ -133,6 +134,13 @@ def check_node(record: Record, ctx: StreamContext) -> None:
     where = f" (transaction {f['tx_id']} of conn {f['conn_id']})" if f["conn_id"] else ""
     record.summary = (f"{text(path)}{where}" + (f", owner {owner}" if owner is not None else "")
                       + f", {f['value_len']} bytes")
+    for i, p in enumerate(f["perms"]):
+        if p["perm"] not in PERM_LETTERS:
+            ctx.warning(f"permission {i + 1} is {p['perm']:#x}, none of w, r, b, n "
+                        "(xenstored reads it as n)", field=f"perms[{i}].perm")
+        if p["flags"] & 0xFE:
+            ctx.warning(f"permission {i + 1} has reserved flag bits {p['flags'] & 0xFE:#x} "
+                        "(xenstored ignores them)", field=f"perms[{i}].flags")
     if f["conn_id"]:
         if not b.full and (f["conn_id"], f["tx_id"]) not in b.transactions:
             ctx.warning(f"node of transaction {f['tx_id']} of conn-id {f['conn_id']}, which no "
