@@ -86,6 +86,14 @@ def xenmig_converter(source_format: str, target: str) -> Callable[..., Any] | No
     has an error). ``xenmig convert`` owns temporary files, verification and progress."""
 
 
+@hookspec
+def xenmig_converter_targets() -> list[str] | None:
+    """Return the names of conversion targets this plugin's ``xenmig_converter`` answers
+    for that are not stream formats (e.g. memory images: ``raw``, ``elf``), or None.
+    ``xenmig convert --to`` accepts them besides the known formats; a stream format
+    needs no entry here."""
+
+
 # -- Detection -----------------------------------------------------------------------------
 @hookspec
 def xenmig_detect_format(head: bytes, specs: Mapping[str, FormatSpec]
