@@ -153,7 +153,7 @@ def test_pv_guest_every_format(registry, libxc, tmp_path, width):
     pfn in the stream (32-bit: the extended-cr3 rotation) and a physical address in the
     notes."""
     sample = pv_sample(width=width, vcpus=2, pages=40)
-    cr3_pfns = [0x100003, 2] if width == 4 else [0x100003, 2]
+    cr3_pfns = [0x100003, 2]          # pfn 0x100003 needs the rotation's high bits
     for step in sample.steps:
         if step.name == "X86_PV_VCPU_BASIC":
             v = step.fields["vcpu_id"]
