@@ -55,9 +55,10 @@ def regs_for(vcpu: int, long_mode: bool = True) -> dict[str, int]:
             "cr3": (0x5000 + 0x1000 * vcpu), "rflags": 0x246}
 
 
-def hvm_context(spec_types: dict[str, Any], vcpus: int, long_mode: bool = True) -> bytes:
+def hvm_context(spec_types: dict[str, Any], vcpus: int, long_mode: bool = True,
+                generation: int = 0) -> bytes:
     """HVM_CONTEXT: HEADER, a CPU entry per vcpu encoded with the spec's hvm_cpu layout
-    (registers from :func:`regs_for`), END."""
+    (registers from :func:`regs_for`, rip plus *generation*), END."""
     layout = spec_types["hvm_cpu"]
 
     def entry(typecode: int, instance: int, body: bytes) -> bytes:
@@ -67,6 +68,7 @@ def hvm_context(spec_types: dict[str, Any], vcpus: int, long_mode: bool = True) 
         values: dict[str, Any] = {f.id: 0 for f in layout.fields}
         values["fpu_regs"] = bytes(512)
         values.update(regs_for(v, long_mode))
+        values["rip"] += generation
         values.update(cs_sel=0x10, ss_sel=0x18, ds_sel=0x18, es_sel=0x18, cr0=0x80050033,
                       cr4=0x6F0, msr_efer=EFER_LMA_LME if long_mode else 0,
                       cs_arbytes=0xA9B, gs_base=0xFFFF888000000000 + v)
