@@ -16,11 +16,13 @@ records, without reading page contents:
 
 from __future__ import annotations
 
+from array import array
 from typing import Any
 
 from xenmig_core.engine import Consumer, Record, StreamContext
+from xenmig_core.errors import StreamError
 from xenmig_memory.cpu import Vcpu, hvm_vcpu, pv_vcpu
-from xenmig_memory.pfnmap import ABSENT, PAGE, PfnMap
+from xenmig_memory.pfnmap import ABSENT, PAGE, PFN_LIMIT, PfnMap
 
 LIBXC = "libxc"
 TYPE_SHIFT = 60
@@ -129,13 +131,27 @@ class MemoryIndex(Consumer):
         base = record.payload_offset
         if base is None and record.payload_length:
             return
+        words = record.fields["pfn"]
+        if not words:
+            return
+        first = words[0]
+        if first >> TYPE_SHIFT in DATA_TYPES and base is not None \
+                and (first & PFN_MASK) + len(words) <= PFN_LIMIT \
+                and array("Q", words) == array("Q", range(first, first + len(words))):
+            # the common case: one type, consecutive pfns (Xen's saver sends such batches)
+            self.pfns.set_run(first & PFN_MASK, len(words), base)
+            self.data_pages += len(words)
+            return
         next_offset = base if base is not None else ABSENT
         run_pfn = run_count = 0
         run_offset = ABSENT
         pfns = self.pfns
-        for word in record.fields["pfn"]:
+        for word in words:
             ptype = word >> TYPE_SHIFT
             pfn = word & PFN_MASK
+            if pfn >= PFN_LIMIT:
+                raise StreamError(f"pfn {pfn:#x} is beyond what can be exported "
+                                  f"(pfns below {PFN_LIMIT:#x})", field="pfn")
             if ptype in DATA_TYPES:
                 offset = next_offset
                 next_offset += PAGE

@@ -1,7 +1,10 @@
 """Where each guest page's latest copy lives: a pfn -> byte-offset map in bounded memory.
 
-Offsets are 64-bit signed ints in an :class:`array.array`, :data:`CHUNK_PFNS` pfns per
-chunk; a chunk exists only once one of its pfns is set (a sparse guest costs little).
+Each pfn's entry is ``offset - pfn * PAGE`` (a 64-bit signed int in an
+:class:`array.array`), so that pfns whose copies lie back to back in the source have equal
+entries: runs are found by comparing slices with a constant array (C speed), not by a
+Python loop per pfn. :data:`CHUNK_PFNS` pfns per chunk; a chunk exists only once one of
+its pfns is set (a sparse guest costs little).
 At most *max_resident* chunks stay in memory; the least recently used one beyond that is
 written to an unlinked temporary file and read back when touched again, so the map of a
 guest of any size fits in a fixed amount of memory. :data:`ABSENT` marks a pfn with no data
@@ -21,6 +24,10 @@ from collections.abc import Iterator
 
 PAGE = 4096
 ABSENT = -1
+#: what a chunk holds for an absent pfn (no ``offset - pfn * PAGE`` can be this small)
+_HOLE = -(1 << 63)
+#: pfns from here on cannot be mapped (4 PiB of guest memory: no real guest comes close)
+PFN_LIMIT = 1 << 40
 CHUNK_SHIFT = 16
 CHUNK_PFNS = 1 << CHUNK_SHIFT
 CHUNK_BYTES = CHUNK_PFNS * 8
@@ -28,22 +35,15 @@ CHUNK_BYTES = CHUNK_PFNS * 8
 DEFAULT_RESIDENT = 16
 
 
-def _progression(first: int, step: int, count: int) -> array:
-    if step == 0:
-        return array("q", [first]) * count
-    return array("q", range(first, first + step * count, step))
-
-
-def _run_end(chunk: array, start: int, step: int) -> int:
-    """The end of the run starting at *start* where each entry is the previous plus *step*
-    (galloping, then bisection: comparisons of whole slices, not a loop per pfn)."""
-    first = chunk[start]
-    size = len(chunk)
-    good = 1                                    # chunk[start:start+good] is a run
+def _run_end(chunk: array, start: int, end: int) -> int:
+    """The end of the run of entries equal to ``chunk[start]`` within [start, end)
+    (galloping, then bisection: whole-slice comparisons, not a loop per pfn)."""
+    value = array("q", [chunk[start]])
+    good = 1                                    # chunk[start:start+good] are all equal
     probe = 2
-    while start + good < size:
-        probe = min(probe, size - start)
-        if chunk[start:start + probe] == _progression(first, step, probe):
+    while start + good < end:
+        probe = min(probe, end - start)
+        if chunk[start:start + probe] == value * probe:
             good = probe
             probe *= 2
             continue
@@ -53,7 +53,7 @@ def _run_end(chunk: array, start: int, step: int) -> int:
     low, high = good, probe                     # run length in [low, high)
     while high - low > 1:
         mid = (low + high) // 2
-        if chunk[start:start + mid] == _progression(first, step, mid):
+        if chunk[start:start + mid] == value * mid:
             low = mid
         else:
             high = mid
@@ -106,7 +106,7 @@ class PfnMap:
             chunk = array("q")
             chunk.frombytes(data)
         elif create:
-            chunk = array("q", [ABSENT]) * CHUNK_PFNS
+            chunk = array("q", [_HOLE]) * CHUNK_PFNS
         else:
             return None
         self._resident[index] = chunk
@@ -117,18 +117,20 @@ class PfnMap:
     # -- updates -------------------------------------------------------------------------
     def set_run(self, pfn: int, count: int, offset: int) -> None:
         """Pfns ``pfn .. pfn+count-1`` now live at ``offset + i * PAGE`` (or are all absent
-        when *offset* is :data:`ABSENT`)."""
+        when *offset* is :data:`ABSENT`). Raises ValueError for a pfn beyond
+        :data:`PFN_LIMIT`."""
+        if pfn + count > PFN_LIMIT:
+            raise ValueError(f"pfn {pfn + count - 1:#x} is beyond what can be exported")
+        entry = _HOLE if offset == ABSENT else offset - pfn * PAGE
+        fill = array("q", [entry])
         while count > 0:
             index, at = divmod(pfn, CHUNK_PFNS)
             take = min(count, CHUNK_PFNS - at)
             chunk = self._chunk(index, create=offset != ABSENT)
             if chunk is not None:
-                step = 0 if offset == ABSENT else PAGE
-                chunk[at:at + take] = _progression(offset, step, take)
+                chunk[at:at + take] = fill * take
             pfn += take
             count -= take
-            if offset != ABSENT:
-                offset += take * PAGE
 
     # -- queries -------------------------------------------------------------------------
     def extents(self, low: int = 0, high: int | None = None) -> Iterator[tuple[int, int, int]]:
@@ -146,20 +148,19 @@ class PfnMap:
             assert chunk is not None
             pos = max(low - base, 0)
             end = CHUNK_PFNS if high is None else min(CHUNK_PFNS, high - base)
-            view = chunk if end == CHUNK_PFNS else chunk[:end]
             while pos < end:
-                value = view[pos]
-                step = 0 if value == ABSENT else PAGE
-                stop = _run_end(view, pos, step)
-                if value != ABSENT:
+                entry = chunk[pos]
+                stop = _run_end(chunk, pos, end)
+                if entry != _HOLE:
                     pfn = base + pos
+                    offset = entry + pfn * PAGE
                     if pending is not None and pending[0] + pending[1] == pfn \
-                            and pending[2] + pending[1] * PAGE == value:
+                            and pending[2] + pending[1] * PAGE == offset:
                         pending[1] += stop - pos
                     else:
                         if pending is not None:
                             yield pending[0], pending[1], pending[2]
-                        pending = [pfn, stop - pos, value]
+                        pending = [pfn, stop - pos, offset]
                 pos = stop
         if pending is not None:
             yield pending[0], pending[1], pending[2]
