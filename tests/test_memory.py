@@ -7,6 +7,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from conftest import verify_bytes
 from memory_support import (
     PAGE,
     TARGETS,
@@ -252,3 +253,15 @@ def test_page_with_big_endian_stream(registry, libxc, tmp_path):
     big.write_bytes(assemble(libxc, pv_sample(width=8, vcpus=1, pages=40), "big"))
     assert export(registry, little, "raw")[0].read_bytes() == \
         export(registry, big, "raw")[0].read_bytes()
+
+
+def test_verify_json_says_what_an_export_would_contain(registry, libxc, tmp_path):
+    data, memory = hvm_stream(libxc)
+    report = verify_bytes(registry, data).to_dict()
+    assert report["memory"] == {"pages": len(memory), "highest_pfn": 0x100, "runs": 3,
+                                "vcpus": 2, "checkpoints": 0, "raw_size": 0x101 * PAGE}
+    source = tmp_path / "guest"
+    source.write_bytes(data)
+    out, _label = export(registry, source, "raw")
+    assert out.stat().st_size == report["memory"]["raw_size"]
+    assert "memory" not in verify_bytes(registry, xl_file(registry.specs["xl"], b"")).to_dict()

@@ -5,7 +5,8 @@ stream xenmig finds (libxc, libxl, xl and libvirt save files, Remus/COLO capture
 images through the legacy plugin's converter). :mod:`.export` runs it, :mod:`.index` finds
 pages and CPU state in one engine walk, :mod:`.pfnmap` keeps the page map in bounded
 memory, :mod:`.cpu` decodes vcpu registers and builds core-file notes, :mod:`.formats`
-writes the four formats, :mod:`.output` copies pages with ``os.copy_file_range``.
+writes the four formats, :mod:`.output` copies pages with ``os.copy_file_range``,
+:mod:`.preview` reports in ``verify --json`` what an export would contain.
 docs/memory.md is the user's guide.
 """
 
@@ -26,3 +27,10 @@ def xenmig_converter(source_format: str, target: str) -> Any:
 @hookimpl
 def xenmig_converter_targets() -> list[str]:
     return list(TARGETS)
+
+
+@hookimpl
+def xenmig_report_section() -> tuple[str, Any]:
+    """``memory`` in ``verify --json``: what an export would contain."""
+    from xenmig_memory.preview import ExportPreview
+    return "memory", ExportPreview()

@@ -45,9 +45,13 @@ class Stopped(Exception):
 class MemoryIndex(Consumer):
     """Collects what an export needs from one walk (see the module docstring)."""
 
-    def __init__(self, pfns: PfnMap, stop_at: int | None = None) -> None:
+    def __init__(self, pfns: PfnMap, stop_at: int | None = None, *,
+                 contexts: bool = True) -> None:
         self.pfns = pfns
         self.stop_at = stop_at
+        #: False: read no payload (vcpu contexts, shared info); only count the vcpus
+        self.contexts = contexts
+        self.pv_vcpu_ids: set[int] = set()
         self.libxc: StreamContext | None = None
         self.other_formats: set[str] = set()
         self.page_shift: int | None = None
@@ -93,7 +97,10 @@ class MemoryIndex(Consumer):
             self.guest_width = record.fields["guest_width"]
         elif record.name == "HVM_CONTEXT":
             self._hvm_context(record)
-        if record.name in PAYLOAD_RECORDS:
+        if record.name == "X86_PV_VCPU_BASIC" and record.length > 8 \
+                and len(self.pv_vcpu_ids) < MAX_VCPUS:
+            self.pv_vcpu_ids.add(record.fields["vcpu_id"])
+        if record.name in PAYLOAD_RECORDS and self.contexts:
             self._payload = bytearray()
 
     def wants_payload(self, record: Record) -> bool:
@@ -201,6 +208,10 @@ class MemoryIndex(Consumer):
             if vcpu is not None:
                 out.append(vcpu)
         return out
+
+    def vcpu_count(self) -> int:
+        """How many vcpus have CPU state (without decoding PV contexts)."""
+        return len(self.hvm_vcpus) if self.domain_type == DOMAIN_HVM else len(self.pv_vcpu_ids)
 
     @property
     def is_pv(self) -> bool:

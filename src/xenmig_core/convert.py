@@ -208,12 +208,14 @@ def _sigterm_unwinds() -> Iterator[None]:
 
 
 def converter_targets(registry: Registry) -> list[str]:
-    """The formats some installed plugin converts into (from any known format), sorted:
-    what the ``xenmig_converter`` hook answers for every pair of known formats."""
+    """The formats some installed plugin converts into (from any known format), sorted,
+    then the other targets plugins name in ``xenmig_converter_targets`` (memory images),
+    sorted: what the ``xenmig_converter`` hook answers for."""
     names = sorted(registry.formats)
-    extra = {t for _plugin, targets in call_each(registry.pm, "xenmig_converter_targets")
-             for t in targets}
-    return [target for target in sorted(set(names) | extra)
+    pm = getattr(registry, "pm", None)        # None: a registry without plugins
+    extra = {t for _plugin, targets in call_each(pm, "xenmig_converter_targets")
+             for t in targets} if pm is not None else set()
+    return [target for target in names + sorted(extra - set(names))
             if any(registry.converter(source, target) is not None for source in names)]
 
 

@@ -94,6 +94,16 @@ def xenmig_converter_targets() -> list[str] | None:
     needs no entry here."""
 
 
+# -- Reports -------------------------------------------------------------------------------
+@hookspec
+def xenmig_report_section() -> tuple[str, Any] | None:
+    """Return ``(key, consumer)`` to add a section to ``xenmig verify --json``, or None.
+    Called once per verify walk: *consumer* (a fresh
+    :class:`~xenmig_core.engine.Consumer`) sees the walk alongside verify's own; after it,
+    ``consumer.report()`` returns plain data (or None for no section), shown under *key*
+    (e.g. ``memory``: what a memory export of the stream would contain)."""
+
+
 # -- Detection -----------------------------------------------------------------------------
 @hookspec
 def xenmig_detect_format(head: bytes, specs: Mapping[str, FormatSpec]
