@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import struct
 from pathlib import Path
 
 import pytest
-from conftest import run_xenmig
+from conftest import run_xenmig, verify_bytes
 from memory_support import (
     PAGE,
     apply,
@@ -18,6 +19,7 @@ from memory_support import (
     vol_layer,
 )
 
+from xenmig_core.convert import ConvertOptions, convert
 from xenmig_core.errors import StreamError, UsageError
 from xenmig_libxc.samples import Step, assemble, hvm_sample
 from xenmig_libxl.samples import (
@@ -131,6 +133,8 @@ def unexportable(registry, libxc) -> dict[str, tuple[bytes, list[str]]]:
     no_pages = hvm_sample()
     no_pages.steps = [s for s in no_pages.steps if s.name != "PAGE_DATA"]
     no_pages.steps.insert(no_pages.index("X86_TSC_INFO"), page_step([(5, 0xF), (6, 0xF)])[0])
+    far = hvm_sample()
+    far.steps.insert(far.index("X86_TSC_INFO"), page_step([(1 << 41, 0)])[0])
     big_pages = hvm_sample()
     big_pages.domain_header["page_shift"] = 13
     whole = assemble(libxc, hvm_sample())
@@ -139,19 +143,30 @@ def unexportable(registry, libxc) -> dict[str, tuple[bytes, list[str]]]:
         "unknown page size: the domain header's page shift is 13":
             (assemble(libxc, big_pages), []),
         "stream truncated": (whole[:len(whole) // 2], []),
+        "pfn 0x20000000000 is beyond what can be exported": (assemble(libxc, far), []),
         "no guest memory: this colo-back-channel stream holds no libxc stream": (
             assemble_back_channel(registry.specs["colo-back-channel"], back_channel_steps()),
             ["--from", "colo-back-channel"]),
     }
 
 
-@pytest.mark.parametrize("case", range(4))
-def test_unexportable_input_is_a_one_line_error(registry, libxc, tmp_path, case):
+@pytest.mark.parametrize("case", range(5))
+def test_unexportable_input_is_refused_and_leaves_nothing(registry, libxc, tmp_path, case):
     message, (data, args) = list(unexportable(registry, libxc).items())[case]
     source = tmp_path / "bad"
     source.write_bytes(data)
-    done = run_xenmig("convert", str(source), "-o", str(tmp_path / "out.elf"), "--to", "elf",
-                      *args)
+    options = ConvertOptions(target="elf")
+    fmt = args[1] if args else "auto"
+    with pytest.raises(StreamError, match=re.escape(message)):
+        convert(registry, str(source), str(tmp_path / "out.elf"), options, source_format=fmt)
+    assert [p.name for p in tmp_path.iterdir()] == ["bad"]
+
+
+def test_the_cli_says_it_in_one_line_with_exit_1(registry, libxc, tmp_path):
+    message, (data, _args) = next(iter(unexportable(registry, libxc).items()))
+    source = tmp_path / "bad"
+    source.write_bytes(data)
+    done = run_xenmig("convert", str(source), "-o", str(tmp_path / "out.elf"), "--to", "elf")
     assert done.returncode == 1, done.stderr
     lines = done.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and message in lines[0], lines
@@ -161,8 +176,14 @@ def test_unexportable_input_is_a_one_line_error(registry, libxc, tmp_path, case)
 def test_checkpoint_of_a_plain_stream_is_a_usage_error(registry, libxc, tmp_path):
     source = tmp_path / "plain"
     source.write_bytes(assemble(libxc, hvm_sample()))
-    done = run_xenmig("convert", str(source), "-o", str(tmp_path / "o"), "--to", "raw",
-                      "--checkpoint", "1")
-    assert done.returncode == 2
-    assert "the stream has 0 complete checkpoints" in done.stderr.decode()
+    with pytest.raises(UsageError, match="the stream has 0 complete checkpoints"):
+        export(registry, source, "raw", checkpoint=1)
     assert [p.name for p in tmp_path.iterdir()] == ["plain"]
+
+
+def test_verify_stays_valid_for_pfns_an_export_refuses(registry, libxc):
+    sample = hvm_sample()
+    sample.steps.insert(sample.index("X86_TSC_INFO"), page_step([(1 << 41, 0)])[0])
+    report = verify_bytes(registry, assemble(libxc, sample))
+    assert report.valid
+    assert report.to_dict()["memory"]["pfns_beyond_limit"] == 1

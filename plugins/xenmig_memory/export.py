@@ -183,6 +183,7 @@ class MemoryExport:
             if not result.valid:
                 return result
             self.guest = self._guest(index, pfns, fd)
+            note = "; ".join(part for part in (note, *index.problems[:1]) if part)
             self.source_label = self._label(label, self.guest, note)
             WRITERS[self.options.target](self.guest, output)
         return result

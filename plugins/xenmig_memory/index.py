@@ -46,11 +46,15 @@ class MemoryIndex(Consumer):
     """Collects what an export needs from one walk (see the module docstring)."""
 
     def __init__(self, pfns: PfnMap, stop_at: int | None = None, *,
-                 contexts: bool = True) -> None:
+                 contexts: bool = True, strict: bool = True) -> None:
         self.pfns = pfns
         self.stop_at = stop_at
         #: False: read no payload (vcpu contexts, shared info); only count the vcpus
         self.contexts = contexts
+        #: False: pfns beyond PFN_LIMIT are counted in ``beyond`` instead of stopping the
+        #: walk with a StreamError (a report must not change verify's verdict)
+        self.strict = strict
+        self.beyond = 0
         self.pv_vcpu_ids: set[int] = set()
         self.libxc: StreamContext | None = None
         self.other_formats: set[str] = set()
@@ -156,9 +160,6 @@ class MemoryIndex(Consumer):
         for word in words:
             ptype = word >> TYPE_SHIFT
             pfn = word & PFN_MASK
-            if pfn >= PFN_LIMIT:
-                raise StreamError(f"pfn {pfn:#x} is beyond what can be exported "
-                                  f"(pfns below {PFN_LIMIT:#x})", field="pfn")
             if ptype in DATA_TYPES:
                 offset = next_offset
                 next_offset += PAGE
@@ -167,6 +168,12 @@ class MemoryIndex(Consumer):
                 offset = ABSENT
             else:
                 continue                           # invalid type: the walk reports it
+            if pfn >= PFN_LIMIT:
+                if self.strict:
+                    raise StreamError(f"pfn {pfn:#x} is beyond what can be exported "
+                                      f"(pfns below {PFN_LIMIT:#x})", field="pfn")
+                self.beyond += 1
+                continue
             if run_count and pfn == run_pfn + run_count and (
                     (offset == ABSENT and run_offset == ABSENT) or
                     (offset != ABSENT and run_offset != ABSENT

@@ -20,7 +20,7 @@ class ExportPreview(MemoryIndex):
     """A MemoryIndex that reads no payload and reports instead of exporting."""
 
     def __init__(self) -> None:
-        super().__init__(PfnMap(), contexts=False)
+        super().__init__(PfnMap(), contexts=False, strict=False)
 
     def report(self) -> dict[str, Any] | None:
         if self.libxc is None:
@@ -30,4 +30,5 @@ class ExportPreview(MemoryIndex):
         self.pfns.close()
         return {"pages": pages, "highest_pfn": highest if highest >= 0 else None,
                 "runs": runs, "vcpus": self.vcpu_count(), "checkpoints": self.checkpoints,
-                "raw_size": (highest + 1) * PAGE}
+                "raw_size": (highest + 1) * PAGE,
+                **({"pfns_beyond_limit": self.beyond} if self.beyond else {})}
