@@ -95,8 +95,10 @@ def baseline(stream: Path, out: Path) -> float:
     return seconds
 
 
-def measure(args: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one run in a fresh child process."""
+def measure(args: list[str]) -> tuple[float, float, float, int]:
+    """Wall seconds, user and system CPU seconds and peak RSS (KiB) of one run in a fresh
+    child process. CPU time says what the export costs on a machine busy with other work,
+    where the wall time says more about the neighbours."""
     start = time.monotonic()
     child = subprocess.Popen([sys.executable, "-m", "xenmig_core", *args],
                              stdout=subprocess.DEVNULL)
@@ -104,7 +106,7 @@ def measure(args: list[str]) -> tuple[float, int]:
     elapsed = time.monotonic() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"xenmig {' '.join(args)} failed")
-    return elapsed, usage.ru_maxrss
+    return elapsed, usage.ru_utime, usage.ru_stime, usage.ru_maxrss
 
 
 def main() -> None:
@@ -126,9 +128,10 @@ def main() -> None:
         for target in args.formats.split(","):
             out = Path(tmp) / f"guest.{target}"
             warm(stream)
-            seconds, rss = measure(["convert", str(stream), "-o", str(out), "--to", target,
-                                    "-q"])
+            seconds, user, system, rss = measure(["convert", str(stream), "-o", str(out),
+                                                  "--to", target, "-q"])
             print(f"{target:>9}: {seconds:6.2f} s  {guest / seconds / 1e9:5.2f} GB/s  "
+                  f"CPU {user:5.2f} s user {system:5.2f} s system  "
                   f"peak RSS {rss / 1024:5.1f} MiB  (output {out.stat().st_size / 2**30:.2f} "
                   "GiB)")
             out.unlink()
