@@ -264,6 +264,9 @@ def convert(
                          ] = False,
     no_verify: Annotated[bool, typer.Option(
         "--no-verify", help="Do not verify the output while writing it.")] = False,
+    checkpoint: Annotated[int | None, typer.Option(
+        "--checkpoint", min=1, help="Memory exports: the state at the end of checkpoint N "
+        "(default: the end of the stream, or its last complete checkpoint).")] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No summary line.")] = False,
     spec: SpecOption = None,
 ) -> None:
@@ -283,7 +286,8 @@ def convert(
         if to not in targets:
             raise UsageError(f"--to {to!r}: no converter to it; expected one of "
                              f"{', '.join(targets) or '(none installed)'}")
-        options = ConvertOptions(target=to, params=params, skip_qemu=skip_qemu)
+        options = ConvertOptions(target=to, params=params, skip_qemu=skip_qemu,
+                                 extra={} if checkpoint is None else {"checkpoint": checkpoint})
         result = run_convert(registry, input_, output, options, source_format=from_,
                              verify=not no_verify)
         if not quiet:

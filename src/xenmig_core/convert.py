@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TextIO
 
 from xenmig_core.errors import SourceError, StreamError, UsageError
+from xenmig_core.plugins import call_each
 from xenmig_core.registry import Registry
 from xenmig_core.sink import is_stream_target, open_output
 from xenmig_core.source import ByteSource, parse_fd
@@ -138,6 +139,16 @@ class _Counting:
             self.progress.tick()
         return len(data)
 
+    def fileno(self) -> int:
+        """The output's descriptor, for converters that copy with ``os.copy_file_range``;
+        they report what they wrote that way with :meth:`count`."""
+        return self.out.fileno()
+
+    def count(self, n: int) -> None:
+        self.written += n
+        if self.progress is not None:
+            self.progress.tick()
+
 
 class _Progress:
     """``xenmig: converting: 1.2 GiB of 4.0 GiB (30%)`` on a terminal, rewritten in place."""
@@ -197,10 +208,14 @@ def _sigterm_unwinds() -> Iterator[None]:
 
 
 def converter_targets(registry: Registry) -> list[str]:
-    """The formats some installed plugin converts into (from any known format), sorted:
-    what the ``xenmig_converter`` hook answers for every pair of known formats."""
+    """The formats some installed plugin converts into (from any known format), sorted,
+    then the other targets plugins name in ``xenmig_converter_targets`` (memory images),
+    sorted: what the ``xenmig_converter`` hook answers for."""
     names = sorted(registry.formats)
-    return [target for target in names
+    pm = getattr(registry, "pm", None)        # None: a registry without plugins
+    extra = {t for _plugin, targets in call_each(pm, "xenmig_converter_targets")
+             for t in targets} if pm is not None else set()
+    return [target for target in names + sorted(extra - set(names))
             if any(registry.converter(source, target) is not None for source in names)]
 
 

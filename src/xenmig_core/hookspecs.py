@@ -86,6 +86,24 @@ def xenmig_converter(source_format: str, target: str) -> Callable[..., Any] | No
     has an error). ``xenmig convert`` owns temporary files, verification and progress."""
 
 
+@hookspec
+def xenmig_converter_targets() -> list[str] | None:
+    """Return the names of conversion targets this plugin's ``xenmig_converter`` answers
+    for that are not stream formats (e.g. memory images: ``raw``, ``elf``), or None.
+    ``xenmig convert --to`` accepts them besides the known formats; a stream format
+    needs no entry here."""
+
+
+# -- Reports -------------------------------------------------------------------------------
+@hookspec
+def xenmig_report_section() -> tuple[str, Any] | None:
+    """Return ``(key, consumer)`` to add a section to ``xenmig verify --json``, or None.
+    Called once per verify walk: *consumer* (a fresh
+    :class:`~xenmig_core.engine.Consumer`) sees the walk alongside verify's own; after it,
+    ``consumer.report()`` returns plain data (or None for no section), shown under *key*
+    (e.g. ``memory``: what a memory export of the stream would contain)."""
+
+
 # -- Detection -----------------------------------------------------------------------------
 @hookspec
 def xenmig_detect_format(head: bytes, specs: Mapping[str, FormatSpec]

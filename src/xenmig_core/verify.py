@@ -17,6 +17,7 @@ from xenmig_core.detect import DETECT_BYTES, detect
 from xenmig_core.diagnostics import Diagnostic
 from xenmig_core.engine import Consumer, Engine, MultiConsumer, StreamContext, WalkResult
 from xenmig_core.errors import StreamError, UsageError
+from xenmig_core.plugins import call_each
 from xenmig_core.registry import Registry
 from xenmig_core.render.account import AccountConsumer
 from xenmig_core.source import ByteSource
@@ -72,6 +73,8 @@ class VerifyReport:
     account: AccountConsumer | None = None
     #: Offset the source started at (non-zero for an ``fd:N`` opened part-way into a file).
     start: int = 0
+    #: Sections plugins add through ``xenmig_report_section`` (key -> plain data).
+    sections: dict[str, Any] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -119,6 +122,7 @@ class VerifyReport:
             "records": dict(records),
             "stats": {group: dict(counts) for group, counts in stats.items()},
             "end_note": self.result.eof_note,
+            **self.sections,
             "streams": [
                 {"format": c.format, "offset": c.offset, "depth": c.depth,
                  "complete": c.finished, "summary": c.summary, "records": c.records,
@@ -183,11 +187,16 @@ def verify_source(registry: Registry, source: ByteSource, fmt: str = "auto",
             consumer.on_diagnostic(result.diagnostics[0])
         return VerifyReport(source.name, fmt, result, start=source.start)
     account = AccountConsumer()
+    sections = [found for _plugin, found in call_each(registry.pm, "xenmig_report_section")]
+    watchers = [account, *(watcher for _key, watcher in sections)]
     engine = Engine(registry, source,
-                    MultiConsumer(account, consumer) if consumer is not None else account,
+                    MultiConsumer(*watchers, *([consumer] if consumer is not None else [])),
                     params=params)
     result = engine.run(chosen)
     account.close()
     report = VerifyReport(source.name, chosen, result, account=account, start=source.start)
+    for key, watcher in sections:
+        if (section := watcher.report()) is not None:
+            report.sections[key] = section
     report.contexts = [context_report(c) for c in result.contexts]
     return report
