@@ -88,10 +88,13 @@ def _registry(registry: Registry | None, specs: Iterable[str | os.PathLike[str]]
     return _DEFAULT[key]
 
 
-def stream_params(registry: Registry, given: dict[str, Any], command: str) -> dict[str, Any]:
-    """*given* checked and typed against the parameters the plugins declare."""
+def stream_params(registry: Registry, given: dict[str, Any], command: str,
+                  labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """*given* checked and typed against the parameters the plugins declare (see
+    :func:`xenmig_core.params.check_params`)."""
     from xenmig_core.params import check_params, declared_params
-    return check_params(declared_params(registry.pm), given, command) if given else {}
+    return check_params(declared_params(registry.pm), given, command, labels) \
+        if given else {}
 
 
 # -- verify ------------------------------------------------------------------------------------

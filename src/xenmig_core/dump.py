@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from xenmig_core.diagnostics import Diagnostic
-from xenmig_core.engine import Consumer, Engine, Record, StreamContext
+from xenmig_core.engine import Consumer, Engine, MultiConsumer, Record, StreamContext
 from xenmig_core.engine.context import HeaderValue
 from xenmig_core.present import plain, present_fields
 from xenmig_core.registry import Registry
@@ -483,14 +483,17 @@ class DumpResult:
 
 
 def dump_source(registry: Registry, source: ByteSource, renderer: Renderer,
-                options: DumpOptions, fmt: str = "auto") -> DumpResult:
+                options: DumpOptions, fmt: str = "auto",
+                observer: Consumer | None = None) -> DumpResult:
     """Walk *source* once and render every item; returns the verdict. Raises StreamError
-    when no format recognises the stream, UsageError for a contradicted ``--from``."""
+    when no format recognises the stream, UsageError for a contradicted ``--from``.
+    *observer* (e.g. a progress display) sees the walk too."""
     chosen = choose_format(registry, source, fmt)
     renderer.begin({"kind": "dump", "xenmig_dump": DUMP_SCHEMA_VERSION, "source": source.name,
                     "format": chosen, "pages": options.pages, "filtered": options.filtered})
     consumer = DumpConsumer(registry, source, renderer, options)
-    engine = Engine(registry, source, consumer, params=options.params)
+    engine = Engine(registry, source, consumer if observer is None
+                    else MultiConsumer(consumer, observer), params=options.params)
     stopped = False
     try:
         result = engine.run(chosen)

@@ -40,23 +40,24 @@ class StreamParam:
     alias: str | None = None
     plugin: str = ""
 
-    def convert(self, value: Any) -> Any:
-        """*value* (text, or already typed) as this parameter's type; UsageError if bad."""
+    def convert(self, value: Any, label: str | None = None) -> Any:
+        """*value* (text, or already typed) as this parameter's type; UsageError if bad.
+        *label* names where the value came from in the message (default ``--param NAME``)."""
+        label = label or f"--param {self.name}"
         text = str(value).lower() if isinstance(value, bool) else str(value)
         if self.choices and text not in self.choices:
-            raise UsageError(f"parameter {self.name}={value}: expected one of "
-                             f"{', '.join(self.choices)}")
+            raise UsageError(f"{label} must be {' or '.join(self.choices)}, not {value!r}")
         if self.kind == "int":
             try:
                 return int(text, 0)
             except ValueError:
-                raise UsageError(f"parameter {self.name}={value}: expected a number") from None
+                raise UsageError(f"{label} must be a number, not {value!r}") from None
         if self.kind == "bool":
             if text.lower() in _TRUE:
                 return True
             if text.lower() in _FALSE:
                 return False
-            raise UsageError(f"parameter {self.name}={value}: expected true or false")
+            raise UsageError(f"{label} must be true or false, not {value!r}")
         return text
 
     def describe(self) -> str:
@@ -76,9 +77,10 @@ def declared_params(pm: pluggy.PluginManager) -> dict[str, StreamParam]:
 
 
 def check_params(declared: Mapping[str, StreamParam], given: Mapping[str, Any],
-                 command: str) -> dict[str, Any]:
+                 command: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
     """*given* values, typed and checked against *declared* for *command*; UsageError for
-    a name no plugin declares for it (the message lists those that are)."""
+    a name no plugin declares for it (the message lists those that are). *labels* name
+    where a value came from (``{"width": "--width"}``) for messages."""
     out: dict[str, Any] = {}
     for name, value in given.items():
         param = declared.get(name)
@@ -86,7 +88,7 @@ def check_params(declared: Mapping[str, StreamParam], given: Mapping[str, Any],
             known = [p.name for p in declared.values() if command in p.commands]
             raise UsageError(f"unknown stream parameter {name!r} for {command} (known: "
                              f"{', '.join(sorted(known)) or 'none'})")
-        out[name] = param.convert(value)
+        out[name] = param.convert(value, (labels or {}).get(name))
     return out
 
 

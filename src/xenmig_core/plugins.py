@@ -104,6 +104,8 @@ def list_plugins(pm: pluggy.PluginManager) -> list[dict[str, Any]]:
     out = []
     for name, plugin in pm.list_name_plugin():
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
-        out.append({"name": name, "module": getattr(plugin, "__name__", repr(plugin)),
+        module = getattr(plugin, "__name__", None) or \
+            f"{type(plugin).__module__}.{type(plugin).__qualname__}"
+        out.append({"name": name, "module": module,
                     "hooks": hooks})
     return out
