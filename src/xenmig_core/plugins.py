@@ -48,7 +48,8 @@ def get_plugin_manager(extra_plugins: Iterable[Any] = (), *,
     from xenmig_core.detect import SpecDetector
     _register(pm, SpecDetector(), "xenmig.spec-detector")
     for plugin in extra_plugins:
-        _register(pm, plugin, getattr(plugin, "__name__", None))
+        if not pm.is_registered(plugin):   # e.g. an installed plugin, also given by hand
+            _register(pm, plugin, getattr(plugin, "__name__", None))
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
