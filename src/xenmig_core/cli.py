@@ -131,10 +131,10 @@ def verify(
     record), 2 usage or I/O error, 3 internal error. With several streams: one line (or
     JSON document) per stream on stdout, a summary on stderr, and the worst exit status.
     """
-    given = StreamParams(param, width=width, guest=guest)
     names = streams or ["-"]
 
     def body() -> int:
+        given = StreamParams(param, width=width, guest=guest)
         from xenmig_core.api import open_source, verify_opened
         if jobs < 1:
             raise UsageError("--jobs must be at least 1")
@@ -259,10 +259,10 @@ def dump(
     dumped one after the other, each from its own "dump" line to its "end" line; the exit
     status is the worst.
     """
-    given = StreamParams(param, width=width, guest=guest)
     names = streams or ["-"]
 
     def body() -> int:
+        given = StreamParams(param, width=width, guest=guest)
         from xenmig_core.api import open_source
         from xenmig_core.dump import PAGES_MODES, DumpOptions, dump_source
         from xenmig_core.progress import progress_for
@@ -360,9 +360,8 @@ def convert(
     from xenmig_core.convert import ConvertOptions, converter_targets, summary
     from xenmig_core.convert import convert as run_convert
 
-    given = StreamParams(param, width=width, guest=guest, skip_qemu=skip_qemu)
-
     def body() -> int:
+        given = StreamParams(param, width=width, guest=guest, skip_qemu=skip_qemu)
         registry = open_registry(spec or [])
         params = given.check(registry, "convert")
         targets = converter_targets(registry)
