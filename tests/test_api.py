@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -27,7 +28,9 @@ LEGACY32 = ROOT / "examples" / "pv32-legacy.img"
 
 
 def python_blocks(doc: str) -> list[str]:
-    return re.findall(r"```python\n(.*?)```", (ROOT / "docs" / doc).read_text(), re.S)
+    """The ``python`` blocks of docs/*doc*, dedented (some stand in list items)."""
+    text = (ROOT / "docs" / doc).read_text()
+    return [textwrap.dedent(b) for b in re.findall(r"```python\n(.*?)```", text, re.S)]
 
 
 @pytest.mark.parametrize("doc", ["api.md", "plugins.md"])

@@ -61,7 +61,7 @@ def test_parallel_jobs_give_the_same_output_in_order(streams) -> None:
     parallel = run_xenmig("verify", "-j", "3", *streams, "-", input=PV.read_bytes())
     assert parallel.returncode == serial.returncode == 2
     assert parallel.stdout == serial.stdout and parallel.stderr == serial.stderr
-    assert parallel.stdout.decode().splitlines()[-1].startswith("-: valid: ")
+    assert parallel.stdout.decode().splitlines()[-1].startswith("<stdin>: valid: ")
 
 
 def test_parameters_reach_every_stream(cli) -> None:

@@ -46,11 +46,11 @@ def verify_one(registry: Registry, stream: str, fmt: str, params: dict[str, Any]
     warnings = len(report.warnings)
     if report.valid:
         more = f"; {warnings} warning" + ("" if warnings == 1 else "s") if warnings else ""
-        return Outcome(stream, EXIT_OK, f"{stream}: valid: {report.summary()}{more}",
+        return Outcome(stream, EXIT_OK, f"{report.source}: valid: {report.summary()}{more}",
                        report.to_dict())
     count = report.error_count
     more = f" ({count - 1} more)" if count > 1 else ""
-    line = f"{stream}: INVALID: {report.errors[0]}{more}{report.offsets_note()}"
+    line = f"{report.source}: INVALID: {report.errors[0]}{more}{report.offsets_note()}"
     return Outcome(stream, EXIT_INVALID, line, report.to_dict())
 
 
