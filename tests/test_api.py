@@ -14,7 +14,7 @@ import textwrap
 import time
 
 import pytest
-from conftest import ROOT, run_xenmig
+from conftest import ROOT
 from dumping import dump_text
 
 import xenmig_core
@@ -44,11 +44,11 @@ def test_every_example_in_the_docs_runs(doc, monkeypatch, capsys) -> None:
     assert "Traceback" not in capsys.readouterr().err
 
 
-def test_report_is_the_verify_json_document(registry) -> None:
+def test_report_is_the_verify_json_document(registry, cli) -> None:
     report = xenmig_core.verify(XL, registry=registry)
-    cli = run_xenmig("verify", "--json", str(XL))
-    assert cli.returncode == 0
-    assert json.loads(cli.stdout) == report.to_dict()
+    done = cli("verify", "--json", str(XL))
+    assert done.exit_code == 0
+    assert json.loads(done.stdout) == report.to_dict()
     assert report.valid and report.format == "xl" and report.compression is None
 
 
