@@ -113,7 +113,7 @@ def test_progress_only_on_a_terminal_and_only_for_long_runs(registry, monkeypatc
         verify_opened(registry, source, "auto", shown)
         shown.finish()
     text = tty.getvalue()
-    assert f"\rxenmig: verifying {HVM_LEGACY}: 0.0 of 0.0 GiB (" in text
+    assert f"\rxenmig: verifying {HVM_LEGACY}: 0 MiB of 0 MiB (" in text
     assert text.endswith("\r")                                    # erased at the end
 
 

@@ -1,4 +1,4 @@
-"""Progress on stderr for long runs: ``xenmig: verifying guest.xl: 1.2 of 4.0 GiB (30%)``.
+"""Progress on stderr for long runs: ``xenmig: verifying guest.xl: 1.2 GiB of 4.0 GiB (30%)``.
 
 Shown only when stderr is a terminal, never on a pipe or with ``-q`` (the caller decides
 that through :func:`progress_for`), and only once a run has lasted :data:`DELAY` seconds, so
@@ -25,6 +25,12 @@ DELAY = 1.0
 #: seconds between updates
 INTERVAL = 0.5
 GIB = 1 << 30
+MIB = 1 << 20
+
+
+def size_text(size: int) -> str:
+    """``512 MiB`` below a gibibyte, ``1.5 GiB`` from there."""
+    return f"{size / GIB:.1f} GiB" if size >= GIB else f"{size // MIB} MiB"
 
 
 class Progress(Consumer):
@@ -46,12 +52,11 @@ class Progress(Consumer):
             return
         self.last = now
         done = self.source.offset - self.source.start
-        text = f"xenmig: {self.verb} {self.source.name}: {done / GIB:.1f}"
+        text = f"xenmig: {self.verb} {self.source.name}: {size_text(done)}"
         if self.total:
-            text += f" of {self.total / GIB:.1f} GiB ({100 * done // self.total}%)"
-        else:
-            text += " GiB" + (f" ({self.source.compression}-decompressed)"
-                              if self.source.compression else "")
+            text += f" of {size_text(self.total)} ({100 * done // self.total}%)"
+        elif self.source.compression:
+            text += f" ({self.source.compression}-decompressed)"
         self.width = max(self.width, len(text))
         self.err.write("\r" + text.ljust(self.width))
         self.err.flush()
