@@ -9,7 +9,9 @@ import gzip
 import json
 import lzma
 import sys
+from importlib.resources import files
 
+import jsonschema
 import pytest
 import zstandard
 from conftest import ROOT, run_xenmig
@@ -80,6 +82,9 @@ def test_dump_reads_compressed_images(kind, tmp_path, cli) -> None:
     ref = '"ref": "'
     assert ref not in cli("dump", "-t", "jsonl", str(path)).stdout
     assert ref in cli("dump", "-t", "jsonl", str(LEGACY)).stdout
+    assert packed[0]["compression"] == kind and "compression" not in plain[0]
+    assert cli("dump", str(path)).stdout.splitlines()[0].endswith(
+        f"({kind}-compressed: offsets in the decompressed stream)")
 
 
 def test_convert_reads_compressed_images(kind, tmp_path, cli) -> None:
@@ -101,6 +106,22 @@ def test_truncated_compressed_file_is_one_line_error(kind, tmp_path, cli) -> Non
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and "Traceback" not in lines[0], lines
     assert kind in lines[0] or "truncated" in lines[0]
+
+
+def test_compressed_json_dump_validates_and_builds(tmp_path, cli) -> None:
+    """The dump of a compressed image follows the schema, and (with --pages hex) builds the
+    decompressed stream again."""
+    schema = json.loads((files("xenmig_core.schemas") / "dump.schema.json").read_text())
+    path = tmp_path / "guest.xz"
+    path.write_bytes(COMPRESSORS["xz"](LEGACY.read_bytes()))
+    done = cli("dump", "-t", "json", "--pages", "hex", str(path))
+    doc = json.loads(done.stdout)
+    assert doc["compression"] == "xz"
+    assert not list(jsonschema.Draft202012Validator(schema).iter_errors(doc))
+    (tmp_path / "guest.json").write_text(done.stdout)
+    assert cli("build", str(tmp_path / "guest.json"), "-o", str(tmp_path / "again")
+               ).exit_code == 0
+    assert (tmp_path / "again").read_bytes() == LEGACY.read_bytes()
 
 
 def test_api_reports_the_compression(kind) -> None:

@@ -490,7 +490,8 @@ def dump_source(registry: Registry, source: ByteSource, renderer: Renderer,
     *observer* (e.g. a progress display) sees the walk too."""
     chosen = choose_format(registry, source, fmt)
     renderer.begin({"kind": "dump", "xenmig_dump": DUMP_SCHEMA_VERSION, "source": source.name,
-                    "format": chosen, "pages": options.pages, "filtered": options.filtered})
+                    "format": chosen, "pages": options.pages, "filtered": options.filtered,
+                    **({"compression": source.compression} if source.compression else {})})
     consumer = DumpConsumer(registry, source, renderer, options)
     engine = Engine(registry, source, consumer if observer is None
                     else MultiConsumer(consumer, observer), params=options.params)
