@@ -290,7 +290,8 @@ class Records(Iterator[StreamRecord]):
     The walk runs in a thread that stays at most :data:`QUEUE_SIZE` records ahead of the
     iteration, so memory stays bounded. After the last record, ``report`` holds the
     :class:`Report` of the same walk (valid, diagnostics, ...). ``close()`` (or leaving a
-    ``with`` block, or dropping the iterator) stops the walk and closes the source.
+    ``with`` block, or dropping the iterator) stops the walk and closes the source; it
+    waits for a read in progress to return (on a pipe that stays silent, that can be long).
     Exceptions of the walk (an unreadable source, a failing plugin) are raised by ``next``.
     """
 
