@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Speed and memory of ``xenmig verify`` on a large synthetic PV stream.
 
-    python benchmarks/bench_verify.py [--mib 1024] [--keep PATH]
+    python benchmarks/bench_verify.py [--mib 1024] [--keep PATH] [--compress KIND]
 
 Writes a libxc v3 stream of about MIB mebibytes of guest memory (1024-page PAGE_DATA batches,
 as Xen's saver writes them) to a temporary file, then verifies it three ways in fresh
 processes: from the file (payload skipped by seeking), from a pipe (payload read through one
 reusable buffer), and with --json. Prints wall time, throughput and peak RSS of each, so that
 memory can be seen not to grow with the stream's size (run with two sizes to compare).
+With --compress gzip|xz|bzip2|zstd the stream is compressed first (level 1) and verified
+compressed, from the file and from a pipe.
 """
 
 from __future__ import annotations
@@ -55,6 +57,27 @@ def write_stream(path: Path, mib: int) -> int:
         return writer.written
 
 
+def compress(path: Path, kind: str) -> Path:
+    """*path* compressed as *kind* beside it, streamed in 1 MiB pieces."""
+    import bz2
+    import gzip
+    import lzma
+    openers = {"gzip": lambda p: gzip.open(p, "wb", compresslevel=1),  # noqa: SIM115
+               "xz": lambda p: lzma.open(p, "wb", preset=1),  # noqa: SIM115
+               "bzip2": lambda p: bz2.open(p, "wb", compresslevel=1)}  # noqa: SIM115
+    target = path.with_name(path.name + "." + kind)
+    with open(path, "rb") as raw:
+        if kind == "zstd":
+            import zstandard
+            with open(target, "wb") as out:
+                zstandard.ZstdCompressor(level=1).copy_stream(raw, out)
+        else:
+            with openers[kind](target) as out:
+                while chunk := raw.read(1 << 20):
+                    out.write(chunk)
+    return target
+
+
 def measure(args: list[str], stdin_path: Path | None = None) -> tuple[float, int]:
     """Wall seconds and peak RSS (KiB) of one verify run in a child process."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -82,14 +105,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=1024)
     parser.add_argument("--keep", type=Path)
+    parser.add_argument("--compress", choices=("gzip", "xz", "bzip2", "zstd"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = args.keep or Path(tmp) / "bench.libxc"
         size = write_stream(path, args.mib)
         mib = size / (1 << 20)
         print(f"stream: {path} {mib:.0f} MiB")
-        for label, cmd, pipe in (("file", [str(path)], None), ("pipe", ["-"], path),
-                                 ("file --json", ["--json", str(path)], None)):
+        runs = [("file", [str(path)], None), ("pipe", ["-"], path),
+                ("file --json", ["--json", str(path)], None)]
+        if args.compress:
+            packed = compress(path, args.compress)
+            print(f"{args.compress}: {packed.stat().st_size / (1 << 20):.1f} MiB")
+            runs = [(f"{args.compress} file", [str(packed)], None),
+                    (f"{args.compress} pipe", ["-"], packed)]
+        for label, cmd, pipe in runs:
             seconds, rss = measure(cmd, pipe)
             print(f"{label:<12} {seconds:6.2f} s  {mib / seconds:8.0f} MiB/s  "
                   f"peak RSS {rss / 1024:.0f} MiB")

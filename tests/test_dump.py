@@ -27,7 +27,8 @@ from xenmig_libxc.samples import assemble, hvm_context_blob, page_bytes
 GOLDEN = ROOT / "tests" / "golden"
 #: set to regenerate tests/golden/*.txt (then review the diff): XENMIG_REGEN_GOLDEN=1 pytest
 REGEN = bool(os.environ.get("XENMIG_REGEN_GOLDEN"))
-EXAMPLES = sorted(p.name for p in (ROOT / "examples").iterdir() if p.suffix != ".py")
+EXAMPLES = sorted(p.name for p in (ROOT / "examples").iterdir()
+                  if p.suffix != ".py" and p.is_file())     # plugin-example/ is a package
 GOLDEN_STREAMS = ["pv32-v3", "hvm-v2-4vcpu", "pv64-v3-be", "hvm-unknown-optional",
                   "pv-bad-padding", "pv-short-pv-info", "hvm-truncated-in-payload",
                   "hvm-trailing-garbage", "pv-checkpointed", "hvm-bad-page-type"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from xenmig_core import convert as convert_module
+from xenmig_core import progress as progress_module
 from xenmig_core.convert import ConvertOptions, convert
 from xenmig_legacy.compat import convert_main, fd_or_file, verify_main
 from xenmig_legacy.samples import hvm_image, pv_image, xl_header
@@ -180,19 +180,22 @@ class _Tty(io.StringIO):
         return True
 
 
-def test_progress_only_on_a_terminal_for_large_inputs(registry, tmp_path, monkeypatch) -> None:
+def test_progress_only_on_a_terminal_for_long_runs(registry, tmp_path, monkeypatch) -> None:
     src = tmp_path / "img"
     src.write_bytes(hvm_image().data)
     tty, plain = _Tty(), io.StringIO()
     convert(registry, str(src), str(tmp_path / "a"), ConvertOptions("libxc"), progress_to=tty)
-    assert tty.getvalue() == ""                          # small input
-    monkeypatch.setattr(convert_module, "PROGRESS_MIN_BYTES", 1)
-    monkeypatch.setattr(convert_module, "PROGRESS_INTERVAL", 0)
+    assert tty.getvalue() == ""                          # a short run
+    monkeypatch.setattr(progress_module, "DELAY", 0)
+    monkeypatch.setattr(progress_module, "INTERVAL", 0)
     convert(registry, str(src), str(tmp_path / "b"), ConvertOptions("libxc"), progress_to=tty)
-    assert "xenmig: converting:" in tty.getvalue() and "%)" in tty.getvalue()
+    assert f"xenmig: converting {src}:" in tty.getvalue() and "%)" in tty.getvalue()
     convert(registry, str(src), str(tmp_path / "c"), ConvertOptions("libxc"),
             progress_to=plain)
     assert plain.getvalue() == ""
+    convert(registry, str(src), str(tmp_path / "d"), ConvertOptions("libxc"),
+            progress_to=(quiet := _Tty()), progress=False)
+    assert quiet.getvalue() == ""                        # -q
 
 
 def test_syslog_takes_info_and_errors(tmp_path, monkeypatch, capsys) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from xenmig_core.detect import Detection
 from xenmig_core.engine import StreamContext
+from xenmig_core.params import StreamParam
 from xenmig_core.plugins import hookimpl
 from xenmig_core.spec.model import FormatSpec
 from xenmig_legacy.detect import FORMAT, detect_legacy
@@ -32,6 +33,21 @@ def xenmig_record_handler(format_name: str, name: str) -> Any:
     if format_name == FORMAT:
         return HANDLERS.get(name)
     return None
+
+
+@hookimpl
+def xenmig_stream_params() -> list[StreamParam]:
+    """What the caller may know better than a legacy image says (state variables of
+    specs/legacy.yaml); the old --width/--guest/--skip-qemu options stay as aliases."""
+    return [
+        StreamParam("width", "toolstack word size of a legacy image; default: detect",
+                    kind="int", choices=("32", "64"), alias="--width"),
+        StreamParam("guest", "guest type of a legacy image; default: detect",
+                    choices=("pv", "hvm"), alias="--guest"),
+        StreamParam("skip_qemu", "libxc output of a legacy image: stop after the HVM "
+                    "context (no qemu record)", kind="bool", commands=("convert",),
+                    alias="--skip-qemu"),
+    ]
 
 
 @hookimpl

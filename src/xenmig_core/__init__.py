@@ -2,6 +2,38 @@
 
 The engine in this package knows framing, dispatch, state and diagnostics; every Xen format
 is contributed by a plugin (see :mod:`xenmig_core.hookspecs`) and described by a YAML spec.
+
+The public Python API (``docs/api.md``) is re-exported here from :mod:`xenmig_core.api`:
+``verify``, ``records``, ``open_registry`` and the types they return. They are imported on
+first use, so that ``import xenmig_core`` (and the CLI's start-up) stays cheap.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from xenmig_core.api import (
+        Records,
+        Report,
+        Source,
+        StreamRecord,
+        open_registry,
+        open_source,
+        records,
+        verify,
+    )
+
+__all__ = ["Records", "Report", "Source", "StreamRecord", "__version__", "open_registry",
+           "open_source", "records", "verify"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__ and name != "__version__":
+        from xenmig_core import api
+        if name == "verify":   # importing api made it the (callable) verify module
+            return globals()["verify"]
+        return getattr(api, name)
+    raise AttributeError(f"module 'xenmig_core' has no attribute {name!r}")

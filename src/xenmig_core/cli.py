@@ -16,20 +16,19 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from xenmig_core import __version__
+from xenmig_core.cli_help import Command, Group, ParamsCommand
 from xenmig_core.errors import UsageError, XenmigError
 from xenmig_core.render.verbose import VerboseConsumer
 from xenmig_core.session import open_registry
 from xenmig_core.sink import text_output
-from xenmig_core.source import ByteSource
-from xenmig_core.verify import VerifyReport, verify_source
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
 app = typer.Typer(
-    name="xenmig", add_completion=False, no_args_is_help=True,
+    name="xenmig", add_completion=True, no_args_is_help=True, cls=Group,
     pretty_exceptions_enable=False, rich_markup_mode=None,
     help="Verify, dump and convert Xen save images and migration streams.")
-specs_app = typer.Typer(no_args_is_help=True, help="List and check format specs.")
+specs_app = typer.Typer(no_args_is_help=True, cls=Group, help="List and check format specs.")
 app.add_typer(specs_app, name="specs")
 
 SpecOption = Annotated[list[Path] | None, typer.Option(
@@ -39,27 +38,33 @@ FromOption = Annotated[str, typer.Option(
     "-f", "--from", help="Input format, or auto to detect it.", show_default=True)]
 StreamArgument = Annotated[str, typer.Argument(
     help="Stream to read: a path, - for stdin, or fd:N.", show_default=True)]
-WidthOption = Annotated[int | None, typer.Option(
-    "--width", help="Toolstack word size of a legacy image (32 or 64); default: detect.",
-    show_default=False)]
+ParamOption = Annotated[list[str] | None, typer.Option(
+    "--param", metavar="NAME=VALUE", help="A stream parameter a plugin declares (listed "
+    "below); repeatable.", show_default=False)]
+# Aliases kept for scripts and Xen's drop-ins: --width/--guest/--skip-qemu are the legacy
+# plugin's stream parameters width/guest/skip_qemu (see --param).
+WidthOption = Annotated[str | None, typer.Option(
+    "--width", hidden=True, help="Same as --param width=N.", show_default=False)]
 GuestOption = Annotated[str | None, typer.Option(
-    "--guest", help="Guest type of a legacy image (pv or hvm); default: detect.",
-    show_default=False)]
+    "--guest", hidden=True, help="Same as --param guest=T.", show_default=False)]
+ALIASES = {"width": "--width", "guest": "--guest", "skip_qemu": "--skip-qemu"}
 
 
-def stream_params(width: int | None, guest: str | None) -> dict[str, Any]:
-    """The engine's stream parameters from --width/--guest (given values always win over
-    what a format would detect); a bad value is a usage error (exit 2)."""
-    params: dict[str, Any] = {}
-    if width is not None:
-        if width not in (32, 64):
-            fail(f"--width must be 32 or 64, not {width}", EXIT_USAGE)
-        params["width"] = width
-    if guest is not None:
-        if guest not in ("pv", "hvm"):
-            fail(f"--guest must be pv or hvm, not {guest!r}", EXIT_USAGE)
-        params["guest"] = guest
-    return params
+class StreamParams:
+    """The stream parameters given on the command line: ``--param NAME=VALUE`` and the
+    alias options (which win); checked against what the plugins declare once a registry is
+    open (a bad one is a usage error, exit 2)."""
+
+    def __init__(self, param: list[str] | None, **aliases: Any) -> None:
+        from xenmig_core.params import parse_assignments
+        self.given: dict[str, Any] = parse_assignments(param or [])
+        used = {k: v for k, v in aliases.items() if v is not None and v is not False}
+        self.given.update(used)
+        self.labels = {k: ALIASES[k] for k in used}
+
+    def check(self, registry: Any, command: str) -> dict[str, Any]:
+        from xenmig_core.api import stream_params
+        return stream_params(registry, self.given, command, self.labels)
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -99,61 +104,106 @@ def main_options(
     """Verify, dump and convert Xen save images and migration streams."""
 
 
-@app.command()
+@app.command(cls=ParamsCommand)
 def verify(
-    stream: StreamArgument = "-",
+    streams: Annotated[list[str] | None, typer.Argument(
+        metavar="STREAM", help="Streams to read: paths, - for stdin, or fd:N "
+        "(default: -). gzip, xz, bzip2 and zstd images are decompressed.",
+        show_default=False)] = None,
     from_: FromOption = "auto",
     verbose: Annotated[bool, typer.Option("-v", "--verbose",
                                           help="One line per header and record.")] = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing; exit code only.")
                      ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="A machine-readable report on stdout.")
+    as_json: Annotated[bool, typer.Option("--json", help="A machine-readable report on stdout "
+                                          "(one JSON document per line for several streams).")
                        ] = False,
+    jobs: Annotated[int, typer.Option("-j", "--jobs", help="Verify this many streams at once, "
+                                      "in separate processes.")] = 1,
+    param: ParamOption = None,
     width: WidthOption = None,
     guest: GuestOption = None,
     spec: SpecOption = None,
 ) -> None:
-    """Check that STREAM is a valid save image or migration stream.
+    """Check that each STREAM is a valid save image or migration stream.
 
     Exit 0 valid, 1 invalid (the first problem is named on stderr with its offset and
-    record), 2 usage or I/O error, 3 internal error.
+    record), 2 usage or I/O error, 3 internal error. With several streams: one line (or
+    JSON document) per stream on stdout, a summary on stderr, and the worst exit status.
     """
-    params = stream_params(width, guest)
+    names = streams or ["-"]
 
     def body() -> int:
+        given = StreamParams(param, width=width, guest=guest)
+        from xenmig_core.api import open_source, verify_opened
+        if jobs < 1:
+            raise UsageError("--jobs must be at least 1")
         registry = open_registry(spec or [])
+        params = given.check(registry, "verify")
+        if len(names) > 1:
+            if verbose:
+                raise UsageError("-v shows one stream at a time")
+            return _verify_many(registry, names, from_, params, quiet=quiet, as_json=as_json,
+                                jobs=jobs, specs=[str(p) for p in spec or []])
         if quiet:
-            with ByteSource.open(stream) as source:
-                report = verify_source(registry, source, from_, None, params)
+            with open_source(names[0]) as source:
+                report = verify_opened(registry, source, from_, None, params)
             return _verify_output(report, verbose=verbose, quiet=quiet, as_json=as_json)
         # stdout must be open; a failed write to it is a one-line error (exit 2)
+        from xenmig_core.engine import MultiConsumer
+        from xenmig_core.progress import progress_for
         with text_output("-") as out:
             consumer = VerboseConsumer(out) if verbose and not as_json else None
-            with ByteSource.open(stream) as source:
-                report = verify_source(registry, source, from_, consumer, params)
+            with open_source(names[0]) as source:
+                shown = None if consumer is not None and sys.stdout.isatty() else \
+                    progress_for(source, "verifying")
+                watchers = [c for c in (consumer, shown) if c is not None]
+                try:
+                    report = verify_opened(registry, source, from_, MultiConsumer(*watchers)
+                                           if watchers else None, params)
+                finally:
+                    if shown is not None:
+                        shown.finish()
             if consumer is not None:
                 consumer.close()
             return _verify_output(report, verbose=verbose, quiet=quiet, as_json=as_json)
     raise typer.Exit(guarded(body))
 
 
-def _verify_output(report: VerifyReport, *, verbose: bool, quiet: bool, as_json: bool) -> int:
+def _verify_many(registry: Any, names: list[str], fmt: str, params: dict[str, Any], *,
+                 quiet: bool, as_json: bool, jobs: int, specs: list[str]) -> int:
+    """One line (or JSON document) per stream, a summary line, the worst status."""
+    from xenmig_core.batch import summary_line, verify_many
+    codes = []
+    with text_output("-") as out:
+        for outcome in verify_many(registry, names, fmt, params, jobs=jobs, specs=specs):
+            codes.append(outcome.code)
+            if quiet:
+                continue
+            out.write((json.dumps(outcome.doc) if as_json else outcome.line) + "\n")
+            out.flush()
+    if not quiet:
+        typer.echo(f"xenmig: {summary_line(codes)}", err=True)
+    return max(codes)
+
+
+def _verify_output(report: Any, *, verbose: bool, quiet: bool, as_json: bool) -> int:
     code = EXIT_OK if report.valid else EXIT_INVALID
     if quiet:
         return code
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
         return code
-    errors = [d for d in report.diagnostics if d.is_error]
+    note = report.offsets_note()
     if not verbose:
-        for warning in (d for d in report.diagnostics if not d.is_error):
-            typer.echo(f"xenmig: warning: {warning}", err=True)
+        for warning in report.warnings:
+            typer.echo(f"xenmig: warning: {warning}{note}", err=True)
     if report.valid:
         typer.echo(f"{report.source}: valid: {report.summary()}")
     else:
-        count = report.result.error_count
+        count = report.error_count
         more = f" ({count - 1} more; -v shows all)" if count > 1 else ""
-        typer.echo(f"xenmig: invalid: {errors[0]}{more}", err=True)
+        typer.echo(f"xenmig: invalid: {report.errors[0]}{more}{note}", err=True)
         if verbose:
             typer.echo(f"{report.source}: INVALID: {count} error" + ("" if count == 1 else "s"))
     return code
@@ -170,9 +220,12 @@ def _offset_range(text: str | None) -> tuple[int, int | None]:
         raise UsageError(f"--offset {text!r}: expected START[:END], numbers") from None
 
 
-@app.command()
+@app.command(cls=ParamsCommand)
 def dump(
-    stream: StreamArgument = "-",
+    streams: Annotated[list[str] | None, typer.Argument(
+        metavar="STREAM", help="Streams to read: paths, - for stdin, or fd:N (default: "
+        "-); several only with -t jsonl. Compressed images are decompressed.",
+        show_default=False)] = None,
     from_: FromOption = "auto",
     to: Annotated[str, typer.Option("-t", "--to", help="text, json, jsonl or yaml.")
                   ] = "text",
@@ -192,6 +245,9 @@ def dump(
     offset: Annotated[str | None, typer.Option(
         "--offset", help="Only items starting in START[:END] (bytes).", show_default=False)
         ] = None,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress, no summary.")
+                     ] = False,
+    param: ParamOption = None,
     width: WidthOption = None,
     guest: GuestOption = None,
     spec: SpecOption = None,
@@ -199,33 +255,61 @@ def dump(
     """Show every header and record of STREAM with its decoded fields.
 
     Exit 0 when the stream is valid, 1 when it is not (the dump still shows everything the
-    walk reached), 2 usage or I/O error, 3 internal error.
+    walk reached), 2 usage or I/O error, 3 internal error. Several streams (-t jsonl) are
+    dumped one after the other, each from its own "dump" line to its "end" line; the exit
+    status is the worst.
     """
-    params = stream_params(width, guest)
+    names = streams or ["-"]
 
     def body() -> int:
+        given = StreamParams(param, width=width, guest=guest)
+        from xenmig_core.api import open_source
         from xenmig_core.dump import PAGES_MODES, DumpOptions, dump_source
+        from xenmig_core.progress import progress_for
         from xenmig_core.render import RENDERERS
         if to not in RENDERERS:
             raise UsageError(f"--to {to!r}: expected one of {', '.join(RENDERERS)}")
+        if len(names) > 1 and to != "jsonl":
+            raise UsageError("several streams are dumped with -t jsonl only")
         if pages is not None and pages not in PAGES_MODES:
             raise UsageError(f"--pages {pages!r}: expected one of {', '.join(PAGES_MODES)}")
         if limit is not None and limit < 1:
             raise UsageError("--limit must be at least 1")
         start, end = _offset_range(offset)
         mode = pages or ("none" if to == "text" else "ref")
+        registry = open_registry(spec or [])
         options = DumpOptions(pages=mode, squash=(to == "text" and pages is None)
                               if squash is None else squash,
                               types=frozenset(types or ()), limit=limit, start=start, end=end,
-                              params=params)
-        registry = open_registry(spec or [])
-        with ByteSource.open(stream) as source, text_output(output) as out:
-            result = dump_source(registry, source, RENDERERS[to](out), options, from_)
-        return EXIT_OK if result.valid else EXIT_INVALID
+                              params=given.check(registry, "dump"))
+        codes = []
+        with text_output(output) as out:
+            for name in names:
+                try:
+                    with open_source(name) as source:
+                        # progress only when the dump does not go to the same terminal
+                        shown = progress_for(source, "dumping", enabled=not quiet and not (
+                            output == "-" and sys.stdout.isatty()))
+                        try:
+                            result = dump_source(registry, source, RENDERERS[to](out), options,
+                                                 from_, shown)
+                        finally:
+                            if shown is not None:
+                                shown.finish()
+                    codes.append(EXIT_OK if result.valid else EXIT_INVALID)
+                except XenmigError as exc:
+                    if len(names) == 1:
+                        raise
+                    typer.echo(f"xenmig: error: {exc}", err=True)
+                    codes.append(exc.exit_code)
+        if len(names) > 1 and not quiet:
+            from xenmig_core.batch import summary_line
+            typer.echo(f"xenmig: {summary_line(codes)}", err=True)
+        return max(codes)
     raise typer.Exit(guarded(body))
 
 
-@app.command()
+@app.command(cls=Command)
 def build(
     description: Annotated[str, typer.Argument(
         help="YAML or JSON description (as dump -t yaml|json|jsonl writes), - for stdin.")],
@@ -247,7 +331,7 @@ def build(
     raise typer.Exit(guarded(body))
 
 
-@app.command()
+@app.command(cls=ParamsCommand)
 def convert(
     input_: Annotated[str, typer.Argument(
         metavar="INPUT", help="Stream to convert: a path, - for stdin, or fd:N.")],
@@ -257,20 +341,21 @@ def convert(
         "--to", help="Output format: one an installed plugin converts to (a bad value "
         "lists them).")],
     from_: FromOption = "auto",
+    param: ParamOption = None,
     width: WidthOption = None,
     guest: GuestOption = None,
     skip_qemu: Annotated[bool, typer.Option(
-        "--skip-qemu", help="libxc output: stop after the HVM context (no qemu record).")
-                         ] = False,
+        "--skip-qemu", hidden=True, help="Same as --param skip_qemu=true.")] = False,
     no_verify: Annotated[bool, typer.Option(
         "--no-verify", help="Do not verify the output while writing it.")] = False,
     checkpoint: Annotated[int | None, typer.Option(
         "--checkpoint", min=1, help="Memory exports: the state at the end of checkpoint N "
         "(default: the end of the stream, or its last complete checkpoint).")] = None,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No summary line.")] = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress, no summary line.")
+                     ] = False,
     spec: SpecOption = None,
 ) -> None:
-    """Convert INPUT (e.g. a legacy Xen <= 4.5 image) into a v2 stream.
+    """Convert INPUT (a legacy Xen <= 4.5 image into a v2 stream, any stream into a memory image).
 
     A path OUTPUT appears only once the conversion succeeded and the result verified;
     exit 0 done, 1 the input cannot be converted, 2 usage or I/O error, 3 internal error.
@@ -278,25 +363,25 @@ def convert(
     from xenmig_core.convert import ConvertOptions, converter_targets, summary
     from xenmig_core.convert import convert as run_convert
 
-    params = stream_params(width, guest)
-
     def body() -> int:
+        given = StreamParams(param, width=width, guest=guest, skip_qemu=skip_qemu)
         registry = open_registry(spec or [])
+        params = given.check(registry, "convert")
         targets = converter_targets(registry)
         if to not in targets:
             raise UsageError(f"--to {to!r}: no converter to it; expected one of "
                              f"{', '.join(targets) or '(none installed)'}")
-        options = ConvertOptions(target=to, params=params, skip_qemu=skip_qemu,
+        options = ConvertOptions(target=to, params=params,
                                  extra={} if checkpoint is None else {"checkpoint": checkpoint})
         result = run_convert(registry, input_, output, options, source_format=from_,
-                             verify=not no_verify)
+                             verify=not no_verify, progress=not quiet)
         if not quiet:
             typer.echo(f"xenmig: {summary(result)}", err=True)
         return EXIT_OK
     raise typer.Exit(guarded(body))
 
 
-@specs_app.command("list")
+@specs_app.command("list", cls=Command)
 def specs_list(spec: SpecOption = None) -> None:
     """List every format and its record types."""
     def body() -> int:
@@ -309,7 +394,7 @@ def specs_list(spec: SpecOption = None) -> None:
     raise typer.Exit(guarded(body))
 
 
-@specs_app.command("check")
+@specs_app.command("check", cls=Command)
 def specs_check(files: Annotated[list[Path], typer.Argument(help="Spec files to validate.")]
                 ) -> None:
     """Validate spec files (with the installed ones they extend); exit 2 on the first error."""
@@ -320,18 +405,27 @@ def specs_check(files: Annotated[list[Path], typer.Argument(help="Spec files to 
     raise typer.Exit(guarded(body))
 
 
-@app.command("plugins")
-def plugins_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """List the loaded plugins and the hooks each implements."""
+@app.command("plugins", cls=Command)
+def plugins_list(as_json: Annotated[bool, typer.Option(
+        "--json", help="A machine-readable list on stdout.")] = False) -> None:
+    """List the loaded plugins, the hooks each implements and the stream parameters each
+    declares."""
+    from xenmig_core.params import declared_params
     from xenmig_core.plugins import get_plugin_manager, list_plugins
 
     def body() -> int:
-        found: list[dict[str, Any]] = list_plugins(get_plugin_manager())
+        pm = get_plugin_manager()
+        found: list[dict[str, Any]] = list_plugins(pm)
+        declared = declared_params(pm)
+        for plugin in found:
+            plugin["params"] = [p.name for p in declared.values() if p.plugin == plugin["name"]]
         if as_json:
             typer.echo(json.dumps(found, indent=2))
-        else:
-            for plugin in found:
-                typer.echo(f"{plugin['name']}: {plugin['module']} ({', '.join(plugin['hooks'])})")
+            return EXIT_OK
+        for plugin in found:
+            typer.echo(f"{plugin['name']}: {plugin['module']} ({', '.join(plugin['hooks'])})")
+            for name in plugin["params"]:
+                typer.echo(f"  --param {declared[name].describe()}")
         return EXIT_OK
     raise typer.Exit(guarded(body))
 

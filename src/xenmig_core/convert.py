@@ -12,7 +12,8 @@ this module owns what every conversion needs:
 - **Verification as it goes.** The output bytes are also fed, through an OS pipe, to a
   verify walk in a second thread, so a pipe output is verified too and a file is not read
   back. ``verify=False`` skips it.
-- **Progress** on stderr, only when stderr is a terminal and the input is a large file.
+- **Progress** on stderr (:mod:`xenmig_core.progress`), only when stderr is a terminal, the
+  caller wants it (not ``-q``) and the conversion lasts more than a second.
 """
 
 from __future__ import annotations
@@ -20,23 +21,18 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TextIO
 
 from xenmig_core.errors import SourceError, StreamError, UsageError
 from xenmig_core.plugins import call_each
+from xenmig_core.progress import Progress, progress_for
 from xenmig_core.registry import Registry
 from xenmig_core.sink import is_stream_target, open_output
 from xenmig_core.source import ByteSource, parse_fd
 from xenmig_core.verify import VerifyReport, choose_format, verify_source
-
-#: Inputs at least this large get a progress display (when stderr is a terminal).
-PROGRESS_MIN_BYTES = 256 << 20
-PROGRESS_INTERVAL = 0.5
 
 
 @dataclass
@@ -121,7 +117,7 @@ class _Tee:
 class _Counting:
     """Counts what is written to *out*; reports progress every so often."""
 
-    def __init__(self, out: Any, progress: _Progress | None, name: str = "output") -> None:
+    def __init__(self, out: Any, progress: Progress | None, name: str = "output") -> None:
         self.out = out
         self.name = name
         self.written = 0
@@ -148,42 +144,6 @@ class _Counting:
         self.written += n
         if self.progress is not None:
             self.progress.tick()
-
-
-class _Progress:
-    """``xenmig: converting: 1.2 GiB of 4.0 GiB (30%)`` on a terminal, rewritten in place."""
-
-    def __init__(self, source: ByteSource, total: int, err: TextIO) -> None:
-        self.source = source
-        self.total = total
-        self.err = err
-        self.last = 0.0
-
-    def tick(self) -> None:
-        now = time.monotonic()
-        if now - self.last < PROGRESS_INTERVAL:
-            return
-        self.last = now
-        done = self.source.offset
-        self.err.write(f"\rxenmig: converting: {done / 2**30:.1f} GiB of "
-                       f"{self.total / 2**30:.1f} GiB ({100 * done // self.total}%)")
-        self.err.flush()
-
-    def finish(self) -> None:
-        if self.last:
-            self.err.write("\n")
-            self.err.flush()
-
-
-def _progress_for(source: ByteSource, raw: Any, err: TextIO | None) -> _Progress | None:
-    err = err if err is not None else sys.stderr
-    try:
-        if not err.isatty():
-            return None
-        size = os.fstat(raw.fileno()).st_size
-    except (OSError, ValueError, AttributeError):
-        return None
-    return _Progress(source, size, err) if size >= PROGRESS_MIN_BYTES else None
 
 
 class Terminated(SystemExit):
@@ -221,12 +181,14 @@ def converter_targets(registry: Registry) -> list[str]:
 
 def convert(registry: Registry, input_spec: str, output_spec: str, options: ConvertOptions,
             *, source_format: str = "auto", verify: bool = True,
-            progress_to: TextIO | None = None) -> ConvertResult:
+            progress_to: TextIO | None = None, progress: bool = True) -> ConvertResult:
     """Convert *input_spec* (path, ``-``, ``fd:N``) into *output_spec* as ``options.target``.
 
-    Raises StreamError (exit 1) when the input cannot be converted or the output fails
-    verification (nothing is left at a path output), UsageError for impossible requests
-    (output = input, no converter for the pair), SourceError for I/O failures.
+    *progress* False never shows progress (``-q``); otherwise it goes to *progress_to*
+    (default stderr) when that is a terminal. Raises StreamError (exit 1) when the input
+    cannot be converted or the output fails verification (nothing is left at a path
+    output), UsageError for impossible requests (output = input, no converter for the
+    pair), SourceError for I/O failures.
     """
     if not is_stream_target(output_spec) and _same_file(input_spec, output_spec):
         raise UsageError(f"{output_spec}: the output is the input; refusing to overwrite it")
@@ -235,10 +197,10 @@ def convert(registry: Registry, input_spec: str, output_spec: str, options: Conv
         factory = registry.converter(fmt, options.target)
         if factory is None:
             raise UsageError(f"no converter from {fmt} to {options.target}")
-        progress = _progress_for(source, getattr(source, "_raw", None), progress_to)
+        shown = progress_for(source, "converting", enabled=progress, err=progress_to)
         converter = factory(registry, options)
         with open_output(output_spec) as out:
-            counting = _Counting(out, progress, output_spec)
+            counting = _Counting(out, shown, output_spec)
             tee = None
             if verify and converter.output_format is not None:
                 tee = _Tee(counting, registry, converter.output_format)
@@ -247,8 +209,8 @@ def convert(registry: Registry, input_spec: str, output_spec: str, options: Conv
                 result = converter.run(source, sink)
             finally:
                 report = tee.close() if tee is not None else None
-                if progress is not None:
-                    progress.finish()
+                if shown is not None:
+                    shown.finish()
             if not result.valid:
                 raise StreamError(f"cannot convert: {result.errors[0]}")
             if report is not None and not report.valid:

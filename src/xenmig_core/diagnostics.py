@@ -26,6 +26,11 @@ class Diagnostic:
     unit: str | None = None          # a header's name, when the problem is in a header
 
     @property
+    def record(self) -> str | None:
+        """The name of the record type (or header) the problem is in, or None."""
+        return self.record_type if self.record_index is not None else self.unit
+
+    @property
     def is_error(self) -> bool:
         return self.severity == ERROR
 

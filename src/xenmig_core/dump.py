@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from xenmig_core.diagnostics import Diagnostic
-from xenmig_core.engine import Consumer, Engine, Record, StreamContext
+from xenmig_core.engine import Consumer, Engine, MultiConsumer, Record, StreamContext
 from xenmig_core.engine.context import HeaderValue
 from xenmig_core.present import plain, present_fields
 from xenmig_core.registry import Registry
@@ -136,7 +136,9 @@ class DumpConsumer(Consumer):
         self._fields: dict[str, Any] | None = None
         self._view: dict[str, Any] | None = None
         self._squash: _Squash | None = None
-        self.path = os.path.abspath(source.name) if os.path.isfile(source.name) else None
+        # references point into the file: not for a decompressed one (offsets differ)
+        self.path = os.path.abspath(source.name) \
+            if os.path.isfile(source.name) and source.compression is None else None
         #: a renderer that shows no bytes (text) spares reading raw regions back
         self.shows_data: bool = getattr(renderer, "shows_data", True)
 
@@ -213,22 +215,17 @@ class DumpConsumer(Consumer):
         self._flush_squash()
         self._gap(header.offset)
         ctx = header.context
-        spec = next(h for h in ctx.format.spec.headers if h.name == header.name)
         self.covered = header.offset + header.size
         if not self._selected(header.name, header.offset):
             return
+        fields, view = present_header(header)
         item: dict[str, Any] = {
             "kind": "header", "format": ctx.name, "name": header.name, "title": header.title,
-            "offset": header.offset, "size": header.size,
-            "fields": present_fields(spec.layout, header.fields, ctx.format.spec.enums)}
+            "offset": header.offset, "size": header.size, "fields": fields}
         if header.summary:
             item["summary"] = header.summary
-        viewer = ctx.format.viewers.get(header.name)
-        view = viewer(header, ctx) if viewer is not None else None
-        known = {f.id for f in spec.layout.fields}
-        merged = {**{k: v for k, v in header.fields.items() if k not in known}, **(view or {})}
-        if merged:
-            item["view"] = plain(merged)
+        if view:
+            item["view"] = view
         self._emit(item, counted=True)
 
     def on_record(self, record: Record) -> None:
@@ -237,17 +234,7 @@ class DumpConsumer(Consumer):
         self._payload = None
         if not self._selected(record.name, record.offset):
             return
-        ctx = record.context
-        if record.rtype is not None and record.rtype.layout is not None and record.decoded:
-            self._fields = present_fields(record.rtype.layout, record.fields,
-                                          ctx.format.spec.enums)
-        viewer = ctx.format.viewers.get(record.name)
-        view = viewer(record, ctx) if viewer is not None and record.decoded else None
-        derived = {k: v for k, v in record.fields.items()
-                   if record.rtype is None or record.rtype.layout is None
-                   or k not in {f.id for f in record.rtype.layout.fields}}
-        merged = {**derived, **(view or {})}
-        self._view = plain(merged) if merged else None
+        self._fields, self._view = present_record(record)
 
     def wants_payload(self, record: Record) -> bool:
         if self.options.pages not in ("hex", "sha256"):
@@ -404,6 +391,36 @@ class DumpConsumer(Consumer):
                             "length": len(chunk), **note, "data": data})
 
 
+def present_header(header: HeaderValue) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A header's fields as plain data (enum names, folded runs: see
+    :func:`~xenmig_core.present.present_fields`) and its derived view (values the layout
+    does not declare, and what a plugin viewer adds), or None when there is none."""
+    ctx = header.context
+    spec = next(h for h in ctx.format.spec.headers if h.name == header.name)
+    fields = present_fields(spec.layout, header.fields, ctx.format.spec.enums)
+    viewer = ctx.format.viewers.get(header.name)
+    view = viewer(header, ctx) if viewer is not None else None
+    known = {f.id for f in spec.layout.fields}
+    merged = {**{k: v for k, v in header.fields.items() if k not in known}, **(view or {})}
+    return fields, (plain(merged) if merged else None)
+
+
+def present_record(record: Record) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """A record's decoded fields as plain data (None when its body was not decoded, or its
+    type has no layout) and its derived view, as for :func:`present_header`."""
+    ctx = record.context
+    fields = None
+    if record.rtype is not None and record.rtype.layout is not None and record.decoded:
+        fields = present_fields(record.rtype.layout, record.fields, ctx.format.spec.enums)
+    viewer = ctx.format.viewers.get(record.name)
+    view = viewer(record, ctx) if viewer is not None and record.decoded else None
+    derived = {k: v for k, v in record.fields.items()
+               if record.rtype is None or record.rtype.layout is None
+               or k not in {f.id for f in record.rtype.layout.fields}}
+    merged = {**derived, **(view or {})}
+    return fields, (plain(merged) if merged else None)
+
+
 def type_length_framing(spec: FormatSpec) -> bool:
     """True when the format's records carry a type and length header in the stream (False
     for formats without records, or whose walker implies each unit's type and length)."""
@@ -466,14 +483,18 @@ class DumpResult:
 
 
 def dump_source(registry: Registry, source: ByteSource, renderer: Renderer,
-                options: DumpOptions, fmt: str = "auto") -> DumpResult:
+                options: DumpOptions, fmt: str = "auto",
+                observer: Consumer | None = None) -> DumpResult:
     """Walk *source* once and render every item; returns the verdict. Raises StreamError
-    when no format recognises the stream, UsageError for a contradicted ``--from``."""
+    when no format recognises the stream, UsageError for a contradicted ``--from``.
+    *observer* (e.g. a progress display) sees the walk too."""
     chosen = choose_format(registry, source, fmt)
     renderer.begin({"kind": "dump", "xenmig_dump": DUMP_SCHEMA_VERSION, "source": source.name,
-                    "format": chosen, "pages": options.pages, "filtered": options.filtered})
+                    "format": chosen, "pages": options.pages, "filtered": options.filtered,
+                    **({"compression": source.compression} if source.compression else {})})
     consumer = DumpConsumer(registry, source, renderer, options)
-    engine = Engine(registry, source, consumer, params=options.params)
+    engine = Engine(registry, source, consumer if observer is None
+                    else MultiConsumer(consumer, observer), params=options.params)
     stopped = False
     try:
         result = engine.run(chosen)

@@ -17,6 +17,7 @@ import pluggy
 if TYPE_CHECKING:
     from xenmig_core.detect import Detection
     from xenmig_core.engine.context import StreamContext
+    from xenmig_core.params import StreamParam
     from xenmig_core.spec.model import FormatSpec
 
 hookspec = pluggy.HookspecMarker("xenmig")
@@ -71,6 +72,19 @@ def xenmig_walker(format_name: str) -> Callable[..., Any] | None:
     a type and a length, and hands the bytes to ``engine.walker_record(ctx, type_id,
     length)``, which decodes, checks and delivers them like any record. Fatal problems are
     StreamErrors carrying an offset; the walker's place lives in ``ctx.walker_state``."""
+
+
+# -- Stream parameters ---------------------------------------------------------------------
+@hookspec
+def xenmig_stream_params() -> list[StreamParam] | None:
+    """Return the stream parameters this plugin's formats understand, as
+    :class:`~xenmig_core.params.StreamParam` objects (name, help, type, choices, the
+    commands they apply to), or None. The CLI accepts them as ``--param NAME=VALUE`` and
+    lists them in each command's help; the Python API as keyword arguments
+    (``xenmig_core.verify(path, width=32)``). A given value is checked and typed here, then
+    starts every context whose format declares a ``state`` variable of that name (so an
+    explicit value wins over what a walker would detect); a name no plugin declares is a
+    usage error."""
 
 
 # -- Conversion ----------------------------------------------------------------------------

@@ -48,7 +48,8 @@ def get_plugin_manager(extra_plugins: Iterable[Any] = (), *,
     from xenmig_core.detect import SpecDetector
     _register(pm, SpecDetector(), "xenmig.spec-detector")
     for plugin in extra_plugins:
-        _register(pm, plugin, getattr(plugin, "__name__", None))
+        if not pm.is_registered(plugin):   # e.g. an installed plugin, also given by hand
+            _register(pm, plugin, getattr(plugin, "__name__", None))
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
@@ -104,6 +105,8 @@ def list_plugins(pm: pluggy.PluginManager) -> list[dict[str, Any]]:
     out = []
     for name, plugin in pm.list_name_plugin():
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
-        out.append({"name": name, "module": getattr(plugin, "__name__", repr(plugin)),
+        module = getattr(plugin, "__name__", None) or \
+            f"{type(plugin).__module__}.{type(plugin).__qualname__}"
+        out.append({"name": name, "module": module,
                     "hooks": hooks})
     return out

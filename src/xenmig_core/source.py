@@ -37,6 +37,10 @@ class ByteSource:
     consuming them. ``offset`` is the absolute position of the next unread byte.
     """
 
+    #: the compression the bytes were stored with (gzip, xz, ...); offsets are then offsets
+    #: in the decompressed stream (see :mod:`xenmig_core.decompress`)
+    compression: str | None = None
+
     def __init__(self, raw: BinaryIO, name: str, *, owned: bool = False) -> None:
         self._raw = raw
         self.name = name
@@ -54,8 +58,22 @@ class ByteSource:
 
     # -- opening -------------------------------------------------------------------------
     @classmethod
-    def open(cls, spec: str | int | BinaryIO) -> ByteSource:
-        """Open *spec*: a path, ``-`` for stdin, ``fd:N``, an int fd, or a binary file."""
+    def open(cls, spec: str | int | BinaryIO, *, decompress: bool = True) -> ByteSource:
+        """Open *spec*: a path, ``-`` for stdin, ``fd:N``, an int fd, or a binary file;
+        a compressed one (gzip, xz, bzip2, zstd) is decompressed unless *decompress* is
+        False (:mod:`xenmig_core.decompress`)."""
+        source = cls._open(spec)
+        if not decompress:
+            return source
+        from xenmig_core.decompress import maybe_decompress
+        try:
+            return maybe_decompress(source)
+        except BaseException:
+            source.close()
+            raise
+
+    @classmethod
+    def _open(cls, spec: str | int | BinaryIO) -> ByteSource:
         if isinstance(spec, int):
             return cls._from_fd(spec, f"fd:{spec}")
         if not isinstance(spec, str):

@@ -224,6 +224,8 @@ class TextRenderer:
     # -- renderer protocol ---------------------------------------------------------------
     def begin(self, meta: dict[str, Any]) -> None:
         extra = " (filtered)" if meta.get("filtered") else ""
+        if meta.get("compression"):
+            extra += f" ({meta['compression']}-compressed: offsets in the decompressed stream)"
         self.out.write(f"xenmig dump of {meta['source']}: {meta['format']}{extra}\n")
 
     def item(self, item: dict[str, Any]) -> None:
