@@ -101,7 +101,7 @@ def build(registry: Registry, sample: Sample) -> bytes:
 def test_every_recipe_is_a_complete_spec_that_loads(base: Registry, tmp_path: Path) -> None:
     assert set(RECIPES) >= {"new-hvm-param", "new-domain-type", "new-hvm-entry",
                             "hvm-entry-variant", "longer-record", "longer-vcpu-context",
-                            "relax-check", "drop-rule"}
+                            "relax-check", "relax-field-check", "drop-rule"}
     for name in RECIPES:
         registry = open_registry([recipe_file(tmp_path, name)], autoload=False)
         assert str(tmp_path / f"{name}.yaml") in registry.specs["libxc"].paths
@@ -278,6 +278,27 @@ def test_relaxed_check(base, tmp_path) -> None:
                for w in warnings(registry, build(base, sample)))
 
 
+def test_relaxed_field_check(base, tmp_path) -> None:
+    sample = pv_sample()
+    sample.steps[0] = Step("X86_PV_INFO", {"guest_width": 8, "pt_levels": 5})
+    data = build(base, sample)
+    report = verify_bytes(base, data)
+    assert [d.field for d in report.diagnostics if d.is_error] == ["pt_levels", "pt_levels"]
+    path = recipe_file(tmp_path, "relax-field-check")
+    registry = open_registry([path], autoload=False)
+    assert errors(registry, data) == []
+    sample.steps[0] = Step("X86_PV_INFO", {"guest_width": 8, "pt_levels": 6})
+    assert errors(registry, build(base, sample)) == [
+        "expected one of 3, 4, 5, found 6",
+        "guest width 8 with 6 page-table levels: only 32-bit with 3 or 64-bit with 4 or 5 exist"]
+    sample.steps[0] = Step("X86_PV_INFO", {"guest_width": 8, "pt_levels": 4,
+                                           "reserved2": 1})
+    assert errors(registry, build(base, sample)) == ["reserved field is not zero: 0x1"]
+    rtype = registry.specs["libxc"].record_by_name("X86_PV_INFO")
+    assert registry.specs["libxc"].provenance["valid:X86_PV_INFO.pt_levels"].line == 8
+    assert base.specs["libxc"].record_by_name("X86_PV_INFO").layout is not rtype.layout
+
+
 def test_dropped_rule(base, tmp_path) -> None:
     sample = pv_sample()
     policy = sample.steps.pop(sample.index("X86_MSR_POLICY"))
@@ -387,6 +408,13 @@ CONFLICTS = [
             - name: X86_PV_INFO
               disable: [X86_PV_INFO.length.1]
         """, "disable", "both change rule X86_PV_INFO.length.1", "longer-record"),
+    ("field valid", """\
+        records:
+          types:
+            - name: X86_PV_INFO
+              valid: {pt_levels: {any_of: [3, 4]}}
+        """, "pt_levels", "both change the valid checks of X86_PV_INFO.pt_levels of libxc",
+     "relax-field-check"),
     ("type", """\
         types:
           hvm_new_entry:
@@ -518,6 +546,20 @@ BAD = [
               length:
                 - {replace: X86_PV_INFO.length.1, id: mine, exact: 16}
         """, 7, "id", "keeps the id"),
+    ("valid of an unknown field", """\
+        records:
+          types:
+            - name: X86_PV_INFO
+              valid:
+                levels: {any_of: [5]}
+        """, 7, "levels", "X86_PV_INFO has no field 'levels'"),
+    ("bad valid key", """\
+        records:
+          types:
+            - name: X86_PV_INFO
+              valid:
+                pt_levels: {one_of: [5]}
+        """, 7, "one_of", "unknown key in valid"),
     ("disable in a defining spec", None, 3, "disable", "only an 'extends' spec"),
 ]
 

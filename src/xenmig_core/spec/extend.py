@@ -8,9 +8,9 @@ An extension speaks in the keys the defining spec uses:
 * a ``types`` entry with a new name adds a layout (``hvm_<name>`` for a new HVM save entry,
   ``hvm_<name>__<tag>`` for another size of an existing one); an existing name is refused;
 * a ``records.types`` entry whose ``id`` or ``name`` is an existing record type changes that
-  type. It may only: ``append`` fields (decoded as far as the body reaches), add or
-  ``replace`` entries of ``length``, ``rules`` and ``checks`` (by rule id), ``disable`` rules,
-  and replace the ``summary``;
+  type. It may only: ``append`` fields (decoded as far as the body reaches), replace the
+  ``valid`` checks of its fields, add or ``replace`` entries of ``length``, ``rules`` and
+  ``checks`` (by rule id), ``disable`` rules, and replace the ``summary``;
 * ``end_checks`` entries are added, or ``replace`` one by id; a top-level ``disable`` turns
   off any rule of the format by id (record, header or end check).
 
@@ -29,9 +29,11 @@ from typing import Any
 
 from xenmig_core.spec.layout import Layout, Reader
 from xenmig_core.spec.model import EnumSpec, FormatSpec, Origin, RecordType
+from xenmig_core.spec.yamlsrc import Located
 
 #: what an extension may say about an existing record type
-CHANGE_KEYS = {"id", "name", "append", "length", "rules", "checks", "disable", "summary"}
+CHANGE_KEYS = {"id", "name", "append", "valid", "length", "rules", "checks", "disable",
+               "summary"}
 _KINDS = {"length": "length rule", "rules": "rule", "checks": "check"}
 _ID_KIND = {"length": "length", "rules": "rule", "checks": "check"}
 
@@ -64,6 +66,7 @@ def _describe(thing: tuple[str, ...]) -> str:
     kind, fmt, *rest = thing
     return {"type": f"type {rest[0]!r} of {fmt}", "rule": f"rule {rest[0]} of {fmt}",
             "append": f"the fields appended to {rest[0]} of {fmt}",
+            "valid": f"the valid checks of {rest[0]} of {fmt}",
             "summary": f"the summary of {rest[0]} of {fmt}"}.get(kind, " ".join(thing))
 
 
@@ -142,6 +145,8 @@ def change_record(ctx: Any, node: Any, what: str, fmt: FormatSpec,
     if "append" in node and ledger.claim(ctx, node, "append", ("append", fmt.name, rtype.name),
                                          node["append"]):
         _append(ctx, node, fmt, rtype, types)
+    if "valid" in node:
+        _revalidate(ctx, node, fmt, rtype, ledger)
     for key in ("length", "rules", "checks"):
         for item in _as_list(node.get(key)):
             _change_rule(ctx, item, key, what, fmt, rtype, ledger)
@@ -172,6 +177,41 @@ def _append(ctx: Any, node: Any, fmt: FormatSpec, rtype: RecordType,
             raise ctx.fail(fnode, "payload", "appended fields cannot be a payload")
         fmt.provenance[f"field:{rtype.name}.{spec.id}"] = ctx.origin(fnode)
     rtype.layout = TailedLayout(base, tail)
+
+
+def _revalidate(ctx: Any, node: Any, fmt: FormatSpec, rtype: RecordType,
+                ledger: Ledger) -> None:
+    """``valid: {FIELD: {...}}``: replace the ``valid`` checks of R's field FIELD (its
+    ``reserved`` and ``reserved_bits`` checks stay); ``{}`` removes them."""
+    from xenmig_core.spec.loader import _valid
+    changes = node["valid"]
+    if not isinstance(changes, dict):
+        raise ctx.fail(node, "valid", "valid maps field ids to their new 'valid' checks")
+    layout = rtype.layout
+    fields = {f.id: f for f in layout.fields} if layout is not None else {}
+    replaced: dict[str, Any] = {}
+    for fid, vnode in changes.items():
+        if fid not in fields:
+            raise ctx.fail(changes, str(fid), f"{rtype.name} has no field {fid!r} (fields: "
+                           f"{', '.join(fields) or 'none'})")
+        if not ledger.claim(ctx, changes, str(fid), ("valid", fmt.name, f"{rtype.name}.{fid}"),
+                            vnode):
+            continue
+        holder = Located({"valid": vnode})
+        holder.path, holder.line = ctx.path, changes.line_of(str(fid))
+        holder.key_lines = {"valid": holder.line}
+        spec = fields[fid]
+        kept = [c for c in spec.checks if c.kind in ("reserved", "reserved_bits")]
+        new = dataclasses.replace(spec, checks=kept)
+        new.checks.extend(_valid(ctx, holder, new, fmt) if vnode else [])
+        replaced[fid] = new
+        fmt.provenance[f"valid:{rtype.name}.{fid}"] = ctx.origin(changes, str(fid))
+    if not replaced or layout is None:
+        return
+    def rebuilt(part: Layout) -> Layout:
+        return Layout(part.name, [replaced.get(f.id, f) for f in part.fields])
+    rtype.layout = TailedLayout(rebuilt(layout.base), rebuilt(layout.tail)) \
+        if isinstance(layout, TailedLayout) else rebuilt(layout)
 
 
 def _change_rule(ctx: Any, item: Any, key: str, what: str, fmt: FormatSpec,

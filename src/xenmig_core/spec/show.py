@@ -68,6 +68,9 @@ def _field(fmt: FormatSpec, record: str, spec: FieldSpec, appended: bool) -> dic
     if appended:
         out["appended"] = True
     out["from"] = _origin(fmt, f"field:{record}.{spec.id}")
+    valid = _origin(fmt, f"valid:{record}.{spec.id}")
+    if valid:
+        out["valid_from"] = valid
     return out
 
 
@@ -184,7 +187,9 @@ def _record_lines(desc: dict[str, Any]) -> list[str]:
     lines.append("  fields:")
     for f in desc["fields"]:
         extra = ", ".join(f"{k}: {v}" for k, v in f.items()
-                          if k not in ("id", "type", "from", "appended"))
+                          if k not in ("id", "type", "from", "appended", "valid_from"))
+        if "valid_from" in f:
+            extra += f"; valid checks from {f['valid_from']}"
         note = " (appended: decoded when the body reaches it)" if f.get("appended") else ""
         lines.append(f"    {f['id']}: {f['type']}{' (' + extra + ')' if extra else ''}{note}"
                      f"  [{f['from']}]")
