@@ -627,3 +627,34 @@ def test_dump_and_build_round_trip_with_appended_fields(base, tmp_path, cli) -> 
         result = cli("build", "--spec", str(path), str(described), "-o", str(rebuilt))
         assert result.exit_code == 0, result.stderr
         assert rebuilt.read_bytes() == data
+
+
+# -- rule ids in diagnostics -------------------------------------------------------------------
+def test_rule_ids_in_verbose_output_and_json(base, tmp_path, cli) -> None:
+    sample = hvm_sample()
+    sample.steps.pop(sample.index("HVM_CONTEXT"))
+    policy = sample.steps.pop(sample.index("X86_MSR_POLICY"))
+    sample.steps.insert(sample.index("STATIC_DATA_END") + 1, policy)
+    stream = tmp_path / "bad.libxc"
+    stream.write_bytes(assemble(base.specs["libxc"], sample, "big"))
+    result = cli("verify", "-v", str(stream))
+    assert result.exit_code == 1
+    lines = [line.strip() for line in result.stdout.splitlines() if ": " in line]
+    assert "WARNING: libxc image_header @0x0: big-endian stream: valid, but Xen's x86 " \
+        "restore refuses it [image_header.check.1]" in lines
+    assert "ERROR: record 2 (X86_MSR_POLICY) @0x68: X86_MSR_POLICY after STATIC_DATA_END: " \
+        "restore never applies it [X86_MSR_POLICY.rule.1]" in lines
+    assert any(line.endswith("restore cannot set the guest's CPU and device state "
+                             "[end.check.3]") for line in lines)
+    report = json.loads(cli("verify", "--json", str(stream)).stdout)
+    rules = [d.get("rule") for d in report["diagnostics"]]
+    assert rules == ["image_header.check.1", "X86_MSR_POLICY.rule.1", "end.check.3"]
+    # a length rule, and a field check (no rule id: the field names it)
+    data = pv_info_stream(base, 5, 3)
+    diagnostics = verify_bytes(base, data).diagnostics
+    assert [(d.rule, d.message) for d in diagnostics] == [
+        ("X86_PV_INFO.length.1", "body length 16, expected 8")]
+    sample = pv_sample()
+    sample.steps[0] = Step("X86_PV_INFO", {"guest_width": 8, "pt_levels": 4, "reserved2": 1})
+    diagnostics = verify_bytes(base, build(base, sample)).diagnostics
+    assert [(d.rule, d.field) for d in diagnostics] == [(None, "reserved2")]
