@@ -527,6 +527,11 @@ BAD = [
           types:
             - {id: 0x02, name: X86_TSC_INFO, checks: []}
         """, 5, "id", "is already X86_PV_INFO"),
+    ("name with another id", """\
+        records:
+          types:
+            - {id: 0x77, name: X86_PV_INFO, checks: []}
+        """, 5, "id", "X86_PV_INFO is record id 0x2, not 119"),
     ("redefine a type", """\
         types:
           hvm_lapic:
@@ -658,3 +663,14 @@ def test_rule_ids_in_verbose_output_and_json(base, tmp_path, cli) -> None:
     sample.steps[0] = Step("X86_PV_INFO", {"guest_width": 8, "pt_levels": 4, "reserved2": 1})
     diagnostics = verify_bytes(base, build(base, sample)).diagnostics
     assert [(d.rule, d.field) for d in diagnostics] == [(None, "reserved2")]
+
+
+def test_recipe_through_the_command_line(base, tmp_path, monkeypatch, cli) -> None:
+    stream = tmp_path / "next.libxc"
+    stream.write_bytes(pv_info_stream(base, 5, 0x3))
+    path = recipe_file(tmp_path, "longer-record")
+    assert cli("verify", str(stream)).exit_code == 1
+    result = cli("verify", "--spec", str(path), str(stream))
+    assert result.exit_code == 0, result.stderr
+    monkeypatch.setenv("XENMIG_SPEC_PATH", str(path))
+    assert cli("verify", str(stream)).exit_code == 0

@@ -134,6 +134,9 @@ def change_record(ctx: Any, node: Any, what: str, fmt: FormatSpec,
         raise ctx.fail(node, "id", f"record id {by_id.id:#x} is already {by_id.name} "
                        f"({where}): a new record type needs a new id; an entry that changes "
                        f"{by_id.name} names it")
+    if "id" in node and by_id is None:
+        raise ctx.fail(node, "id", f"{rtype.name} is record id {rtype.id:#x}, not "
+                       f"{node['id']!r}")
     for key in node:
         if key not in CHANGE_KEYS:
             where = fmt.provenance.get(f"record:{rtype.name}", Origin(rtype.spec_path))
