@@ -336,6 +336,24 @@ def test_top_level_disable_and_end_check_replacement(base, tmp_path) -> None:
     assert errors(registry, data) == [] and "no HVM_CONTEXT record" in warnings(registry, data)
 
 
+def test_the_same_added_rule_in_two_files_is_added_once(tmp_path) -> None:
+    text = """\
+        xenmig_spec: 1
+        extends: libxc
+        records:
+          types:
+            - name: X86_TSC_INFO
+              checks: [{expr: "khz > 0", severity: warning, message: "no TSC frequency"}]
+        end_checks:
+          - {expr: "checkpoints < 100", severity: warning, message: "many checkpoints"}
+        """
+    paths = [spec_file(tmp_path, name, text) for name in ("a.yaml", "b.yaml")]
+    spec = open_registry(paths, autoload=False).specs["libxc"]
+    assert [c.id for c in spec.record_by_name("X86_TSC_INFO").checks] == ["X86_TSC_INFO.check.1"]
+    assert [c.id for c in spec.end_checks][-1] == "end.check.4" and len(spec.end_checks) == 4
+    assert spec.provenance["rule:end.check.4"].path == str(paths[0])
+
+
 def test_added_rules_get_the_next_ids(tmp_path) -> None:
     path = spec_file(tmp_path, "more.yaml", """\
         xenmig_spec: 1

@@ -23,6 +23,7 @@ that shares them with its base is not changed with it.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections import ChainMap
 from collections.abc import Mapping
 from typing import Any
@@ -223,10 +224,14 @@ def _change_rule(ctx: Any, item: Any, key: str, what: str, fmt: FormatSpec,
     rules: list[Any] = getattr(rtype, _attr(key))
     replace = item.get("replace") if isinstance(item, dict) else None
     if replace is None:
-        rid = item.get("id") if isinstance(item, dict) and "id" in item else \
-            _next_id(rtype, _ID_KIND[key])
-        if not ledger.claim(ctx, item, None, ("rule", fmt.name, str(rid)), item):
-            return  # the same rule, added by an earlier file
+        if isinstance(item, dict) and "id" in item:
+            rid = item["id"]
+            if not ledger.claim(ctx, item, None, ("rule", fmt.name, str(rid)), item):
+                return  # the same rule, added by an earlier file
+        else:
+            if not ledger.claim(ctx, item, None, _added(fmt, rtype.name, key, item), item):
+                return  # the same rule, added by an earlier file
+            rid = _next_id(rtype, _ID_KIND[key])
         if str(rid) in fmt.rule_ids() or any(r.id == rid for r in rtype.disabled):
             raise ctx.fail(item, "id", f"rule id {rid!r} already exists in {fmt.name}")
         rule = _parse(ctx, item, key, what, str(rid))
@@ -244,6 +249,12 @@ def _change_rule(ctx: Any, item: Any, key: str, what: str, fmt: FormatSpec,
     fmt.provenance[f"replaced:{replace}"] = fmt.provenance.get(f"rule:{replace}",
                                                                Origin(rtype.spec_path))
     fmt.provenance[f"rule:{replace}"] = ctx.origin(item, "replace")
+
+
+def _added(fmt: FormatSpec, scope: str, key: str, item: Any) -> tuple[str, ...]:
+    """The ledger's key for a rule added without an id: the rule itself (its id depends on
+    what was added before it)."""
+    return ("added", fmt.name, scope, key, json.dumps(item, sort_keys=True, default=str))
 
 
 def _attr(key: str) -> str:
@@ -314,13 +325,15 @@ def change_end_checks(ctx: Any, fmt: FormatSpec, raw: Any, ledger: Ledger) -> No
         what = f"end_checks[{i}]"
         replace = item.get("replace") if isinstance(item, dict) else None
         if replace is None:
+            if not ledger.claim(ctx, item, None, _added(fmt, "end", "end_checks", item), item):
+                continue  # the same check, added by an earlier file
             n = len(fmt.end_checks) + 1
             while f"end.check.{n}" in fmt.rule_ids() or ledger.get(
                     ("rule", fmt.name, f"end.check.{n}")) is not None:
                 n += 1
             cond = _condition(ctx, item, what, f"end.check.{n}")
-            if not ledger.claim(ctx, item, None, ("rule", fmt.name, str(cond.id)), item):
-                continue
+            if cond.id in fmt.rule_ids():
+                raise ctx.fail(item, "id", f"rule id {cond.id!r} already exists in {fmt.name}")
             fmt.end_checks.append(cond)
             fmt.provenance[f"rule:{cond.id}"] = ctx.origin(item)
             continue
