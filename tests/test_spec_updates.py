@@ -433,6 +433,11 @@ CONFLICTS = [
               valid: {pt_levels: {any_of: [3, 4]}}
         """, "pt_levels", "both change the valid checks of X86_PV_INFO.pt_levels of libxc",
      "relax-field-check"),
+    ("state", """\
+        state:
+          checkpoints: 1
+        """, "checkpoints", "both change the initial value of state 'checkpoints' of libxc",
+     "state"),
     ("type", """\
         types:
           hvm_new_entry:
@@ -444,7 +449,8 @@ CONFLICTS = [
 @pytest.mark.parametrize(("text", "key", "message", "recipe"),
                          [c[1:] for c in CONFLICTS], ids=[c[0] for c in CONFLICTS])
 def test_conflicting_extensions_name_both_files(tmp_path, text, key, message, recipe) -> None:
-    first = recipe_file(tmp_path, recipe)
+    first = recipe_file(tmp_path, recipe) if recipe in RECIPES else spec_file(
+        tmp_path, "first.yaml", "xenmig_spec: 1\nextends: libxc\nstate: {checkpoints: 2}\n")
     second = spec_file(tmp_path, "other.yaml", "xenmig_spec: 1\nextends: libxc\n"
                        + textwrap.dedent(text))
     with pytest.raises(SpecError) as info:

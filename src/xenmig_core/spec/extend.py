@@ -68,6 +68,8 @@ def _describe(thing: tuple[str, ...]) -> str:
     return {"type": f"type {rest[0]!r} of {fmt}", "rule": f"rule {rest[0]} of {fmt}",
             "append": f"the fields appended to {rest[0]} of {fmt}",
             "valid": f"the valid checks of {rest[0]} of {fmt}",
+            "state": f"the initial value of state {rest[0]!r} of {fmt}",
+            "report": f"report value {rest[0]!r} of {fmt}",
             "summary": f"the summary of {rest[0]} of {fmt}"}.get(kind, " ".join(thing))
 
 
@@ -221,7 +223,7 @@ def _revalidate(ctx: Any, node: Any, fmt: FormatSpec, rtype: RecordType,
 def _change_rule(ctx: Any, item: Any, key: str, what: str, fmt: FormatSpec,
                  rtype: RecordType, ledger: Ledger) -> None:
     """Add a rule to *rtype*'s list *key*, or replace the one ``replace`` names."""
-    rules: list[Any] = getattr(rtype, _attr(key))
+    rules: list[Any] = getattr(rtype, key)
     replace = item.get("replace") if isinstance(item, dict) else None
     if replace is None:
         if isinstance(item, dict) and "id" in item:
@@ -257,10 +259,6 @@ def _added(fmt: FormatSpec, scope: str, key: str, item: Any) -> tuple[str, ...]:
     return ("added", fmt.name, scope, key, json.dumps(item, sort_keys=True, default=str))
 
 
-def _attr(key: str) -> str:
-    return {"length": "length", "rules": "rules", "checks": "checks"}[key]
-
-
 def _parse(ctx: Any, item: Any, key: str, what: str, rid: str,
            extra: frozenset[str] = frozenset()) -> Any:
     from xenmig_core.spec.loader import _condition, _length, _rule
@@ -280,7 +278,7 @@ def _next_id(rtype: RecordType, kind: str) -> str:
 
 
 def _no_such_rule(fmt: FormatSpec, rtype: RecordType, rid: str, key: str) -> str:
-    rules = getattr(rtype, _attr(key))
+    rules = getattr(rtype, key)
     known = ", ".join(r.id for r in rules) or "none"
     elsewhere = fmt.rule_ids().get(rid)
     hint = f"; {rid} is not a {_KINDS[key]} of {rtype.name}" if elsewhere is not None else ""

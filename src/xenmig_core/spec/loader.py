@@ -222,6 +222,7 @@ def _variant(base: FormatSpec, name: str, raw: Located) -> FormatSpec:
 def _apply(ctx: _Ctx, fmt: FormatSpec, raw: Located, ledger: Any, *, defining: bool,
            variant: bool = False) -> None:
     from xenmig_core.spec import extend
+    extending = not defining and not variant   # an ``extends`` file: changes are claimed
     fmt.paths.append(ctx.path)
     if defining and "disable" in raw:
         raise ctx.fail(raw, "disable", "only an 'extends' spec disables rules")
@@ -244,6 +245,8 @@ def _apply(ctx: _Ctx, fmt: FormatSpec, raw: Located, ledger: Any, *, defining: b
     for key, value in state.items():
         if not IDENT.match(str(key)):
             raise ctx.fail(state, key, "state names are lower_case identifiers")
+        if extending and not ledger.claim(ctx, state, key, ("state", fmt.name, key), value):
+            continue
         fmt.state[key] = value
     types: dict[str, Layout] = {}
     # an extension's layouts may use the format's types (a variant starts with none)
@@ -310,9 +313,13 @@ def _apply(ctx: _Ctx, fmt: FormatSpec, raw: Located, ledger: Any, *, defining: b
     else:
         extend.change_end_checks(ctx, fmt, raw, ledger)
         extend.disable_rules(ctx, fmt, raw, ledger)
-    if "summary" in raw:
+    if "summary" in raw and (not extending or ledger.claim(
+            ctx, raw, "summary", ("summary", fmt.name, "(format)"), raw["summary"])):
         fmt.summary = ctx.template(raw, "summary", raw["summary"])
     for key, value in (raw.get("report") or {}).items():
+        if extending and not ledger.claim(ctx, raw["report"], key, ("report", fmt.name, key),
+                                          value):
+            continue
         fmt.report[key] = ctx.expr(raw["report"], key, value)
 
 
