@@ -729,3 +729,19 @@ def test_recipe_through_the_command_line(base, tmp_path, monkeypatch, cli) -> No
     assert result.exit_code == 0, result.stderr
     monkeypatch.setenv("XENMIG_SPEC_PATH", str(path))
     assert cli("verify", str(stream)).exit_code == 0
+
+
+def test_specs_show_describes_every_built_in_format_and_record(base) -> None:
+    from xenmig_core.spec.show import describe_format, describe_record, text_lines
+    for spec in base.specs.values():
+        desc = describe_format(spec)
+        assert text_lines(desc)[0] == f"{spec.name}: {spec.title}"
+        assert json.loads(json.dumps(desc))["records"] == desc["records"]
+        for rtype in spec.records.values():
+            desc = describe_record(spec, rtype)
+            lines = text_lines(desc)
+            assert lines[0].startswith(f"{spec.name} record {rtype.name} ")
+            ids = [r["id"] for key in ("length", "rules", "checks") for r in desc[key]]
+            assert all(any(f"    {i}  " in line for line in lines) for i in ids)
+            assert all(r["from"] for key in ("length", "rules", "checks") for r in desc[key])
+            json.dumps(desc)
