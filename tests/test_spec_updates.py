@@ -417,6 +417,17 @@ def test_the_same_file_twice_counts_once(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("XENMIG_SPEC_PATH", str(path))
     registry = open_registry([path], plugins=[SpecPlugin(path)], autoload=False)
     assert registry.specs["libxc"].paths.count(str(path)) == 1
+    note = spec_file(tmp_path, "note.yaml", """\
+        xenmig_spec: 1
+        extends: libxc
+        records:
+          types:
+            - {id: 0x4242, name: MY_NOTE, body: [{id: text, type: bytes, size: rest}]}
+        """)
+    monkeypatch.chdir(tmp_path)
+    other = Path("sub") / ".." / "note.yaml"
+    (tmp_path / "sub").mkdir()
+    assert open_registry([note, other], autoload=False).specs["libxc"].record_by_name("MY_NOTE")
 
 
 def test_identical_changes_from_two_files_are_made_once(base, tmp_path) -> None:

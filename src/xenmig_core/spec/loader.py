@@ -9,6 +9,7 @@ in docs/spec-language.md.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -141,7 +142,8 @@ def build_formats(raw_specs: list[Located]) -> dict[str, FormatSpec]:
     (copies of a finished base format), then extensions of variants.
 
     Extensions apply in the order given (the registry gives built-in and plugin specs, then
-    ``$XENMIG_SPEC_PATH``, then ``--spec``); a file given twice (the same path) counts once.
+    ``$XENMIG_SPEC_PATH``, then ``--spec``); a file given twice (the same file, by any path)
+    counts once.
     Two extensions that change the same thing differently are refused (see
     :mod:`xenmig_core.spec.extend`); the result depends only on the files' contents, their
     paths (named in provenance and messages) and their order."""
@@ -151,8 +153,9 @@ def build_formats(raw_specs: list[Located]) -> dict[str, FormatSpec]:
     seen_paths: set[str] = set()
     unique = []
     for raw in raw_specs:
-        if raw.path not in seen_paths:
-            seen_paths.add(raw.path)
+        key = os.path.realpath(raw.path) if os.path.exists(raw.path) else raw.path
+        if key not in seen_paths:
+            seen_paths.add(key)
             unique.append(raw)
     raw_specs = unique
     definitions = [r for r in raw_specs if "format" in r and "variant_of" not in r]
