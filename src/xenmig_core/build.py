@@ -276,8 +276,9 @@ def prepare_fields(layout: Layout, values: Any, path: str, enums: dict[str, Enum
             out[spec.id] = int_value(spec, value, where, enums)
     for spec in known.values():
         _derive(spec, out, known, path, enums, prior or {})
+    appended = getattr(layout, "appended", frozenset())  # a shorter (older) body lacks them
     for spec in known.values():
-        if spec.id not in out:
+        if spec.id not in out and spec.id not in appended:
             if spec.is_int and spec.repeat is None and any(c.kind == "reserved"
                                                            for c in spec.checks):
                 out[spec.id] = 0

@@ -394,6 +394,37 @@ def specs_list(spec: SpecOption = None) -> None:
     raise typer.Exit(guarded(body))
 
 
+@specs_app.command("show", cls=Command)
+def specs_show(
+    format_name: Annotated[str, typer.Argument(metavar="FORMAT", help="A format's name.")],
+    record: Annotated[str | None, typer.Argument(
+        metavar="[RECORD]", help="A record type's name or id (0x...).", show_default=False)
+        ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="As JSON.")] = False,
+    spec: SpecOption = None,
+) -> None:
+    """Show a format's (or one record type's) effective definition: fields, rules with their
+    ids, enums, and the spec file and line each part came from."""
+    from xenmig_core.spec.show import describe_format, describe_record, text_lines
+
+    def body() -> int:
+        fmt = open_registry(spec or []).get(format_name).spec
+        if record is None:
+            desc = describe_format(fmt)
+        else:
+            rtype = fmt.record_by_name(record)
+            if rtype is None and record.lower().startswith("0x"):
+                rtype = fmt.records.get(int(record, 16)) if all(
+                    c in "0123456789abcdefABCDEF" for c in record[2:]) and record[2:] else None
+            if rtype is None:
+                raise UsageError(f"format {format_name} has no record type {record!r} "
+                                 f"(`xenmig specs list` shows them)")
+            desc = describe_record(fmt, rtype)
+        typer.echo(json.dumps(desc, indent=2) if as_json else "\n".join(text_lines(desc)))
+        return EXIT_OK
+    raise typer.Exit(guarded(body))
+
+
 @specs_app.command("check", cls=Command)
 def specs_check(files: Annotated[list[Path], typer.Argument(help="Spec files to validate.")]
                 ) -> None:

@@ -24,6 +24,7 @@ class Diagnostic:
     field: str | None = None
     format: str | None = None
     unit: str | None = None          # a header's name, when the problem is in a header
+    rule: str | None = None          # the spec rule's stable id, when a spec rule found it
 
     @property
     def record(self) -> str | None:
@@ -52,6 +53,10 @@ class Diagnostic:
         where = self.where()
         text = f"{self.field}: {self.message}" if self.field else self.message
         return f"{where}: {text}" if where else text
+
+    def tagged(self) -> str:
+        """The one-line text plus the rule id (``... [X86_PV_INFO.rule.1]``), when known."""
+        return f"{self} [{self.rule}]" if self.rule else str(self)
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if v is not None}

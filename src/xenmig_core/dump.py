@@ -316,7 +316,9 @@ class DumpConsumer(Consumer):
         exactly the body."""
         assert record.rtype is not None and record.rtype.layout is not None
         layout = record.rtype.layout
-        if any(f.id not in record.fields for f in layout.fields if not f.payload):
+        appended = getattr(layout, "appended", frozenset())  # a shorter body lacks them
+        if any(f.id not in record.fields for f in layout.fields
+               if not f.payload and f.id not in appended):
             return False     # not (fully) decoded: e.g. a length rule stopped the decoding
         try:
             size = len(record.rtype.layout.encode(record.fields, record.context.byte_order))

@@ -14,13 +14,14 @@ SPEC_PATH_ENV = "XENMIG_SPEC_PATH"
 
 
 def spec_paths(extra: Iterable[str | Path] = ()) -> list[Path]:
-    """User spec files: those given, then those in ``$XENMIG_SPEC_PATH`` (os.pathsep-separated
-    files or folders of ``*.yaml``)."""
-    paths: list[Path] = [Path(p) for p in extra]
+    """User spec files in the order they apply: those in ``$XENMIG_SPEC_PATH``
+    (os.pathsep-separated files or folders of ``*.yaml``, sorted by name), then those given
+    (``--spec``). They come after the plugins' specs, so they extend them."""
+    paths: list[Path] = []
     for part in filter(None, os.environ.get(SPEC_PATH_ENV, "").split(os.pathsep)):
         path = Path(part)
         paths.extend(sorted(path.glob("*.yaml")) if path.is_dir() else [path])
-    return paths
+    return paths + [Path(p) for p in extra]
 
 
 def open_registry(extra_specs: Iterable[str | Path] = (), plugins: Iterable[Any] = (),

@@ -133,15 +133,16 @@ class StreamContext:
 
     def diagnose(self, severity: str, message: str, *, field: str | None = None,
               record: Record | None = None, offset: int | None = None,
-              unit: str | None = None) -> None:
-        """Report a diagnostic of *severity*; where defaults to the current record."""
+              unit: str | None = None, rule: str | None = None) -> None:
+        """Report a diagnostic of *severity*; where defaults to the current record. *rule*
+        is the id of the spec rule that found it, if one did."""
         record = record if record is not None else (self.current if unit is None else None)
         self._report(Diagnostic(
             severity=severity, message=message,
             offset=offset if offset is not None else (record.offset if record else None),
             record_index=record.index if record else None,
             record_type=record.name if record else None,
-            field=field, format=self.format.name, unit=unit))
+            field=field, format=self.format.name, unit=unit, rule=rule))
 
     def report_capped(self, problems: Iterable[tuple[str, str, str | None]], limit: int, *,
                       more: str | None, field: str | None = None) -> int:

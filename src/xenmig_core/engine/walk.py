@@ -378,9 +378,9 @@ class Engine:
         ctx.walker_state.pop("unit", None)
 
     def _header_diag(self, ctx: StreamContext, header: HeaderSpec, offset: int, severity: str,
-                     message: str, field: str | None) -> None:
+                     message: str, field: str | None, rule: str | None = None) -> None:
         self.report(Diagnostic(severity=severity, message=message, offset=offset, field=field,
-                               format=ctx.name, unit=header.name))
+                               format=ctx.name, unit=header.name, rule=rule))
 
     # -- records -------------------------------------------------------------------------
     def _read_record(self, ctx: StreamContext) -> Action:
@@ -586,7 +586,7 @@ class Engine:
                 continue
             if rule.message is not None:
                 problem = self._render(rule.message, ctx.names(), ctx, rtype.name)
-            ctx.diagnose(rule.severity, problem)
+            ctx.diagnose(rule.severity, problem, rule=rule.id)
 
     @staticmethod
     def _rule_problem(ctx: StreamContext, rtype: RecordType, rule: LayoutRule) -> str | None:
@@ -629,7 +629,7 @@ class Engine:
                 elif rule.kind == "max" and length > bound:
                     problem = f"body length {length}, expected at most {bound}"
             if problem:
-                ctx.diagnose(rule.severity, problem, field="length")
+                ctx.diagnose(rule.severity, problem, field="length", rule=rule.id)
                 failed = failed or rule.severity == ERROR
         return failed
 
@@ -643,10 +643,11 @@ class Engine:
                 continue
             message = self._render(cond.message, names, ctx, where)
             if header is not None:
-                self._header_diag(ctx, header, offset or 0, cond.severity, message, cond.field)
+                self._header_diag(ctx, header, offset or 0, cond.severity, message, cond.field,
+                                  rule=cond.id)
             else:
                 ctx.diagnose(cond.severity, message, field=cond.field,
-                          record=ctx.current or ctx.last_record)
+                          record=ctx.current or ctx.last_record, rule=cond.id)
 
     def _enum_warnings(self, ctx: StreamContext, layout: Any, fields: dict[str, Any],
                        warn: Callable[[str, str], None]) -> None:

@@ -50,7 +50,7 @@ class VerboseConsumer(Consumer):
         depth = self._depth + 1
         for diagnostic in pending:
             self.out.write(f"{' ' * 11}  {'  ' * depth}{diagnostic.severity.upper()}: "
-                           f"{diagnostic}\n")
+                           f"{diagnostic.tagged()}\n")
 
     def _flush(self) -> None:
         run, self._run = self._run, None

@@ -9,6 +9,7 @@ in docs/spec-language.md.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -21,6 +22,7 @@ from xenmig_core.spec.model import (
     Control,
     EnumEntry,
     EnumSpec,
+    EnumValues,
     FormatSpec,
     Framing,
     HeaderSpec,
@@ -28,6 +30,7 @@ from xenmig_core.spec.model import (
     LayoutRule,
     LengthRule,
     Magic,
+    Origin,
     RecordType,
 )
 from xenmig_core.spec.yamlsrc import Located, load_yaml, read_spec_text
@@ -40,7 +43,7 @@ BYTE_ORDERS = ("big", "little", "native", "stream")
 
 TOP_KEYS = {"xenmig_spec", "format", "extends", "title", "doc", "enums", "types", "state",
             "headers", "records", "follows", "end_checks", "report", "detect", "summary",
-            "variant_of"}
+            "variant_of", "disable"}
 FIELD_KEYS = {"id", "type", "doc", "orig_id", "size", "repeat", "enum", "flags", "valid",
               "reserved", "reserved_bits", "payload", "head"}
 VALID_KEYS = {"eq", "any_of", "min", "max", "known", "expr", "message", "severity"}
@@ -51,9 +54,10 @@ RECORD_KEYS = {"id", "name", "title", "doc", "orig_id", "body", "versions", "len
 FRAMING_KEYS = {"type", "length", "align", "max_length", "optional_mask", "padding", "end",
                 "skip_optional", "implied"}
 CONTROL_KEYS = {"nested", "resume", "when", "message"}
-CHECK_KEYS = {"expr", "message", "severity", "field", "when"}
-RULE_KEYS = {"after", "before", "at_most", "when", "severity", "message"}
-LENGTH_KEYS = {"exact", "min", "max", "one_of", "multiple_of", "after", "severity", "when"}
+CHECK_KEYS = {"id", "expr", "message", "severity", "field", "when"}
+RULE_KEYS = {"id", "after", "before", "at_most", "when", "severity", "message"}
+LENGTH_KEYS = {"id", "exact", "min", "max", "one_of", "multiple_of", "after", "severity", "when"}
+RULE_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
 
 class _Ctx:
@@ -97,6 +101,20 @@ class _Ctx:
         except SpecError as exc:
             raise self.fail(node, key, str(exc).split(": ", 1)[-1]) from None
 
+    def origin(self, node: Any, key: str | None = None) -> Origin:
+        """Where *node* (or its *key*) stands in this file."""
+        if isinstance(node, Located):
+            return Origin(self.path, node.line_of(key) if key is not None else node.line)
+        return Origin(self.path)
+
+    def rule_id(self, node: Any, default: str) -> str:
+        """The rule's ``id`` key, checked, or *default* (the derived ``SCOPE.KIND.N``)."""
+        value = node.get("id", default) if isinstance(node, dict) else default
+        if not isinstance(value, str) or not RULE_ID.match(value):
+            raise self.fail(node, "id", "a rule id is a word of letters, digits, '_', '.' "
+                            "and '-'")
+        return value
+
     def severity(self, node: Any) -> str:
         value = node.get("severity", "error")
         if value not in SEVERITIES:
@@ -121,8 +139,25 @@ def load_spec_file(source: Any) -> Located:
 
 def build_formats(raw_specs: list[Located]) -> dict[str, FormatSpec]:
     """Compile raw spec mappings into formats: definitions, their extensions, then variants
-    (copies of a finished base format), then extensions of variants."""
+    (copies of a finished base format), then extensions of variants.
+
+    Extensions apply in the order given (the registry gives built-in and plugin specs, then
+    ``$XENMIG_SPEC_PATH``, then ``--spec``); a file given twice (the same file, by any path)
+    counts once.
+    Two extensions that change the same thing differently are refused (see
+    :mod:`xenmig_core.spec.extend`); the result depends only on the files' contents, their
+    paths (named in provenance and messages) and their order."""
+    from xenmig_core.spec.extend import Ledger
     formats: dict[str, FormatSpec] = {}
+    ledger = Ledger()
+    seen_paths: set[str] = set()
+    unique = []
+    for raw in raw_specs:
+        key = os.path.realpath(raw.path) if os.path.exists(raw.path) else raw.path
+        if key not in seen_paths:
+            seen_paths.add(key)
+            unique.append(raw)
+    raw_specs = unique
     definitions = [r for r in raw_specs if "format" in r and "variant_of" not in r]
     variants = [r for r in raw_specs if "format" in r and "variant_of" in r]
     variant_names = {r["format"] for r in variants}
@@ -132,9 +167,9 @@ def build_formats(raw_specs: list[Located]) -> dict[str, FormatSpec]:
         name = _format_name(ctx, raw, formats)
         fmt = FormatSpec(name=name, title=str(raw.get("title", name)),
                          doc=str(raw.get("doc", "")))
-        _apply(ctx, fmt, raw, defining=True)
+        _apply(ctx, fmt, raw, ledger, defining=True)
         formats[name] = fmt
-    _extend(formats, [r for r in extensions if r["extends"] not in variant_names])
+    _extend(formats, [r for r in extensions if r["extends"] not in variant_names], ledger)
     for raw in variants:
         ctx = _Ctx(raw.path)
         name = _format_name(ctx, raw, formats)
@@ -143,9 +178,9 @@ def build_formats(raw_specs: list[Located]) -> dict[str, FormatSpec]:
             raise ctx.fail(raw, "variant_of", f"variant of unknown format {raw['variant_of']!r}"
                            f" (known: {', '.join(sorted(formats)) or 'none'})")
         fmt = _variant(base, name, raw)
-        _apply(ctx, fmt, raw, defining=False, variant=True)
+        _apply(ctx, fmt, raw, ledger, defining=False, variant=True)
         formats[name] = fmt
-    _extend(formats, [r for r in extensions if r["extends"] in variant_names])
+    _extend(formats, [r for r in extensions if r["extends"] in variant_names], ledger)
     for fmt in formats.values():
         _check_record_references(fmt, formats)
     return formats
@@ -161,14 +196,14 @@ def _format_name(ctx: _Ctx, raw: Located, formats: dict[str, FormatSpec]) -> str
     return name
 
 
-def _extend(formats: dict[str, FormatSpec], extensions: list[Located]) -> None:
+def _extend(formats: dict[str, FormatSpec], extensions: list[Located], ledger: Any) -> None:
     for raw in extensions:
         ctx = _Ctx(raw.path)
         base = raw["extends"]
         if base not in formats:
             raise ctx.fail(raw, "extends", f"extends unknown format {base!r} "
                            f"(known: {', '.join(sorted(formats)) or 'none'})")
-        _apply(ctx, formats[base], raw, defining=False)
+        _apply(ctx, formats[base], raw, ledger, defining=False)
 
 
 def _variant(base: FormatSpec, name: str, raw: Located) -> FormatSpec:
@@ -178,15 +213,22 @@ def _variant(base: FormatSpec, name: str, raw: Located) -> FormatSpec:
     (``headers: []``: the stream has none) and ``state`` values override the base's."""
     return FormatSpec(
         name=name, title=str(raw.get("title", name)), doc=str(raw.get("doc", base.doc)),
-        paths=list(base.paths), enums=dict(base.enums), state=dict(base.state),
+        paths=list(base.paths), state=dict(base.state),
+        # own copies of the enums: values a variant's extension adds are the variant's
+        enums={k: EnumSpec(e.name, e.kind, dict(e.entries)) for k, e in base.enums.items()},
+        provenance=dict(base.provenance),
         headers=list(base.headers), framing=base.framing, records=dict(base.records),
         follows=base.follows, end_checks=list(base.end_checks), report=dict(base.report),
         magic=[], end_record=base.end_record, summary=base.summary, base=base.name)
 
 
-def _apply(ctx: _Ctx, fmt: FormatSpec, raw: Located, *, defining: bool,
+def _apply(ctx: _Ctx, fmt: FormatSpec, raw: Located, ledger: Any, *, defining: bool,
            variant: bool = False) -> None:
+    from xenmig_core.spec import extend
+    extending = not defining and not variant   # an ``extends`` file: changes are claimed
     fmt.paths.append(ctx.path)
+    if defining and "disable" in raw:
+        raise ctx.fail(raw, "disable", "only an 'extends' spec disables rules")
     if not defining:
         for key in ("follows", "detect") if variant else ("headers", "follows", "detect"):
             if key in raw:
@@ -195,28 +237,41 @@ def _apply(ctx: _Ctx, fmt: FormatSpec, raw: Located, *, defining: bool,
         if variant and "headers" in raw:
             fmt.headers = []
     for ename, enode in (raw.get("enums") or {}).items():
-        if ename in fmt.enums:
-            raise ctx.fail(raw["enums"], ename, f"enum {ename!r} is already defined")
+        if ename in fmt.enums:   # only an extension can name an existing enum: it adds values
+            extend.add_enum_values(ctx, fmt, raw["enums"], ename, enode)
+            continue
         fmt.enums[ename] = _enum(ctx, raw["enums"], ename, enode)
+        _note_enum(ctx, fmt, raw["enums"], ename, enode)
     state = raw.get("state") or {}
     if not isinstance(state, dict):
         raise ctx.fail(raw, "state", "state must map names to initial values")
     for key, value in state.items():
         if not IDENT.match(str(key)):
             raise ctx.fail(state, key, "state names are lower_case identifiers")
+        if extending and not ledger.claim(ctx, state, key, ("state", fmt.name, key), value):
+            continue
         fmt.state[key] = value
     types: dict[str, Layout] = {}
+    # an extension's layouts may use the format's types (a variant starts with none)
+    visible: dict[str, Layout] = {} if defining else dict(fmt.types)
     for tname, tnode in (raw.get("types") or {}).items():
         if not IDENT.match(str(tname)):
             raise ctx.fail(raw["types"], tname, "type names are lower_case identifiers")
         if tname in fmt.types:
-            raise ctx.fail(raw["types"], tname, f"type {tname!r} is already defined")
-        types[tname] = _layout(ctx, raw["types"], tname, tnode, fmt, types)
+            extend.repeated_type(ctx, fmt, ledger, raw["types"], tname, tnode)
+            continue
+        visible[tname] = types[tname] = _layout(ctx, raw["types"], tname, tnode, fmt, visible)
+        fmt.provenance[f"type:{tname}"] = ctx.origin(raw["types"], tname)
+        if not defining:
+            ledger.claim(ctx, raw["types"], tname, ("type", fmt.name, tname), tnode)
     fmt.types.update(types)
+    types = visible
     earlier: set[str] = set()  # integer fields of earlier headers: sizes may name them
     for i, hnode in enumerate(raw.get("headers") or []):
         header = _header(ctx, hnode, f"headers[{i}]", fmt, types, frozenset(earlier))
         fmt.headers.append(header)
+        for cnode, cond in zip(hnode.get("checks") or [], header.checks, strict=True):
+            fmt.provenance[f"rule:{cond.id}"] = ctx.origin(cnode)
         earlier |= {f.id for f in header.layout.fields if f.is_int and f.repeat is None}
     if "detect" in raw:
         for dnode in raw["detect"]:
@@ -241,6 +296,9 @@ def _apply(ctx: _Ctx, fmt: FormatSpec, raw: Located, *, defining: bool,
         if fmt.framing is None:
             raise ctx.fail(rec, None, "records need a framing")
         for i, tnode in enumerate(rec.get("types") or []):
+            if not defining and extend.names_existing_record(fmt, tnode):
+                extend.change_record(ctx, tnode, f"records.types[{i}]", fmt, types, ledger)
+                continue
             rtype = _record(ctx, tnode, f"records.types[{i}]", fmt, types)
             if rtype.id in fmt.records:
                 other = fmt.records[rtype.id]
@@ -249,12 +307,41 @@ def _apply(ctx: _Ctx, fmt: FormatSpec, raw: Located, *, defining: bool,
             if fmt.record_by_name(rtype.name):
                 raise ctx.fail(tnode, "name", f"record name {rtype.name} is already used")
             fmt.records[rtype.id] = rtype
-    for i, cnode in enumerate(raw.get("end_checks") or []):
-        fmt.end_checks.append(_condition(ctx, cnode, f"end_checks[{i}]"))
-    if "summary" in raw:
+            _note_record(ctx, fmt, tnode, rtype)
+    if defining:
+        for i, cnode in enumerate(raw.get("end_checks") or []):
+            cond = _condition(ctx, cnode, f"end_checks[{i}]", f"end.check.{i + 1}")
+            fmt.end_checks.append(cond)
+            fmt.provenance[f"rule:{cond.id}"] = ctx.origin(cnode)
+    else:
+        extend.change_end_checks(ctx, fmt, raw, ledger)
+        extend.disable_rules(ctx, fmt, raw, ledger)
+    if "summary" in raw and (not extending or ledger.claim(
+            ctx, raw, "summary", ("summary", fmt.name, "(format)"), raw["summary"])):
         fmt.summary = ctx.template(raw, "summary", raw["summary"])
     for key, value in (raw.get("report") or {}).items():
+        if extending and not ledger.claim(ctx, raw["report"], key, ("report", fmt.name, key),
+                                          value):
+            continue
         fmt.report[key] = ctx.expr(raw["report"], key, value)
+
+
+def _note_enum(ctx: _Ctx, fmt: FormatSpec, parent: Any, name: str, node: Any) -> None:
+    fmt.provenance[f"enum:{name}"] = ctx.origin(parent, name)
+    for value in fmt.enums[name].entries:
+        fmt.provenance[f"enum:{name}:{value}"] = ctx.origin(node, str(value))
+
+
+def _note_record(ctx: _Ctx, fmt: FormatSpec, node: Any, rtype: RecordType) -> None:
+    """Remember where the record type, its fields and its rules were defined."""
+    fmt.provenance[f"record:{rtype.name}"] = ctx.origin(node)
+    for fnode in node.get("body") or []:
+        if isinstance(fnode, dict) and "id" in fnode:
+            fmt.provenance[f"field:{rtype.name}.{fnode['id']}"] = ctx.origin(fnode)
+    for key, rules in (("length", rtype.length), ("rules", rtype.rules),
+                       ("checks", rtype.checks)):
+        for rnode, rule in zip(_as_list(node.get(key)), rules, strict=True):
+            fmt.provenance[f"rule:{rule.id}"] = ctx.origin(rnode)
 
 
 def _enum(ctx: _Ctx, parent: Any, name: str, node: Any) -> EnumSpec:
@@ -367,17 +454,21 @@ def _valid(ctx: _Ctx, f: Located, spec: FieldSpec, fmt: FormatSpec) -> list[Chec
         enum = spec.enum or spec.flags
         if enum is None:
             raise ctx.fail(v, "known", "known needs the field to name an enum")
-        checks.append(Check("known", frozenset(fmt.enums[enum].entries), severity, message))
+        checks.append(Check("known", EnumValues(fmt.enums[enum]), severity, message))
     if "expr" in v:
         checks.append(Check("expr", ctx.expr(v, "expr", v["expr"]), severity, message))
     return checks
 
 
-def _condition(ctx: _Ctx, node: Any, what: str) -> Condition:
-    c = ctx.mapping(node, what, CHECK_KEYS, required=("expr", "message"))
+def _condition(ctx: _Ctx, node: Any, what: str, rid: str | None = None,
+               extra: frozenset[str] = frozenset()) -> Condition:
+    """A check. *rid* is its derived id (an ``id`` key overrides it); *extra* keys are
+    allowed besides the check's own (``replace`` in an extension)."""
+    c = ctx.mapping(node, what, CHECK_KEYS | extra, required=("expr", "message"))
     return Condition(ctx.expr(c, "expr", c["expr"]), ctx.template(c, "message", c["message"]),
                      ctx.severity(c), c.get("field"),
-                     ctx.expr(c, "when", c["when"]) if "when" in c else None)
+                     ctx.expr(c, "when", c["when"]) if "when" in c else None,
+                     id=ctx.rule_id(c, rid) if rid is not None else None)
 
 
 def _sets(ctx: _Ctx, node: Located, key: str) -> dict[str, Expression]:
@@ -402,7 +493,8 @@ def _header(ctx: _Ctx, node: Any, what: str, fmt: FormatSpec,
         byte_order=h["byte_order"], set=_sets(ctx, h, "set"),
         byte_order_from=ctx.expr(h, "byte_order_from", h["byte_order_from"])
         if "byte_order_from" in h else None,
-        checks=[_condition(ctx, c, f"{what}.checks") for c in h.get("checks") or []],
+        checks=[_condition(ctx, c, f"{what}.checks", f"{h['name']}.check.{n}")
+                for n, c in enumerate(h.get("checks") or [], 1)],
         summary=ctx.template(h, "summary", h["summary"]) if "summary" in h else None,
         fatal_fields=frozenset(fatal), doc=str(h.get("doc", "")))
 
@@ -444,12 +536,13 @@ def _record(ctx: _Ctx, node: Any, what: str, fmt: FormatSpec,
                                                            for v in r["versions"]):
             raise ctx.fail(r, "versions", "versions is a list of integers")
         rtype.versions = tuple(r["versions"])
-    for lnode in _as_list(r.get("length")):
-        rtype.length.append(_length(ctx, lnode))
-    for rnode in r.get("rules") or []:
-        rtype.rules.append(_rule(ctx, rnode))
-    for cnode in r.get("checks") or []:
-        rtype.checks.append(_condition(ctx, cnode, f"{what}.checks"))
+    name = rtype.name
+    for n, lnode in enumerate(_as_list(r.get("length")), 1):
+        rtype.length.append(_length(ctx, lnode, f"{name}.length.{n}"))
+    for n, rnode in enumerate(r.get("rules") or [], 1):
+        rtype.rules.append(_rule(ctx, rnode, f"{name}.rule.{n}"))
+    for n, cnode in enumerate(r.get("checks") or [], 1):
+        rtype.checks.append(_condition(ctx, cnode, f"{what}.checks", f"{name}.check.{n}"))
     for inode in r.get("infer") or []:
         i = ctx.mapping(inode, "infer", {"mark", "when"}, required=("mark",))
         rtype.infer.append(Inference(str(i["mark"]),
@@ -475,8 +568,9 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def _length(ctx: _Ctx, node: Any) -> LengthRule:
-    n = ctx.mapping(node, "length", LENGTH_KEYS)
+def _length(ctx: _Ctx, node: Any, rid: str, extra: frozenset[str] = frozenset()
+            ) -> LengthRule:
+    n = ctx.mapping(node, "length", LENGTH_KEYS | extra)
     kinds = [k for k in ("exact", "min", "max", "one_of", "multiple_of") if k in n]
     if len(kinds) != 1:
         raise ctx.fail(n, None, "a length rule has exactly one of exact, min, max, one_of, "
@@ -497,11 +591,12 @@ def _length(ctx: _Ctx, node: Any) -> LengthRule:
         except SpecError as exc:
             raise ctx.fail(n, kind, str(exc).split(": ", 1)[-1]) from None
     return LengthRule(kind, arg, int(n.get("after", 0)), ctx.severity(n),
-                      ctx.expr(n, "when", n["when"]) if "when" in n else None)
+                      ctx.expr(n, "when", n["when"]) if "when" in n else None,
+                      id=ctx.rule_id(n, rid))
 
 
-def _rule(ctx: _Ctx, node: Any) -> LayoutRule:
-    r = ctx.mapping(node, "rule", RULE_KEYS)
+def _rule(ctx: _Ctx, node: Any, rid: str, extra: frozenset[str] = frozenset()) -> LayoutRule:
+    r = ctx.mapping(node, "rule", RULE_KEYS | extra)
     kinds = [k for k in ("after", "before", "at_most") if k in r]
     if len(kinds) != 1:
         raise ctx.fail(r, None, "a rule has exactly one of after, before, at_most")
@@ -516,7 +611,8 @@ def _rule(ctx: _Ctx, node: Any) -> LayoutRule:
     return LayoutRule(kind, arg, ctx.severity(r),
                       ctx.expr(r, "when", r["when"]) if "when" in r else None,
                       ctx.template(r, "message", r["message"]) if "message" in r else None,
-                      line=r.line_of(kind) if isinstance(r, Located) else None)
+                      line=r.line_of(kind) if isinstance(r, Located) else None,
+                      id=ctx.rule_id(r, rid))
 
 
 def _control(ctx: _Ctx, r: Located) -> Control:
@@ -540,6 +636,15 @@ def _check_record_references(fmt: FormatSpec, formats: dict[str, FormatSpec]) ->
     """Rules must name records of the format or marks that some record infers."""
     names = {r.name for r in fmt.records.values()}
     names |= {i.mark for r in fmt.records.values() for i in r.infer}
+    ids: set[str] = set()
+    for rule in (*(x for r in fmt.records.values() for x in (*r.length, *r.rules, *r.checks)),
+                 *(c for h in fmt.headers for c in h.checks), *fmt.end_checks):
+        if rule.id in ids:
+            where = fmt.provenance.get(f"rule:{rule.id}")
+            raise SpecError(f"format {fmt.name}: rule id {rule.id!r} is used twice",
+                            path=where.path if where else fmt.paths[0],
+                            line=where.line if where else None, key="id")
+        ids.add(rule.id)
     for rtype in fmt.records.values():
         ctx = _Ctx(rtype.spec_path)
         for rule in rtype.rules:

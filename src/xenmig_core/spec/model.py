@@ -7,11 +7,23 @@ The engine walks streams with these objects; plugins may read them (e.g. to name
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from xenmig_core.spec.expr import Expression, Template
 from xenmig_core.spec.layout import INT_CODES, Layout
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a part of a definition came from: a spec file and a line in it."""
+
+    path: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}" if self.line is not None else self.path
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,29 @@ class EnumSpec:
         return names
 
 
+class EnumValues:
+    """The values an enum names, seen live: a ``known`` check holds one, so values that an
+    ``extends`` file adds to the enum later are known too. Supports ``in``, iteration and
+    ``len``."""
+
+    __slots__ = ("enum",)
+
+    def __init__(self, enum: EnumSpec) -> None:
+        self.enum = enum
+
+    def __contains__(self, value: object) -> bool:
+        return value in self.enum.entries
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.enum.entries)
+
+    def __len__(self) -> int:
+        return len(self.enum.entries)
+
+    def __repr__(self) -> str:
+        return f"EnumValues({self.enum.name})"
+
+
 @dataclass(frozen=True)
 class Condition:
     """An expression plus the message and severity used when it is false."""
@@ -70,6 +105,9 @@ class Condition:
     severity: str = "error"
     field: str | None = None
     when: Expression | None = None
+    #: stable rule id (``RECORD.check.N``, ``header.check.N``, ``end.check.N`` unless the
+    #: spec names it): diagnostics carry it; ``extends`` files replace or disable by it
+    id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +124,7 @@ class LayoutRule:
     when: Expression | None = None
     message: Template | None = None
     line: int | None = None  # where the rule stood in its spec file (for errors)
+    id: str | None = None    # stable rule id (``RECORD.rule.N`` unless the spec names it)
 
 
 @dataclass(frozen=True)
@@ -106,6 +145,7 @@ class LengthRule:
     after: int = 0
     severity: str = "error"
     when: Expression | None = None
+    id: str | None = None    # stable rule id (``RECORD.length.N`` unless the spec names it)
 
     @property
     def static(self) -> bool:
@@ -153,6 +193,8 @@ class RecordType:
     squash: dict[str, str] | None = None
     spec_path: str = ""
     spec_line: int | None = None
+    #: rules that ``extends`` files turned off (kept for ``specs show``), in order
+    disabled: list[Any] = field(default_factory=list)
 
     @functools.cached_property
     def static_length(self) -> list[LengthRule]:
@@ -233,6 +275,28 @@ class FormatSpec:
     end_record: str | None = None
     summary: Template | None = None     # one line describing a walked stream of this format
     base: str | None = None             # the format this one is a ``variant_of``
+    #: where each part of the effective definition came from, for ``specs show`` and
+    #: error messages. Keys: ``record:NAME``, ``field:RECORD.FIELD``, ``rule:ID``,
+    #: ``enum:ENUM``, ``enum:ENUM:VALUE``, ``type:NAME``, ``summary:RECORD``,
+    #: ``disabled:ID``, ``replaced:ID`` (where the rule a replacement replaced stood)
+    provenance: dict[str, Origin] = field(default_factory=dict)
+
+    def rule_ids(self) -> dict[str, Any]:
+        """Every active rule of the format by id: record length rules, rules and checks,
+        header checks and end checks."""
+        found: dict[str, Any] = {}
+        for rtype in self.records.values():
+            for rule in (*rtype.length, *rtype.rules, *rtype.checks):
+                if rule.id:
+                    found[rule.id] = rule
+        for header in self.headers:
+            for cond in header.checks:
+                if cond.id:
+                    found[cond.id] = cond
+        for cond in self.end_checks:
+            if cond.id:
+                found[cond.id] = cond
+        return found
 
     def record_by_name(self, name: str) -> RecordType | None:
         for rtype in self.records.values():
