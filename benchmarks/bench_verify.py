@@ -15,7 +15,9 @@ prints the median wall time, throughput, peak RSS and ratio to its floor:
 - ``file --json``.
 
 ``--reference CMD`` also times another verifier on the same file (CMD gets the path appended,
-e.g. a hand-written reader), warm and cold. Peak RSS must not grow with MIB.
+e.g. a hand-written reader), warm and cold; ``--xenmig CMD`` times another xenmig (e.g. an
+older checkout's: ``--xenmig "/other/venv/bin/python -m xenmig_core"``). Peak RSS must not
+grow with MIB.
 """
 
 from __future__ import annotations
@@ -132,6 +134,8 @@ def main() -> int:
     parser.add_argument("--kind", choices=("pv", "hvm-libxl"), default="pv")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--reference", help="another verifier to time (path appended)")
+    parser.add_argument("--xenmig", default=shlex.join(XENMIG),
+                        help="the xenmig command to time (e.g. another checkout's)")
     parser.add_argument("--keep", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,7 +145,7 @@ def main() -> int:
         mib = path.stat().st_size / (1 << 20)
         print(f"stream: {args.kind}, {mib:.0f} MiB, median of {args.repeat}")
         file = shlex.quote(str(path))
-        xenmig = shlex.join(XENMIG)
+        xenmig = args.xenmig
         cold = lambda: drop_cache(path)  # noqa: E731
         floors = {"cat": median_run(f"cat {file} >/dev/null", args.repeat),
                   "cat | cat": median_run(f"cat {file} | cat >/dev/null", args.repeat)}
