@@ -404,3 +404,22 @@ def test_a_callers_seekable_fd_is_left_at_the_offset(tmp_path) -> None:
             assert source.offset == 10 and source.read_exact(2) == bytes([10, 11])
     finally:
         os.close(fd)
+
+
+def test_regular_long_skips_read_the_next_stride_ahead(tmp_path, monkeypatch) -> None:
+    """Page batches come at a regular stride: after two long skips over a file, the OS is
+    asked to read ahead where the next record's head will be; short skips ask nothing."""
+    hints: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "posix_fadvise",
+                        lambda fd, offset, length, advice: hints.append((offset, length)),
+                        raising=False)
+    path = tmp_path / "strided"
+    stride = 3 << 20
+    path.write_bytes(bytes(5 * stride))
+    with ByteSource.open(str(path)) as source:
+        source.skip(100)                      # short: no hint
+        for _ in range(3):
+            source.read_exact(16)
+            source.skip(stride - 16)
+        assert source.offset == 100 + 3 * stride
+    assert hints == [(100 + 3 * stride, 16 << 10), (100 + 4 * stride, 16 << 10)]

@@ -11,7 +11,9 @@ Paths, ``-`` and ``fd:N`` are read unbuffered by the OS file and buffered here, 
 source knows exactly which bytes it holds (a skip can then seek or splice the rest): a read
 asks the OS for at least :data:`FILE_READ_SIZE` bytes from a file (a record header and a
 1024-pfn array in one read, which on a cold cache is one disk request, not two) and
-:data:`PIPE_READ_SIZE` from a pipe.
+:data:`PIPE_READ_SIZE` from a pipe. When long skips over a file come at a regular stride
+(page batches), the OS is asked to start reading the next record's head one stride ahead,
+so that on a cold cache the disk works while the current record is checked.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from xenmig_core.errors import SourceError, TruncatedError
 SKIP_BUFFER_SIZE = 1 << 20
 #: At least this much is asked of a seekable file per read (what follows a skip).
 FILE_READ_SIZE = 16 << 10
+#: A skip at least this long over a file is a stride (page batches); the next is read ahead.
+PREFETCH_MIN_SKIP = 1 << 20
 #: At least this much is asked of a pipe or other unseekable source per read.
 PIPE_READ_SIZE = 64 << 10
 #: Largest single splice request: a pipe gives at most what it holds anyway.
@@ -75,6 +79,9 @@ class ByteSource:
             self._seekable = False
         self.start = self.offset
         self._end: int | None = None        # a seekable file's size, when last asked
+        #: for read-ahead hints after long skips: the fd, and where the last one landed
+        self._advise_fd = self._file_fd(raw) if self._seekable else None
+        self._landed: int | None = None
         # the read buffer: bytes [_lo, _hi) of _buf are the next unread ones
         self._min_read = FILE_READ_SIZE if self._seekable else PIPE_READ_SIZE
         self._buf = bytearray(self._min_read)
@@ -83,6 +90,16 @@ class ByteSource:
         #: an fd the source may splice from (an unbuffered pipe), else None
         self._splice_fd = self._pipe_fd(raw) if not self._seekable else None
         self._null_fd: int | None = None
+
+    @staticmethod
+    def _file_fd(raw: BinaryIO) -> int | None:
+        """The fd of *raw* when it is an OS-unbuffered file the OS takes read hints for."""
+        if not isinstance(raw, io.FileIO) or not hasattr(os, "posix_fadvise"):
+            return None
+        try:
+            return raw.fileno()
+        except (OSError, ValueError):
+            return None
 
     @staticmethod
     def _pipe_fd(raw: BinaryIO) -> int | None:
@@ -333,6 +350,27 @@ class ByteSource:
             raise SourceError(f"{self.name}: seek error at offset {self.offset}: "
                               f"{exc.strerror or exc}") from None
         self.offset = target
+        if n >= PREFETCH_MIN_SKIP and self._advise_fd is not None:
+            self._prefetch(target)
+
+    def _prefetch(self, target: int) -> None:
+        """After a long skip landing at *target*: if the previous one landed a stride
+        before, ask the OS to start reading what one more stride ahead holds (with equal
+        records, page batches, that is where the next record's head is read)."""
+        if self._landed is None:
+            self._landed = target
+            return
+        stride = target - self._landed
+        self._landed = target
+        if stride < PREFETCH_MIN_SKIP:
+            return
+        ahead = target + stride
+        if ahead >= (self._end or 0):
+            return
+        try:
+            os.posix_fadvise(self._advise_fd, ahead, FILE_READ_SIZE, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            self._advise_fd = None
 
     def _discard(self, n: int) -> int:
         """Consume up to *n* bytes of an unseekable source without keeping them (the buffer
