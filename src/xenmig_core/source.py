@@ -38,8 +38,6 @@ PREFETCH_MIN_SKIP = 1 << 20
 PIPE_READ_SIZE = 64 << 10
 #: Largest single splice request: a pipe gives at most what it holds anyway.
 SPLICE_CHUNK = 1 << 30
-#: A pipe this source reads is asked to hold this much (fewer wake-ups; best effort).
-PIPE_SIZE = 1 << 20
 
 
 def parse_fd(spec: str) -> int | None:
@@ -112,9 +110,6 @@ class ByteSource:
                 return None
         except (OSError, ValueError):
             return None
-        with contextlib.suppress(OSError, ImportError, AttributeError):
-            import fcntl
-            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         return fd
 
     # -- opening -------------------------------------------------------------------------
