@@ -358,3 +358,34 @@ def test_only_the_first_remus_checkpoint_is_converted(registry, tmp_path) -> Non
     second = lw.batch([3], [bytes(4096)]) + lw.vcpu_info([0, 1]) + lw.chunk(0) + tail
     whole = run(registry, tmp_path, first + second + b"garbage", "libxc")
     assert whole == run(registry, tmp_path, first, "libxc")
+
+
+def test_a_file_output_is_verified_by_reading_it_back(registry, tmp_path, monkeypatch) -> None:
+    """A regular-file output is verified after it is written (seeking past the pages), not
+    through the second walk fed by a pipe; a failed verification still leaves nothing, and
+    an existing target is kept."""
+    from xenmig_core import convert as core_convert
+
+    def no_tee(*args, **kwargs):
+        raise AssertionError("a file output needs no tee")
+    monkeypatch.setattr(core_convert, "_Tee", no_tee)
+    src = tmp_path / "in.img"
+    src.write_bytes(hvm_image().data)
+    result = convert(registry, str(src), str(tmp_path / "out"), ConvertOptions("xl"))
+    assert result.verify is not None and result.verify.valid
+    assert result.verify.format == "xl" and result.verify.size == result.bytes_written
+    assert result.bytes_written == (tmp_path / "out").stat().st_size
+    bad = pv_image(toolstack=build_physmap([PhysmapEntry(1, 2, 3, b"rom")], 64)).data
+    src.write_bytes(bad)
+    (tmp_path / "out").write_bytes(b"precious")
+    with pytest.raises(StreamError, match=r"does not verify: .*emulator record in an x86 PV"):
+        convert(registry, str(src), str(tmp_path / "out"), ConvertOptions("libxl"))
+    assert (tmp_path / "out").read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.img", "out"]
+
+
+def test_a_pipe_output_is_verified_as_it_is_written(tmp_path) -> None:
+    bad = pv_image(toolstack=build_physmap([PhysmapEntry(1, 2, 3, b"rom")], 64)).data
+    done = run_xenmig("convert", "-", "-o", "-", "--to", "libxl", input=bad)
+    assert done.returncode == 1
+    assert b"does not verify" in done.stderr and b"emulator record" in done.stderr

@@ -7,6 +7,8 @@ on a file.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import os
 import struct
@@ -284,3 +286,140 @@ def test_failed_item_checks_are_capped(registry, libxc) -> None:
     assert [d.field for d in errors] == ["msrs[0].flags", "msrs[1].flags", "msrs[2].flags",
                                          "msrs"]
     assert "more items fail their checks" in errors[-1].message
+
+
+# -- reading ahead, splicing, seeking ---------------------------------------------------------
+def _model_run(source: ByteSource, data: bytes, seed: int) -> None:
+    """Random peeks, reads, readintos and skips (around the buffer sizes) against *data*."""
+    import random
+    rng = random.Random(seed)
+    pos = 0
+    sizes = [0, 1, 7, 16, 4095, 4096, 16 << 10, (16 << 10) + 3, 64 << 10, (64 << 10) + 1,
+             200_000, SKIP_BUFFER_SIZE + 5]
+    while pos < len(data):
+        n = rng.choice(sizes)
+        op = rng.choice(("peek", "read", "readinto", "skip"))
+        if op == "peek":
+            assert source.peek(n) == data[pos:pos + n]
+            continue
+        if pos + n > len(data):
+            n = len(data) - pos
+        if op == "read":
+            assert source.read_exact(n) == data[pos:pos + n]
+        elif op == "readinto":
+            buffer = bytearray(n)
+            source.readinto_exact(memoryview(buffer))
+            assert buffer == data[pos:pos + n]
+        else:
+            source.skip(n)
+        pos += n
+        assert source.offset == pos
+    assert source.at_eof() and source.read_upto(10) == b""
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_buffered_reads_match_the_bytes(tmp_path, seed) -> None:
+    """Whatever mix of reads, peeks and skips: the same bytes from a file, a pipe-like raw
+    stream with short reads, and a real pipe."""
+    data = bytes((i * 7 + i // 251) & 0xFF for i in range(3 << 20))
+    path = tmp_path / "data"
+    path.write_bytes(data)
+    with ByteSource.open(str(path)) as source:
+        _model_run(source, data, seed)
+    with ByteSource(Unseekable(data, chunk=65521), "<pipe>") as source:
+        _model_run(source, data, seed)
+    read_end, write_end = os.pipe()
+    writer = threading.Thread(target=lambda: os.fdopen(write_end, "wb").write(data) and None)
+    writer.start()
+    try:
+        with ByteSource.open(f"fd:{read_end}") as source:
+            _model_run(source, data, seed)
+    finally:
+        writer.join()
+        os.close(read_end)
+
+
+def _pipe_source(data: bytes):
+    read_end, write_end = os.pipe()
+
+    def feed() -> None:
+        with contextlib.suppress(BrokenPipeError), os.fdopen(write_end, "wb") as out:
+            out.write(data)
+    writer = threading.Thread(target=feed)
+    writer.start()
+    return read_end, writer
+
+
+@pytest.mark.skipif(not hasattr(os, "splice") or not os.path.exists("/dev/null"),
+                    reason="splice(2) is Linux-only")
+def test_pipe_payload_is_spliced_not_read(registry, libxc) -> None:
+    """On Linux the page contents on a pipe go to /dev/null by splice: the skip buffer is
+    never even allocated, and the verdict is the same as from a file."""
+    data = big_hvm(libxc)
+    read_end, writer = _pipe_source(data)
+    try:
+        with ByteSource.open(f"fd:{read_end}") as source:
+            report = verify_source(registry, source)
+            assert source._skip_buffer is None
+            assert source.offset == len(data)
+    finally:
+        writer.join()
+        os.close(read_end)
+    assert summary(report) == summary(verify_bytes(registry, data))
+
+
+def test_pipe_skips_fall_back_when_splice_is_refused(registry, libxc, monkeypatch) -> None:
+    """A kernel or file that refuses splice (EINVAL) costs nothing but speed: the skip
+    reads through the reusable buffer instead, with the same verdict."""
+    calls = []
+
+    def refuse(*args):
+        calls.append(args)
+        raise OSError(errno.EINVAL, "Invalid argument")
+    monkeypatch.setattr(os, "splice", refuse, raising=False)
+    data = big_hvm(libxc)
+    read_end, writer = _pipe_source(data)
+    try:
+        with ByteSource.open(f"fd:{read_end}") as source:
+            report = verify_source(registry, source)
+            assert source._skip_buffer is not None
+    finally:
+        writer.join()
+        os.close(read_end)
+    assert len(calls) == 1   # refused once, then never asked again
+    assert summary(report) == summary(verify_bytes(registry, data))
+
+
+def test_a_callers_seekable_fd_is_left_at_the_offset(tmp_path) -> None:
+    """Reading ahead is invisible to the owner of an ``fd:N``: on close, the fd is at the
+    first byte the source did not consume."""
+    path = tmp_path / "f"
+    path.write_bytes(bytes(range(256)) * 512)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with ByteSource.open(f"fd:{fd}") as source:
+            assert source.read_exact(10) == bytes(range(10))
+        assert os.lseek(fd, 0, os.SEEK_CUR) == 10
+        with ByteSource.open(f"fd:{fd}") as source:    # starts there, offsets absolute
+            assert source.offset == 10 and source.read_exact(2) == bytes([10, 11])
+    finally:
+        os.close(fd)
+
+
+def test_regular_long_skips_read_the_next_stride_ahead(tmp_path, monkeypatch) -> None:
+    """Page batches come at a regular stride: after two long skips over a file, the OS is
+    asked to read ahead where the next record's head will be; short skips ask nothing."""
+    hints: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "posix_fadvise",
+                        lambda fd, offset, length, advice: hints.append((offset, length)),
+                        raising=False)
+    path = tmp_path / "strided"
+    stride = 3 << 20
+    path.write_bytes(bytes(5 * stride))
+    with ByteSource.open(str(path)) as source:
+        source.skip(100)                      # short: no hint
+        for _ in range(3):
+            source.read_exact(16)
+            source.skip(stride - 16)
+        assert source.offset == 100 + 3 * stride
+    assert hints == [(100 + 3 * stride, 16 << 10), (100 + 4 * stride, 16 << 10)]

@@ -14,7 +14,8 @@ legacy-facts.md section 3-4, formats.md section 9) and call the same library fun
 
 Differences from upstream, all on the safe side: a path output appears only once the
 conversion succeeded and verified (upstream truncates it at once); the output is verified
-as it is written (exit 1 when it does not verify); unsupported content (tmem, unknown qemu
+(exit 1 when it does not verify): a file once written, before its rename, a pipe as it is
+written; unsupported content (tmem, unknown qemu
 signatures) exits 1 with a one-line message where upstream exits 2 with a traceback.
 Exit codes otherwise as upstream: option errors 2 (optparse's); an input or output that
 cannot be opened 1 for both scripts (upstream does not catch open errors); missing

@@ -40,6 +40,7 @@ from xenmig_core.spec.model import FormatSpec, HeaderSpec
 from xenmig_core.writer import StreamWriter
 from xenmig_legacy.compression import EMPTY, FULL, iter_pages
 from xenmig_legacy.detect import FORMAT
+from xenmig_legacy.pfnwords import to_v2
 from xenmig_legacy.physmap import PhysmapError, parse_physmap, xenstore_data
 from xenmig_legacy.walker import FILLER, FIRST_DATALESS_TYPE, TYPE_MASK
 
@@ -306,18 +307,19 @@ class LegacyConverter(Consumer):
                     {"p2m_start_pfn": 0, "p2m_end_pfn": state["p2m_size"] - 1}, 8 * entries)
 
     def unit_PAGE_BATCH(self, record: Record, state: dict[str, Any]) -> None:
-        words = [w for w in record.fields["pfn"] if w != FILLER]
+        words = record.fields["pfn"]
+        if FILLER in words:
+            words = [w for w in words if w != FILLER]
         if state["compressed"]:
             self._format_b_batch(words)
             return
-        if not words:
+        if not len(words):
             return  # all fillers: upstream writes a count-0 PAGE_DATA that nothing accepts
         pages = record.fields["data_pages"]
-        self.stream(self.libxc, "PAGE_DATA",
-                    {"count": len(words), "pfn": [convert_word(w) for w in words]},
+        self.stream(self.libxc, "PAGE_DATA", {"count": len(words), "pfn": to_v2(words)},
                     4096 * pages)
 
-    def _format_b_batch(self, words: list[int]) -> None:
+    def _format_b_batch(self, words: Any) -> None:
         carrying = [w for w in words if (w & TYPE_MASK) < FIRST_DATALESS_TYPE]
         dataless = [w for w in words if (w & TYPE_MASK) >= FIRST_DATALESS_TYPE]
         if len(self.format_b_words) + len(carrying) > MAX_FORMAT_B_PENDING:

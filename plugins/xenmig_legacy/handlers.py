@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
 from typing import Any
 
 from xenmig_core.engine import Record, StreamContext
 from xenmig_legacy.compression import DeltaError, count_kinds
+from xenmig_legacy.pfnwords import as_array, type_byte_index, types
 from xenmig_legacy.physmap import PhysmapError, parse_physmap
 from xenmig_legacy.walker import (
     FILLER,
@@ -17,6 +19,7 @@ from xenmig_legacy.walker import (
 )
 
 MAX_REPORTED = 3
+_LOW_NIBBLE = bytes(b & 0x0F for b in range(256))
 
 
 def check_batch(record: Record, ctx: StreamContext) -> None:
@@ -27,6 +30,63 @@ def check_batch(record: Record, ctx: StreamContext) -> None:
     words: list[int] = record.fields["pfn"]
     enum = ctx.format.spec.enums["page_type"]
     p2m_size = ctx.state["p2m_size"]
+    clean = _clean_batch(words, p2m_size)
+    if clean is not None:
+        by_type, fillers = clean, 0
+    else:
+        by_type, fillers = _check_words(words, p2m_size, ctx)
+    pages = data_pages(words, ctx.state["compressed"])
+    if ctx.state["compressed"]:
+        ctx.state["pending_pages"] += data_pages(words, False)
+    for ptype, count in by_type.items():
+        ctx.stat("pages", enum.label_of(ptype), count)
+    ctx.stat("pages", "with data", pages)
+    if fillers:
+        ctx.stat("pages", "unmapped slots (fillers)", fillers)
+    record.fields["data_pages"] = pages
+    record.fields["fillers"] = fillers
+    if fillers:
+        real = [w & 0x0FFFFFFF for w in words if w != FILLER]
+        ends = (real[0], real[-1]) if real else None
+    else:
+        ends = (words[0] & 0x0FFFFFFF, words[-1] & 0x0FFFFFFF) if len(words) else None
+    span = f" ({ends[0]:#x}..{ends[1]:#x})" if ends else ""
+    record.summary = (f"{len(words)} pfns{span}, {pages} pages with data"
+                      + (f", {fillers} fillers" if fillers else "")
+                      + (" (format B: data in -12 chunks)" if ctx.state["compressed"] else ""))
+
+
+def _clean_batch(words: list[int], p2m_size: int) -> dict[int, int] | None:
+    """The count of each page type (in order of first appearance) when the batch is clean
+    (no filler, no invalid type, bits 63-32 clear, every pfn below *p2m_size*, no duplicate
+    word), worked out over the whole batch at once; None when a word may have a problem
+    (then :func:`_check_words` looks at each)."""
+    items = as_array(words)
+    n = len(items)
+    if not n:
+        return {}
+    nibbles = types(items)
+    found = set(nibbles)
+    if not INVALID_TYPES.isdisjoint(found) or FILLER in items:
+        return None
+    raw = items.tobytes()
+    step = items.itemsize
+    pfns = bytearray(raw)              # each word with its type bits (31-28) cleared
+    top = type_byte_index(step)
+    pfns[top::step] = raw[top::step].translate(_LOW_NIBBLE)
+    masked = array(items.typecode)
+    masked.frombytes(pfns)
+    if max(masked) >= p2m_size or len(set(items)) != n:   # also catches bits 63-32
+        return None
+    if len(found) == 1:
+        return {nibbles[0]: n}
+    return {t: nibbles.count(t) for t in sorted(found, key=nibbles.index)}
+
+
+def _check_words(words: list[int], p2m_size: int, ctx: StreamContext
+                 ) -> tuple[dict[int, int], int]:
+    """Check each word, report its problems (capped); return the count of each page type
+    (in order of first appearance) and of fillers."""
     problems: list[tuple[str, str, str]] = []
     seen: set[int] = set()
     fillers = 0
@@ -52,21 +112,7 @@ def check_batch(record: Record, ctx: StreamContext) -> None:
                                       "converter refuses it)", where))
         seen.add(word)
     ctx.report_capped(problems, MAX_REPORTED, more="pfn problems in this batch", field="pfn")
-    pages = data_pages(words, ctx.state["compressed"])
-    if ctx.state["compressed"]:
-        ctx.state["pending_pages"] += data_pages(words, False)
-    for ptype, count in by_type.items():
-        ctx.stat("pages", enum.label_of(ptype), count)
-    ctx.stat("pages", "with data", pages)
-    if fillers:
-        ctx.stat("pages", "unmapped slots (fillers)", fillers)
-    record.fields["data_pages"] = pages
-    record.fields["fillers"] = fillers
-    real = [w & 0x0FFFFFFF for w in words if w != FILLER]
-    span = f" ({real[0]:#x}..{real[-1]:#x})" if real else ""
-    record.summary = (f"{len(words)} pfns{span}, {pages} pages with data"
-                      + (f", {fillers} fillers" if fillers else "")
-                      + (" (format B: data in -12 chunks)" if ctx.state["compressed"] else ""))
+    return by_type, fillers
 
 
 def vcpu_info(record: Record, ctx: StreamContext) -> None:

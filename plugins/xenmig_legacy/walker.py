@@ -17,16 +17,18 @@ Peeks never exceed 4 + 1024 * 8 bytes, so a pipe is never buffered beyond one ba
 from __future__ import annotations
 
 import struct
+import sys
+from array import array
 from typing import Any
 
 from xenmig_core.engine import Action, Record, StreamContext
 from xenmig_core.errors import StreamError, TruncatedError
 from xenmig_legacy.detect import MAX_BATCH, decide
+from xenmig_legacy.pfnwords import FILLER, FIRST_DATALESS_TYPE, TYPE_MASK, data_pages
+
+__all__ = ["FILLER", "FIRST_DATALESS_TYPE", "TYPE_MASK", "data_pages", "walk"]
 
 PAGE = 4096
-FILLER = 0xF0000000
-TYPE_MASK = 0xF0000000
-FIRST_DATALESS_TYPE = 0xD0000000
 INVALID_TYPES = frozenset({5, 6, 7, 8})  # type nibbles no saver writes (between L4 and pinned)
 MAX_VCPUS = 4096             # vcpu ids 0..4095 (max id above that: refused, as upstream)
 MAX_BLOB = 64 << 20          # toolstack data and compressed-data chunks are read whole
@@ -49,15 +51,6 @@ def fixed_chunks(spec: Any) -> dict[int, tuple[str, int]]:
             if rule.kind == "exact" and isinstance(rule.arg, int):
                 table[rtype.id] = (rtype.name, rule.arg)
     return table
-
-
-def data_pages(words: list[int], compressed: bool) -> int:
-    """Pages of data after a batch's pfn words: one per word (fillers aside) whose type is
-    below BROKEN (the rule of Xen's converter); none in format B, where -12 chunks carry
-    them."""
-    if compressed:
-        return 0
-    return sum(1 for w in words if w != FILLER and (w & TYPE_MASK) < FIRST_DATALESS_TYPE)
 
 
 class _Walk:
@@ -185,8 +178,10 @@ class _Walk:
                 raise self.fail(f"page batch of {marker} pages exceeds MAX_BATCH "
                                 f"({MAX_BATCH})")
             head = self.need(4 + marker * self.w, f"pfn list of a {marker}-page batch")
-            words = list(struct.unpack_from(f"<{marker}{'Q' if width == 64 else 'I'}",
-                                            head, 4))
+            words = array("Q" if width == 64 else "I")
+            words.frombytes(head[4:])
+            if sys.byteorder != "little":
+                words.byteswap()
             pages = data_pages(words, self.state["compressed"])
             self.unit(f"PAGE_BATCH_{width}", 4 + marker * self.w + PAGE * pages)
             return CONTINUE

@@ -9,9 +9,11 @@ this module owns what every conversion needs:
   output that is the input is refused; the input is only ever opened for reading.
 - **Streaming.** ``-`` (stdout) or ``fd:N`` outputs are written as the conversion goes (a
   pipe cannot be taken back: on error the consumer sees a short stream and a non-zero exit).
-- **Verification as it goes.** The output bytes are also fed, through an OS pipe, to a
-  verify walk in a second thread, so a pipe output is verified too and a file is not read
-  back. ``verify=False`` skips it.
+- **Verification.** A regular-file output is verified once written, before the rename: a
+  verify walk of the temporary file, which seeks past page contents (they are in the page
+  cache, and only headers and pfn arrays are read). Any other output (a pipe, ``-``,
+  ``fd:N``, a device) is verified as it is written: the bytes are also fed, through an OS
+  pipe, to a verify walk in a second thread. ``verify=False`` skips both.
 - **Progress** on stderr (:mod:`xenmig_core.progress`), only when stderr is a terminal, the
   caller wants it (not ``-q``) and the conversion lasts more than a second.
 """
@@ -19,8 +21,10 @@ this module owns what every conversion needs:
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
+import stat
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -79,7 +83,7 @@ class _Tee:
         self.written = 0
         read_fd, write_fd = os.pipe()
         self._pipe = os.fdopen(write_fd, "wb")
-        self._reader = os.fdopen(read_fd, "rb")
+        self._reader = io.FileIO(read_fd, "rb")      # unbuffered: the source may splice
         self.report: VerifyReport | None = None
         self.crash: BaseException | None = None
         self._thread = threading.Thread(target=self._verify, args=(registry, fmt),
@@ -96,7 +100,7 @@ class _Tee:
             with contextlib.suppress(OSError, ValueError):
                 while self._reader.read(1 << 20):
                     pass
-                self._reader.close()
+            self._reader.close()
 
     def write(self, data: bytes | memoryview) -> int:
         self.out.write(data)
@@ -112,6 +116,32 @@ class _Tee:
         if self.crash is not None:
             raise self.crash
         return self.report
+
+
+def _regular_file(out: Any) -> bool:
+    """True when *out* is a regular file (which can be read back by seeking)."""
+    try:
+        return stat.S_ISREG(os.fstat(out.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False
+
+
+def _verify_written(registry: Registry, out: Any, fmt: str) -> VerifyReport:
+    """Verify what was written to the regular file *out* from its start, through a second
+    descriptor (seeking past page contents); *out* is left at its end."""
+    out.flush()
+    try:
+        raw = io.FileIO(os.dup(out.fileno()), "rb")
+    except OSError as exc:
+        raise SourceError(f"cannot read back the converted output: "
+                          f"{exc.strerror or exc}") from None
+    try:
+        raw.seek(0)
+        with ByteSource(raw, "<converted output>") as source:
+            return verify_source(registry, source, fmt)
+    finally:
+        raw.close()
+        out.seek(0, os.SEEK_END)
 
 
 class _Counting:
@@ -202,8 +232,11 @@ def convert(registry: Registry, input_spec: str, output_spec: str, options: Conv
         with open_output(output_spec) as out:
             counting = _Counting(out, shown, output_spec)
             tee = None
+            verify_after = False
             if verify and converter.output_format is not None:
-                tee = _Tee(counting, registry, converter.output_format)
+                verify_after = not is_stream_target(output_spec) and _regular_file(out)
+                if not verify_after:
+                    tee = _Tee(counting, registry, converter.output_format)
             sink: Any = tee if tee is not None else counting
             try:
                 result = converter.run(source, sink)
@@ -213,6 +246,9 @@ def convert(registry: Registry, input_spec: str, output_spec: str, options: Conv
                     shown.finish()
             if not result.valid:
                 raise StreamError(f"cannot convert: {result.errors[0]}")
+            if verify_after:
+                assert converter.output_format is not None
+                report = _verify_written(registry, out, converter.output_format)
             if report is not None and not report.valid:
                 raise StreamError("the converted stream does not verify: "
                                   f"{report.result.errors[0]}")

@@ -2,20 +2,42 @@
 
 A :class:`ByteSource` tracks the absolute offset of the next byte, lets callers peek at the
 first bytes (for format detection) even on a pipe, and skips bytes by seeking when the
-underlying file allows it, otherwise by reading through one reusable buffer. Nothing here
-ever holds more than the caller asked for at once.
+underlying file allows it, otherwise without keeping them: on Linux a pipe's bytes are
+spliced into /dev/null (never copied into the process), elsewhere they are read through one
+reusable buffer. Nothing here ever holds more than the caller asked for at once, plus one
+read buffer.
+
+Paths, ``-`` and ``fd:N`` are read unbuffered by the OS file and buffered here, so that the
+source knows exactly which bytes it holds (a skip can then seek or splice the rest): a read
+asks the OS for at least :data:`FILE_READ_SIZE` bytes from a file (a record header and a
+1024-pfn array in one read, which on a cold cache is one disk request, not two) and
+:data:`PIPE_READ_SIZE` from a pipe. When long skips over a file come at a regular stride
+(page batches), the OS is asked to start reading the next record's head one stride ahead,
+so that on a cold cache the disk works while the current record is checked.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import os
+import stat
 import sys
 from typing import BinaryIO
 
 from xenmig_core.errors import SourceError, TruncatedError
 
+#: The reusable buffer that skips (and reads) bytes when neither seeking nor splicing can.
 SKIP_BUFFER_SIZE = 1 << 20
+#: At least this much is asked of a seekable file per read (what follows a skip).
+FILE_READ_SIZE = 16 << 10
+#: A skip at least this long over a file is a stride (page batches); the next is read ahead.
+PREFETCH_MIN_SKIP = 1 << 20
+#: At least this much is asked of a pipe or other unseekable source per read.
+PIPE_READ_SIZE = 64 << 10
+#: Largest single splice request: a pipe gives at most what it holds anyway.
+SPLICE_CHUNK = 1 << 30
 
 
 def parse_fd(spec: str) -> int | None:
@@ -35,6 +57,10 @@ class ByteSource:
     naming the offset; ``read_upto(n)`` may return fewer at end of stream; ``skip(n)`` moves
     forward *n* bytes without keeping them; ``peek(n)`` returns up to *n* bytes without
     consuming them. ``offset`` is the absolute position of the next unread byte.
+
+    The source reads ahead into its own buffer (at most :data:`PIPE_READ_SIZE` beyond what
+    was asked). On close, a seekable file it did not open itself is left positioned at
+    ``offset``, as if nothing had been read ahead.
     """
 
     #: the compression the bytes were stored with (gzip, xz, ...); offsets are then offsets
@@ -45,7 +71,6 @@ class ByteSource:
         self._raw = raw
         self.name = name
         self._owned = owned
-        self._pushback = b""
         self.offset = 0
         self._skip_buffer: bytearray | None = None
         try:
@@ -55,6 +80,41 @@ class ByteSource:
         except (OSError, ValueError):
             self._seekable = False
         self.start = self.offset
+        self._end: int | None = None        # a seekable file's size, when last asked
+        #: for read-ahead hints after long skips: the fd, and where the last one landed
+        self._advise_fd = self._file_fd(raw) if self._seekable else None
+        self._landed: int | None = None
+        # the read buffer: bytes [_lo, _hi) of _buf are the next unread ones
+        self._min_read = FILE_READ_SIZE if self._seekable else PIPE_READ_SIZE
+        self._buf = bytearray(self._min_read)
+        self._view = memoryview(self._buf)
+        self._lo = self._hi = 0
+        #: an fd the source may splice from (an unbuffered pipe), else None
+        self._splice_fd = self._pipe_fd(raw) if not self._seekable else None
+        self._null_fd: int | None = None
+
+    @staticmethod
+    def _file_fd(raw: BinaryIO) -> int | None:
+        """The fd of *raw* when it is an OS-unbuffered file the OS takes read hints for."""
+        if not isinstance(raw, io.FileIO) or not hasattr(os, "posix_fadvise"):
+            return None
+        try:
+            return raw.fileno()
+        except (OSError, ValueError):
+            return None
+
+    @staticmethod
+    def _pipe_fd(raw: BinaryIO) -> int | None:
+        """The fd of *raw* when it is an OS-unbuffered pipe that splice(2) can drain."""
+        if not isinstance(raw, io.FileIO) or not hasattr(os, "splice"):
+            return None
+        try:
+            fd = raw.fileno()
+            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                return None
+        except (OSError, ValueError):
+            return None
+        return fd
 
     # -- opening -------------------------------------------------------------------------
     @classmethod
@@ -82,12 +142,13 @@ class ByteSource:
             buffer = getattr(sys.stdin, "buffer", None) if sys.stdin is not None else None
             if buffer is None:
                 raise SourceError("standard input is closed")
-            return cls(buffer, "<stdin>")
+            raw = _unbuffered(buffer)
+            return cls(raw, "<stdin>", owned=raw is not buffer)
         fd = parse_fd(spec)
         if fd is not None:
             return cls._from_fd(fd, spec)
         try:
-            raw = open(spec, "rb")  # noqa: SIM115 - closed by ByteSource.close
+            raw = open(spec, "rb", buffering=0)  # noqa: SIM115 - closed by ByteSource.close
         except OSError as exc:
             raise SourceError(f"{spec}: cannot open: {exc.strerror or exc}") from None
         if os.path.isdir(spec):
@@ -98,9 +159,10 @@ class ByteSource:
     @classmethod
     def _from_fd(cls, fd: int, name: str) -> ByteSource:
         try:
-            raw = os.fdopen(fd, "rb", closefd=False)
-        except OSError as exc:
-            raise SourceError(f"{name}: cannot read: {exc.strerror or exc}") from None
+            raw = io.FileIO(fd, "rb", closefd=False)
+        except (OSError, ValueError) as exc:
+            message = exc.strerror if isinstance(exc, OSError) else None
+            raise SourceError(f"{name}: cannot read: {message or exc}") from None
         return cls(raw, name, owned=True)
 
     @classmethod
@@ -109,6 +171,14 @@ class ByteSource:
         return cls(io.BytesIO(data), name, owned=True)
 
     def close(self) -> None:
+        """Close what this source opened; leave a seekable file at ``offset``."""
+        if self._null_fd is not None:
+            os.close(self._null_fd)
+            self._null_fd = None
+        if self._seekable and self._hi > self._lo:
+            with contextlib.suppress(OSError, ValueError):
+                self._raw.seek(self.offset)
+        self._lo = self._hi = 0
         if self._owned:
             self._raw.close()
 
@@ -118,28 +188,69 @@ class ByteSource:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- reading -------------------------------------------------------------------------
-    def _raw_read(self, n: int) -> bytes:
+    # -- the buffer ----------------------------------------------------------------------
+    def _raw_read_into(self, view: memoryview) -> int:
+        """One read of the underlying file into *view* (0 at end of stream)."""
         try:
-            return self._raw.read(n) or b""
+            return self._raw.readinto(view) or 0
         except OSError as exc:
             raise SourceError(f"{self.name}: read error at offset {self.offset}: "
                               f"{exc.strerror or exc}") from None
 
+    def _fill(self, n: int) -> int:
+        """Make at least *n* unread bytes buffered (fewer only at end of stream); return
+        how many are buffered. The buffer grows only for a peek beyond its size."""
+        have = self._hi - self._lo
+        if have >= n:
+            return have
+        if not have:
+            self._lo = self._hi = 0
+        elif n > len(self._buf) - self._lo:        # make room: move the rest to the front
+            if n > len(self._buf):
+                fresh = bytearray(n)
+                fresh[:have] = self._view[self._lo:self._hi]
+                self._view.release()
+                self._buf, self._view = fresh, memoryview(fresh)
+            else:
+                self._buf[:have] = self._view[self._lo:self._hi]
+            self._lo, self._hi = 0, have
+        if n > len(self._buf):                     # an empty buffer, a large peek
+            self._view.release()
+            self._buf = bytearray(n)
+            self._view = memoryview(self._buf)
+        while self._hi - self._lo < n:
+            got = self._raw_read_into(self._view[self._hi:])
+            if not got:
+                break
+            self._hi += got
+        return self._hi - self._lo
+
+    def _take(self, n: int) -> bytes:
+        """The next *n* buffered bytes (n <= buffered), consumed."""
+        lo = self._lo
+        data = self._buf[lo:lo + n]
+        self._lo = lo + n
+        self.offset += n
+        return bytes(data)
+
+    def _drop_buffer(self) -> int:
+        """Forget the buffered bytes (consuming them); return how many there were."""
+        have = self._hi - self._lo
+        self._lo = self._hi = 0
+        self.offset += have
+        return have
+
+    # -- reading -------------------------------------------------------------------------
     def read_upto(self, n: int) -> bytes:
         """Read at most *n* bytes; fewer only at end of stream."""
         if n <= 0:
             return b""
-        out = b""
-        if self._pushback:
-            out, self._pushback = self._pushback[:n], self._pushback[n:]
-        while len(out) < n:
-            chunk = self._raw_read(n - len(out))
-            if not chunk:
-                break
-            out = chunk if not out else out + chunk
-        self.offset += len(out)
-        return out
+        if n <= len(self._buf) or self._hi - self._lo >= n:
+            return self._take(min(n, self._fill(n)))
+        out = bytearray(n)
+        filled = self._read_into(memoryview(out))
+        del out[filled:]
+        return bytes(out)
 
     def read_exact(self, n: int, what: str = "data") -> bytes:
         """Read exactly *n* bytes, or raise TruncatedError naming *what* and the offset."""
@@ -151,27 +262,37 @@ class ByteSource:
                 f"only {len(data)} left", offset=start)
         return data
 
+    def _read_into(self, view: memoryview) -> int:
+        """Fill *view* as far as the stream goes; return how many bytes were filled."""
+        n = len(view)
+        filled = min(self._hi - self._lo, n)
+        view[:filled] = self._view[self._lo:self._lo + filled]
+        self._lo += filled
+        self.offset += filled
+        rest = n - filled
+        if 0 < rest < len(self._buf):          # a small rest: one read through the buffer
+            take = min(rest, self._fill(rest))
+            view[filled:filled + take] = self._view[self._lo:self._lo + take]
+            self._lo += take
+            self.offset += take
+            filled += take
+        else:                                  # a large rest: straight into view
+            while filled < n:
+                got = self._raw_read_into(view[filled:])
+                if not got:
+                    break
+                filled += got
+                self.offset += got
+        return filled
+
     def readinto_exact(self, view: memoryview, what: str = "data") -> None:
         """Fill *view* completely, or raise TruncatedError."""
         start = self.offset
-        filled = 0
-        if self._pushback:
-            take = min(len(view), len(self._pushback))
-            view[:take] = self._pushback[:take]
-            self._pushback = self._pushback[take:]
-            filled = take
-        while filled < len(view):
-            try:
-                got = self._raw.readinto(view[filled:])
-            except OSError as exc:
-                raise SourceError(f"{self.name}: read error: {exc.strerror or exc}") from None
-            if not got:
-                self.offset += filled
-                raise TruncatedError(
-                    f"stream truncated: {what} needs {len(view)} bytes at offset {start:#x}, "
-                    f"only {filled} left", offset=start)
-            filled += got
-        self.offset += filled
+        filled = self._read_into(view)
+        if filled < len(view):
+            raise TruncatedError(
+                f"stream truncated: {what} needs {len(view)} bytes at offset {start:#x}, "
+                f"only {filled} left", offset=start)
 
     @property
     def seekable(self) -> bool:
@@ -195,75 +316,102 @@ class ByteSource:
 
     def peek(self, n: int) -> bytes:
         """Return up to *n* upcoming bytes without consuming them."""
-        if len(self._pushback) < n:
-            more = b""
-            while len(self._pushback) + len(more) < n:
-                chunk = self._raw_read(n - len(self._pushback) - len(more))
-                if not chunk:
-                    break
-                more += chunk
-            self._pushback += more
-        return self._pushback[:n]
+        have = self._fill(n)
+        return bytes(self._buf[self._lo:self._lo + min(n, have)])
 
     def at_eof(self) -> bool:
         """True when no byte is left."""
-        return not self.peek(1)
+        return not self._fill(1)
 
+    # -- skipping ------------------------------------------------------------------------
     def skip(self, n: int, what: str = "data") -> None:
         """Move forward *n* bytes, seeking when possible; TruncatedError if they are not there."""
         if n <= 0:
             return
+        have = self._hi - self._lo
+        if n <= have:
+            self._lo += n
+            self.offset += n
+            return
         start = self.offset
-        if self._pushback:
-            take = min(n, len(self._pushback))
-            self._pushback = self._pushback[take:]
-            self.offset += take
-            n -= take
-        if n and self._seekable:
-            end = self._raw.seek(0, os.SEEK_END)
-            target = self.offset + n
-            if target > end:
-                self._raw.seek(end)
-                left = end - start
-                self.offset = end
+        n -= self._drop_buffer()
+        if self._seekable:
+            self._seek_forward(start, n, what)
+            return
+        while n:
+            got = self._discard(n)
+            if not got:
+                raise TruncatedError(
+                    f"stream truncated: {what} needs more bytes at offset {start:#x}",
+                    offset=start)
+            n -= got
+            self.offset += got
+
+    def _seek_forward(self, start: int, n: int, what: str) -> None:
+        target = self.offset + n
+        try:
+            if self._end is None or target > self._end:   # the file may have grown
+                self._end = self._raw.seek(0, os.SEEK_END)
+            if target > self._end:
+                self._raw.seek(self._end)
+                self.offset = self._end
                 raise TruncatedError(
                     f"stream truncated: {what} needs {n} bytes at offset {start:#x}, "
-                    f"only {max(left, 0)} left", offset=start)
+                    f"only {max(self._end - start, 0)} left", offset=start)
             self._raw.seek(target)
-            self.offset = target
-            return
-        if n:
-            if self._skip_buffer is None:
-                self._skip_buffer = bytearray(SKIP_BUFFER_SIZE)
-            view = memoryview(self._skip_buffer)
-            while n:
-                step = min(n, len(view))
-                got = self._raw_read_into(view[:step])
-                if not got:
-                    raise TruncatedError(
-                        f"stream truncated: {what} needs more bytes at offset {start:#x}",
-                        offset=start)
-                n -= got
-                self.offset += got
+        except OSError as exc:
+            raise SourceError(f"{self.name}: seek error at offset {self.offset}: "
+                              f"{exc.strerror or exc}") from None
+        self.offset = target
+        if n >= PREFETCH_MIN_SKIP and self._advise_fd is not None:
+            self._prefetch(target)
 
-    def skip_to_eof(self) -> None:
-        """Move to the end of the stream (seeking, or reading through the skip buffer)."""
-        self.offset += len(self._pushback)
-        self._pushback = b""
-        if self._seekable:
-            self.offset = self._raw.seek(0, os.SEEK_END)
+    def _prefetch(self, target: int) -> None:
+        """After a long skip landing at *target*: if the previous one landed a stride
+        before, ask the OS to start reading what one more stride ahead holds (with equal
+        records, page batches, that is where the next record's head is read)."""
+        if self._landed is None:
+            self._landed = target
             return
+        stride = target - self._landed
+        self._landed = target
+        if stride < PREFETCH_MIN_SKIP:
+            return
+        ahead = target + stride
+        if ahead >= (self._end or 0):
+            return
+        try:
+            os.posix_fadvise(self._advise_fd, ahead, FILE_READ_SIZE, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            self._advise_fd = None
+
+    def _discard(self, n: int) -> int:
+        """Consume up to *n* bytes of an unseekable source without keeping them (the buffer
+        is empty); return how many (0 at end of stream)."""
+        if self._splice_fd is not None:
+            try:
+                if self._null_fd is None:
+                    self._null_fd = os.open(os.devnull, os.O_WRONLY)
+                return os.splice(self._splice_fd, self._null_fd, min(n, SPLICE_CHUNK))
+            except OSError as exc:
+                if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP,
+                                     errno.EBADF):
+                    raise SourceError(f"{self.name}: read error at offset {self.offset}: "
+                                      f"{exc.strerror or exc}") from None
+                self._splice_fd = None     # not here: read through the buffer instead
         if self._skip_buffer is None:
             self._skip_buffer = bytearray(SKIP_BUFFER_SIZE)
         view = memoryview(self._skip_buffer)
-        while got := self._raw_read_into(view):
-            self.offset += got
+        return self._raw_read_into(view[:min(n, len(view))])
 
-    def _raw_read_into(self, view: memoryview) -> int:
-        try:
-            return self._raw.readinto(view) or 0
-        except OSError as exc:
-            raise SourceError(f"{self.name}: read error: {exc.strerror or exc}") from None
+    def skip_to_eof(self) -> None:
+        """Move to the end of the stream (seeking, or reading through the skip buffer)."""
+        self._drop_buffer()
+        if self._seekable:
+            self.offset = self._end = self._raw.seek(0, os.SEEK_END)
+            return
+        while got := self._discard(SPLICE_CHUNK):
+            self.offset += got
 
     def iter_chunks(self, n: int, buffer: memoryview, what: str = "data"):
         """Yield successive views of *buffer* holding the next *n* bytes, in order.
@@ -283,3 +431,15 @@ class ByteSource:
                     offset=start) from None
             left -= step
             yield view
+
+
+def _unbuffered(buffer: BinaryIO) -> BinaryIO:
+    """Standard input's fd as an unbuffered OS file (so that the source does its own
+    buffering and may splice), or *buffer* itself when it is not backed by an fd (tests)."""
+    raw = getattr(buffer, "raw", None)
+    if not isinstance(raw, io.FileIO):
+        return buffer
+    try:
+        return io.FileIO(raw.fileno(), "rb", closefd=False)
+    except (OSError, ValueError):
+        return buffer

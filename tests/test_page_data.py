@@ -1,0 +1,67 @@
+"""PAGE_DATA's pfn words are checked a whole batch at a time (bytes operations in C): the
+bulk pass must agree, word for word, with the per-word definition of the checks."""
+
+from __future__ import annotations
+
+import random
+from array import array
+
+import pytest
+
+from xenmig_libxc.page_data import (
+    INVALID_TYPES,
+    PFN_MASK,
+    RESERVED_MASK,
+    TYPE_SHIFT,
+    _scan,
+)
+
+
+def by_definition(words: list[int], max_pfn: int | None) -> tuple[dict[int, int], bool]:
+    """Per word: count types in order of first appearance; any invalid type, reserved bit
+    or pfn above *max_pfn* makes the batch suspect."""
+    by_type: dict[int, int] = {}
+    suspect = False
+    for word in words:
+        ptype = word >> TYPE_SHIFT
+        by_type[ptype] = by_type.get(ptype, 0) + 1
+        suspect = suspect or ptype in INVALID_TYPES or bool(word & RESERVED_MASK) or (
+            max_pfn is not None and (word & PFN_MASK) > max_pfn)
+    return by_type, suspect
+
+
+def random_word(rng: random.Random) -> int:
+    ptype = rng.choice([0, 0, 0, 1, 2, 3, 4, 9, 0xC, 0xD, 0xE, 0xF, 5, 6, 7, 8])
+    pfn = rng.choice([0, 1, 0xFFFFF, 0x100000, PFN_MASK, rng.getrandbits(52)])
+    word = (ptype << TYPE_SHIFT) | pfn
+    if rng.random() < 0.05:
+        word |= 1 << rng.randrange(52, 60)     # one reserved bit
+    return word
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_bulk_scan_agrees_with_the_definition(seed) -> None:
+    rng = random.Random(seed)
+    n = rng.choice([1, 2, 3, 17, 1024, 1500])
+    if seed % 2:
+        words = [random_word(rng) for _ in range(n)]
+    else:                                       # mostly clean batches, as real ones are
+        base = rng.choice([0, 0xF]) << TYPE_SHIFT
+        words = [base | rng.randrange(0x200000) for _ in range(n)]
+        if seed % 4 == 0:
+            words[rng.randrange(n)] = random_word(rng)
+    for max_pfn in (None, 0xFFFFF, 0x1FFFFF, PFN_MASK):
+        expected = by_definition(words, max_pfn)
+        found = _scan(array("Q", words), max_pfn)
+        assert found == expected
+        assert list(found[0]) == list(expected[0])   # the same order of types
+    assert _scan(list(words), 0xFFFFF) == by_definition(words, 0xFFFFF)
+
+
+def test_each_reserved_bit_and_the_largest_pfn() -> None:
+    for bit in range(52, 60):
+        assert _scan(array("Q", [1, 1 << bit, 2]), None)[1]
+    assert not _scan(array("Q", [PFN_MASK]), PFN_MASK)[1]
+    assert _scan(array("Q", [(0xF << TYPE_SHIFT) | 0x100]), 0xFF)[1]     # type bits ignored
+    assert not _scan(array("Q", [(0xF << TYPE_SHIFT) | 0xFF]), 0xFF)[1]
+    assert _scan(array("Q", []), None) == ({}, False)
