@@ -125,6 +125,12 @@ def _edit_cpu_cr0(e):
     return _set_body(e, 2, body)
 
 
+def _edit_pic_elcr(e):
+    body = _body(e, 3)
+    body[6] = 0x01                      # master: IRQ 0 cannot be level-triggered
+    return _set_body(e, 3, body)
+
+
 def _edit_header_length(e):
     e[0][2] = e[0][2][:16]
     return 0
@@ -145,6 +151,7 @@ def _edit_header_length(e):
     (_edit_msr_count, "(CPU_MSR 0) at blob offset {off:#x}: does not fit hvm_cpu_msr", "length"),
     (_edit_pit_gate, "PIT channel 0 or 1 with its gate clear", "channel0.gate"),
     (_edit_cpu_cr0, "bad CR0", "cr0"),
+    (_edit_pic_elcr, "(PIC 0) at blob offset {off:#x}: PIC ELCR sets bits", "elcr"),
 ])
 def test_broken_entries_are_one_error_at_the_entry(run, entries, edit, text, field) -> None:
     k = edit(entries)
