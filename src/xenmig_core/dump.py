@@ -241,13 +241,6 @@ class DumpConsumer(Consumer):
         if record.rtype is not None and record.rtype.layout is not None and record.decoded:
             self._fields = present_fields(record.rtype.layout, record.fields,
                                           ctx.format.spec.enums)
-        viewer = ctx.format.viewers.get(record.name)
-        view = viewer(record, ctx) if viewer is not None and record.decoded else None
-        derived = {k: v for k, v in record.fields.items()
-                   if record.rtype is None or record.rtype.layout is None
-                   or k not in {f.id for f in record.rtype.layout.fields}}
-        merged = {**derived, **(view or {})}
-        self._view = plain(merged) if merged else None
 
     def wants_payload(self, record: Record) -> bool:
         if self.options.pages not in ("hex", "sha256"):
@@ -267,6 +260,7 @@ class DumpConsumer(Consumer):
         start, self.covered = self.covered, end
         if not self._selected(record.name, record.offset):
             return
+        self._view = self._derived(record)
         item = self._record_item(record, start, end)
         self._payload = None
         rtype = record.rtype
@@ -281,6 +275,19 @@ class DumpConsumer(Consumer):
             return
         self._flush_squash()
         self._emit(item, counted=True)
+
+    @staticmethod
+    def _derived(record: Record) -> dict[str, Any] | None:
+        """The viewer's values and the fields a handler or payload scanner added, once the
+        whole record (payload included) has been read."""
+        ctx = record.context
+        viewer = ctx.format.viewers.get(record.name)
+        view = viewer(record, ctx) if viewer is not None and record.decoded else None
+        derived = {k: v for k, v in record.fields.items()
+                   if record.rtype is None or record.rtype.layout is None
+                   or k not in {f.id for f in record.rtype.layout.fields}}
+        merged = {**derived, **(view or {})}
+        return plain(merged) if merged else None
 
     def _flush_squash_if_gap(self, offset: int) -> None:
         if offset > self.covered:
