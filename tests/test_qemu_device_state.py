@@ -48,7 +48,12 @@ def test_xen_device_state_sections_are_listed(registry) -> None:
 
 def test_footers_confirm_the_boundaries_and_the_machine_type_is_read(registry) -> None:
     blob = device_state(XEN_HVM_SECTIONS[:4], footers=True, machine="xenfv")
-    state = found(verify(registry, stream_with(registry, blob)))
+    report = verify(registry, stream_with(registry, blob))
+    assert report.valid
+    config, footers = warnings(report)
+    assert "configuration section (machine type 'xenfv'): QEMU for Xen sends none" in config
+    assert "has section footers: QEMU for Xen writes none" in footers
+    state = found(report)
     assert state["machine"] == "xenfv"
     assert all(s["footer"] for s in state["sections"])
     assert [s["length"] for s in state["sections"]] == [n for *_, n in XEN_HVM_SECTIONS[:4]]
@@ -76,6 +81,13 @@ def test_a_section_type_qemu_refuses_is_an_error_at_the_record(registry) -> None
     assert "section type 0x9 (unknown(0x9)) at device-state offset 0x8" in error
     assert "QEMU's load refuses it" in error and "EMULATOR_CONTEXT" in error
     assert found(report)["walk"].startswith("stopped at device-state offset 0x8")
+
+
+def test_a_part_section_first_is_an_error(registry) -> None:
+    blob = struct.pack(">IIBI", 0x5145564D, 3, 0x02, 5) + bytes(8) + b"\x00"
+    (error,) = errors(verify(registry, stream_with(registry, blob)))
+    assert "a SECTION_PART section at device-state offset 0x8, continuing a section never " \
+        "started: QEMU's load refuses it" in error
 
 
 def test_a_cut_device_state_warns_and_says_where_the_walk_stopped(registry) -> None:

@@ -111,6 +111,11 @@ class DeviceStateScanner:
             self._stop("the device state ends before its first section or EOF",
                        self.total, warn=True)
         result = self.result
+        if any(s.get("footer") for s in result["sections"]):
+            self.ctx.warning("QEMU device state has section footers: QEMU for Xen writes "
+                             "none and, unless told to expect them (migration property "
+                             "send-section-footer), refuses the first one (\"Unknown savevm "
+                             "section type 126\")", field="blob")
         if self.dropped:
             result["sections_dropped"] = self.dropped
         result["walk"] = self.walk or "complete"
@@ -189,6 +194,11 @@ class DeviceStateScanner:
                     return False
                 self.result["machine"] = bytes(config["name"]).decode("latin-1")
                 self.scan_from = offset + config["_size"]
+                self.ctx.warning(
+                    f"QEMU device state has a configuration section (machine type "
+                    f"{self.result['machine']!r}): QEMU for Xen sends none and, unless "
+                    "told to expect one (migration property send-configuration), refuses "
+                    "it (\"Unknown savevm section type 7\")", field="blob")
                 return True
             if code in (codes["SECTION_FULL"], codes["SECTION_START"]):
                 header = self._decode(self.layouts.section, offset, final)
@@ -201,6 +211,16 @@ class DeviceStateScanner:
                        warn=True)
             return False
         name = self.ctx.format.spec.enums["qemu_section_type"].name_of(code)
+        if code in (codes["SECTION_PART"], codes["SECTION_END"]):
+            self.ctx.error(f"QEMU device state: a {name} section at device-state offset "
+                           f"{offset:#x}, continuing a section never started: QEMU's load "
+                           "refuses it (\"Unknown savevm section\")", field="blob")
+            self._stop(f"a {name} section first", offset)
+            return False
+        if code == codes["COMMAND"]:
+            self._stop("a migration command where a device section was expected", offset,
+                       warn=True)
+            return False
         self.ctx.error(f"QEMU device state: section type {code:#x} ({name}) at device-state "
                        f"offset {offset:#x}, where QEMU expects a device section or EOF: "
                        "QEMU's load refuses it (\"Unknown savevm section type\")",
