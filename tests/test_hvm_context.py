@@ -227,3 +227,19 @@ def test_verify_cli_one_line_and_exit_1(tmp_path, entries) -> None:
     lines = done.stderr.decode().splitlines()
     assert len(lines) == 1 and "unknown entry typecode 21" in lines[0], lines
     assert lines[0].startswith("xenmig: invalid: record ") and "@0x" in lines[0]
+
+
+def test_a_huge_context_is_checked_in_detail_only_up_to_a_bound(run, entries) -> None:
+    """Framing and typecodes are checked to the end; field checks stop after MAX_CHECKED
+    entries (a 128-vcpu guest has about 1200), with a warning that says so."""
+    from xenmig_libxc.hvm_context import MAX_CHECKED
+
+    extra = MAX_CHECKED + 5 - len(entries)
+    tail = [[19, 0, struct.pack("<Q", 0x8000000000000000)] for _ in range(extra)]
+    tail[-1] = [21, 0, b""]                                       # unknown, past the bound
+    entries[-1:-1] = tail
+    out, _ = run(entries)
+    diag = out.error("unknown entry typecode 21")
+    assert diag.field == f"context.entry[{len(entries) - 2}].typecode"
+    assert any("were checked for their framing and typecode only" in w.message
+               for w in out.warnings)

@@ -149,3 +149,13 @@ def test_dump_shows_the_sections() -> None:
     text = done.stdout.decode()
     assert "name=0000:00:02.0/xen-platform instance=0 version=4" in text
     assert "walk=complete" in text
+
+
+def test_bytes_after_an_early_eof_are_counted_not_kept(registry) -> None:
+    scanner, record = _scanner(registry)
+    scanner.feed(memoryview(device_state([])))
+    for _ in range(16):
+        scanner.feed(memoryview(bytes(65536)))
+    assert len(scanner.window) <= 16
+    scanner.finish()
+    assert record.fields["device_state"]["walk"] == "complete"

@@ -12,7 +12,7 @@ from typing import Any
 
 from xenmig_core.engine import Record, StreamContext
 from xenmig_core.present import present_fields
-from xenmig_libxc.hvm_context import EntryRules, iter_entries
+from xenmig_libxc.hvm_context import MAX_KEPT_ENTRIES, EntryRules, iter_entries
 from xenmig_libxc.page_data import PFN_MASK, RESERVED_SHIFT, TYPE_SHIFT
 
 
@@ -42,13 +42,17 @@ def view_page_data(record: Record, ctx: StreamContext) -> dict[str, Any]:
 def view_hvm_context(record: Record, ctx: StreamContext) -> dict[str, Any]:
     """``entries``: each HVM save entry's type, instance, length and decoded fields (with the
     layout used; ``zero_extended_from`` when a shorter entry was read zero-extended, as
-    restore does); ``after_end``: bytes after the END entry."""
+    restore does); ``after_end``: bytes after the END entry. At most
+    :data:`MAX_KEPT_ENTRIES` entries are shown; ``entries_dropped`` counts the rest."""
     blob = record.fields["context"]
     rules = EntryRules(ctx.format.spec)
     enums = ctx.format.spec.enums
     entries: list[dict[str, Any]] = []
     end = 0
     for entry in iter_entries(blob, ctx.byte_order, rules):
+        if len(entries) >= MAX_KEPT_ENTRIES:
+            return {"entries": entries, "entries_dropped": record.fields.get(
+                "entries_dropped", 0)}
         item: dict[str, Any] = {"type": entry.name or f"unknown({entry.typecode:#x})",
                                 "instance": entry.instance, "offset": entry.offset,
                                 "length": entry.length}

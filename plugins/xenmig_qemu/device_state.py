@@ -91,7 +91,7 @@ class DeviceStateScanner:
     def feed(self, chunk: memoryview) -> None:
         start = self.total
         self.total += len(chunk)
-        if self.phase == "done":
+        if self.phase in ("done", "eof"):     # nothing more to find: only count the bytes
             return
         if start >= MAX_SCAN:
             self._stop(f"not scanned beyond {MAX_SCAN} bytes", start)
