@@ -159,3 +159,15 @@ def test_bytes_after_an_early_eof_are_counted_not_kept(registry) -> None:
     assert len(scanner.window) <= 16
     scanner.finish()
     assert record.fields["device_state"]["walk"] == "complete"
+
+
+def test_a_body_full_of_header_shaped_bytes_abandons_the_scan(registry, monkeypatch) -> None:
+    import xenmig_qemu.device_state as device_state_module
+
+    monkeypatch.setattr(device_state_module, "MAX_REJECTED", 10)
+    blob = device_state([("big", 0, 1, 0)])[:-1] + b"\x04\x00\x00\x01\x02\x03\x00\x00" * 50
+    report = verify(registry, stream_with(registry, blob + b"\x00"))
+    assert report.valid
+    assert any("header-shaped byte runs that are not section headers" in w
+               for w in warnings(report))
+    assert "scan abandoned" in found(report)["walk"]

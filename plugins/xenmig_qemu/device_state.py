@@ -14,8 +14,9 @@ version of plausible size, an id not seen before); where a footer with the previ
 section's id sits just before, the boundary is confirmed. A body that happens to contain
 such bytes would be split in two: the result says how each boundary was found.
 
-Memory is bounded: a window of at most the bytes not yet scanned plus one header's worth,
-at most :data:`MAX_SECTIONS` sections kept, and nothing past :data:`MAX_SCAN` bytes scanned.
+Memory and time are bounded: a window of at most the bytes not yet scanned plus one header's
+worth, at most :data:`MAX_SECTIONS` sections kept, nothing past :data:`MAX_SCAN` bytes
+scanned, and at most :data:`MAX_REJECTED` header-shaped byte runs examined in vain.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ MAX_SECTIONS = 4096
 #: bytes scanned at most (real device states are tens to hundreds of KiB)
 MAX_SCAN = 64 << 20
 MAX_MACHINE_NAME = 1024
+#: header-shaped byte runs examined and rejected at most (real bodies hold a handful)
+MAX_REJECTED = 1 << 16
 #: a section header candidate: START or FULL, an id below 65536, a non-empty name
 _CANDIDATE = re.compile(rb"[\x01\x04]\x00\x00..[\x01-\xff]", re.DOTALL)
 _NAME = re.compile(rb"[A-Za-z0-9_.:/@+\-]+\Z")
@@ -85,6 +88,7 @@ class DeviceStateScanner:
         self.body_start = 0
         self.ids: set[int] = set()
         self.dropped = 0
+        self.rejected = 0
         self.walk: str | None = None
 
     # -- feeding -----------------------------------------------------------------------
@@ -247,6 +251,11 @@ class DeviceStateScanner:
                 self._close(offset)
                 self._open(header, offset, "scan")
                 continue
+            self.rejected += 1
+            if self.rejected > MAX_REJECTED:
+                self._stop(f"more than {MAX_REJECTED} header-shaped byte runs that are not "
+                           "section headers: scan abandoned", offset, warn=True)
+                return False
             self.scan_from = offset + 1
         # nothing here; the last bytes may start a header that the next chunk completes
         self.scan_from = max(self.scan_from, self.base + len(self.window) - MAX_HEADER)
