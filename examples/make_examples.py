@@ -18,10 +18,16 @@ from xenmig_core.session import open_registry
 from xenmig_core.sink import atomic_output
 from xenmig_legacy.samples import hvm_image, pv_image, xl_header
 from xenmig_libxc.samples import assemble, hvm_sample, pv_sample
-from xenmig_libxl.samples import assemble_libxl, checkpointed_sample, hvm_libxl_sample
+from xenmig_libxl.samples import assemble_libxl, checkpointed_sample
 from xenmig_xenserver.samples import hvm_image as xenserver_hvm_image
 from xenmig_xenstore.samples import assemble_xenstore, live_update_records
-from xenmig_xl.samples import hvm_config, json_config_bytes, libvirt_file, xl_file
+from xenmig_xl.samples import (
+    hvm_config,
+    hvm_guest_sample,
+    json_config_bytes,
+    libvirt_file,
+    xl_file,
+)
 
 
 def samples() -> dict[str, Callable[[], bytes]]:
@@ -30,12 +36,13 @@ def samples() -> dict[str, Callable[[], bytes]]:
     libxc = specs["libxc"]
 
     def hvm_libxl() -> bytes:
-        return assemble_libxl(specs, hvm_libxl_sample())
+        return assemble_libxl(specs, hvm_guest_sample())
 
     return {
         "pv64-2vcpu-v3.libxc": lambda: assemble(libxc, pv_sample(version=3, width=8, vcpus=2)),
         "hvm-v3.libxc": lambda: assemble(libxc, hvm_sample(version=3)),
         # xl save of an HVM guest: JSON config, libxl v2, xenstore data, emulator context
+        # (a QEMU device state with the sections of a Xen HVM guest's device model)
         "hvm-guest.xl": lambda: xl_file(specs["xl"], hvm_libxl(),
                                         config=json_config_bytes(hvm_config())),
         # the same guest saved by libvirt's libxl driver

@@ -57,7 +57,9 @@ def test_examples_round_trip_through_the_cli(tmp_path) -> None:
         source = ROOT / "examples" / name
         dumped = run_xenmig("dump", "-t", "yaml", str(source), "-o", str(tmp_path / "d.yaml"))
         assert dumped.returncode == 0, dumped.stderr
-        assert (tmp_path / "d.yaml").stat().st_size < 20000     # pages are references
+        # pages are references: their contents (250 KiB and more) are not in the dump, which
+        # holds the decoded HVM save records (about 30 KiB) and the small records
+        assert (tmp_path / "d.yaml").stat().st_size < 64000
         built = run_xenmig("build", str(tmp_path / "d.yaml"), "-o", str(tmp_path / "out"))
         assert built.returncode == 0, built.stderr
         assert (tmp_path / "out").read_bytes() == source.read_bytes()

@@ -98,4 +98,6 @@ def test_hvm_context_inner_records_follow_the_stream_order(check, hvm) -> None:
     hvm.steps[hvm.index("HVM_CONTEXT")].fields["context"] = hvm_context_blob(2, "little")
     out = check(hvm, byte_order="big")
     i = hvm.index("HVM_CONTEXT")
-    out.at_step(out.error(), i, "HVM_CONTEXT")
+    diag = out.error("entry 0 (typecode 256 0) at blob offset 0x0 claims 402653184 bytes")
+    assert (diag.record_index, diag.record_type) == (i, "HVM_CONTEXT")
+    assert diag.offset == out.offsets[i] + 8        # the entry, after the record header

@@ -22,7 +22,7 @@ from xenmig_core.render.json import JsonlRenderer
 from xenmig_core.session import open_registry
 from xenmig_core.source import ByteSource
 from xenmig_core.writer import StreamWriter
-from xenmig_libxc.samples import assemble, hvm_context_blob, page_bytes
+from xenmig_libxc.samples import assemble, hvm_context_blob, hvm_cpu_body, page_bytes
 
 GOLDEN = ROOT / "tests" / "golden"
 #: set to regenerate tests/golden/*.txt (then review the diff): XENMIG_REGEN_GOLDEN=1 pytest
@@ -98,19 +98,46 @@ def _view_entries(registry, data: bytes) -> list[dict]:
 
 
 def test_hvm_context_entries_and_cpu_registers(registry, streams) -> None:
+    """Every entry of the sample (one of each type save.h declares) is decoded field by
+    field, in Xen's save order; the CPU registers are the sample's."""
     entries = _view_entries(registry, streams["hvm-v3"])
-    assert [(e["type"], e["instance"], e["length"]) for e in entries] == [
-        ("HEADER", 0, 24), ("CPU", 0, 1032), ("LAPIC", 0, 32), ("CPU", 1, 1032),
-        ("LAPIC", 1, 32), ("END", 0, 0)]
+    kinds = [(e["type"], e["instance"]) for e in entries]
+    assert kinds[:5] == [("HEADER", 0), ("CPU", 0), ("CPU", 1), ("PIC", 0), ("PIC", 1)]
+    assert kinds[-1] == ("END", 0)
+    names = registry.specs["libxc"].enums["hvm_save_type"]
+    assert {t for t, _ in kinds} == {e.name for e in names.entries.values()}
+    assert all("fields" in e for e in entries[:-1]), [e["type"] for e in entries if
+                                                      "fields" not in e]
     header = entries[0]["fields"]
     assert header["magic"] == 0x54381286 and header["gtsc_khz"] == 2400000
-    cpu1 = entries[3]["fields"]
-    body = bytes((1 + i) & 0xFF for i in range(1032))   # the sample's CPU pattern for vcpu 1
-    assert cpu1["rax"] == int.from_bytes(body[512:520], "little")
-    assert cpu1["rip"] == int.from_bytes(body[640:648], "little")
-    assert cpu1["cr3"] == int.from_bytes(body[672:680], "little")
-    assert cpu1["msr_efer"] == int.from_bytes(body[992:1000], "little")
-    assert cpu1["tsc"] == int.from_bytes(body[1008:1016], "little")
+    body = hvm_cpu_body("<", 1)
+    cpu1 = entries[2]["fields"]
+    for name, offset in [("rax", 512), ("rip", 640), ("cr3", 672), ("msr_efer", 992),
+                         ("tsc", 1008)]:
+        assert cpu1[name] == int.from_bytes(body[offset:offset + 8], "little"), name
+    assert cpu1["flags"] == ["fpu_initialised"]
+
+
+def test_hvm_context_shows_devices_field_by_field(registry, streams) -> None:
+    """As xen-hvmctx does: PIT channels, the IOAPIC redirection table, MTRR ranges."""
+    by_type = {}
+    for e in _view_entries(registry, streams["hvm-v3"]):
+        by_type.setdefault(e["type"], e)
+    pit = by_type["PIT"]["fields"]
+    assert pit["channel0"]["count"] == 0x10000 and pit["channel0"]["gate"] == 1
+    assert pit["channel2"]["mode"] == 3
+    ioapic = by_type["IOAPIC"]["fields"]
+    assert len(ioapic["redirtbl"]) == 48 and ioapic["base_address"] == 0xFEC00000
+    assert ioapic["redirtbl"][1]["vector"] == 0x31
+    assert ioapic["redirtbl"][16]["mode"] == ["level_triggered"]
+    assert ioapic["redirtbl"][16]["mask"] == ["masked"]
+    mtrr = by_type["MTRR"]["fields"]
+    assert mtrr["msr_mtrr_var"][0] == {"base": 0x6, "mask": 0xFFFFFFF0000800}
+    assert len(mtrr["msr_mtrr_fixed"]) == 11 and mtrr["msr_mtrr_def_type"] == 0xC06
+    assert by_type["PIC"]["fields"]["mode"] == ["is_master"]
+    assert by_type["CPU_MSR"]["fields"]["msrs"] == [{"index": 0xC0000103, "reserved": 0,
+                                                     "val": 0}]
+    assert by_type["CPU_XSAVE"]["fields"]["xcr0"] == 7
 
 
 def test_hvm_context_older_layouts_and_unknown_sizes(registry, libxc) -> None:
@@ -120,10 +147,12 @@ def test_hvm_context_older_layouts_and_unknown_sizes(registry, libxc) -> None:
 
     def entry(typecode: int, body: bytes) -> bytes:
         return struct.pack("<HHI", typecode, 0, len(body)) + body
-    compat = bytearray(1016)
+    compat = bytearray(hvm_cpu_body("<", 0)[:1016])
     compat[1000:1008] = (0x1122334455667788).to_bytes(8, "little")   # tsc in the compat form
+    compat[1008:1016] = bytes(8)                                     # event, error code
     blob = (entry(1, struct.pack("<IIQII", 0x54381286, 1, 0, 0, 0)) + entry(2, bytes(compat))
-            + entry(5, bytes(24)) + entry(14, bytes(240)) + entry(0, b""))
+            + entry(5, bytes(24)) + entry(14, bytes(232)) + entry(11, bytes(15))
+            + entry(0, b""))
     sample = hvm_sample()
     sample.steps[sample.index("HVM_CONTEXT")] = Step("HVM_CONTEXT", {"context": blob})
     entries = _view_entries(registry, assemble(libxc, sample))
@@ -131,6 +160,8 @@ def test_hvm_context_older_layouts_and_unknown_sizes(registry, libxc) -> None:
     assert entries[1]["fields"]["tsc"] == 0x1122334455667788
     assert entries[2]["layout"] == "hvm_lapic__v1"
     assert entries[3]["type"] == "MTRR" and "fields" not in entries[3]   # no layout: raw
+    # RTC of 15 bytes: no variant has that size; restore zero-extends it, and so does dump
+    assert entries[4]["layout"] == "hvm_rtc" and entries[4]["zero_extended_from"] == 15
 
 
 # -- JSON schema ---------------------------------------------------------------------------

@@ -13,7 +13,15 @@ import struct
 import pytest
 from conftest import verbose_account, verify_bytes
 
-from xenmig_libxc.samples import NOTAB, Step, hvm_context_blob, hvm_sample, page_data, pv_sample
+from xenmig_libxc.samples import (
+    NOTAB,
+    Step,
+    hvm_context_blob,
+    hvm_cpu_body,
+    hvm_sample,
+    page_data,
+    pv_sample,
+)
 
 
 def move(sample, name: str, before: str, nth: int = 0) -> int:
@@ -257,38 +265,52 @@ def entry(typecode: int, instance: int, body: bytes) -> bytes:
 
 HEADER = entry(1, 0, struct.pack("<IIQII", 0x54381286, 1, 0, 0x306A9, 2400000))
 END = entry(0, 0, b"")
+CPU0 = entry(2, 0, hvm_cpu_body("<", 0))
+TSC_ADJUST = entry(19, 0, bytes(8))
 
 
-@pytest.mark.parametrize(("blob", "text"), [
-    (entry(2, 0, bytes(1032)) + END, "first entry is CPU, expected HEADER"),
-    (HEADER + entry(2, 0, bytes(16))[:-8], "claims 16 bytes, only 8 left"),
-    (HEADER + entry(2, 0, bytes(1032)), "no END entry closes the HVM context"),
-    (HEADER + entry(2, 0, bytes(8)) + b"\0\0\0", "no END entry closes the HVM context"),
-    (entry(1, 0, struct.pack("<IIQII", 0x12345678, 1, 0, 0, 0)) + END, "HEADER magic 0x12345678"),
+def at_entry(out, diag, step: int, blob_offset: int) -> None:
+    """*diag* is at the HVM_CONTEXT record of step *step*, at the entry starting at
+    *blob_offset* of its blob (the record header is 8 bytes)."""
+    assert (diag.record_index, diag.record_type) == (step, "HVM_CONTEXT"), str(diag)
+    assert diag.offset == out.offsets[step] + 8 + blob_offset, str(diag)
+
+
+@pytest.mark.parametrize(("blob", "text", "where"), [
+    (CPU0 + END, "first entry is CPU, expected HEADER", 0),
+    (HEADER + entry(2, 0, bytes(16))[:-8], "claims 16 bytes, only 8 left", 32),
+    (HEADER + CPU0, "no END entry closes the HVM context", 32 + len(CPU0)),
+    (HEADER + TSC_ADJUST + b"\0\0\0", "no END entry closes the HVM context", 48),
+    (entry(1, 0, struct.pack("<IIQII", 0x12345678, 1, 0, 0, 0)) + END,
+     "HEADER magic is not HVM_FILE_MAGIC 0x54381286: restore fails (\"bad magic number\") "
+     "(found 0x12345678)", 0),
+    (entry(1, 0, struct.pack("<IIQII", 0x54381286, 2, 0, 0, 0)) + END,
+     "HEADER version is not HVM_FILE_VERSION 1", 0),
 ])
-def test_hvm_context_framing(check, hvm, blob, text) -> None:
+def test_hvm_context_framing(check, hvm, blob, text, where) -> None:
     i = hvm.index("HVM_CONTEXT")
     hvm.steps[i].fields["context"] = blob
     out = check(hvm)
-    out.at_step(out.error(text), i, "HVM_CONTEXT")
+    at_entry(out, out.error(text), i, where)
 
 
 def test_hvm_context_entry_overrun_names_the_entry(check, hvm) -> None:
     i = hvm.index("HVM_CONTEXT")
     hvm.steps[i].fields["context"] = HEADER + struct.pack("<HHI", 5, 1, 100) + bytes(40)
-    diag = check(hvm).error("claims")
-    assert "entry 1 (LAPIC) at blob offset 0x20" in diag.message
+    out = check(hvm)
+    diag = out.error("claims")
+    assert "entry 1 (LAPIC 1) at blob offset 0x20" in diag.message
     assert diag.field == "context"
+    at_entry(out, diag, i, 0x20)
 
 
-def test_hvm_context_warnings(check, hvm) -> None:
+def test_hvm_context_bytes_after_end_warn(check, hvm) -> None:
     i = hvm.index("HVM_CONTEXT")
-    old = entry(1, 0, struct.pack("<IIQII", 0x54381286, 2, 0, 0, 0))
-    hvm.steps[i].fields["context"] = old + END + b"\0" * 8
+    hvm.steps[i].fields["context"] = HEADER + CPU0 + END + b"\0" * 8
     out = check(hvm)
     assert out.valid
-    out.at_step(out.warning("HEADER version 2"), i, "HVM_CONTEXT")
-    out.at_step(out.warning("8 bytes after the HVM context's END"), i, "HVM_CONTEXT")
+    at_entry(out, out.warning("8 bytes after the HVM context's END"), i,
+             len(HEADER + CPU0 + END))
 
 
 def test_hvm_context_entries_are_listed(check, hvm) -> None:
@@ -298,5 +320,5 @@ def test_hvm_context_entries_are_listed(check, hvm) -> None:
     i = hvm.index("HVM_CONTEXT")
     line = next(x for x in verbose_account(out.data) if f"record {i}  HVM_CONTEXT" in x)
     blob = len(hvm_context_blob(3))
-    assert line.endswith(f"HVM_CONTEXT ({blob} bytes): {blob} bytes, 8 entries")  # HEADER,
-    # 3 x (CPU, LAPIC), END
+    # HEADER, 3 x 9 per-vcpu entries, 11 per-domain entries, END
+    assert line.endswith(f"HVM_CONTEXT ({blob} bytes): {blob} bytes, 40 entries")

@@ -127,7 +127,7 @@ def test_unknown_emulator_id_is_named_not_fatal(registry, hvm) -> None:
     assert any("unknown emulator id" in w for w in warnings(report))
     summaries = [e["summary"] for e in report.to_dict()["account"] if e.get("name") ==
                  "EMULATOR_CONTEXT"]
-    assert summaries == ["unknown(0x7), index 0, 279 bytes of device state"]
+    assert summaries == ["unknown(0x7), index 0, 267 bytes of device state"]
 
 
 def test_qemu_traditional_and_unknown_emulator(registry) -> None:

@@ -230,3 +230,21 @@ def test_a_registered_legacy_format_is_used_automatically(tmp_path, stream) -> N
                                            version=1))
     assert [c.format for c in report.contexts] == ["libvirt", "legacy"]
     assert errors(report) == ["legacy head @0x124: magic: expected 7, found 8"]
+
+
+@pytest.mark.parametrize("inner", ["libxc", "libxl"])
+def test_v2_stream_behind_a_header_without_the_v2_flag(registry, xl, stream, inner) -> None:
+    """What convert-legacy-stream writes with its xl option: the inner v2 stream is
+    verified as what it is, and the missing flag is the one error, at the flags header."""
+    from xenmig_libxc.samples import assemble, hvm_sample
+
+    body = assemble(registry.specs["libxc"], hvm_sample(pages=4)) if inner == "libxc" \
+        else stream
+    report = verify(registry, xl(stream=body, mandatory=1))
+    assert [c.format for c in report.contexts][:2] == ["xl", inner]
+    (only,) = report.diagnostics
+    assert only.is_error and (only.unit, only.offset, only.field) == (
+        "flags", 36, "mandatory_flags")
+    assert f"lacks the stream-v2 flag (mandatory flag bit 1) but a v2 {inner} stream " \
+        "follows" in only.message
+    assert "p2m" not in only.message

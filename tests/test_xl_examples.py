@@ -30,7 +30,7 @@ def test_examples_are_reproducible(tmp_path) -> None:
     ("hvm-guest.libvirt", "valid: libvirt libxl save file v2, domain hvm-guest > libxl stream "
                           "v2, little-endian > libxc stream v3, x86 HVM"),
     ("remus-3-checkpoints.libxl", "3 complete checkpoints > libxc stream v3, x86 HVM, "
-                                  "little-endian, 3 checkpoints; 29 records, 98808 bytes; "
+                                  "little-endian, 3 checkpoints; 29 records, 118632 bytes; "
                                   "ended after checkpoint 3, as at a failover"),
 ])
 def test_verify_subprocess(name, summary) -> None:
@@ -105,7 +105,7 @@ def test_invalid_file_one_line(tmp_path) -> None:
     done = run_xenmig("verify", str(cut))
     assert done.returncode == 1
     err = done.stderr.decode().strip()
-    assert err == ("xenmig: invalid: libxl end of stream @0x181f0: stream ended inside "
+    assert err == ("xenmig: invalid: libxl end of stream @0x1cf60: stream ended inside "
                    "checkpoint 3, before its CHECKPOINT_END: the last complete checkpoint is 2 "
                    "(a restore would fail over to it)")
 

@@ -2,8 +2,9 @@
 
 The layout, enums and most rules live in ``specs/libxc.yaml``. This plugin adds only what the
 spec language cannot say: PAGE_DATA's per-pfn checks (types, reserved bits, the domain's
-maximum pfn) and its exact length from the count of pages that carry data; the framing of the
-HVM save records inside HVM_CONTEXT; how a checkpointed stream may end; and the dump views of
+maximum pfn) and its exact length from the count of pages that carry data; the walk of the
+HVM save records inside HVM_CONTEXT (their layouts, enums and checks live in
+``specs/hvm_context.yaml``); how a checkpointed stream may end; and the dump views of
 PAGE_DATA (pfn runs) and HVM_CONTEXT (entries decoded with the spec's ``types``).
 """
 
@@ -23,7 +24,7 @@ FORMAT = "libxc"
 
 @hookimpl
 def xenmig_spec_files() -> list[Any]:
-    return [files("xenmig_specs") / "libxc.yaml"]
+    return [files("xenmig_specs") / "libxc.yaml", files("xenmig_specs") / "hvm_context.yaml"]
 
 
 _HANDLERS = {

@@ -1,68 +1,265 @@
-"""HVM_CONTEXT: the framing of the HVM save records inside the blob.
+"""HVM_CONTEXT: the HVM save records inside the blob, checked as Xen's ``hvm_load`` does.
 
 The blob is a sequence of descriptors (u16 typecode, u16 instance, u32 length) each followed
-by ``length`` bytes, starting with a HEADER entry and closed by an END entry (typecode 0).
-Entry sizes differ between Xen releases, so only the framing is checked here.
+by ``length`` bytes, starting with a HEADER entry and closed by an END entry. Everything about
+the entries comes from the spec (``specs/hvm_context.yaml``): which typecodes exist (enum
+``hvm_save_type``), their layouts (types ``hvm_<name>`` and variants ``hvm_<name>__<tag>``),
+which are per-vcpu (enum ``hvm_save_per_vcpu``) and which restore zero-extends when shorter
+(enum ``hvm_save_zero_extend``), and the field checks (``valid``). This module knows only
+the framing and the one-entry-per-(type, instance) bookkeeping.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 from xenmig_core.engine import Record, StreamContext
+from xenmig_core.errors import RecordError
+from xenmig_core.spec.layout import BytesReader, Layout
+from xenmig_core.spec.model import FormatSpec
 
-HEADER_MAGIC = 0x54381286
-TYPE_END = 0
-TYPE_HEADER = 1
 #: ``record.fields['entries']`` keeps the first this many entries (real contexts hold tens);
 #: ``entries_dropped`` (present only when non-zero) counts the rest.
 MAX_KEPT_ENTRIES = 4096
+#: at most this many problems of one HVM_CONTEXT record are reported; the rest are counted
+MAX_REPORTED = 20
+#: (typecode, instance) pairs remembered to find repeated entries (real contexts: tens)
+MAX_TRACKED = 1 << 16
+#: entries decoded and checked field by field (a 128-vcpu guest has about 1200); later ones
+#: get the framing and typecode checks only, so a huge blob of tiny entries stays cheap
+MAX_CHECKED = 1 << 14
 
 
-def check_hvm_context(record: Record, ctx: StreamContext) -> None:
-    """Walk the entries; report a bad first entry, an entry overrunning the blob, a missing
-    END, or bytes after END. Stores ``entries`` (typecode, name, instance, offset, length)
-    of the first :data:`MAX_KEPT_ENTRIES` entries and, when there are more, ``entries_dropped``
-    (how many more). Linear in the blob's size."""
-    blob = record.fields["context"]
-    order = ctx.byte_order
+@dataclass
+class Entry:
+    """One save record: its descriptor and where its body lies in the blob."""
+
+    index: int
+    typecode: int
+    instance: int
+    length: int
+    desc_offset: int
+    offset: int                  # of the body, in the blob
+    name: str | None             # None: a typecode no spec names
+    overruns: bool = False       # the body runs past the blob's end
+
+
+@dataclass
+class Decoded:
+    """An entry's body decoded with the layout that fits it (``layout`` None: none does)."""
+
+    layout_name: str | None = None
+    layout: Layout | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+    zero_extended_from: int | None = None
+    problem: str | None = None   # why the length does not fit what restore reads
+
+
+class EntryRules:
+    """What the spec says about HVM save entries, gathered once per HVM_CONTEXT record."""
+
+    def __init__(self, spec: FormatSpec) -> None:
+        self.spec = spec
+        self.names = spec.enums["hvm_save_type"]
+        self.codes = {e.name: v for v, e in self.names.entries.items()}
+        self.per_vcpu = frozenset(spec.enums["hvm_save_per_vcpu"].entries)
+        self.zero_extend = frozenset(spec.enums["hvm_save_zero_extend"].entries)
+        self.descriptor = spec.types["hvm_save_descriptor"]
+        self.layouts: dict[str, list[tuple[str, Layout]]] = {}
+        for tname, layout in spec.types.items():
+            if tname.startswith("hvm_"):
+                base = tname.split("__", 1)[0]
+                self.layouts.setdefault(base, []).append((tname, layout))
+
+    def name_of(self, typecode: int) -> str | None:
+        entry = self.names.entries.get(typecode)
+        return entry.name if entry is not None else None
+
+    def decode(self, entry: Entry, data: bytes, order: str) -> Decoded:
+        """The body with the layout that fits it: a fixed one of its exact size, else one of
+        variable size that consumes it exactly, else (a zero-extended type, shorter than
+        its full layout) the full layout over the body and zeros, as restore reads it."""
+        if entry.name is None:
+            return Decoded()
+        base_name = f"hvm_{entry.name.lower()}"
+        candidates = self.layouts.get(base_name, [])
+        for lname, layout in candidates:
+            if layout.static_size == len(data):
+                return Decoded(lname, layout, layout.decode(BytesReader(data), order))
+        failure = None
+        for lname, layout in candidates:
+            if layout.static_size is None:
+                reader = BytesReader(data)
+                try:
+                    fields = layout.decode(reader, order)
+                except RecordError as exc:
+                    failure = failure or f"does not fit {lname}: {exc.message}"
+                    continue
+                if reader.remaining == 0:
+                    return Decoded(lname, layout, fields)
+                failure = failure or f"{reader.remaining} bytes beyond {lname}'s fields"
+        base = dict(candidates).get(base_name)
+        if base is None or base.static_size is None:
+            return Decoded(problem=failure)
+        size = base.static_size
+        if entry.typecode in self.zero_extend:
+            if len(data) < size:
+                padded = data + bytes(size - len(data))
+                return Decoded(base_name, base, base.decode(BytesReader(padded), order),
+                               zero_extended_from=len(data))
+            return Decoded(problem=f"length {len(data)}, at most {size} (restore reads "
+                                   "shorter ones zero-extended, never longer)")
+        return Decoded(problem=f"length {len(data)}, expected {size}")
+
+
+def iter_entries(blob: bytes, order: str, rules: EntryRules) -> Iterator[Entry]:
+    """The entries of *blob* up to and including END (typecode 0), or up to one whose body
+    overruns the blob (``overruns`` set; the walk stops there)."""
     descriptor = struct.Struct(order + "HHI")
-    names = ctx.format.spec.enums["hvm_save_type"]
-    entries: list[dict[str, object]] = []
-    count = 0
     pos = 0
-    ended = False
+    index = 0
     while pos + descriptor.size <= len(blob):
         typecode, instance, length = descriptor.unpack_from(blob, pos)
         start = pos + descriptor.size
+        entry = Entry(index, typecode, instance, length, pos, start, rules.name_of(typecode))
         if length > len(blob) - start:
-            ctx.error(f"entry {count} ({names.name_of(typecode)}) at blob offset {pos:#x} "
-                      f"claims {length} bytes, only {len(blob) - start} left", field="context")
+            entry.overruns = True
+            yield entry
             return
-        if count < MAX_KEPT_ENTRIES:
-            entries.append({"typecode": typecode, "name": names.name_of(typecode),
-                            "instance": instance, "offset": start, "length": length})
-        count += 1
-        if count == 1 and typecode != TYPE_HEADER:
-            ctx.error(f"first entry is {names.name_of(typecode)}, expected HEADER",
-                      field="context")
-        if typecode == TYPE_HEADER and length >= 8:
-            magic, version = struct.unpack_from(order + "II", blob, start)
-            if magic != HEADER_MAGIC:
-                ctx.error(f"HEADER magic {magic:#x}, expected {HEADER_MAGIC:#x}",
-                          field="context.header.magic")
-            if version != 1:
-                ctx.warning(f"HEADER version {version}, expected 1", field="context.header")
+        yield entry
         pos = start + length
-        if typecode == TYPE_END:
+        index += 1
+        if typecode == 0:
+            return
+
+
+def _label(entry: Entry) -> str:
+    name = entry.name or f"typecode {entry.typecode}"
+    return f"entry {entry.index} ({name} {entry.instance}) at blob offset {entry.desc_offset:#x}"
+
+
+def _entry_problems(entry: Entry, decoded: Decoded, rules: EntryRules,
+                    desc: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
+    """(severity, message, field) for one entry, from the spec's rules."""
+    where = f"context.entry[{entry.index}]"
+    names: dict[str, Any] = {"typecode": entry.typecode, "instance": entry.instance,
+                             "length": entry.length,
+                             "per_vcpu": entry.typecode in rules.per_vcpu}
+    for path, message, severity in rules.descriptor.check(desc, names):
+        yield severity, f"{_label(entry)}: {message}", f"{where}.{path}"
+    if entry.name is None:
+        yield ("error", f"{_label(entry)}: unknown entry typecode {entry.typecode}: Xen's "
+               "hvm_load refuses it (\"unknown entry typecode\"); a spec extension that "
+               "names it makes it known", f"{where}.typecode")
+        return
+    if decoded.problem is not None:
+        yield ("error", f"{_label(entry)}: {decoded.problem}: restore fails (\"HVM restore "
+               "mismatch\")", f"{where}.length")
+    if decoded.layout is not None:
+        names.update(decoded.fields)
+        for path, message, severity in decoded.layout.check(decoded.fields, names):
+            yield severity, f"{_label(entry)}: {message}", f"{where}.{path}"
+
+
+def check_hvm_context(record: Record, ctx: StreamContext) -> None:
+    """Walk the entries and check each as restore does: HEADER first, every typecode known,
+    lengths per type (and Xen version, through the layouts' variants), the spec's field
+    checks, instances in range, and an END. Repeated (type, instance) entries and per-vcpu
+    entries of a vcpu with no CPU entry are warnings (restore loads them; the last wins /
+    the vcpu stays down). Stores ``entries`` (typecode, name, instance, offset, length) of the
+    first :data:`MAX_KEPT_ENTRIES` and ``entries_dropped``. Linear in the blob's size."""
+    blob = record.fields["context"]
+    order = ctx.byte_order
+    rules = EntryRules(ctx.format.spec)
+    body_start = record.offset + ctx.format.record_header(order).size
+    header_code, cpu_code = rules.codes.get("HEADER"), rules.codes.get("CPU")
+    descriptor = rules.descriptor
+    kept: list[dict[str, object]] = []
+    seen: set[tuple[int, int]] = set()
+    cpus: set[int] = set()
+    vcpu_entries: dict[int, Entry] = {}
+    reported = dropped = errors = 0
+    worst = "warning"
+    count = 0
+    ended = overran = False
+    last_end = 0
+
+    def report(severity: str, message: str, where: str | None, at: int,
+               always: bool = False) -> None:
+        """Report at blob offset *at*; past MAX_REPORTED only count, except the first error
+        and those *always* shown (the blob's framing)."""
+        nonlocal reported, dropped, worst, errors
+        first_error = severity == "error" and not errors
+        errors += severity == "error"
+        if reported < MAX_REPORTED or first_error or always:
+            reported += 1
+            ctx.diagnose(severity, message, field=where, offset=body_start + at)
+        else:
+            dropped += 1
+            worst = "error" if severity == "error" else worst
+    for entry in iter_entries(blob, order, rules):
+        count += 1
+        if len(kept) < MAX_KEPT_ENTRIES:
+            kept.append({"typecode": entry.typecode,
+                         "name": entry.name or f"unknown({entry.typecode:#x})",
+                         "instance": entry.instance, "offset": entry.offset,
+                         "length": entry.length})
+        if entry.overruns:
+            report("error", f"{_label(entry)} claims {entry.length} bytes, only "
+                   f"{len(blob) - entry.offset} left", "context", entry.desc_offset, True)
+            overran = True
+            break
+        last_end = entry.offset + entry.length
+        if entry.index == 0 and entry.typecode != header_code:
+            report("error", f"first entry is {entry.name or entry.typecode}, expected HEADER "
+                   "(restore fails: hvm_load reads the header first)", "context", 0)
+        if entry.typecode == 0:
             ended = True
             break
-    record.fields["entries"] = entries
-    if count > len(entries):
-        record.fields["entries_dropped"] = count - len(entries)
-    if not ended:
-        ctx.error("no END entry closes the HVM context", field="context")
-    elif pos != len(blob):
-        ctx.warning(f"{len(blob) - pos} bytes after the HVM context's END entry",
-                    field="context")
+        if entry.index < MAX_CHECKED:
+            data = bytes(blob[entry.offset:entry.offset + entry.length])
+            desc = descriptor.decode(BytesReader(blob[entry.desc_offset:entry.offset]), order)
+            decoded = rules.decode(entry, data, order)
+            for severity, message, where in _entry_problems(entry, decoded, rules, desc):
+                report(severity, message, where, entry.desc_offset)
+        elif entry.name is None:
+            report("error", f"{_label(entry)}: unknown entry typecode {entry.typecode}: Xen's "
+                   "hvm_load refuses it (\"unknown entry typecode\")",
+                   f"context.entry[{entry.index}].typecode", entry.desc_offset)
+        key = (entry.typecode, entry.instance)
+        if key in seen:
+            report("warning", f"{_label(entry)}: a second {entry.name or entry.typecode} entry "
+                   f"for instance {entry.instance}: restore loads both, the last wins",
+                   f"context.entry[{entry.index}]", entry.desc_offset)
+        elif len(seen) < MAX_TRACKED:
+            seen.add(key)
+        if entry.typecode == cpu_code:
+            cpus.add(entry.instance)
+        elif entry.typecode in rules.per_vcpu and entry.instance not in vcpu_entries \
+                and len(vcpu_entries) < MAX_TRACKED:
+            vcpu_entries[entry.instance] = entry
+    record.fields["entries"] = kept
+    if count > len(kept):
+        record.fields["entries_dropped"] = count - len(kept)
+    for instance, entry in sorted(vcpu_entries.items()):
+        if instance not in cpus and ended:
+            report("warning", f"{_label(entry)}: vcpu {instance} has no CPU entry: restore "
+                   "leaves that vcpu down", f"context.entry[{entry.index}]", entry.desc_offset)
+    if not ended and not overran:
+        report("error", "no END entry closes the HVM context (restore fails: \"save did not "
+               "end with a null entry\")", "context", last_end, True)
+    elif ended and last_end != len(blob):
+        report("warning", f"{len(blob) - last_end} bytes after the HVM context's END entry",
+               "context", last_end)
+    if count > MAX_CHECKED + 1:         # said once, whatever the cap
+        ctx.diagnose("warning", f"{count - MAX_CHECKED} entries after the first {MAX_CHECKED} "
+                     "were checked for their framing and typecode only (real contexts have "
+                     "far fewer)", field="context", offset=body_start)
+    if dropped:
+        ctx.diagnose(worst, f"{dropped} more HVM context problems after the first "
+                     f"{MAX_REPORTED}", field="context")
     record.summary = f"{len(blob)} bytes, {count} entries"
+

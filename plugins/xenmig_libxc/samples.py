@@ -113,18 +113,98 @@ def pv_sample(*, version: int = 3, width: int = 8, vcpus: int = 2, pages: int = 
     return Sample(ihdr, dhdr, steps)
 
 
-def hvm_context_blob(vcpus: int = 1, byte_order: str = "little") -> bytes:
-    """HEADER, one CPU entry per vcpu, one LAPIC per vcpu, then END, in *byte_order* (the
-    hypervisor writes its save records in the host's order, which is the stream's)."""
-    order = "<" if byte_order == "little" else ">"
+def hvm_entry(order: str, typecode: int, instance: int, body: bytes) -> bytes:
+    """One HVM save record: descriptor (u16 typecode, u16 instance, u32 length) and body."""
+    return struct.pack(order + "HHI", typecode, instance, len(body)) + body
 
-    def entry(typecode: int, instance: int, body: bytes) -> bytes:
-        return struct.pack(order + "HHI", typecode, instance, len(body)) + body
-    out = entry(1, 0, struct.pack(order + "IIQII", 0x54381286, 1, 0, 0x000306A9, 2400000))
-    for v in range(vcpus):
-        out += entry(2, v, bytes((v + i) & 0xFF for i in range(1032)))
-        out += entry(5, v, struct.pack(order + "QIIQII", 0xFEE00900, 0, 0, 0, v * 2, 0))
-    return out + entry(0, 0, b"")
+
+def hvm_cpu_body(order: str, v: int) -> bytes:
+    """struct hvm_hw_cpu (1032 bytes) of a 64-bit guest in long mode, vcpu *v*."""
+    fpu = struct.pack(order + "HHHH", 0x37F, 0, 0, 0) + bytes(16) \
+        + struct.pack(order + "II", 0x1F80, 0xFFFF) + bytes(512 - 32)
+    gprs = [0x1000 * v + i for i in range(16)]                       # rax .. r15
+    rip, rflags = 0xFFFFFFFF81000000 + 0x40 * v, 0x246
+    crs = [0x80050033, 0, 0x1000 + 0x1000 * v, 0x3506F0]             # cr0 cr2 cr3 cr4
+    drs = [0, 0, 0, 0, 0xFFFF0FF0, 0x400]                              # dr0-3 dr6 dr7
+    sels = [0x10, 0x18, 0x18, 0, 0, 0x18, 0x40, 0]                    # cs ds es fs gs ss tr ldtr
+    limits = [0xFFFFFFFF] * 6 + [0x67, 0, 0xFFF, 0x7F]                # .. tr ldtr idtr gdtr
+    bases = [0] * 6 + [0xFFFFFE0000003000, 0, 0xFFFFFE0000000000, 0xFFFFFE0000001000]
+    arbytes = [0xA09B, 0xC093, 0xC093, 0x1C000, 0x1C000, 0xC093, 0x8B, 0x1C000]
+    msrs = [0, 0xFFFFFE0000003000, 0, 0xFFFF888000000000 + (v << 20),  # sysenter cs/esp/eip,
+            0, 0xFFFFFFFF81A00010, 0x0023001000000000,                # shadow gs, flags, lstar,
+            0xFFFFFFFF81A00040, 0x47700, 0xD01, v]                    # star .. efer, tsc_aux
+    # tsc, pending event, error code, flags (FPU initialised), pad0
+    tail = struct.pack(order + "QIIII", 0x123456789A + v, 0, 0, 1, 0)
+    return (fpu + struct.pack(order + "18Q", *gprs, rip, rflags)
+            + struct.pack(order + "10Q", *crs, *drs) + struct.pack(order + "8I", *sels)
+            + struct.pack(order + "10I", *limits) + struct.pack(order + "10Q", *bases)
+            + struct.pack(order + "8I", *arbytes) + struct.pack(order + "11Q", *msrs) + tail)
+
+
+def _per_domain(order: str) -> list[tuple[int, int, bytes]]:
+    """PIC x2, IOAPIC, PCI_IRQ, ISA_IRQ, PCI_LINK, PIT, RTC, HPET, PMTIMER, VIRIDIAN_DOMAIN
+    (typecode, instance, body), as an idle guest would have them."""
+    pics = [(3, 0, bytes([0x01, 0xB8, 0, 0x30, 0, 0x40, 0x00, 0])),   # master, is_master set
+            (3, 1, bytes([0x00, 0xFF, 0, 0x38, 0, 0x00, 0x0C, 0]))]
+    redir = b"".join(struct.pack(order + "BBB4sB", 0x30 + pin if pin < 16 else 0,
+                                 0x80 if 16 <= pin < 24 else 0, 0 if pin < 16 else 1,
+                                 bytes(4), 0) for pin in range(48))
+    ioapic = struct.pack(order + "QII", 0xFEC00000, 0, 0) + redir
+    channel = struct.Struct(order + "IHBBBBBBBBBB")
+    pit = (channel.pack(0x10000, 0, 0, 0, 0x34, 3, 3, 0, 3, 2, 0, 1)
+           + channel.pack(0x12, 0, 0, 0, 0x54, 1, 1, 0, 1, 2, 0, 1)
+           + channel.pack(0x10000, 0, 0, 0, 0x36, 3, 3, 0, 3, 3, 0, 0)
+           + struct.pack(order + "II", 0, 0))
+    rtc = bytes([0x30, 0, 0x15, 0, 0x12, 0, 2, 1, 1, 12, 0x26, 0x02, 0x00, 0x80]) \
+        + bytes([0x0C, 0]) + struct.pack(order + "q", -3600)
+    hpet = struct.pack(order + "5Q", 0x05F5E1008086A201, 0, 1, 0, 0) + bytes(25 * 8) \
+        + struct.pack(order + "QQ", 0x2A3B4C5D, 0) \
+        + b"".join(struct.pack(order + "4Q", 0x30 + 0x10 * t, 0xFFFFFFFF, 0, 0) for t in range(3)) \
+        + bytes(84 * 8) + struct.pack(order + "3Q", 0, 0, 0)
+    return [*pics, (4, 0, ioapic), (7, 0, bytes(16)),
+            (8, 0, struct.pack(order + "Q", 1 << 0)),
+            (9, 0, bytes([5, 10, 11, 5, 0, 0, 0, 0])), (10, 0, pit), (11, 0, rtc),
+            (12, 0, hpet), (13, 0, struct.pack(order + "IHH", 0x00ABCDEF, 0, 0x0120)),
+            (15, 0, struct.pack(order + "4Q", 0x1F000, 0x1040A00002580, 0x123456, 0x1E000))]
+
+
+def _per_vcpu(order: str, v: int) -> dict[int, bytes]:
+    """The per-vcpu entries of vcpu *v* but CPU, by typecode."""
+    apic_base = 0xFEE00800 | (0x100 if v == 0 else 0)                # enabled; BSP on vcpu 0
+    regs = bytearray(1024)
+    regs[0x20:0x24] = struct.pack(order + "I", (2 * v) << 24)        # APIC ID
+    regs[0x30:0x34] = struct.pack(order + "I", 0x50014)              # version
+    regs[0xF0:0xF4] = struct.pack(order + "I", 0x1FF)                # spurious vector, enabled
+    mtrr = struct.pack(order + "Q", 0x0007040600070406) \
+        + struct.pack(order + "4Q", 0x6, 0xFFFFFFF0000800, 0xC0000000, 0xFFFFFC0000800) \
+        + bytes(12 * 8) + struct.pack(order + "11Q", *([0x0606060606060606] * 11)) \
+        + struct.pack(order + "QQ", 0x508, 0xC06)
+    xsave = struct.pack(order + "3Q", 0, 0x7, 0x7) + bytes(512) \
+        + struct.pack(order + "8Q", 0x7, 0, 0, 0, 0, 0, 0, 0) + bytes(256)   # x87, SSE, AVX
+    viridian = struct.pack(order + "QB7sQ", 0x2001 + (v << 12), 0, bytes(7), 0x3000 + v) \
+        + bytes(16 * 8 + 4 * 8 + 4 * 8)
+    return {5: struct.pack(order + "QIIQII", apic_base, 0, 0, 0, 2 * v, 0),
+            6: bytes(regs), 14: mtrr, 16: xsave, 17: viridian,
+            18: struct.pack(order + "4Q", 0x1000802, 0, 0, 0),
+            19: struct.pack(order + "Q", 0),
+            20: struct.pack(order + "IIIIQ", 1, 0, 0xC0000103, 0, v)}   # one MSR: TSC_AUX
+
+
+def hvm_context_blob(vcpus: int = 1, byte_order: str = "little") -> bytes:
+    """A realistic HVM context of a *vcpus*-vcpu 64-bit guest: one entry of every type Xen's
+    save.h declares (per-vcpu types once per vcpu), in Xen's save order (by typecode), in
+    *byte_order* (the hypervisor writes its save records in the host's order, which is the
+    stream's). Every entry passes restore's checks."""
+    order = "<" if byte_order == "little" else ">"
+    entries = [(1, 0, struct.pack(order + "IIQII", 0x54381286, 1, 0, 0x000306A9, 2400000))]
+    entries += [(2, v, hvm_cpu_body(order, v)) for v in range(vcpus)]
+    per_vcpu = [_per_vcpu(order, v) for v in range(vcpus)]
+    per_domain = _per_domain(order)
+    for typecode in range(3, 21):
+        entries += [e for e in per_domain if e[0] == typecode]
+        entries += [(typecode, v, bodies[typecode]) for v, bodies in enumerate(per_vcpu)
+                    if typecode in bodies]
+    return b"".join(hvm_entry(order, *e) for e in entries) + hvm_entry(order, 0, 0, b"")
 
 
 def hvm_sample(*, version: int = 3, vcpus: int = 2, pages: int = 64) -> Sample:

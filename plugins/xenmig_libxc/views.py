@@ -2,8 +2,8 @@
 
 PAGE_DATA: the pfn words as runs of consecutive pfns of one page type, and page counts per
 type. HVM_CONTEXT: the entries of the HVM save blob, each decoded with the layout the spec's
-``types`` give for its typecode (see the comment above ``hvm_save_descriptor`` in
-specs/libxc.yaml); an entry no layout fits is shown with its length only.
+``types`` give for its typecode (see the head of specs/hvm_context.yaml); an entry no layout
+fits is shown with its length only.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from xenmig_core.engine import Record, StreamContext
-from xenmig_core.errors import RecordError
 from xenmig_core.present import present_fields
-from xenmig_core.spec.layout import BytesReader, Layout
+from xenmig_libxc.hvm_context import MAX_KEPT_ENTRIES, EntryRules, iter_entries
 from xenmig_libxc.page_data import PFN_MASK, RESERVED_SHIFT, TYPE_SHIFT
 
 
@@ -40,58 +39,34 @@ def view_page_data(record: Record, ctx: StreamContext) -> dict[str, Any]:
     return {"pfn": runs, "pages": pages}
 
 
-def _layouts_for(ctx: StreamContext, entry_name: str) -> list[tuple[str, Layout]]:
-    base = f"hvm_{entry_name.lower()}"
-    return [(name, layout) for name, layout in ctx.format.spec.types.items()
-            if name == base or name.startswith(base + "__")]
-
-
-def _decode_entry(ctx: StreamContext, name: str, data: bytes) -> dict[str, Any]:
-    """The entry's fields with the layout that fits its length exactly, if any."""
-    candidates = _layouts_for(ctx, name)
-    enums = ctx.format.spec.enums
-    for layout_name, layout in candidates:
-        if layout.static_size == len(data):
-            fields = layout.decode(BytesReader(data), ctx.byte_order)
-            return {"layout": layout_name, "fields": present_fields(layout, fields, enums,
-                                                                    fold=False)}
-    for layout_name, layout in candidates:
-        if layout.static_size is None:
-            reader = BytesReader(data)
-            try:
-                fields = layout.decode(reader, ctx.byte_order)
-            except RecordError:
-                continue
-            if reader.remaining == 0:
-                return {"layout": layout_name,
-                        "fields": present_fields(layout, fields, enums, fold=False)}
-    return {}
-
-
 def view_hvm_context(record: Record, ctx: StreamContext) -> dict[str, Any]:
-    """``entries``: each HVM save entry's type, instance, length and decoded fields."""
+    """``entries``: each HVM save entry's type, instance, length and decoded fields (with the
+    layout used; ``zero_extended_from`` when a shorter entry was read zero-extended, as
+    restore does); ``after_end``: bytes after the END entry. At most
+    :data:`MAX_KEPT_ENTRIES` entries are shown; ``entries_dropped`` counts the rest."""
     blob = record.fields["context"]
-    descriptor = ctx.format.spec.types["hvm_save_descriptor"]
-    names = ctx.format.spec.enums["hvm_save_type"]
-    head = descriptor.static_size or 8
+    rules = EntryRules(ctx.format.spec)
+    enums = ctx.format.spec.enums
     entries: list[dict[str, Any]] = []
-    pos = 0
-    while pos + head <= len(blob):
-        desc = descriptor.decode(BytesReader(blob[pos:pos + head]), ctx.byte_order)
-        start = pos + head
-        length = desc["length"]
-        entry: dict[str, Any] = {"type": names.name_of(desc["typecode"]),
-                                 "instance": desc["instance"], "offset": start,
-                                 "length": length}
-        if length > len(blob) - start:
-            entry["overruns"] = True
-            entries.append(entry)
-            break
-        entry.update(_decode_entry(ctx, entry["type"], bytes(blob[start:start + length])))
-        entries.append(entry)
-        pos = start + length
-        if desc["typecode"] == 0:
-            break
-    if pos < len(blob) and (not entries or not entries[-1].get("overruns")):
-        return {"entries": entries, "after_end": len(blob) - pos}
+    end = 0
+    for entry in iter_entries(blob, ctx.byte_order, rules):
+        if len(entries) >= MAX_KEPT_ENTRIES:
+            return {"entries": entries, "entries_dropped": record.fields.get(
+                "entries_dropped", 0)}
+        item: dict[str, Any] = {"type": entry.name or f"unknown({entry.typecode:#x})",
+                                "instance": entry.instance, "offset": entry.offset,
+                                "length": entry.length}
+        entries.append(item)
+        if entry.overruns:
+            item["overruns"] = True
+            return {"entries": entries}
+        end = entry.offset + entry.length
+        decoded = rules.decode(entry, bytes(blob[entry.offset:end]), ctx.byte_order)
+        if decoded.layout is not None:
+            item["layout"] = decoded.layout_name
+            if decoded.zero_extended_from is not None:
+                item["zero_extended_from"] = decoded.zero_extended_from
+            item["fields"] = present_fields(decoded.layout, decoded.fields, enums, fold=False)
+    if end < len(blob):
+        return {"entries": entries, "after_end": len(blob) - end}
     return {"entries": entries}

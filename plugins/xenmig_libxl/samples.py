@@ -51,14 +51,16 @@ def xenstore_data(pairs: list[tuple[bytes, bytes]]) -> bytes:
     return b"".join(key + b"\0" + value + b"\0" for key, value in pairs)
 
 
-def qemu_blob(devices: int = 3) -> bytes:
-    """A small QEMU device-state stream ("QEVM", version 3, full sections, EOF)."""
+def qemu_blob(devices: int = 3, footers: bool = False) -> bytes:
+    """A small QEMU device-state stream ("QEVM", version 3, full sections, EOF); section
+    footers only when asked (QEMU for Xen writes none, and refuses them)."""
     out = struct.pack(">II", 0x5145564D, 3)
     for i in range(devices):
         idstr = f"device{i}".encode()
         out += struct.pack(">BIB", 0x04, i + 1, len(idstr)) + idstr
-        out += struct.pack(">II", 0, 1) + bytes((i * 7 + j) & 0xFF for j in range(64))
-        out += struct.pack(">BI", 0x7E, i + 1)
+        out += struct.pack(">II", 0, 1) + bytes((i * 7 + j) & 0xFF for j in range(65))
+        if footers:
+            out += struct.pack(">BI", 0x7E, i + 1)
     return out + b"\x00"
 
 

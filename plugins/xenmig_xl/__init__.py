@@ -47,8 +47,25 @@ def xenmig_stream_end(ctx: StreamContext) -> list[str] | None:
                     "the version would run the legacy converter on it", unit="header",
                     offset=0)
     if ctx.name == "xl":
+        _v2_without_flag(ctx)
         return _config_against_stream(ctx)
     return None
+
+
+def _v2_without_flag(ctx: StreamContext) -> None:
+    """A v2 stream behind a header without the stream-v2 flag: xl would treat it as legacy."""
+    if ctx.state["stream_v2"]:
+        return
+    inner = next((name for name in ("libxc", "libxl") if name in ctx.children), None)
+    if inner is None:
+        return
+    flags = ctx.format.spec.headers[1]
+    ctx.error(f"the header lacks the stream-v2 flag (mandatory flag bit 1) but a v2 {inner} "
+              "stream follows (as convert-legacy-stream writes with its xl option and "
+              f"{inner} output): xl would take it for a legacy stream and its restore fails; "
+              "set the flag (and wrap a bare libxc stream in libxl's) to restore it",
+              unit=flags.name, field="mandatory_flags",
+              offset=ctx.start_offset + (ctx.format.spec.headers[0].layout.static_size or 0))
 
 
 def _config_against_stream(ctx: StreamContext) -> list[str] | None:

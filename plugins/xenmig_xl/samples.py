@@ -14,6 +14,8 @@ from typing import Any
 
 from xenmig_core.spec.model import FormatSpec
 from xenmig_core.writer import StreamWriter
+from xenmig_libxl.samples import LibxlSample, hvm_libxl_sample
+from xenmig_qemu.samples import device_state
 
 XL_MAGIC = b"Xen saved domain, xl format\n \0 \r"
 LIBVIRT_MAGIC = b"libvirt-xml\n \0 \r"
@@ -34,6 +36,14 @@ def hvm_config(name: str = "hvm-guest", kind: str = "hvm") -> dict[str, Any]:
         "nics": [{"devid": 0, "mac": "00:16:3e:12:34:56", "bridge": "xenbr0"}],
         "on_reboot": "restart",
     }
+
+
+def hvm_guest_sample(*, pages: int = 32) -> LibxlSample:
+    """The libxl stream of an HVM guest as ``xl save`` writes it, its emulator context a
+    QEMU device state shaped like a Xen HVM guest's (no footers, as QEMU for Xen writes)."""
+    sample = hvm_libxl_sample(pages=pages)
+    sample.parts[sample.index("libxl", "EMULATOR_CONTEXT")][1].payload = device_state()
+    return sample
 
 
 def json_config_bytes(config: dict[str, Any]) -> bytes:

@@ -234,7 +234,7 @@ class DumpConsumer(Consumer):
         self._payload = None
         if not self._selected(record.name, record.offset):
             return
-        self._fields, self._view = present_record(record)
+        self._fields = present_record_fields(record)
 
     def wants_payload(self, record: Record) -> bool:
         if self.options.pages not in ("hex", "sha256"):
@@ -254,6 +254,7 @@ class DumpConsumer(Consumer):
         start, self.covered = self.covered, end
         if not self._selected(record.name, record.offset):
             return
+        self._view = derived_view(record)
         item = self._record_item(record, start, end)
         self._payload = None
         rtype = record.rtype
@@ -410,17 +411,28 @@ def present_header(header: HeaderValue) -> tuple[dict[str, Any], dict[str, Any] 
 def present_record(record: Record) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """A record's decoded fields as plain data (None when its body was not decoded, or its
     type has no layout) and its derived view, as for :func:`present_header`."""
-    ctx = record.context
-    fields = None
+    return present_record_fields(record), derived_view(record)
+
+
+def present_record_fields(record: Record) -> dict[str, Any] | None:
+    """A record's decoded layout fields as plain data, or None (body not decoded, no layout)."""
     if record.rtype is not None and record.rtype.layout is not None and record.decoded:
-        fields = present_fields(record.rtype.layout, record.fields, ctx.format.spec.enums)
+        return present_fields(record.rtype.layout, record.fields,
+                              record.context.format.spec.enums)
+    return None
+
+
+def derived_view(record: Record) -> dict[str, Any] | None:
+    """The viewer's values and the fields a handler or payload scanner added; complete once
+    the whole record (payload included) has been read."""
+    ctx = record.context
     viewer = ctx.format.viewers.get(record.name)
     view = viewer(record, ctx) if viewer is not None and record.decoded else None
     derived = {k: v for k, v in record.fields.items()
                if record.rtype is None or record.rtype.layout is None
                or k not in {f.id for f in record.rtype.layout.fields}}
     merged = {**derived, **(view or {})}
-    return fields, (plain(merged) if merged else None)
+    return plain(merged) if merged else None
 
 
 def type_length_framing(spec: FormatSpec) -> bool:

@@ -56,10 +56,30 @@ def xenmig_record_viewer(format_name: str, name: str) -> Callable[..., Any] | No
 
     Only presenting consumers (``xenmig dump``) call viewers, never verify. A viewer is called
     as ``viewer(record, ctx)`` (``viewer(header, ctx)`` for a header) from the consumer's
-    ``on_record``/``on_header``, with ``record.fields`` decoded, and returns a mapping of
+    ``on_record_end``/``on_header``, with ``record.fields`` decoded (and whatever a handler or
+    payload scanner added to them), and returns a mapping of
     derived, human-oriented values (or None): plain ints, strings, bools, lists and mappings
     of them. A key equal to a field's id replaces that field in text output (e.g. a pfn list
     shown as runs); ``build`` ignores every derived value. It must not change the record."""
+
+
+@hookspec(firstresult=True)
+def xenmig_payload_scanner(format_name: str, name: str) -> Callable[..., Any] | None:
+    """Return a scanner factory for the payload of record type *name* of format
+    *format_name* (the ``payload: true`` field's bytes), or None. Asked once per format and
+    name when the registry is built, like a handler.
+
+    For each record of that type whose body decoded, the engine calls
+    ``factory(record, ctx)`` when its payload is about to be read; None skips the record.
+    Otherwise the engine reads the payload (for verify too, even when no consumer wants
+    it), calls ``scanner.feed(chunk)`` with each chunk in order (views of a reusable
+    buffer: copy what you keep) and ``scanner.finish()`` after the last one, before the
+    consumer's ``on_record_end``; a payload cut short gets no ``finish``. A scanner keeps
+    bounded memory whatever the payload's size, reports with ``ctx.error`` /
+    ``ctx.warning`` (the record is current), may add derived values to ``record.fields``
+    (``xenmig dump`` shows them; ``build`` ignores them) and may update ``ctx.state``
+    (which a spec's ``report`` can pass to ``verify --json``). For opaque blobs with a
+    structure of their own (a device model's saved state)."""
 
 
 @hookspec(firstresult=True)

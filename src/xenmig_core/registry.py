@@ -12,6 +12,7 @@ import functools
 import struct
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pluggy
@@ -25,13 +26,15 @@ from xenmig_core.spec.model import FormatSpec
 
 
 class Format:
-    """A compiled format: its spec, its handlers by name, and an optional custom walker."""
+    """A compiled format: its spec, its handlers, viewers and payload scanners by name, and
+    an optional custom walker."""
 
     def __init__(self, spec: FormatSpec) -> None:
         self.spec = spec
         self.name = spec.name
         self.handlers: dict[str, Callable[..., Any]] = {}
         self.viewers: dict[str, Callable[..., Any]] = {}
+        self.scanners: dict[str, Callable[..., Any]] = {}
         self.walker: Callable[..., Any] | None = None
         self.helpers: dict[str, Any] = dict(FUNCTIONS)
         self.helpers["enum_name"] = self._enum_name
@@ -71,6 +74,22 @@ def _guard(plugin: str, fmt: str, name: str, func: Callable[..., Any]) -> Callab
     return call
 
 
+def _guard_scanner(plugin: str, fmt: str, name: str,
+                   factory: Callable[..., Any]) -> Callable[..., Any]:
+    """*factory* and the ``feed``/``finish`` of the scanners it makes, each guarded like a
+    handler (an exception becomes a PluginError naming the plugin)."""
+    make = _guard(plugin, fmt, f"{name} payload scanner", factory)
+
+    def guarded(*args: Any) -> Any:
+        scanner = make(*args)
+        if scanner is None:
+            return None
+        return SimpleNamespace(
+            feed=_guard(plugin, fmt, f"{name} payload scanner", scanner.feed),
+            finish=_guard(plugin, fmt, f"{name} payload scanner", scanner.finish))
+    return guarded
+
+
 class Registry:
     """All formats of a run. ``get(name)`` returns a Format or raises UsageError."""
 
@@ -99,6 +118,12 @@ class Registry:
                                                   format_name=owner, name=unit)
                     if viewer is not None:
                         fmt.viewers[unit] = _guard(plugin, name, f"{unit} viewer", viewer)
+                        break
+                for owner in lineage:
+                    plugin, scanner = first_result(pm, "xenmig_payload_scanner",
+                                                   format_name=owner, name=unit)
+                    if scanner is not None:
+                        fmt.scanners[unit] = _guard_scanner(plugin, name, unit, scanner)
                         break
             plugin, walker = first_result(pm, "xenmig_walker", format_name=name)
             if walker is not None:

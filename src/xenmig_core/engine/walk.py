@@ -545,23 +545,32 @@ class Engine:
         self.consumer.on_record(record)
         if record.payload_length:
             record.payload_offset = self.source.offset
-            self._deliver_payload(record)
+            factory = ctx.format.scanners.get(rtype.name) if record.decoded else None
+            self._deliver_payload(record, factory(record, ctx) if factory else None)
             reader.remaining = 0
         else:
             reader.skip_rest()
         return action
 
-    def _deliver_payload(self, record: Record) -> None:
+    def _deliver_payload(self, record: Record, scanner: Any = None) -> None:
+        """The payload to the consumer when it wants it, and to the plugin's *scanner*
+        (``xenmig_payload_scanner``) if any; otherwise it is skipped unread."""
         what = f"record {record.index} ({record.name}) payload"
-        if not self.consumer.wants_payload(record):
+        wanted = self.consumer.wants_payload(record)
+        if not wanted and scanner is None:
             self.source.skip(record.payload_length, what)
             return
         if self._payload_buffer is None:
             self._payload_buffer = memoryview(bytearray(PAYLOAD_BUFFER_SIZE))
         position = 0
         for chunk in self.source.iter_chunks(record.payload_length, self._payload_buffer, what):
-            self.consumer.on_payload(record, position, chunk)
+            if scanner is not None:
+                scanner.feed(chunk)
+            if wanted:
+                self.consumer.on_payload(record, position, chunk)
             position += len(chunk)
+        if scanner is not None:
+            scanner.finish()
 
     def _padding(self, ctx: StreamContext, record: Record, align: int, zero: bool) -> None:
         pad = -record.length % align
