@@ -110,11 +110,11 @@ def test_empty_input_exit_1(cli, tmp_path) -> None:
 
 
 def test_internal_error_exit_3(cli, monkeypatch) -> None:
-    import xenmig_core.cli as cli_module
+    import xenmig_core.verify as verify_module  # the CLI imports it when a command runs
 
     def boom(*args, **kwargs):
         raise RuntimeError("a bug")
-    monkeypatch.setattr(cli_module, "verify_source", boom)
+    monkeypatch.setattr(verify_module, "verify_source", boom)
     result = cli("verify", str(PV))
     assert result.exit_code == 3
     assert one_line(result.stderr) == \

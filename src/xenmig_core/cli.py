@@ -7,21 +7,20 @@ stdout; messages go to stderr as one line each, never a traceback.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from xenmig_core import __version__
 from xenmig_core.errors import UsageError, XenmigError
-from xenmig_core.render.verbose import VerboseConsumer
-from xenmig_core.session import open_registry
-from xenmig_core.sink import text_output
-from xenmig_core.source import ByteSource
-from xenmig_core.verify import VerifyReport, verify_source
+
+# Everything else is imported by the command that needs it: ``--help`` or ``verify -q``
+# should not pay for dump, build, convert, renderers, json or the verbose account.
+if TYPE_CHECKING:
+    from xenmig_core.verify import VerifyReport
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -121,14 +120,23 @@ def verify(
     params = stream_params(width, guest)
 
     def body() -> int:
+        from xenmig_core.session import open_registry
+        from xenmig_core.source import ByteSource
+        from xenmig_core.verify import verify_source
+
         registry = open_registry(spec or [])
         if quiet:
             with ByteSource.open(stream) as source:
                 report = verify_source(registry, source, from_, None, params)
             return _verify_output(report, verbose=verbose, quiet=quiet, as_json=as_json)
+        from xenmig_core.sink import text_output
+
         # stdout must be open; a failed write to it is a one-line error (exit 2)
         with text_output("-") as out:
-            consumer = VerboseConsumer(out) if verbose and not as_json else None
+            consumer = None
+            if verbose and not as_json:
+                from xenmig_core.render.verbose import VerboseConsumer
+                consumer = VerboseConsumer(out)
             with ByteSource.open(stream) as source:
                 report = verify_source(registry, source, from_, consumer, params)
             if consumer is not None:
@@ -142,12 +150,18 @@ def _verify_output(report: VerifyReport, *, verbose: bool, quiet: bool, as_json:
     if quiet:
         return code
     if as_json:
+        import json
         typer.echo(json.dumps(report.to_dict(), indent=2))
         return code
     errors = [d for d in report.diagnostics if d.is_error]
     if not verbose:
-        for warning in (d for d in report.diagnostics if not d.is_error):
+        groups, others = _alike_warnings(report)
+        for warning, more in groups:
             typer.echo(f"xenmig: warning: {warning}", err=True)
+            if more:
+                typer.echo(f"xenmig: warning: ... and {more} more like it", err=True)
+        if others:
+            typer.echo(f"xenmig: warning: ... and {others} more warnings", err=True)
     if report.valid:
         typer.echo(f"{report.source}: valid: {report.summary()}")
     else:
@@ -157,6 +171,27 @@ def _verify_output(report: VerifyReport, *, verbose: bool, quiet: bool, as_json:
         if verbose:
             typer.echo(f"{report.source}: INVALID: {count} error" + ("" if count == 1 else "s"))
     return code
+
+
+def _alike_warnings(report: VerifyReport) -> tuple[list[tuple[Any, int]], int]:
+    """The first warning of each kind (alike as the engine's caps see them: the same message
+    but for numbers, at the same record type and field), in order, each with how many more
+    of its kind there were, kept or dropped by the caps; and how many dropped warnings are
+    of no kind shown (the caps' overall limit mixes kinds)."""
+    from xenmig_core.engine.walk import diagnostic_kind
+
+    firsts: dict[Any, list[Any]] = {}
+    for warning in (d for d in report.diagnostics if not d.is_error):
+        entry = firsts.setdefault(diagnostic_kind(warning), [warning, -1])
+        entry[1] += 1
+    others = report.result.dropped["warning"]
+    for sample, count in report.result.dropped_like:
+        entry = None if sample.is_error else firsts.get(diagnostic_kind(sample))
+        if entry is not None:
+            count = min(count, others)
+            entry[1] += count
+            others -= count
+    return [(warning, more) for warning, more in firsts.values()], others
 
 
 def _offset_range(text: str | None) -> tuple[int, int | None]:
@@ -206,6 +241,9 @@ def dump(
     def body() -> int:
         from xenmig_core.dump import PAGES_MODES, DumpOptions, dump_source
         from xenmig_core.render import RENDERERS
+        from xenmig_core.session import open_registry
+        from xenmig_core.sink import text_output
+        from xenmig_core.source import ByteSource
         if to not in RENDERERS:
             raise UsageError(f"--to {to!r}: expected one of {', '.join(RENDERERS)}")
         if pages is not None and pages not in PAGES_MODES:
@@ -241,6 +279,7 @@ def build(
     """
     def body() -> int:
         from xenmig_core.build import build_stream
+        from xenmig_core.session import open_registry
         registry = open_registry(spec or [])
         build_stream(registry, description, output, verify=not no_verify)
         return EXIT_OK
@@ -278,6 +317,7 @@ def convert(
     params = stream_params(width, guest)
 
     def body() -> int:
+        from xenmig_core.session import open_registry
         registry = open_registry(spec or [])
         targets = converter_targets(registry)
         if to not in targets:
@@ -296,6 +336,7 @@ def convert(
 def specs_list(spec: SpecOption = None) -> None:
     """List every format and its record types."""
     def body() -> int:
+        from xenmig_core.session import open_registry
         registry = open_registry(spec or [])
         for name, fmt in sorted(registry.specs.items()):
             typer.echo(f"{name}: {fmt.title}  ({', '.join(fmt.paths)})")
@@ -310,6 +351,7 @@ def specs_check(files: Annotated[list[Path], typer.Argument(help="Spec files to 
                 ) -> None:
     """Validate spec files (with the installed ones they extend); exit 2 on the first error."""
     def body() -> int:
+        from xenmig_core.session import open_registry
         registry = open_registry(files)
         typer.echo(f"ok: {len(files)} spec files, {len(registry.specs)} formats")
         return EXIT_OK
@@ -324,6 +366,7 @@ def plugins_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
     def body() -> int:
         found: list[dict[str, Any]] = list_plugins(get_plugin_manager())
         if as_json:
+            import json
             typer.echo(json.dumps(found, indent=2))
         else:
             for plugin in found:

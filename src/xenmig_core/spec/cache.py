@@ -36,7 +36,7 @@ compiles again. Files are written to a temporary name in the folder and renamed 
 
 from __future__ import annotations
 
-import hashlib
+import copyreg
 import io
 import marshal
 import os
@@ -53,6 +53,11 @@ from typing import Any
 from xenmig_core import __version__
 from xenmig_core.spec.model import FormatSpec
 
+try:   # hashlib would load OpenSSL first (milliseconds); blake2 is built into Python
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover - an interpreter without the builtin module
+    from hashlib import blake2b
+
 CACHE_DIR_ENV = "XENMIG_CACHE_DIR"
 #: bump when the file layout or what is pickled changes
 CACHE_FORMAT = 1
@@ -66,8 +71,11 @@ _ALLOWED_GLOBALS = {
     ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "slice"),
     ("array", "array"), ("array", "_array_reconstructor"),
     ("collections", "Counter"), ("collections", "OrderedDict"),
-    (__name__, "_load_code"), ("_struct", "Struct"), ("struct", "Struct"),
+    ("marshal", "loads"), (__name__, "_load_function"),
+    ("_struct", "Struct"), ("struct", "Struct"),
 }
+#: The globals of a compiled spec expression's function: no builtins, nothing else.
+_SANDBOX: dict[str, Any] = {"__builtins__": {}}
 
 
 def cache_dir() -> Path | None:
@@ -107,7 +115,7 @@ def _compiler_fingerprint() -> bytes:
     """A hash of the spec compiler's sources (this package's ``*.py``), computed once."""
     global _compiler_hash
     if _compiler_hash is None:
-        digest = hashlib.blake2b(digest_size=16)
+        digest = blake2b(digest_size=16)
         here = Path(__file__).parent
         try:
             for path in sorted(here.glob("*.py")):
@@ -121,7 +129,7 @@ def _compiler_fingerprint() -> bytes:
 def cache_key(sources: Iterable[tuple[str, bytes]], plugins: Mapping[str, str]) -> str:
     """The key of compiled formats made from *sources* ((display path, bytes) in load
     order) with *plugins* (name -> origin) by this xenmig."""
-    digest = hashlib.blake2b(digest_size=20)
+    digest = blake2b(digest_size=20)
     head = f"{CACHE_FORMAT}\0{__version__}\0{sys.implementation.cache_tag}\0{sys.version}\0"
     digest.update(head.encode())
     digest.update(_compiler_fingerprint())
@@ -272,22 +280,41 @@ def _prune(folder: Path, keep: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def _load_code(data: bytes) -> types.CodeType:
-    code = marshal.loads(data)
+def _load_function(code: types.CodeType) -> types.FunctionType:
+    """A compiled expression's function: *code* with no builtins and no other globals."""
     if type(code) is not types.CodeType:
         raise pickle.UnpicklingError("expected a code object")
-    return code
+    return types.FunctionType(code, dict(_SANDBOX))
+
+
+def _slots_of(cls: type) -> list[str]:
+    return [name for klass in cls.__mro__ for name in getattr(klass, "__slots__", ())]
 
 
 class _Pickler(pickle.Pickler):
-    """Pickles code objects (compiled expressions) as marshal data, and ``struct.Struct``
-    objects (precompiled layouts) by their format string."""
+    """Stores what makes compiled specs fast to load, as it is: code objects as marshal
+    data, the functions compiled expressions run as (no closure, sandboxed globals) by their
+    code, ``struct.Struct`` objects by their format, and the ``__slots__`` objects of the
+    spec model (expressions, templates) by their slots, whatever their own ``__reduce__``
+    does for other picklers (recompiling from source on load would cost what the cache
+    saves). Anything else that ordinary pickling cannot store makes the dump fail, and the
+    run goes on without a cache file."""
 
     def reducer_override(self, obj: Any) -> Any:
-        if type(obj) is types.CodeType:
-            return _load_code, (marshal.dumps(obj),)
-        if type(obj) is struct.Struct:
+        kind = type(obj)
+        if kind is types.CodeType:
+            return marshal.loads, (marshal.dumps(obj),)
+        if kind is types.FunctionType:
+            if obj.__globals__ != _SANDBOX or obj.__closure__ or obj.__defaults__ \
+                    or obj.__kwdefaults__:
+                raise pickle.PicklingError(f"cannot store function {obj.__qualname__}")
+            return _load_function, (obj.__code__,)
+        if kind is struct.Struct:
             return struct.Struct, (obj.format,)
+        if kind.__module__.startswith("xenmig_core.spec.") and kind.__bases__ == (object,) \
+                and "__slots__" in kind.__dict__:
+            state = {name: getattr(obj, name) for name in _slots_of(kind) if hasattr(obj, name)}
+            return copyreg.__newobj__, (kind,), (None, state)
         return NotImplemented
 
 
