@@ -37,6 +37,7 @@ compiles again. Files are written to a temporary name in the folder and renamed 
 from __future__ import annotations
 
 import copyreg
+import gc
 import io
 import marshal
 import os
@@ -218,10 +219,15 @@ def read_cache(folder: Path, key: str) -> dict[str, FormatSpec] | None:
     header = MAGIC + key.encode() + b"\n"
     if not data.startswith(header):
         return None
+    collecting = gc.isenabled()
+    gc.disable()     # thousands of new objects, none garbage: a collection would only cost
     try:
         specs = _Unpickler(io.BytesIO(memoryview(data)[len(header):])).load()
     except Exception:   # a corrupt pickle can raise nearly anything; it is only a cache
         return None
+    finally:
+        if collecting:
+            gc.enable()
     if not isinstance(specs, dict) or not all(
             isinstance(k, str) and isinstance(v, FormatSpec) and v.name == k
             for k, v in specs.items()):
