@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,11 @@ from xenmig_core.verify import VerifyReport, verify_source
 from xenmig_libxc.samples import Sample, assemble, assemble_with_offsets, hvm_sample, pv_sample
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The compiled-spec cache of the whole suite (subprocesses included, through the environment)
+# lives in a private temporary folder, never in the user's cache directory.
+_CACHE = tempfile.TemporaryDirectory(prefix="xenmig-test-cache-")
+os.environ["XENMIG_CACHE_DIR"] = _CACHE.name
 
 
 @pytest.fixture(scope="session")

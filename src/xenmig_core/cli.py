@@ -3,24 +3,27 @@
 Each command parses its options, calls the library, and maps errors to exit codes:
 0 success / valid, 1 invalid stream, 2 usage or I/O error, 3 internal error. Data goes to
 stdout; messages go to stderr as one line each, never a traceback.
+
+No ``from __future__ import annotations`` here, on purpose: typer reads every command's
+parameter annotations when it builds the command line, and string annotations would be
+compiled and evaluated then, on every run (about a fifth of what building the app costs).
 """
 
-from __future__ import annotations
-
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from xenmig_core import __version__
 from xenmig_core.cli_help import Command, Group, ParamsCommand
 from xenmig_core.errors import UsageError, XenmigError
-from xenmig_core.render.verbose import VerboseConsumer
-from xenmig_core.session import open_registry
-from xenmig_core.sink import text_output
+
+# Everything else is imported by the command that needs it: ``--help`` or ``verify -q``
+# should not pay for dump, build, convert, renderers, json or the verbose account.
+if TYPE_CHECKING:
+    from xenmig_core.verify import VerifyReport
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -136,6 +139,7 @@ def verify(
     def body() -> int:
         given = StreamParams(param, width=width, guest=guest)
         from xenmig_core.api import open_source, verify_opened
+        from xenmig_core.session import open_registry
         if jobs < 1:
             raise UsageError("--jobs must be at least 1")
         registry = open_registry(spec or [])
@@ -149,11 +153,16 @@ def verify(
             with open_source(names[0]) as source:
                 report = verify_opened(registry, source, from_, None, params)
             return _verify_output(report, verbose=verbose, quiet=quiet, as_json=as_json)
+        from xenmig_core.sink import text_output
+
         # stdout must be open; a failed write to it is a one-line error (exit 2)
         from xenmig_core.engine import MultiConsumer
         from xenmig_core.progress import progress_for
         with text_output("-") as out:
-            consumer = VerboseConsumer(out) if verbose and not as_json else None
+            consumer = None
+            if verbose and not as_json:
+                from xenmig_core.render.verbose import VerboseConsumer
+                consumer = VerboseConsumer(out)
             with open_source(names[0]) as source:
                 shown = None if consumer is not None and sys.stdout.isatty() else \
                     progress_for(source, "verifying")
@@ -173,7 +182,10 @@ def verify(
 def _verify_many(registry: Any, names: list[str], fmt: str, params: dict[str, Any], *,
                  quiet: bool, as_json: bool, jobs: int, specs: list[str]) -> int:
     """One line (or JSON document) per stream, a summary line, the worst status."""
+    import json
+
     from xenmig_core.batch import summary_line, verify_many
+    from xenmig_core.sink import text_output
     codes = []
     with text_output("-") as out:
         for outcome in verify_many(registry, names, fmt, params, jobs=jobs, specs=specs):
@@ -187,17 +199,23 @@ def _verify_many(registry: Any, names: list[str], fmt: str, params: dict[str, An
     return max(codes)
 
 
-def _verify_output(report: Any, *, verbose: bool, quiet: bool, as_json: bool) -> int:
+def _verify_output(report: "VerifyReport", *, verbose: bool, quiet: bool, as_json: bool) -> int:
     code = EXIT_OK if report.valid else EXIT_INVALID
     if quiet:
         return code
     if as_json:
+        import json
         typer.echo(json.dumps(report.to_dict(), indent=2))
         return code
     note = report.offsets_note()
     if not verbose:
-        for warning in report.warnings:
+        groups, others = _alike_warnings(report)
+        for warning, more in groups:
             typer.echo(f"xenmig: warning: {warning}{note}", err=True)
+            if more:
+                typer.echo(f"xenmig: warning: ... and {more} more like it", err=True)
+        if others:
+            typer.echo(f"xenmig: warning: ... and {others} more warnings", err=True)
     if report.valid:
         typer.echo(f"{report.source}: valid: {report.summary()}")
     else:
@@ -207,6 +225,27 @@ def _verify_output(report: Any, *, verbose: bool, quiet: bool, as_json: bool) ->
         if verbose:
             typer.echo(f"{report.source}: INVALID: {count} error" + ("" if count == 1 else "s"))
     return code
+
+
+def _alike_warnings(report: "VerifyReport") -> tuple[list[tuple[Any, int]], int]:
+    """The first warning of each kind (alike as the engine's caps see them: the same message
+    but for numbers, at the same record type and field), in order, each with how many more
+    of its kind there were, kept or dropped by the caps; and how many dropped warnings are
+    of no kind shown (the caps' overall limit mixes kinds)."""
+    from xenmig_core.engine.walk import diagnostic_kind
+
+    firsts: dict[Any, list[Any]] = {}
+    for warning in (d for d in report.diagnostics if not d.is_error):
+        entry = firsts.setdefault(diagnostic_kind(warning), [warning, -1])
+        entry[1] += 1
+    others = report.result.dropped["warning"]
+    for sample, count in report.result.dropped_like:
+        entry = None if sample.is_error else firsts.get(diagnostic_kind(sample))
+        if entry is not None:
+            count = min(count, others)
+            entry[1] += count
+            others -= count
+    return [(warning, more) for warning, more in firsts.values()], others
 
 
 def _offset_range(text: str | None) -> tuple[int, int | None]:
@@ -267,6 +306,9 @@ def dump(
         from xenmig_core.dump import PAGES_MODES, DumpOptions, dump_source
         from xenmig_core.progress import progress_for
         from xenmig_core.render import RENDERERS
+        from xenmig_core.session import open_registry
+        from xenmig_core.sink import text_output
+        from xenmig_core.source import ByteSource
         if to not in RENDERERS:
             raise UsageError(f"--to {to!r}: expected one of {', '.join(RENDERERS)}")
         if len(names) > 1 and to != "jsonl":
@@ -325,6 +367,7 @@ def build(
     """
     def body() -> int:
         from xenmig_core.build import build_stream
+        from xenmig_core.session import open_registry
         registry = open_registry(spec or [])
         build_stream(registry, description, output, verify=not no_verify)
         return EXIT_OK
@@ -365,6 +408,7 @@ def convert(
 
     def body() -> int:
         given = StreamParams(param, width=width, guest=guest, skip_qemu=skip_qemu)
+        from xenmig_core.session import open_registry
         registry = open_registry(spec or [])
         params = given.check(registry, "convert")
         targets = converter_targets(registry)
@@ -385,6 +429,7 @@ def convert(
 def specs_list(spec: SpecOption = None) -> None:
     """List every format and its record types."""
     def body() -> int:
+        from xenmig_core.session import open_registry
         registry = open_registry(spec or [])
         for name, fmt in sorted(registry.specs.items()):
             typer.echo(f"{name}: {fmt.title}  ({', '.join(fmt.paths)})")
@@ -430,6 +475,7 @@ def specs_check(files: Annotated[list[Path], typer.Argument(help="Spec files to 
                 ) -> None:
     """Validate spec files (with the installed ones they extend); exit 2 on the first error."""
     def body() -> int:
+        from xenmig_core.session import open_registry
         registry = open_registry(files)
         typer.echo(f"ok: {len(files)} spec files, {len(registry.specs)} formats")
         return EXIT_OK
@@ -451,6 +497,7 @@ def plugins_list(as_json: Annotated[bool, typer.Option(
         for plugin in found:
             plugin["params"] = [p.name for p in declared.values() if p.plugin == plugin["name"]]
         if as_json:
+            import json
             typer.echo(json.dumps(found, indent=2))
             return EXIT_OK
         for plugin in found:

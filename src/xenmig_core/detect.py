@@ -1,28 +1,24 @@
-"""Format detection from a stream's first bytes, through the ``xenmig_detect_format`` hook."""
+"""Format detection from a stream's first bytes, through the ``xenmig_detect_format`` hook.
+
+:class:`~xenmig_core.detection.Detection` is defined in its own module and re-exported here
+(plugins import it from either)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from xenmig_core.plugins import hookimpl
-from xenmig_core.spec.model import FormatSpec
+from xenmig_core.detection import Detection
+from xenmig_core.markers import hookimpl
 
 if TYPE_CHECKING:
     from xenmig_core.registry import Registry
+    from xenmig_core.spec.model import FormatSpec
+
+__all__ = ["DETECT_BYTES", "Detection", "SpecDetector", "detect", "match_magic"]
 
 #: How many bytes detectors are shown.
 DETECT_BYTES = 4096
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One detector's opinion: *format* with *confidence* (0-100), described for people."""
-
-    format: str
-    confidence: int
-    description: str
 
 
 def match_magic(spec: FormatSpec, head: bytes, confidence: int = 90) -> Detection | None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from xenmig_core.detect import Detection
+    from xenmig_core.detection import Detection
     from xenmig_core.engine.context import StreamContext
     from xenmig_core.params import StreamParam
     from xenmig_core.spec.model import FormatSpec

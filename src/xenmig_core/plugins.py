@@ -4,38 +4,134 @@
 plugin of the ``xenmig.plugins`` entry-point group, and turns a plugin that fails to import
 or register into a :class:`PluginError` naming it. With ``XENMIG_DISABLE_PLUGIN_AUTOLOAD``
 set, only xenmig's own built-in plugins are loaded.
+
+Entry points are found by :func:`find_entry_points`, a direct scan of the ``*.dist-info`` and
+``*.egg-info`` folders on ``sys.path`` (a few ``listdir`` calls): ``importlib.metadata``
+costs tens of milliseconds to import and reads every distribution's metadata, which is most
+of a short run's start-up. The scan finds what ``importlib.metadata.entry_points`` finds for
+distributions installed in folders; when ``sys.path`` holds an archive (a zip application),
+it hands over to ``importlib.metadata``, which can read those.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import Iterable, Iterator
-from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+import re
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 import pluggy
 
 from xenmig_core import hookspecs
+from xenmig_core.detect import SpecDetector
 from xenmig_core.errors import PluginError, XenmigError
+from xenmig_core.markers import PROJECT
+from xenmig_core.markers import hookimpl as hookimpl  # the documented import of the marker
 
 ENTRY_POINT_GROUP = "xenmig.plugins"
 DISTRIBUTION = "xenmig"
-hookimpl = pluggy.HookimplMarker("xenmig")
+_METADATA_DIR = re.compile(r"^(?P<name>[^-]+)(?:-(?P<version>[^-]+))?.*\.(?:dist|egg)-info$",
+                           re.IGNORECASE)
 
 
-def _builtin(ep: EntryPoint) -> bool:
-    return ep.dist is not None and ep.dist.name == DISTRIBUTION
+class PluginEntryPoint(NamedTuple):
+    """One ``name = module[:attr]`` line of a distribution's ``entry_points.txt``."""
+
+    name: str
+    value: str
+    #: the distribution's normalised name (``xenmig``, ``xenmig_testnote``) and version
+    dist: str
+    version: str
+
+    def load(self) -> Any:
+        """Import the module and return the object the entry point names."""
+        module, _, attr = self.value.partition(":")
+        found: Any = importlib.import_module(module.strip())
+        for part in filter(None, attr.strip().split(".")):
+            found = getattr(found, part)
+        return found
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def _entry_lines(text: str, group: str) -> Iterator[tuple[str, str]]:
+    """(name, value) of each entry of *group* in an ``entry_points.txt`` (INI) text."""
+    section = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line[0] == "[" and line[-1] == "]":
+            section = line[1:-1].strip()
+        elif section == group and "=" in line:
+            name, _, value = line.partition("=")
+            yield name.strip(), value.split("[", 1)[0].strip()   # drop any ``[extras]``
+
+
+def _from_importlib(group: str) -> list[PluginEntryPoint]:
+    from importlib.metadata import entry_points
+
+    return [PluginEntryPoint(ep.name, ep.value, _normalise(ep.dist.name) if ep.dist else "",
+                             ep.dist.version if ep.dist else "")
+            for ep in entry_points(group=group)]
+
+
+def find_entry_points(group: str = ENTRY_POINT_GROUP,
+                      path: Sequence[str] | None = None) -> list[PluginEntryPoint]:
+    """Every entry point of *group* of the distributions on *path* (default ``sys.path``),
+    in path order; a distribution found again later on the path is skipped, as Python's
+    import system would shadow it."""
+    found: list[PluginEntryPoint] = []
+    seen: set[str] = set()
+    for entry in sys.path if path is None else path:
+        folder = entry or "."
+        try:
+            names = sorted(os.listdir(folder))
+        except NotADirectoryError:
+            return _from_importlib(group)   # an archive on the path: let importlib read it
+        except OSError:
+            continue
+        for name in names:
+            match = _METADATA_DIR.match(name)
+            if match is None:
+                continue
+            dist = _normalise(match["name"])
+            if dist in seen:
+                continue
+            seen.add(dist)
+            try:
+                with open(os.path.join(folder, name, "entry_points.txt"), encoding="utf-8") as f:
+                    text = f.read()
+            except (OSError, UnicodeDecodeError):
+                continue
+            found.extend(PluginEntryPoint(ep_name, value, dist, match["version"] or "")
+                         for ep_name, value in _entry_lines(text, group))
+    return found
+
+
+class XenmigPluginManager(pluggy.PluginManager):
+    """pluggy's manager, plus where each plugin came from: ``origins`` maps a plugin's name
+    to ``dist==version`` for an entry-point plugin, or to its module for one given directly.
+    The compiled-spec cache keys on it."""
+
+    def __init__(self) -> None:
+        super().__init__(PROJECT)
+        self.origins: dict[str, str] = {}
 
 
 def get_plugin_manager(extra_plugins: Iterable[Any] = (), *,
-                       autoload: bool | None = None) -> pluggy.PluginManager:
+                       autoload: bool | None = None) -> XenmigPluginManager:
     """A new manager with the hook specs, the entry-point plugins and *extra_plugins*."""
-    pm = pluggy.PluginManager("xenmig")
+    pm = XenmigPluginManager()
     pm.add_hookspecs(hookspecs)
     if autoload is None:
         autoload = not os.environ.get("XENMIG_DISABLE_PLUGIN_AUTOLOAD")
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if not autoload and not _builtin(ep):
+    for ep in find_entry_points():
+        if not autoload and ep.dist != DISTRIBUTION:
             continue
         if pm.has_plugin(ep.name):
             continue
@@ -44,12 +140,12 @@ def get_plugin_manager(extra_plugins: Iterable[Any] = (), *,
         except Exception as exc:
             raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to load: "
                               f"{type(exc).__name__}: {exc}") from exc
-        _register(pm, plugin, ep.name)
-    from xenmig_core.detect import SpecDetector
-    _register(pm, SpecDetector(), "xenmig.spec-detector")
+        _register(pm, plugin, ep.name, f"{ep.dist}=={ep.version}")
+    _register(pm, SpecDetector(), "xenmig.spec-detector", DISTRIBUTION)
     for plugin in extra_plugins:
         if not pm.is_registered(plugin):   # e.g. an installed plugin, also given by hand
-            _register(pm, plugin, getattr(plugin, "__name__", None))
+            _register(pm, plugin, getattr(plugin, "__name__", None),
+                      getattr(plugin, "__name__", type(plugin).__qualname__))
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
@@ -63,11 +159,13 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-def _register(pm: pluggy.PluginManager, plugin: Any, name: str | None) -> None:
+def _register(pm: XenmigPluginManager, plugin: Any, name: str | None, origin: str) -> None:
     try:
-        pm.register(plugin, name=name)
+        registered = pm.register(plugin, name=name)
     except (pluggy.PluginValidationError, ValueError) as exc:
         raise PluginError(f"plugin {name!r} cannot be registered: {_one_line(exc)}") from exc
+    if registered is not None:
+        pm.origins[registered] = origin
 
 
 def call_each(pm: pluggy.PluginManager, hook_name: str, *, only_with: str | None = None,

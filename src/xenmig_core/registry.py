@@ -1,7 +1,8 @@
 """The registry: every format of this run, compiled from specs and bound to plugin handlers.
 
 Built once per run from a plugin manager: spec files from ``xenmig_spec_files`` (plus any
-given by the user), compiled; then, for each format and each record type and header name,
+given by the user), compiled (or loaded from the compiled-spec cache,
+:mod:`xenmig_core.spec.cache`); then, for each format and each record type and header name,
 the ``xenmig_record_handler`` hook is asked once and the answer cached. Handlers are wrapped
 so that an exception inside a plugin becomes a PluginError naming the plugin.
 """
@@ -17,11 +18,11 @@ from typing import Any
 
 import pluggy
 
-from xenmig_core.detect import Detection
+from xenmig_core.detection import Detection
 from xenmig_core.errors import PluginError, UsageError, XenmigError
 from xenmig_core.plugins import call_each, first_result
+from xenmig_core.spec.cache import load_formats
 from xenmig_core.spec.expr import FUNCTIONS
-from xenmig_core.spec.loader import build_formats, load_spec_file
 from xenmig_core.spec.model import FormatSpec
 
 
@@ -99,7 +100,11 @@ class Registry:
         for _plugin, files in call_each(pm, "xenmig_spec_files"):
             sources.extend(files)
         sources.extend(extra_specs)
-        self.specs = build_formats([load_spec_file(s) for s in sources])
+        origins = getattr(pm, "origins", None)
+        if origins is None:    # a plain pluggy manager: its plugins' names and modules
+            origins = {name: getattr(plugin, "__name__", type(plugin).__qualname__)
+                       for name, plugin in pm.list_name_plugin()}
+        self.specs = load_formats(sources, origins)
         self.formats: dict[str, Format] = {}
         for name, spec in self.specs.items():
             fmt = Format(spec)

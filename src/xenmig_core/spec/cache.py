@@ -1,0 +1,337 @@
+"""The compiled-spec cache: formats compiled once, loaded in a few milliseconds afterwards.
+
+Loading and compiling the YAML specs costs more than the rest of a short run. The compiled
+formats (``dict[str, FormatSpec]``: layouts, expressions as code objects, rules) are kept in
+one file per *key*, a hash of everything they are made from:
+
+- the bytes and display path of every spec file, in load order (so a changed, added or
+  removed spec file, the user's included, is a new key);
+- the plugin set (each plugin's name and where it came from: ``dist==version``, or its
+  module for a plugin given directly);
+- xenmig's version, a hash of the sources of the spec compiler (this package, so a changed
+  compiler in a development checkout is a new key too), the cache format and the Python
+  build (code objects are stored with :mod:`marshal`, whose format is Python's own).
+
+Handlers, viewers and walkers are never cached: the registry asks the plugins for them on
+every run, as before.
+
+Where: ``$XENMIG_CACHE_DIR``, else ``$XDG_CACHE_HOME/xenmig``, else ``~/.cache/xenmig``.
+
+Format and trust. The file is a :mod:`pickle` (with code objects as :mod:`marshal` bytes and
+``struct.Struct`` objects by their format), behind a header holding the key. Unpickling runs
+whatever the file says, so a cache file is read only when (1) its folder is owned by the
+user and not writable by group or others, (2) the file, opened without following a symlink,
+is a regular file owned by the user and not writable by group or others, (3) its header
+holds the expected key, and (4) it names nothing but the classes of the spec model and the
+few helpers below (a restricted ``find_class``); the result must be a mapping of format
+names to :class:`FormatSpec`. A validating format of our own (JSON of every model class)
+would have to follow each change of the model by hand; pickle follows it for free, and the
+checks above keep a file others could have written from being read at all.
+
+Failures are silent by design: an unreadable, corrupt, stale or untrusted file is ignored
+and the formats are compiled from the specs; a cache that cannot be written (read-only
+folder, full disk, something in the model pickle cannot store) only means the next run
+compiles again. Files are written to a temporary name in the folder and renamed into place.
+"""
+
+from __future__ import annotations
+
+import copyreg
+import gc
+import io
+import marshal
+import os
+import pickle
+import stat
+import struct
+import sys
+import time
+import types
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from xenmig_core import __version__
+from xenmig_core.spec.model import FormatSpec
+
+try:   # hashlib would load OpenSSL first (milliseconds); blake2 is built into Python
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover - an interpreter without the builtin module
+    from hashlib import blake2b
+
+CACHE_DIR_ENV = "XENMIG_CACHE_DIR"
+#: bump when the file layout or what is pickled changes
+CACHE_FORMAT = 1
+MAGIC = b"xenmig compiled specs\n"
+#: at most this many cache files are kept (other spec sets, versions); the oldest go first
+KEEP_FILES = 16
+_PREFIX, _SUFFIX = "specs-", ".cache"
+
+#: What a cache file may name besides the classes of xenmig_core.spec's model modules.
+_ALLOWED_GLOBALS = {
+    ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "slice"),
+    ("array", "array"), ("array", "_array_reconstructor"),
+    ("collections", "Counter"), ("collections", "OrderedDict"),
+    ("marshal", "loads"), (__name__, "_load_function"),
+    ("_struct", "Struct"), ("struct", "Struct"),
+}
+#: The globals of a compiled spec expression's function: no builtins, nothing else.
+_SANDBOX: dict[str, Any] = {"__builtins__": {}}
+
+
+def cache_dir() -> Path | None:
+    """The cache folder (it need not exist yet), or None when no home can be found."""
+    explicit = os.environ.get(CACHE_DIR_ENV)
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "xenmig"
+    home = os.path.expanduser("~")
+    return Path(home) / ".cache" / "xenmig" if home != "~" else None
+
+
+class _Snapshot:
+    """A spec source as it was read for the key, so that what is compiled (and cached under
+    that key) is exactly what was hashed, even if the file changes meanwhile."""
+
+    def __init__(self, name: str, data: bytes) -> None:
+        self._name = name
+        self._data = data
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        return self._data.decode(encoding)
+
+    def read_bytes(self) -> bytes:
+        return self._data
+
+    def __str__(self) -> str:
+        return self._name
+
+
+_compiler_hash: bytes | None = None
+
+
+def _compiler_fingerprint() -> bytes:
+    """A hash of the spec compiler's sources (this package's ``*.py``), computed once."""
+    global _compiler_hash
+    if _compiler_hash is None:
+        digest = blake2b(digest_size=16)
+        here = Path(__file__).parent
+        try:
+            for path in sorted(here.glob("*.py")):
+                digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        except OSError:
+            pass   # e.g. running from an archive: the version still keys the cache
+        _compiler_hash = digest.digest()
+    return _compiler_hash
+
+
+def cache_key(sources: Iterable[tuple[str, bytes]], plugins: Mapping[str, str]) -> str:
+    """The key of compiled formats made from *sources* ((display path, bytes) in load
+    order) with *plugins* (name -> origin) by this xenmig."""
+    digest = blake2b(digest_size=20)
+    head = f"{CACHE_FORMAT}\0{__version__}\0{sys.implementation.cache_tag}\0{sys.version}\0"
+    digest.update(head.encode())
+    digest.update(_compiler_fingerprint())
+    for name, origin in sorted(plugins.items()):
+        digest.update(f"plugin\0{name}\0{origin}\0".encode())
+    for name, data in sources:
+        digest.update(f"spec\0{name}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def load_formats(sources: Iterable[Any], plugins: Mapping[str, str] | None = None, *,
+                 directory: Path | None = None) -> dict[str, FormatSpec]:
+    """The compiled formats of spec *sources* (Paths or Traversables): from the cache when
+    a trusted file for their key is there, else compiled (and the cache file written).
+    Spec errors are raised as the loader raises them; cache problems never are."""
+    return load_formats_status(sources, plugins, directory=directory)[0]
+
+
+def load_formats_status(sources: Iterable[Any], plugins: Mapping[str, str] | None = None, *,
+                        directory: Path | None = None) -> tuple[dict[str, FormatSpec], str]:
+    """:func:`load_formats`, also saying what happened: ``hit`` (read from the cache),
+    ``written`` (compiled and stored), ``compiled`` (compiled, not stored) or ``uncached``
+    (a source could not be read for the key: compiled straight from the sources)."""
+    sources = list(sources)
+    try:
+        snapshots = [_Snapshot(str(s), s.read_bytes()) for s in sources]
+    except (OSError, AttributeError):
+        return _compile(sources), "uncached"      # the loader reports an unreadable file
+    key = cache_key(((str(s), s.read_bytes()) for s in snapshots), plugins or {})
+    folder = directory if directory is not None else cache_dir()
+    if folder is not None:
+        cached = read_cache(folder, key)
+        if cached is not None:
+            return cached, "hit"
+    specs = _compile(snapshots)
+    if folder is not None and write_cache(folder, key, specs):
+        return specs, "written"
+    return specs, "compiled"
+
+
+def _compile(sources: list[Any]) -> dict[str, FormatSpec]:
+    from xenmig_core.spec.loader import build_formats, load_spec_file
+
+    return build_formats([load_spec_file(s) for s in sources])
+
+
+def _path(folder: Path, key: str) -> Path:
+    return folder / f"{_PREFIX}{key}{_SUFFIX}"
+
+
+def _private(st: os.stat_result) -> bool:
+    """Owned by this user and writable by nobody else."""
+    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def trusted_folder(folder: Path) -> bool:
+    """True when *folder* is a directory of this user that nobody else can write to."""
+    if not hasattr(os, "geteuid"):
+        return False           # no owners to check: do not trust any file
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and _private(st)
+
+
+def read_cache(folder: Path, key: str) -> dict[str, FormatSpec] | None:
+    """The formats stored under *key* in *folder*, or None when there is no such file or it
+    cannot be trusted, read or validated."""
+    if not trusted_folder(folder):
+        return None
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(_path(folder, key), flags)
+    except OSError:
+        return None
+    try:
+        with open(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode) or not _private(st):
+                return None
+            data = f.read()
+    except OSError:
+        return None
+    header = MAGIC + key.encode() + b"\n"
+    if not data.startswith(header):
+        return None
+    collecting = gc.isenabled()
+    gc.disable()     # thousands of new objects, none garbage: a collection would only cost
+    try:
+        specs = _Unpickler(io.BytesIO(memoryview(data)[len(header):])).load()
+    except Exception:   # a corrupt pickle can raise nearly anything; it is only a cache
+        return None
+    finally:
+        if collecting:
+            gc.enable()
+    if not isinstance(specs, dict) or not all(
+            isinstance(k, str) and isinstance(v, FormatSpec) and v.name == k
+            for k, v in specs.items()):
+        return None
+    return specs
+
+
+def write_cache(folder: Path, key: str, specs: dict[str, FormatSpec]) -> bool:
+    """Store *specs* under *key* in *folder* (created, private, when missing), atomically.
+    False when it could not be done; never raises."""
+    try:
+        buffer = io.BytesIO()
+        buffer.write(MAGIC + key.encode() + b"\n")
+        _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(specs)
+    except Exception:   # something of the model pickle cannot store: run uncached
+        return False
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not trusted_folder(folder):
+            return False
+        final = _path(folder, key)
+        temporary = folder / f".{final.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | \
+            getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(temporary, flags, 0o600)
+        try:
+            with open(fd, "wb") as f:
+                f.write(buffer.getbuffer())
+            os.replace(temporary, final)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        _prune(folder, final)
+    except OSError:
+        return False
+    return True
+
+
+def _prune(folder: Path, keep: Path) -> None:
+    """Keep the newest :data:`KEEP_FILES` cache files; drop temporaries a killed run left."""
+    files: list[tuple[float, Path]] = []
+    now = time.time()
+    for path in folder.iterdir():
+        try:
+            mtime = path.lstat().st_mtime
+            if path.name.startswith(_PREFIX) and path.name.endswith(_SUFFIX):
+                files.append((mtime, path))
+            elif path.name.startswith(f".{_PREFIX}") and path.name.endswith(".tmp") and \
+                    now - mtime > 3600:
+                path.unlink()
+        except OSError:
+            continue
+    files.sort(reverse=True)
+    for _mtime, path in files[KEEP_FILES:]:
+        if path != keep:
+            path.unlink(missing_ok=True)
+
+
+def _load_function(code: types.CodeType) -> types.FunctionType:
+    """A compiled expression's function: *code* with no builtins and no other globals."""
+    if type(code) is not types.CodeType:
+        raise pickle.UnpicklingError("expected a code object")
+    return types.FunctionType(code, dict(_SANDBOX))
+
+
+def _slots_of(cls: type) -> list[str]:
+    return [name for klass in cls.__mro__ for name in getattr(klass, "__slots__", ())]
+
+
+class _Pickler(pickle.Pickler):
+    """Stores what makes compiled specs fast to load, as it is: code objects as marshal
+    data, the functions compiled expressions run as (no closure, sandboxed globals) by their
+    code, ``struct.Struct`` objects by their format, and the ``__slots__`` objects of the
+    spec model (expressions, templates) by their slots, whatever their own ``__reduce__``
+    does for other picklers (recompiling from source on load would cost what the cache
+    saves). Anything else that ordinary pickling cannot store makes the dump fail, and the
+    run goes on without a cache file."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind is types.CodeType:
+            return marshal.loads, (marshal.dumps(obj),)
+        if kind is types.FunctionType:
+            if obj.__globals__ != _SANDBOX or obj.__closure__ or obj.__defaults__ \
+                    or obj.__kwdefaults__:
+                raise pickle.PicklingError(f"cannot store function {obj.__qualname__}")
+            return _load_function, (obj.__code__,)
+        if kind is struct.Struct:
+            return struct.Struct, (obj.format,)
+        if kind.__module__.startswith("xenmig_core.spec.") and kind.__bases__ == (object,) \
+                and "__slots__" in kind.__dict__:
+            state = {name: getattr(obj, name) for name in _slots_of(kind) if hasattr(obj, name)}
+            return copyreg.__newobj__, (kind,), (None, state)
+        return NotImplemented
+
+
+class _Unpickler(pickle.Unpickler):
+    """Builds nothing but classes of the spec model and :data:`_ALLOWED_GLOBALS`."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        if module.startswith("xenmig_core.spec.") and module != __name__:
+            found = super().find_class(module, name)
+            if isinstance(found, type):
+                return found
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a spec cache")
