@@ -255,7 +255,7 @@ class _Feed(Consumer):
         self.channel = channel
         self.headers = headers
         self.pending: list[Diagnostic] = []
-        self.current: tuple[dict[str, Any] | None, dict[str, Any] | None] = (None, None)
+        self.fields: dict[str, Any] | None = None
 
     def on_diagnostic(self, diagnostic: Diagnostic) -> None:
         if diagnostic.record_index is not None:
@@ -271,11 +271,12 @@ class _Feed(Consumer):
             header.size, header.context.depth, fields, view, header.summary))
 
     def on_record(self, record: Record) -> None:
-        from xenmig_core.dump import present_record
-        self.current = present_record(record)
+        from xenmig_core.dump import present_record_fields
+        self.fields = present_record_fields(record)
 
     def on_record_end(self, record: Record) -> None:
-        fields, view = self.current
+        from xenmig_core.dump import derived_view
+        fields, view = self.fields, derived_view(record)   # complete once the payload was read
         mine = tuple(d for d in self.pending if d.record_index == record.index)
         self.pending = [d for d in self.pending if d.record_index != record.index]
         self.channel.put(StreamRecord(

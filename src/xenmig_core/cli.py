@@ -153,11 +153,10 @@ def verify(
             with open_source(names[0]) as source:
                 report = verify_opened(registry, source, from_, None, params)
             return _verify_output(report, verbose=verbose, quiet=quiet, as_json=as_json)
-        from xenmig_core.sink import text_output
-
         # stdout must be open; a failed write to it is a one-line error (exit 2)
         from xenmig_core.engine import MultiConsumer
         from xenmig_core.progress import progress_for
+        from xenmig_core.sink import text_output
         with text_output("-") as out:
             consumer = None
             if verbose and not as_json:
@@ -308,7 +307,6 @@ def dump(
         from xenmig_core.render import RENDERERS
         from xenmig_core.session import open_registry
         from xenmig_core.sink import text_output
-        from xenmig_core.source import ByteSource
         if to not in RENDERERS:
             raise UsageError(f"--to {to!r}: expected one of {', '.join(RENDERERS)}")
         if len(names) > 1 and to != "jsonl":
@@ -453,6 +451,9 @@ def specs_show(
     from xenmig_core.spec.show import describe_format, describe_record, text_lines
 
     def body() -> int:
+        import json
+
+        from xenmig_core.session import open_registry
         fmt = open_registry(spec or []).get(format_name).spec
         if record is None:
             desc = describe_format(fmt)
