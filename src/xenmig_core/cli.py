@@ -124,13 +124,15 @@ def verify(
         registry = open_registry(spec or [])
         if quiet:
             with ByteSource.open(stream) as source:
-                report = verify_source(registry, source, from_, None, params)
+                report = verify_source(registry, source, from_, None, params,
+                                       account=as_json)
             return _verify_output(report, verbose=verbose, quiet=quiet, as_json=as_json)
         # stdout must be open; a failed write to it is a one-line error (exit 2)
         with text_output("-") as out:
             consumer = VerboseConsumer(out) if verbose and not as_json else None
             with ByteSource.open(stream) as source:
-                report = verify_source(registry, source, from_, consumer, params)
+                report = verify_source(registry, source, from_, consumer, params,
+                                       account=as_json)
             if consumer is not None:
                 consumer.close()
             return _verify_output(report, verbose=verbose, quiet=quiet, as_json=as_json)

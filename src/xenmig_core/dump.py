@@ -122,6 +122,8 @@ class _Squash:
 class DumpConsumer(Consumer):
     """Builds dump items during a walk and passes them to *renderer* in stream order."""
 
+    wants_summaries = True
+
     def __init__(self, registry: Registry, source: ByteSource, renderer: Renderer,
                  options: DumpOptions) -> None:
         self.registry = registry

@@ -170,10 +170,13 @@ def context_report(ctx: StreamContext) -> ContextReport:
 
 def verify_source(registry: Registry, source: ByteSource, fmt: str = "auto",
                   consumer: Consumer | None = None,
-                  params: Mapping[str, Any] | None = None) -> VerifyReport:
+                  params: Mapping[str, Any] | None = None, *,
+                  account: bool = True) -> VerifyReport:
     """Verify *source* as *fmt* (or detect it). Never raises for a bad stream: problems are
     in the report's diagnostics; an unrecognised stream gives a report with one error.
-    *params* are the engine's stream parameters (see :class:`~xenmig_core.engine.Engine`)."""
+    *params* are the engine's stream parameters (see :class:`~xenmig_core.engine.Engine`).
+    With *account* False the report has no account of headers and records (``--json``
+    needs it; a verdict does not, and is faster without it)."""
     try:
         chosen = choose_format(registry, source, fmt)
     except StreamError as exc:
@@ -182,12 +185,14 @@ def verify_source(registry: Registry, source: ByteSource, fmt: str = "auto",
         if consumer is not None:
             consumer.on_diagnostic(result.diagnostics[0])
         return VerifyReport(source.name, fmt, result, start=source.start)
-    account = AccountConsumer()
+    accounting = AccountConsumer() if account else None
+    consumers = [c for c in (accounting, consumer) if c is not None]
     engine = Engine(registry, source,
-                    MultiConsumer(account, consumer) if consumer is not None else account,
+                    consumers[0] if len(consumers) == 1 else MultiConsumer(*consumers),
                     params=params)
     result = engine.run(chosen)
-    account.close()
-    report = VerifyReport(source.name, chosen, result, account=account, start=source.start)
+    if accounting is not None:
+        accounting.close()
+    report = VerifyReport(source.name, chosen, result, account=accounting, start=source.start)
     report.contexts = [context_report(c) for c in result.contexts]
     return report

@@ -5,6 +5,12 @@ comparisons, ``and``/``or``/``not``, ``x if c else y``, subscripts and calls of 
 functions in :data:`FUNCTIONS`. They are parsed and checked once when a spec loads, compiled
 to a code object, and evaluated per record against a mapping of names (record fields first,
 then stream state). Templates (``"{guest_width * 8}-bit guest"``) embed expressions in text.
+
+Against a :class:`Names` mapping (what the engine builds) an expression runs as a compiled
+function whose every name is one dict look-up (``N["count"]``), not through ``eval`` and a
+chain of mappings; against any other mapping it is evaluated with ``eval`` as before. Both
+give the same value, and an unknown name raises ``NameError`` in both. Expressions and
+templates pickle as their source text and are recompiled when loaded.
 """
 
 from __future__ import annotations
@@ -40,6 +46,82 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
 }
 
 
+class Names(dict[str, Any]):
+    """The names an expression sees, as one dict with fallbacks: its own items (record
+    fields and extras such as ``body_length``) first, then each mapping of *fallback* in
+    order (stream state, helper functions), looked up live when a name is not its own.
+
+    Contract: ``names[key]`` raises ``NameError`` (as ``eval`` does) for a name found
+    nowhere; ``in``, ``get`` and :meth:`flat` see the fallbacks too. Iteration and ``len``
+    see only its own items.
+    """
+
+    __slots__ = ("fallback",)
+
+    def __init__(self, own: Mapping[str, Any], fallback: tuple[Mapping[str, Any], ...]
+                 ) -> None:
+        super().__init__(own)
+        self.fallback = fallback
+
+    def __missing__(self, key: str) -> Any:
+        for mapping in self.fallback:
+            if key in mapping:
+                return mapping[key]
+        raise NameError(f"name {key!r} is not defined")
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key) or any(key in m for m in self.fallback)
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        try:
+            return self[key]
+        except NameError:
+            return default
+
+    def flat(self) -> dict[str, Any]:
+        """Every visible name in one plain dict (own items win over fallbacks)."""
+        out: dict[str, Any] = {}
+        for mapping in reversed(self.fallback):
+            out.update(mapping)
+        out.update(self)
+        return out
+
+    def with_value(self, **extra: Any) -> Names:
+        """A copy with *extra* names added (winning over every other)."""
+        names = Names(self, self.fallback)
+        names.update(extra)
+        return names
+
+
+class _Rename(ast.NodeTransformer):
+    """Rewrites every free name ``x`` to ``_N["x"]`` (names a comprehension binds stay)."""
+
+    def __init__(self, bound: frozenset[str]) -> None:
+        self.bound = bound
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if node.id in self.bound or not isinstance(node.ctx, ast.Load):
+            return node
+        return ast.copy_location(ast.Subscript(value=ast.Name("_N", ast.Load()),
+                                               slice=ast.Constant(node.id), ctx=ast.Load()),
+                                 node)
+
+
+def _function(tree: ast.Expression, filename: str) -> Callable[[Names], Any]:
+    """Compile *tree* to ``lambda _N: <tree with names looked up in _N>``."""
+    bound = frozenset(n.id for n in ast.walk(tree)
+                      if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store))
+    body = _Rename(bound).visit(ast.parse(ast.unparse(tree), mode="eval")).body
+    args = ast.arguments(posonlyargs=[], args=[ast.arg("_N")], kwonlyargs=[], kw_defaults=[],
+                         defaults=[])
+    wrapper = ast.fix_missing_locations(ast.Expression(ast.Lambda(args, body)))
+    return eval(compile(wrapper, filename, "eval"), {"__builtins__": {}})  # type: ignore
+
+
+def _rebuild(cls: type, source: str, where: str) -> Any:
+    return cls(source, where=where)
+
+
 class Expression:
     """A compiled expression. ``evaluate(names)`` returns its value.
 
@@ -47,7 +129,7 @@ class Expression:
     error naming the expression, since specs are validated against known names where possible.
     """
 
-    __slots__ = ("_code", "_scoped", "names", "source", "where")
+    __slots__ = ("_code", "_fn", "_scoped", "names", "source", "where")
 
     def __init__(self, source: str, *, where: str = "<expr>") -> None:
         self.source = source
@@ -70,9 +152,15 @@ class Expression:
         # Comprehensions have their own scope and see only globals: give them a real dict.
         self._scoped = any(isinstance(n, ast.comprehension) for n in ast.walk(tree))
         self._code = compile(tree, f"<spec {where}>", "eval")
+        self._fn = _function(tree, f"<spec {where}>")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (Expression, self.source, self.where))
 
     def evaluate(self, names: Mapping[str, Any]) -> Any:
         """Evaluate against *names* (a mapping: fields, state, helper functions)."""
+        if type(names) is Names:
+            return self._fn(names)
         if self._scoped:
             scope = dict(names)
             scope["__builtins__"] = {}
@@ -103,6 +191,9 @@ class Template:
             self._parts.append((Expression(expr, where=where), fmt))
             pos = match.end()
         self._parts.append(source[pos:])
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (Template, self.source, self.where))
 
     def render(self, names: Mapping[str, Any]) -> str:
         out = []
