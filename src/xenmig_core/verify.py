@@ -188,7 +188,8 @@ def verify_source(registry: Registry, source: ByteSource, fmt: str = "auto",
     accounting = AccountConsumer() if account else None
     consumers = [c for c in (accounting, consumer) if c is not None]
     engine = Engine(registry, source,
-                    consumers[0] if len(consumers) == 1 else MultiConsumer(*consumers),
+                    MultiConsumer(*consumers) if len(consumers) > 1 else
+                    (consumers[0] if consumers else Consumer()),
                     params=params)
     result = engine.run(chosen)
     if accounting is not None:

@@ -33,7 +33,7 @@ class Action:
 CONTINUE = Action("continue")
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
     """One framed record, its decoded (non-payload) fields and where it stood."""
 

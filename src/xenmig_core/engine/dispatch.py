@@ -12,8 +12,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from xenmig_core.engine.context import CONTINUE, Action, Record, StreamContext
+from xenmig_core.engine.guards import Guard, conditions_guard, fields_guard, rules_guard
 from xenmig_core.engine.reader import SourceReader
 from xenmig_core.errors import RecordError, StreamError
+from xenmig_core.spec.expr import EVAL_ERRORS
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -30,9 +32,10 @@ PAYLOAD_BUFFER_SIZE = 1 << 20
 class RecordPlan:
     """What one record type of one format asks for, resolved once per walk."""
 
-    __slots__ = ("bodyless", "checks", "enum_warns", "field_ids", "field_length", "handler",
-                 "has_checks", "infer", "layout", "needs_names", "payload", "reject", "rtype",
-                 "rules", "set", "static_length", "summary", "versions")
+    __slots__ = ("bodyless", "checks", "checks_guard", "enum_warns", "field_ids",
+                 "field_length", "fields_guard", "handler", "has_checks", "infer", "layout",
+                 "needs_names", "payload", "reject", "rtype", "rules", "rules_guard",
+                 "rules_need_names", "set", "static_length", "summary", "versions")
 
     def __init__(self, fmt: Format, rtype: RecordType) -> None:
         layout = rtype.layout
@@ -63,6 +66,23 @@ class RecordPlan:
         self.bodyless = layout is None and not rtype.length
         self.needs_names = bool(self.field_length or self.has_checks or self.checks
                                 or self.set or self.infer)
+        # generated once: "nothing to report" in one call for a valid record (see guards)
+        self.rules_guard = rules_guard(rtype.name, rtype.versions, rtype.rules) \
+            if rtype.versions is not None or rtype.rules else None
+        self.rules_need_names = any(rule.when is not None for rule in rtype.rules)
+        self.fields_guard = fields_guard(rtype.name, layout) \
+            if layout is not None and self.has_checks else None
+        self.checks_guard = conditions_guard(rtype.name, rtype.checks) if rtype.checks \
+            else None
+
+
+def _passes(guard: Guard, *args: Any) -> bool:
+    """True when *guard* says there is nothing to report; False also when a spec
+    expression failed inside it (the general code then raises the SpecError naming it)."""
+    try:
+        return guard(*args)
+    except EVAL_ERRORS:
+        return False
 
 
 class Dispatch:
@@ -194,13 +214,17 @@ class Dispatch:
         plan = self._plan(ctx.format, rtype)
         if plan.reject is not None:
             ctx.error(self._render(plan.reject, ctx.names(), ctx, rtype.name))
-        if plan.versions is not None:
-            version = ctx.state.get("version")
-            if version not in plan.versions:
-                allowed = "/".join(f"v{v}" for v in plan.versions)
-                ctx.error(f"{rtype.name} is a {allowed} record, found in a v{version} stream")
-        if plan.rules:
-            self._check_rules(ctx, record, rtype)
+        if plan.rules_guard is not None and not _passes(
+                plan.rules_guard, ctx.names() if plan.rules_need_names else None, ctx.marks,
+                ctx.counts, ctx.state):
+            if plan.versions is not None:
+                version = ctx.state.get("version")
+                if version not in plan.versions:
+                    allowed = "/".join(f"v{v}" for v in plan.versions)
+                    ctx.error(f"{rtype.name} is a {allowed} record, found in a "
+                              f"v{version} stream")
+            if plan.rules:
+                self._check_rules(ctx, record, rtype)
         length = record.length
         layout = plan.layout
         broken = bool(plan.static_length) and self._check_length(ctx, plan.static_length,
@@ -236,7 +260,8 @@ class Dispatch:
             if not length_failed and remaining and layout is not None and payload is None:
                 ctx.error(f"{remaining} bytes beyond the body's fields "
                           f"(body length {length})")
-            if plan.has_checks:
+            if plan.has_checks and (plan.fields_guard is None or not _passes(
+                    plan.fields_guard, record.fields, names)):
                 assert layout is not None
                 for path, message, severity in layout.check(record.fields, names):
                     ctx.diagnose(severity, message, field=path)
@@ -247,7 +272,7 @@ class Dispatch:
                         warning = warns.get(fields[field_id])
                         if warning:
                             ctx.warning(warning, field=field_id)
-            if plan.checks:
+            if plan.checks_guard is not None and not _passes(plan.checks_guard, names):
                 self._run_conditions(ctx, plan.checks, names)
         action: Action | None = None
         handler = plan.handler

@@ -31,7 +31,8 @@ class RuleEvaluation:
         names = None
         for rule in rtype.rules:
             if rule.when is not None:
-                names = names or ctx.names()
+                if names is None:
+                    names = ctx.names()
                 if not self._eval(rule.when, names, ctx, rtype.name):
                     continue
             problem = self._rule_problem(ctx, rtype, rule)

@@ -107,11 +107,15 @@ class _Rename(ast.NodeTransformer):
                                  node)
 
 
-def _function(tree: ast.Expression, filename: str) -> Callable[[Names], Any]:
-    """Compile *tree* to ``lambda _N: <tree with names looked up in _N>``."""
+def _renamed(tree: ast.Expression) -> ast.expr:
+    """*tree*'s body with every free name ``x`` read as ``_N["x"]``."""
     bound = frozenset(n.id for n in ast.walk(tree)
                       if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store))
-    body = _Rename(bound).visit(ast.parse(ast.unparse(tree), mode="eval")).body
+    return _Rename(bound).visit(ast.parse(ast.unparse(tree), mode="eval")).body
+
+
+def _function(body: ast.expr, filename: str) -> Callable[[Names], Any]:
+    """Compile *body* (names already read from ``_N``) to ``lambda _N: <body>``."""
     args = ast.arguments(posonlyargs=[], args=[ast.arg("_N")], kwonlyargs=[], kw_defaults=[],
                          defaults=[])
     wrapper = ast.fix_missing_locations(ast.Expression(ast.Lambda(args, body)))
@@ -129,7 +133,7 @@ class Expression:
     error naming the expression, since specs are validated against known names where possible.
     """
 
-    __slots__ = ("_code", "_fn", "_scoped", "names", "source", "where")
+    __slots__ = ("_code", "_fn", "_scoped", "fast_source", "names", "source", "where")
 
     def __init__(self, source: str, *, where: str = "<expr>") -> None:
         self.source = source
@@ -152,7 +156,11 @@ class Expression:
         # Comprehensions have their own scope and see only globals: give them a real dict.
         self._scoped = any(isinstance(n, ast.comprehension) for n in ast.walk(tree))
         self._code = compile(tree, f"<spec {where}>", "eval")
-        self._fn = _function(tree, f"<spec {where}>")
+        body = _renamed(tree)
+        #: Python source of the expression reading every name from a Names ``_N`` (generated
+        #: code may embed it: see :mod:`xenmig_core.engine.guards`)
+        self.fast_source = ast.unparse(body)
+        self._fn = _function(body, f"<spec {where}>")
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (Expression, self.source, self.where))
