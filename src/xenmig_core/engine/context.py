@@ -101,10 +101,12 @@ class StreamContext:
         self.last_record: Record | None = None
         self.current: Record | None = None
         self.walker_state: dict[str, Any] = {}
+        #: the engine's record plans for this context, by record type id (engine-internal)
+        self.plans: dict[int, Any] = {}
         self._report = report
         self._helpers = {"child_state": self.child_state, "child_status": self.child_status}
-        #: where a name not among a record's fields is looked up, in order
-        self._fallback = (self.state, self._helpers, fmt.helpers)
+        #: where an expression looks up a name that is not a field of the record, in order
+        self.name_fallback = (self.state, self._helpers, fmt.helpers)
 
     @property
     def name(self) -> str:
@@ -113,7 +115,7 @@ class StreamContext:
     def names(self, fields: dict[str, Any] | None = None, **extra: Any) -> Names:
         """The names an expression sees: *extra*, record *fields*, state, helpers. State is
         looked up live (a value set after this call is seen); fields and *extra* are copied."""
-        names = Names(fields or (), self._fallback)
+        names = Names(fields or (), self.name_fallback)
         if extra:
             names.update(extra)
         return names

@@ -15,7 +15,7 @@ from xenmig_core.engine.context import CONTINUE, Action, Record, StreamContext
 from xenmig_core.engine.guards import Guard, conditions_guard, fields_guard, rules_guard
 from xenmig_core.engine.reader import SourceReader
 from xenmig_core.errors import RecordError, StreamError
-from xenmig_core.spec.expr import EVAL_ERRORS
+from xenmig_core.spec.expr import EVAL_ERRORS, Names
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -123,9 +123,16 @@ class Dispatch:
               align: int) -> tuple[Record, Action]:
         """One record of *ctx* at *offset* whose header said *type_id* and *length*: the
         body, its padding to *align*, the control action; counts, marks, consumer calls."""
-        framing = ctx.format.spec.framing
+        spec = ctx.format.spec
+        framing = spec.framing
         assert framing is not None
-        rtype = ctx.format.spec.records.get(type_id)
+        plan = ctx.plans.get(type_id)
+        if plan is not None:
+            rtype = plan.rtype
+        else:
+            rtype = spec.records.get(type_id)
+            if rtype is not None:
+                plan = ctx.plans[type_id] = self._plan(ctx.format, rtype)
         record = Record(self._next_index, offset, type_id,
                         rtype.name if rtype else f"{type_id:#010x}", length, ctx, rtype,
                         optional=bool(type_id & framing.optional_mask))
@@ -135,11 +142,11 @@ class Dispatch:
             raise StreamError(f"body length {length:#x} exceeds the format's maximum "
                               f"{framing.max_length:#x}", field="length")
         action: Action | None = CONTINUE
-        if rtype is None:
+        if plan is None:
             self._unknown_record(ctx, record)
             self.source.skip(length, f"record {record.index} body")
         else:
-            action = self._dispatch(ctx, record, rtype)
+            action = self._dispatch(ctx, record, plan)
         if length % align:
             self._padding(ctx, record, align, framing.padding_must_be_zero)
         if action is None:
@@ -199,7 +206,7 @@ class Dispatch:
                       "unknown mandatory record")
         self.consumer.on_record(record)
 
-    def _dispatch(self, ctx: StreamContext, record: Record, rtype: RecordType
+    def _dispatch(self, ctx: StreamContext, record: Record, plan: RecordPlan
                   ) -> Action | None:
         """Decode, check and hand one known record to its handler. Returns the handler's
         action, or None when the spec's ``control`` decides (after the padding is read).
@@ -211,7 +218,7 @@ class Dispatch:
         warnings; ``checks``; the plugin handler (not for a broken body); ``set`` (a broken
         body still sets what needs no field); ``infer``; the summary (only when the consumer
         wants summaries); the consumer's ``on_record``; the payload, delivered or skipped."""
-        plan = self._plan(ctx.format, rtype)
+        rtype = plan.rtype
         if plan.reject is not None:
             ctx.error(self._render(plan.reject, ctx.names(), ctx, rtype.name))
         if plan.rules_guard is not None and not _passes(
@@ -251,8 +258,10 @@ class Dispatch:
                 record.fields[payload.id + "_head"] = self.source.peek(
                     min(payload.head, remaining))
         summary = plan.summary if self._summaries else None
-        names = ctx.names(record.fields, body_length=length) \
-            if plan.needs_names or summary is not None else None
+        names = None
+        if plan.needs_names or summary is not None:
+            names = Names(record.fields, ctx.name_fallback)
+            names["body_length"] = length
         length_failed = False
         if not broken:
             if plan.field_length:
@@ -281,7 +290,8 @@ class Dispatch:
             if result is not None:
                 action = result
             if names is not None:   # what the handler added to the fields is seen
-                names = ctx.names(record.fields, body_length=length)
+                names = Names(record.fields, ctx.name_fallback)
+                names["body_length"] = length
         if plan.set:
             skip = plan.field_ids if broken else frozenset()
             for key, expr in plan.set:

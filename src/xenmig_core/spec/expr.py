@@ -127,21 +127,21 @@ def _rebuild(cls: type, source: str, where: str) -> Any:
 
 
 class Expression:
-    """A compiled expression. ``evaluate(names)`` returns its value.
+    """A checked expression. ``evaluate(names)`` returns its value.
 
-    An unknown name at evaluation time raises ``NameError``; the engine reports it as a spec
-    error naming the expression, since specs are validated against known names where possible.
+    The source is parsed and checked when the expression is made (a bad one is a SpecError
+    then); it is compiled on first evaluation, so a spec's unused expressions cost no
+    compilation. An unknown name at evaluation time raises ``NameError``; the engine reports
+    it as a spec error naming the expression, since specs are validated against known names
+    where possible.
     """
 
-    __slots__ = ("_code", "_fn", "_scoped", "fast_source", "names", "source", "where")
+    __slots__ = ("_code", "_fast_source", "_fn", "_scoped", "names", "source", "where")
 
     def __init__(self, source: str, *, where: str = "<expr>") -> None:
         self.source = source
         self.where = where
-        try:
-            tree = ast.parse(source.strip(), mode="eval")
-        except SyntaxError as exc:
-            raise SpecError(f"invalid expression {source!r}: {exc.msg}", path=where) from None
+        tree = self._tree()
         for node in ast.walk(tree):
             if not isinstance(node, _ALLOWED_NODES):
                 raise SpecError(f"expression {source!r} uses {type(node).__name__}, "
@@ -155,12 +155,24 @@ class Expression:
         self.names = frozenset(n.id for n in ast.walk(tree) if isinstance(n, ast.Name))
         # Comprehensions have their own scope and see only globals: give them a real dict.
         self._scoped = any(isinstance(n, ast.comprehension) for n in ast.walk(tree))
-        self._code = compile(tree, f"<spec {where}>", "eval")
-        body = _renamed(tree)
-        #: Python source of the expression reading every name from a Names ``_N`` (generated
-        #: code may embed it: see :mod:`xenmig_core.engine.guards`)
-        self.fast_source = ast.unparse(body)
-        self._fn = _function(body, f"<spec {where}>")
+        self._code: Any = None
+        self._fn: Callable[[Names], Any] | None = None
+        self._fast_source: str | None = None
+
+    def _tree(self) -> ast.Expression:
+        try:
+            return ast.parse(self.source.strip(), mode="eval")
+        except SyntaxError as exc:
+            raise SpecError(f"invalid expression {self.source!r}: {exc.msg}",
+                            path=self.where) from None
+
+    @property
+    def fast_source(self) -> str:
+        """Python source of the expression reading every name from a :class:`Names` ``_N``
+        (generated code embeds it: see :mod:`xenmig_core.engine.guards`)."""
+        if self._fast_source is None:
+            self._fast_source = ast.unparse(_renamed(self._tree()))
+        return self._fast_source
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (Expression, self.source, self.where))
@@ -168,7 +180,13 @@ class Expression:
     def evaluate(self, names: Mapping[str, Any]) -> Any:
         """Evaluate against *names* (a mapping: fields, state, helper functions)."""
         if type(names) is Names:
-            return self._fn(names)
+            fn = self._fn
+            if fn is None:
+                fn = self._fn = _function(ast.parse(self.fast_source, mode="eval").body,
+                                          f"<spec {self.where}>")
+            return fn(names)
+        if self._code is None:
+            self._code = compile(self._tree(), f"<spec {self.where}>", "eval")
         if self._scoped:
             scope = dict(names)
             scope["__builtins__"] = {}
