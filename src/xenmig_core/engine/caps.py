@@ -8,6 +8,7 @@ per kind how many more there were.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from typing import TYPE_CHECKING, Any
@@ -24,14 +25,18 @@ MAX_DIAGNOSTICS = 1000
 _NUMBER = re.compile(r"0x[0-9a-fA-F]+|\d+")
 
 
+@functools.lru_cache(maxsize=4096)
+def _shape(text: str | None) -> str | None:
+    """*text* with every number replaced by ``#`` (a stream repeats its messages: cached)."""
+    return _NUMBER.sub("#", text) if text is not None else None
+
+
 def diagnostic_kind(d: Diagnostic) -> tuple[str | None, ...]:
     """What makes diagnostics "alike" for the caps: format, record type (or header),
     severity, field and message, with every number replaced (``pfn[3]`` and ``pfn[4]``,
     ``record type 0x80000100`` and ``0x80000101`` are alike)."""
-    def shape(text: str | None) -> str | None:
-        return _NUMBER.sub("#", text) if text is not None else None
-    return (d.format, shape(d.record_type or d.unit), d.severity, shape(d.field),
-            shape(d.message))
+    return (d.format, _shape(d.record_type or d.unit), d.severity, _shape(d.field),
+            _shape(d.message))
 
 
 class DiagnosticCaps:
