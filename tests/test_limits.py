@@ -212,3 +212,26 @@ def test_dump_counts_every_diagnostic(cli, tmp_path, pv, build) -> None:
     end = items[-1]
     assert end["kind"] == "end" and end["warnings"] == 60
     assert end["diagnostics_dropped"] == 40
+
+
+# -- 5: record summaries cost time per record: rendered only for a consumer that shows them ----
+class _Summaries(Consumer):
+    def __init__(self, wants: bool) -> None:
+        self.wants_summaries = wants
+        self.seen: dict[str, str | None] = {}
+
+    def on_record(self, record) -> None:
+        self.seen[record.name] = record.summary
+
+
+@pytest.mark.parametrize("wants", [False, True])
+def test_spec_summaries_only_for_consumers_that_want_them(registry, pv, build, wants) -> None:
+    from xenmig_core.engine import Engine
+    from xenmig_core.source import ByteSource
+    seen = _Summaries(wants)
+    result = Engine(registry, ByteSource.from_bytes(build(pv)), seen).run("libxc")
+    assert result.valid, [str(d) for d in result.diagnostics]
+    tsc = seen.seen["X86_TSC_INFO"]          # a spec summary
+    assert (tsc == "mode default, 2400000 kHz, 123456789 ns, incarnation 1") if wants \
+        else tsc is None
+    assert seen.seen["PAGE_DATA"] is not None   # a plugin handler's own summary, always
