@@ -221,9 +221,10 @@ class Dispatch:
         rtype = plan.rtype
         if plan.reject is not None:
             ctx.error(self._render(plan.reject, ctx.names(), ctx, rtype.name))
-        if plan.rules_guard is not None and not _passes(
-                plan.rules_guard, ctx.names() if plan.rules_need_names else None, ctx.marks,
-                ctx.counts, ctx.state):
+        if (plan.versions is not None or plan.rules) and (
+                plan.rules_guard is None or not _passes(
+                    plan.rules_guard, ctx.names() if plan.rules_need_names else None,
+                    ctx.marks, ctx.counts, ctx.state)):
             if plan.versions is not None:
                 version = ctx.state.get("version")
                 if version not in plan.versions:
@@ -281,7 +282,8 @@ class Dispatch:
                         warning = warns.get(fields[field_id])
                         if warning:
                             ctx.warning(warning, field=field_id)
-            if plan.checks_guard is not None and not _passes(plan.checks_guard, names):
+            if plan.checks and (plan.checks_guard is None
+                                or not _passes(plan.checks_guard, names)):
                 self._run_conditions(ctx, plan.checks, names)
         action: Action | None = None
         handler = plan.handler

@@ -24,20 +24,38 @@ from xenmig_core.spec.model import Condition, LayoutRule
 Guard = Callable[..., bool]
 
 
+class _Unguarded(Exception):
+    """Something in the phase is beyond a guard: that phase gets none."""
+
+
 def _compile(params: str, parts: list[str], constants: dict[str, Any], name: str) -> Guard:
     body = " and ".join(f"({p})" for p in parts) or "True"
     scope: dict[str, Any] = {"__builtins__": {}, **constants}
     return eval(compile(f"lambda {params}: {body}", f"<guard {name}>", "eval"), scope)  # type: ignore
 
 
+def _source(expr: Expression) -> str:
+    if expr.scoped:
+        raise _Unguarded
+    return expr.fast_source
+
+
 def _when(when: Expression | None, test: str) -> str:
-    return test if when is None else f"not ({when.fast_source}) or ({test})"
+    return test if when is None else f"not ({_source(when)}) or ({test})"
 
 
 def rules_guard(name: str, versions: tuple[int, ...] | None, rules: list[LayoutRule]
-                ) -> Guard:
+                ) -> Guard | None:
     """``guard(_N, _marks, _counts, _S)``: True when the record's ``versions`` and every
     ``rules`` entry hold (``_N``: the context's names, ``_S``: its state)."""
+    try:
+        return _rules_guard(name, versions, rules)
+    except _Unguarded:
+        return None
+
+
+def _rules_guard(name: str, versions: tuple[int, ...] | None, rules: list[LayoutRule]
+                 ) -> Guard:
     constants: dict[str, Any] = {}
     parts = []
     if versions is not None:
@@ -54,10 +72,12 @@ def rules_guard(name: str, versions: tuple[int, ...] | None, rules: list[LayoutR
     return _compile("_N, _marks, _counts, _S", parts, constants, name)
 
 
-def conditions_guard(name: str, conditions: list[Condition]) -> Guard:
+def conditions_guard(name: str, conditions: list[Condition]) -> Guard | None:
     """``guard(_N)``: True when every condition whose ``when`` holds is true."""
-    return _compile("_N", [_when(c.when, f"{c.expr.fast_source}") for c in conditions], {},
-                    name)
+    try:
+        return _compile("_N", [_when(c.when, _source(c.expr)) for c in conditions], {}, name)
+    except _Unguarded:
+        return None
 
 
 def fields_guard(name: str, layout: Layout) -> Guard | None:
@@ -77,6 +97,8 @@ def fields_guard(name: str, layout: Layout) -> Guard | None:
         for i, chk in enumerate(spec.checks):
             arg = chk.arg
             if isinstance(arg, Expression):
+                if arg.scoped:
+                    return None
                 arg_source = f"({arg.fast_source})"
             elif chk.kind in ("eq", "min", "max", "reserved_bits") and isinstance(arg, int):
                 arg_source = repr(arg)

@@ -167,6 +167,12 @@ class Expression:
                             path=self.where) from None
 
     @property
+    def scoped(self) -> bool:
+        """True when the expression has a comprehension (it is evaluated with ``eval``, and
+        generated code does not embed it)."""
+        return self._scoped
+
+    @property
     def fast_source(self) -> str:
         """Python source of the expression reading every name from a :class:`Names` ``_N``
         (generated code embeds it: see :mod:`xenmig_core.engine.guards`)."""
@@ -179,7 +185,7 @@ class Expression:
 
     def evaluate(self, names: Mapping[str, Any]) -> Any:
         """Evaluate against *names* (a mapping: fields, state, helper functions)."""
-        if type(names) is Names:
+        if type(names) is Names and not self._scoped:
             fn = self._fn
             if fn is None:
                 fn = self._fn = _function(ast.parse(self.fast_source, mode="eval").body,
@@ -187,8 +193,8 @@ class Expression:
             return fn(names)
         if self._code is None:
             self._code = compile(self._tree(), f"<spec {self.where}>", "eval")
-        if self._scoped:
-            scope = dict(names)
+        if self._scoped:   # a comprehension binds names of its own: plain eval, one dict
+            scope = names.flat() if type(names) is Names else dict(names)
             scope["__builtins__"] = {}
             return eval(self._code, scope)
         return eval(self._code, {"__builtins__": {}}, names)
