@@ -17,7 +17,7 @@ from dumping import dump_file, dump_text
 from streams import SAMPLES, VARIANTS, all_streams
 
 from xenmig_core.dump import DumpOptions, dump_source
-from xenmig_core.engine import walk
+from xenmig_core.engine import dispatch
 from xenmig_core.render.json import JsonlRenderer
 from xenmig_core.session import open_registry
 from xenmig_core.source import ByteSource
@@ -275,7 +275,7 @@ def _page_records(out: str) -> list[dict]:
 
 
 def test_pages_hex_sha256_ref(registry, monkeypatch) -> None:
-    monkeypatch.setattr(walk, "PAYLOAD_BUFFER_SIZE", 1000)   # chunks cross page boundaries
+    monkeypatch.setattr(dispatch, "PAYLOAD_BUFFER_SIZE", 1000)   # chunks cross page boundaries
     path = ROOT / "examples" / "hvm-v3.libxc"
     data = path.read_bytes()
     hexed, _ = dump_file(registry, path, "json", pages="hex")

@@ -12,7 +12,7 @@ from libxl_support import build as build_libxl
 from libxl_support import errors
 from libxl_support import verify as verify_libxl
 
-from xenmig_core.engine import Consumer, walk
+from xenmig_core.engine import Consumer, caps
 from xenmig_libxc.hvm_context import MAX_KEPT_ENTRIES
 from xenmig_libxc.samples import Step
 from xenmig_libxl.samples import hvm_libxl_sample
@@ -48,7 +48,9 @@ def test_failing_expression_is_a_spec_error(cli, tmp_path, pv, build, check, ext
     spec.write_text(X_SPEC.format(check=check, extra=extra))
     stream = tmp_path / "s.libxc"
     stream.write_bytes(_with_x(pv, build))
-    result = cli("verify", "--spec", str(spec), str(stream))
+    # record summaries are rendered only for a consumer that shows them (--json, -v, dump)
+    shown = ["--json"] if "summary" in extra else []
+    result = cli("verify", *shown, "--spec", str(spec), str(stream))
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1, lines
@@ -173,7 +175,7 @@ def test_alike_diagnostics_are_capped_and_counted(registry, pv, build) -> None:
     report = verify_bytes(registry, _spam(pv, build), consumer=heard)
     result = report.result
     assert report.valid
-    assert len(result.diagnostics) == walk.MAX_DIAGNOSTICS_PER_KIND == 20
+    assert len(result.diagnostics) == caps.MAX_DIAGNOSTICS_PER_KIND == 20
     assert heard.diagnostics == result.diagnostics      # the consumer hears only the kept
     assert result.dropped == {"warning": 40} and result.diagnostics_dropped == 40
     assert result.warning_count == 60 and result.error_count == 0
@@ -188,7 +190,7 @@ def test_verbose_says_how_many_more_once(registry, pv, build) -> None:
 
 
 def test_overall_cap_keeps_first_error_and_fatal_one(registry, pv, build, monkeypatch) -> None:
-    monkeypatch.setattr(walk, "MAX_DIAGNOSTICS", 5)
+    monkeypatch.setattr(caps, "MAX_DIAGNOSTICS", 5)
     data = _spam(pv, build, optional=10, mandatory=4)
     end = data.index(struct.pack("<II", 0x00000F03, 0))
     report = verify_bytes(registry, data[:end + 4])          # truncated in a record header
@@ -212,3 +214,26 @@ def test_dump_counts_every_diagnostic(cli, tmp_path, pv, build) -> None:
     end = items[-1]
     assert end["kind"] == "end" and end["warnings"] == 60
     assert end["diagnostics_dropped"] == 40
+
+
+# -- 5: record summaries cost time per record: rendered only for a consumer that shows them ----
+class _Summaries(Consumer):
+    def __init__(self, wants: bool) -> None:
+        self.wants_summaries = wants
+        self.seen: dict[str, str | None] = {}
+
+    def on_record(self, record) -> None:
+        self.seen[record.name] = record.summary
+
+
+@pytest.mark.parametrize("wants", [False, True])
+def test_spec_summaries_only_for_consumers_that_want_them(registry, pv, build, wants) -> None:
+    from xenmig_core.engine import Engine
+    from xenmig_core.source import ByteSource
+    seen = _Summaries(wants)
+    result = Engine(registry, ByteSource.from_bytes(build(pv)), seen).run("libxc")
+    assert result.valid, [str(d) for d in result.diagnostics]
+    tsc = seen.seen["X86_TSC_INFO"]          # a spec summary
+    assert (tsc == "mode default, 2400000 kHz, 123456789 ns, incarnation 1") if wants \
+        else tsc is None
+    assert seen.seen["PAGE_DATA"] is not None   # a plugin handler's own summary, always

@@ -151,7 +151,8 @@ def verify(
                                 jobs=jobs, specs=[str(p) for p in spec or []])
         if quiet:
             with open_source(names[0]) as source:
-                report = verify_opened(registry, source, from_, None, params)
+                report = verify_opened(registry, source, from_, None, params,
+                                       account=as_json)
             return _verify_output(report, verbose=verbose, quiet=quiet, as_json=as_json)
         # stdout must be open; a failed write to it is a one-line error (exit 2)
         from xenmig_core.engine import MultiConsumer
@@ -168,7 +169,7 @@ def verify(
                 watchers = [c for c in (consumer, shown) if c is not None]
                 try:
                     report = verify_opened(registry, source, from_, MultiConsumer(*watchers)
-                                           if watchers else None, params)
+                                           if watchers else None, params, account=as_json)
                 finally:
                     if shown is not None:
                         shown.finish()

@@ -13,6 +13,7 @@ rest of a stream whose framing broke).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import struct
@@ -25,6 +26,7 @@ from xenmig_core.engine.context import HeaderValue
 from xenmig_core.present import plain, present_fields
 from xenmig_core.registry import Registry
 from xenmig_core.source import ByteSource
+from xenmig_core.spec.layout import Layout
 from xenmig_core.spec.model import FormatSpec
 from xenmig_core.verify import choose_format
 
@@ -121,6 +123,8 @@ class _Squash:
 
 class DumpConsumer(Consumer):
     """Builds dump items during a walk and passes them to *renderer* in stream order."""
+
+    wants_summaries = True
 
     def __init__(self, registry: Registry, source: ByteSource, renderer: Renderer,
                  options: DumpOptions) -> None:
@@ -321,6 +325,8 @@ class DumpConsumer(Consumer):
         if any(f.id not in record.fields for f in layout.fields
                if not f.payload and f.id not in appended):
             return False     # not (fully) decoded: e.g. a length rule stopped the decoding
+        if layout.static_size is not None:  # decoded values of fixed sizes encode to them
+            return layout.static_size + record.payload_length == record.length
         try:
             size = len(record.rtype.layout.encode(record.fields, record.context.byte_order))
         except (struct.error, TypeError, ValueError, OverflowError):
@@ -428,11 +434,17 @@ def derived_view(record: Record) -> dict[str, Any] | None:
     ctx = record.context
     viewer = ctx.format.viewers.get(record.name)
     view = viewer(record, ctx) if viewer is not None and record.decoded else None
-    derived = {k: v for k, v in record.fields.items()
-               if record.rtype is None or record.rtype.layout is None
-               or k not in {f.id for f in record.rtype.layout.fields}}
+    layout = record.rtype.layout if record.rtype is not None else None
+    known = _field_ids(layout) if layout is not None else frozenset()
+    derived = {k: v for k, v in record.fields.items() if k not in known}
     merged = {**derived, **(view or {})}
     return plain(merged) if merged else None
+
+
+@functools.lru_cache(maxsize=256)
+def _field_ids(layout: Layout) -> frozenset[str]:
+    """The ids of *layout*'s fields (a layout never changes once compiled)."""
+    return frozenset(f.id for f in layout.fields)
 
 
 def type_length_framing(spec: FormatSpec) -> bool:

@@ -176,10 +176,13 @@ def context_report(ctx: StreamContext) -> ContextReport:
 
 def verify_source(registry: Registry, source: ByteSource, fmt: str = "auto",
                   consumer: Consumer | None = None,
-                  params: Mapping[str, Any] | None = None) -> VerifyReport:
+                  params: Mapping[str, Any] | None = None, *,
+                  account: bool = True) -> VerifyReport:
     """Verify *source* as *fmt* (or detect it). Never raises for a bad stream: problems are
     in the report's diagnostics; an unrecognised stream gives a report with one error.
-    *params* are the engine's stream parameters (see :class:`~xenmig_core.engine.Engine`)."""
+    *params* are the engine's stream parameters (see :class:`~xenmig_core.engine.Engine`).
+    With *account* False the report has no account of headers and records (``--json``
+    needs it; a verdict does not, and is faster without it)."""
     try:
         chosen = choose_format(registry, source, fmt)
     except StreamError as exc:
@@ -188,15 +191,21 @@ def verify_source(registry: Registry, source: ByteSource, fmt: str = "auto",
         if consumer is not None:
             consumer.on_diagnostic(result.diagnostics[0])
         return VerifyReport(source.name, fmt, result, start=source.start)
-    account = AccountConsumer()
-    sections = [found for _plugin, found in call_each(registry.pm, "xenmig_report_section")]
-    watchers = [account, *(watcher for _key, watcher in sections)]
+    accounting = AccountConsumer() if account else None
+    # report sections (what a plugin adds to --json) go with the account: a verdict alone
+    # does not pay for them
+    sections = [found for _plugin, found in call_each(registry.pm, "xenmig_report_section")
+                ] if account else []
+    consumers = [c for c in (accounting, *(w for _key, w in sections), consumer)
+                 if c is not None]
     engine = Engine(registry, source,
-                    MultiConsumer(*watchers, *([consumer] if consumer is not None else [])),
+                    MultiConsumer(*consumers) if len(consumers) > 1 else
+                    (consumers[0] if consumers else Consumer()),
                     params=params)
     result = engine.run(chosen)
-    account.close()
-    report = VerifyReport(source.name, chosen, result, account=account, start=source.start)
+    if accounting is not None:
+        accounting.close()
+    report = VerifyReport(source.name, chosen, result, account=accounting, start=source.start)
     for key, watcher in sections:
         if (section := watcher.report()) is not None:
             report.sections[key] = section

@@ -15,7 +15,14 @@ if TYPE_CHECKING:
 
 
 class Consumer:
-    """Base consumer: every callback does nothing. Subclass and override what you need."""
+    """Base consumer: every callback does nothing. Subclass and override what you need.
+
+    ``wants_summaries``: set it true to have the engine render each record's spec
+    ``summary`` into ``Record.summary`` (it costs time per record, so the default is off;
+    header summaries, and summaries a plugin handler writes, are always there).
+    """
+
+    wants_summaries: bool = False
 
     def on_context_start(self, ctx: StreamContext) -> None:
         """A format context starts (the root stream, or a nested one)."""
@@ -57,6 +64,7 @@ class MultiConsumer(Consumer):
 
     def __init__(self, *consumers: Consumer) -> None:
         self.consumers = consumers
+        self.wants_summaries = any(getattr(c, "wants_summaries", False) for c in consumers)
 
     def on_context_start(self, ctx: StreamContext) -> None:
         for c in self.consumers:

@@ -7,12 +7,13 @@ the layout state the spec's rules need (marks, counts, named state values, stati
 
 from __future__ import annotations
 
-from collections import ChainMap, Counter
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from xenmig_core.diagnostics import ERROR, WARNING, Diagnostic
+from xenmig_core.spec.expr import Names
 
 if TYPE_CHECKING:
     from xenmig_core.registry import Format
@@ -32,7 +33,7 @@ class Action:
 CONTINUE = Action("continue")
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
     """One framed record, its decoded (non-payload) fields and where it stood."""
 
@@ -100,16 +101,24 @@ class StreamContext:
         self.last_record: Record | None = None
         self.current: Record | None = None
         self.walker_state: dict[str, Any] = {}
+        #: the engine's record plans for this context, by record type id (engine-internal)
+        self.plans: dict[int, Any] = {}
         self._report = report
         self._helpers = {"child_state": self.child_state, "child_status": self.child_status}
+        #: where an expression looks up a name that is not a field of the record, in order
+        self.name_fallback = (self.state, self._helpers, fmt.helpers)
 
     @property
     def name(self) -> str:
         return self.format.name
 
-    def names(self, fields: dict[str, Any] | None = None, **extra: Any) -> ChainMap[str, Any]:
-        """The names an expression sees: *extra*, record *fields*, state, helpers."""
-        return ChainMap(extra, fields or {}, self.state, self._helpers, self.format.helpers)
+    def names(self, fields: dict[str, Any] | None = None, **extra: Any) -> Names:
+        """The names an expression sees: *extra*, record *fields*, state, helpers. State is
+        looked up live (a value set after this call is seen); fields and *extra* are copied."""
+        names = Names(fields or (), self.name_fallback)
+        if extra:
+            names.update(extra)
+        return names
 
     def child_state(self, fmt: str, key: str, default: Any = None) -> Any:
         """State value *key* of this context's nested *fmt* stream (*default* when there is

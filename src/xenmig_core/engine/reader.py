@@ -11,12 +11,21 @@ class SourceReader:
 
     ``take`` raises a non-fatal RecordError when the body is shorter than the fields it
     declares (the framing is still intact); a short *stream* raises TruncatedError.
+    *what* names the body in messages; an int *what* is a record index, named
+    ``record N body`` (built only when a message needs it).
     """
 
-    def __init__(self, source: ByteSource, limit: int, what: str) -> None:
+    __slots__ = ("_what", "remaining", "source")
+
+    def __init__(self, source: ByteSource, limit: int, what: str | int) -> None:
         self.source = source
         self.remaining = limit
-        self.what = what
+        self._what = what
+
+    @property
+    def what(self) -> str:
+        what = self._what
+        return what if isinstance(what, str) else f"record {what} body"
 
     def take(self, n: int, what: str) -> bytes:
         if n > self.remaining:

@@ -15,7 +15,9 @@ ACCOUNT_LIMIT = 10_000
 
 
 class AccountConsumer(Consumer):
-    """Collects :attr:`entries` (JSON-ready dicts) in stream order."""
+    """Collects :attr:`entries` (JSON-ready dicts, with record summaries) in stream order."""
+
+    wants_summaries = True
 
     def __init__(self, limit: int = ACCOUNT_LIMIT) -> None:
         self.entries: list[dict[str, Any]] = []

@@ -32,6 +32,8 @@ class _Run:
 class VerboseConsumer(Consumer):
     """Writes the account to *out*; diagnostics appear inline, under what they concern."""
 
+    wants_summaries = True
+
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self._run: _Run | None = None

@@ -5,6 +5,12 @@ comparisons, ``and``/``or``/``not``, ``x if c else y``, subscripts and calls of 
 functions in :data:`FUNCTIONS`. They are parsed and checked once when a spec loads, compiled
 to a code object, and evaluated per record against a mapping of names (record fields first,
 then stream state). Templates (``"{guest_width * 8}-bit guest"``) embed expressions in text.
+
+Against a :class:`Names` mapping (what the engine builds) an expression runs as a compiled
+function whose every name is one dict look-up (``N["count"]``), not through ``eval`` and a
+chain of mappings; against any other mapping it is evaluated with ``eval`` as before. Both
+give the same value, and an unknown name raises ``NameError`` in both. Expressions and
+templates pickle as their source text and are recompiled when loaded.
 """
 
 from __future__ import annotations
@@ -40,22 +46,102 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
 }
 
 
-class Expression:
-    """A compiled expression. ``evaluate(names)`` returns its value.
+class Names(dict[str, Any]):
+    """The names an expression sees, as one dict with fallbacks: its own items (record
+    fields and extras such as ``body_length``) first, then each mapping of *fallback* in
+    order (stream state, helper functions), looked up live when a name is not its own.
 
-    An unknown name at evaluation time raises ``NameError``; the engine reports it as a spec
-    error naming the expression, since specs are validated against known names where possible.
+    Contract: ``names[key]`` raises ``NameError`` (as ``eval`` does) for a name found
+    nowhere; ``in``, ``get`` and :meth:`flat` see the fallbacks too. Iteration and ``len``
+    see only its own items.
     """
 
-    __slots__ = ("_code", "_scoped", "names", "source", "where")
+    __slots__ = ("fallback",)
+
+    def __init__(self, own: Mapping[str, Any], fallback: tuple[Mapping[str, Any], ...]
+                 ) -> None:
+        super().__init__(own)
+        self.fallback = fallback
+
+    def __missing__(self, key: str) -> Any:
+        for mapping in self.fallback:
+            if key in mapping:
+                return mapping[key]
+        raise NameError(f"name {key!r} is not defined")
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key) or any(key in m for m in self.fallback)
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        try:
+            return self[key]
+        except NameError:
+            return default
+
+    def flat(self) -> dict[str, Any]:
+        """Every visible name in one plain dict (own items win over fallbacks)."""
+        out: dict[str, Any] = {}
+        for mapping in reversed(self.fallback):
+            out.update(mapping)
+        out.update(self)
+        return out
+
+    def with_value(self, **extra: Any) -> Names:
+        """A copy with *extra* names added (winning over every other)."""
+        names = Names(self, self.fallback)
+        names.update(extra)
+        return names
+
+
+class _Rename(ast.NodeTransformer):
+    """Rewrites every free name ``x`` to ``_N["x"]`` (names a comprehension binds stay)."""
+
+    def __init__(self, bound: frozenset[str]) -> None:
+        self.bound = bound
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if node.id in self.bound or not isinstance(node.ctx, ast.Load):
+            return node
+        return ast.copy_location(ast.Subscript(value=ast.Name("_N", ast.Load()),
+                                               slice=ast.Constant(node.id), ctx=ast.Load()),
+                                 node)
+
+
+def _renamed(tree: ast.Expression) -> ast.expr:
+    """*tree*'s body with every free name ``x`` read as ``_N["x"]``."""
+    bound = frozenset(n.id for n in ast.walk(tree)
+                      if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store))
+    return _Rename(bound).visit(ast.parse(ast.unparse(tree), mode="eval")).body
+
+
+def _function(body: ast.expr, filename: str) -> Callable[[Names], Any]:
+    """Compile *body* (names already read from ``_N``) to ``lambda _N: <body>``."""
+    args = ast.arguments(posonlyargs=[], args=[ast.arg("_N")], kwonlyargs=[], kw_defaults=[],
+                         defaults=[])
+    wrapper = ast.fix_missing_locations(ast.Expression(ast.Lambda(args, body)))
+    return eval(compile(wrapper, filename, "eval"), {"__builtins__": {}})  # type: ignore
+
+
+def _rebuild(cls: type, source: str, where: str) -> Any:
+    return cls(source, where=where)
+
+
+class Expression:
+    """A checked expression. ``evaluate(names)`` returns its value.
+
+    The source is parsed and checked when the expression is made (a bad one is a SpecError
+    then); it is compiled on first evaluation, so a spec's unused expressions cost no
+    compilation. An unknown name at evaluation time raises ``NameError``; the engine reports
+    it as a spec error naming the expression, since specs are validated against known names
+    where possible.
+    """
+
+    __slots__ = ("_code", "_fast_source", "_fn", "_scoped", "names", "source", "where")
 
     def __init__(self, source: str, *, where: str = "<expr>") -> None:
         self.source = source
         self.where = where
-        try:
-            tree = ast.parse(source.strip(), mode="eval")
-        except SyntaxError as exc:
-            raise SpecError(f"invalid expression {source!r}: {exc.msg}", path=where) from None
+        tree = self._tree()
         for node in ast.walk(tree):
             if not isinstance(node, _ALLOWED_NODES):
                 raise SpecError(f"expression {source!r} uses {type(node).__name__}, "
@@ -69,12 +155,46 @@ class Expression:
         self.names = frozenset(n.id for n in ast.walk(tree) if isinstance(n, ast.Name))
         # Comprehensions have their own scope and see only globals: give them a real dict.
         self._scoped = any(isinstance(n, ast.comprehension) for n in ast.walk(tree))
-        self._code = compile(tree, f"<spec {where}>", "eval")
+        self._code: Any = None
+        self._fn: Callable[[Names], Any] | None = None
+        self._fast_source: str | None = None
+
+    def _tree(self) -> ast.Expression:
+        try:
+            return ast.parse(self.source.strip(), mode="eval")
+        except SyntaxError as exc:
+            raise SpecError(f"invalid expression {self.source!r}: {exc.msg}",
+                            path=self.where) from None
+
+    @property
+    def scoped(self) -> bool:
+        """True when the expression has a comprehension (it is evaluated with ``eval``, and
+        generated code does not embed it)."""
+        return self._scoped
+
+    @property
+    def fast_source(self) -> str:
+        """Python source of the expression reading every name from a :class:`Names` ``_N``
+        (generated code embeds it: see :mod:`xenmig_core.engine.guards`)."""
+        if self._fast_source is None:
+            self._fast_source = ast.unparse(_renamed(self._tree()))
+        return self._fast_source
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (Expression, self.source, self.where))
 
     def evaluate(self, names: Mapping[str, Any]) -> Any:
         """Evaluate against *names* (a mapping: fields, state, helper functions)."""
-        if self._scoped:
-            scope = dict(names)
+        if type(names) is Names and not self._scoped:
+            fn = self._fn
+            if fn is None:
+                fn = self._fn = _function(ast.parse(self.fast_source, mode="eval").body,
+                                          f"<spec {self.where}>")
+            return fn(names)
+        if self._code is None:
+            self._code = compile(self._tree(), f"<spec {self.where}>", "eval")
+        if self._scoped:   # a comprehension binds names of its own: plain eval, one dict
+            scope = names.flat() if type(names) is Names else dict(names)
             scope["__builtins__"] = {}
             return eval(self._code, scope)
         return eval(self._code, {"__builtins__": {}}, names)
@@ -103,6 +223,9 @@ class Template:
             self._parts.append((Expression(expr, where=where), fmt))
             pos = match.end()
         self._parts.append(source[pos:])
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (Template, self.source, self.where))
 
     def render(self, names: Mapping[str, Any]) -> str:
         out = []

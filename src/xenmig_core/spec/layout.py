@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from xenmig_core.errors import RecordError
-from xenmig_core.spec.expr import evaluate, resolve
+from xenmig_core.spec.expr import Names, evaluate, resolve
 
 #: An array of structs reports at most this many failed item checks (then one summary).
 MAX_ITEM_PROBLEMS = 3
@@ -419,8 +419,8 @@ def _run_check(chk: Check, value: Any, spec: FieldSpec, names: Mapping[str, Any]
     if kind == "known":
         return None if value in arg else f"unknown {spec.enum or 'value'} {_show(value)}"
     if kind == "expr":
-        env = dict(names)
-        env["value"] = value
+        env = names.with_value(value=value) if isinstance(names, Names) else \
+            {**names, "value": value}
         if evaluate(arg, env, context=f"check of {spec.id}"):
             return None
         return f"check failed: {arg.source} (value {_show(value)})"

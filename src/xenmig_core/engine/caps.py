@@ -1,0 +1,84 @@
+"""Diagnostic caps: bad input must not cost memory or output in proportion to its size.
+
+At most :data:`MAX_DIAGNOSTICS_PER_KIND` alike diagnostics (see :func:`diagnostic_kind`) and
+:data:`MAX_DIAGNOSTICS` in all are kept and passed to the consumer; the first error and a
+fatal one always are. The rest are counted; at the end of the walk the consumer hears once
+per kind how many more there were.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from xenmig_core.diagnostics import Diagnostic
+
+if TYPE_CHECKING:
+    from xenmig_core.engine.consumer import Consumer
+
+#: At most this many diagnostics of one kind (see :func:`diagnostic_kind`) are kept...
+MAX_DIAGNOSTICS_PER_KIND = 20
+#: ... and at most this many in all (plus the first error and a fatal one, always kept).
+MAX_DIAGNOSTICS = 1000
+_NUMBER = re.compile(r"0x[0-9a-fA-F]+|\d+")
+
+
+@functools.lru_cache(maxsize=4096)
+def _shape(text: str | None) -> str | None:
+    """*text* with every number replaced by ``#`` (a stream repeats its messages: cached)."""
+    return _NUMBER.sub("#", text) if text is not None else None
+
+
+def diagnostic_kind(d: Diagnostic) -> tuple[str | None, ...]:
+    """What makes diagnostics "alike" for the caps: format, record type (or header),
+    severity, field and message, with every number replaced (``pfn[3]`` and ``pfn[4]``,
+    ``record type 0x80000100`` and ``0x80000101`` are alike)."""
+    return (d.format, _shape(d.record_type or d.unit), d.severity, _shape(d.field),
+            _shape(d.message))
+
+
+class DiagnosticCaps:
+    """Keeps diagnostics in *kept* (passing each to *consumer*) within the caps; counts the
+    dropped ones by severity in *dropped*. :meth:`finish` lists, per kind with drops, a
+    sample and the count in *dropped_like* and tells the consumer."""
+
+    def __init__(self, kept: list[Diagnostic], dropped: Counter[str],
+                 dropped_like: list[tuple[Diagnostic, int]], consumer: Consumer) -> None:
+        self.kept = kept
+        self.dropped = dropped
+        self.dropped_like = dropped_like
+        self.consumer = consumer
+        #: kind -> [kept, dropped, sample]; a kind is tracked only once one of it is kept,
+        #: so there are at most as many kinds as kept diagnostics (others share ``None``)
+        self._kinds: dict[tuple[str | None, ...] | None, list[Any]] = {}
+        self._error_kept = False
+
+    def report(self, diagnostic: Diagnostic, *, keep: bool = False) -> None:
+        """Keep *diagnostic* and pass it to the consumer, unless a cap drops it (*keep*
+        overrides the caps; the first error is always kept)."""
+        kind = diagnostic_kind(diagnostic)
+        entry = self._kinds.get(kind)
+        keep = keep or (diagnostic.is_error and not self._error_kept) or (
+            len(self.kept) < MAX_DIAGNOSTICS
+            and (entry is None or entry[0] < MAX_DIAGNOSTICS_PER_KIND))
+        if not keep:
+            self.dropped[diagnostic.severity] += 1
+            if entry is None:
+                entry = self._kinds.setdefault(None, [0, 0, diagnostic])
+            entry[1] += 1
+            return
+        if entry is None:
+            entry = self._kinds[kind] = [0, 0, diagnostic]
+        entry[0] += 1
+        self._error_kept = self._error_kept or diagnostic.is_error
+        self.kept.append(diagnostic)
+        self.consumer.on_diagnostic(diagnostic)
+
+    def finish(self) -> None:
+        """At the end of the walk: one ``on_diagnostics_dropped`` per kind with drops."""
+        for _kept, dropped, sample in self._kinds.values():
+            if dropped:
+                self.dropped_like.append((sample, dropped))
+                self.consumer.on_diagnostics_dropped(sample, dropped)

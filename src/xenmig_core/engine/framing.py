@@ -1,0 +1,166 @@
+"""Framing: how a format's bytes divide into headers and records.
+
+A context reads its fixed headers first, in spec order; then either a plugin walker frames
+the rest (``implied`` framing, or a format with its own walker), or the spec's ``follows``
+names the format of the rest of the source (a wrapper), or type-length records follow, each
+body padded to the format's alignment. The record bodies themselves go to
+:mod:`xenmig_core.engine.dispatch`.
+
+Contract: a short stream raises TruncatedError, broken framing StreamError (both fatal, the
+walk stops); the source ending exactly where a record (or a nested stream) would start
+raises :class:`CleanEOF`, which the walk turns into an end-of-stream verdict.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from xenmig_core.diagnostics import WARNING
+from xenmig_core.engine.context import CONTINUE, Action, HeaderValue, Record, StreamContext
+from xenmig_core.engine.reader import SourceReader
+from xenmig_core.errors import RecordError, SpecError, StreamError, TruncatedError
+from xenmig_core.spec.expr import resolve
+from xenmig_core.spec.layout import ORDER_PREFIXES
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from xenmig_core.engine.consumer import Consumer
+    from xenmig_core.registry import Registry
+    from xenmig_core.source import ByteSource
+    from xenmig_core.spec.model import HeaderSpec
+
+#: Headers may carry variable data (a configuration, an XML document); never more than this.
+MAX_HEADER_BYTES = 64 << 20
+#: ``follows`` expressions see this many upcoming bytes as ``upcoming``.
+FOLLOWS_PEEK = 64
+_ORDERS = ORDER_PREFIXES
+
+
+class CleanEOF(Exception):
+    """The source ended exactly at a record boundary."""
+
+
+class Framing:
+    """The engine's framing (a part of :class:`~xenmig_core.engine.walk.Engine`)."""
+
+    registry: Registry
+    source: ByteSource
+    consumer: Consumer
+
+    # provided by the other parts of the engine
+    _unit: Callable[..., tuple[Record, Action]]
+    _eval: Callable[..., Any]
+    _render: Callable[..., str]
+    _run_conditions: Callable[..., None]
+    _header_diag: Callable[..., None]
+    _enum_warnings: Callable[..., None]
+
+    def _step(self, ctx: StreamContext) -> Action:
+        """Read the next unit of *ctx* (a header, a record, or what its walker reads) and
+        return the action that follows it."""
+        fmt = ctx.format
+        spec = fmt.spec
+        if ctx.header_index < len(spec.headers):
+            if ctx.header_index == 0 and ctx.parent is not None and self.source.at_eof():
+                raise CleanEOF
+            header = spec.headers[ctx.header_index]
+            self._read_header(ctx, header)
+            ctx.header_index += 1
+            return CONTINUE
+        if fmt.walker is not None:
+            return fmt.walker(self, ctx)
+        framing = spec.framing
+        if framing is not None and framing.implied:
+            raise SpecError(f"format {spec.name} has implied framing but no plugin walker")
+        if spec.follows is not None:
+            if ctx.children:
+                return Action("end")
+            target = resolve(spec.follows, ctx.names(upcoming=self.source.peek(FOLLOWS_PEEK)),
+                             context=f"format {ctx.name}, follows")
+            if not target:
+                return Action("end")
+            if str(target) not in self.registry.formats:
+                self._unverified_rest(ctx, str(target))
+                return Action("end")
+            return Action("nested", str(target))
+        if framing is None:
+            raise SpecError(f"format {spec.name} has neither records, follows nor a walker")
+        return self._read_record(ctx, framing.align)
+
+    def _unverified_rest(self, ctx: StreamContext, target: str) -> None:
+        """The rest of the source is a format no loaded plugin provides: say so, skip it."""
+        start = self.source.offset
+        self.source.skip_to_eof()
+        ctx.warning(f"the rest of the stream ({self.source.offset - start} bytes) is a "
+                    f"{target!r} stream, which no loaded plugin provides: not verified",
+                    offset=start, record=None, unit="rest of stream")
+
+    # -- headers -------------------------------------------------------------------------
+    def _read_header(self, ctx: StreamContext, header: HeaderSpec) -> None:
+        offset = self.source.offset
+        ctx.walker_state["unit"] = header.name
+        order = ctx.byte_order if header.byte_order == "stream" else _ORDERS[header.byte_order]
+        reader = SourceReader(self.source, MAX_HEADER_BYTES, f"{ctx.name} {header.name}")
+        try:
+            prior = {k: v for done in ctx.headers.values() for k, v in done.items()}
+            fields = header.layout.decode(reader, order, prior)
+        except TruncatedError as exc:
+            raise TruncatedError(exc.message, offset=exc.offset) from None
+        except RecordError as exc:
+            raise StreamError(exc.message, offset=offset,
+                              field=exc.field) from None
+        names = ctx.names(fields)
+        problems = header.layout.check(fields, names)
+        for path, message, _severity in problems:
+            if path in header.fatal_fields:
+                # the header is not what it claims to be: its other fields mean nothing
+                raise StreamError(message, offset=offset, field=path)
+        for path, message, severity in problems:
+            self._header_diag(ctx, header, offset, severity, message, path)
+        self._enum_warnings(ctx, header.layout, fields, lambda m, f: self._header_diag(
+            ctx, header, offset, WARNING, m, f))
+        for key, expr in header.set.items():
+            ctx.state[key] = self._eval(expr, names, ctx, header.name)
+        if header.byte_order_from is not None:
+            value = self._eval(header.byte_order_from, names, ctx, header.name)
+            ctx.byte_order = _ORDERS[str(value)]
+        self._run_conditions(ctx, header.checks, ctx.names(fields), header=header, offset=offset)
+        ctx.headers[header.name] = fields
+        value = HeaderValue(header.name, header.title, offset, self.source.offset - offset,
+                            fields, ctx)
+        handler = ctx.format.handlers.get(header.name)
+        if handler is not None:
+            handler(value, ctx)
+        if header.summary is not None:
+            value.summary = self._render(header.summary, ctx.names(fields), ctx, header.name)
+        self.consumer.on_header(value)
+        ctx.walker_state.pop("unit", None)
+
+    # -- records -------------------------------------------------------------------------
+    def _read_record(self, ctx: StreamContext, align: int) -> Action:
+        """One type-length record: its header here, the rest in the dispatch."""
+        offset = self.source.offset
+        head_struct = ctx.format.record_header(ctx.byte_order)
+        size = head_struct.size
+        raw = self.source.read_upto(size)
+        if len(raw) != size:
+            if not raw:
+                raise CleanEOF
+            raise TruncatedError(
+                f"stream truncated: record header needs {size} bytes at offset {offset:#x}, "
+                f"only {len(raw)} left", offset=offset)
+        type_id, length = head_struct.unpack(raw)
+        return self._unit(ctx, offset, type_id, length, align)[1]
+
+    def _padding(self, ctx: StreamContext, record: Record, align: int, zero: bool) -> None:
+        """The alignment bytes after *record*'s body (non-zero ones are an error when the
+        format says padding must be zero)."""
+        pad = -record.length % align
+        if not pad:
+            return
+        data = self.source.read_exact(pad, f"record {record.index} padding")
+        record.padding = data
+        if zero and any(data):
+            ctx.error(f"padding contains non-zero bytes: {data.hex()}", field="padding",
+                      record=record)

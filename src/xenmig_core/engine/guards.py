@@ -1,0 +1,121 @@
+"""Guards: one generated function per record type and phase that says "nothing to report".
+
+Checking a valid record the general way costs a loop over rules, checks and conditions,
+each evaluated on its own. A guard is the conjunction of them all, generated as Python
+source from the spec model when a record type is first met and compiled once: for a valid
+record it returns True in one call and the general checks are skipped. When it returns
+False (or a spec expression fails inside it), the general code runs and reports exactly
+what it always did, in the same order. Guards have no side effects (spec expressions have
+none), so running the general code after one changes nothing.
+
+A phase whose model has something a guard cannot express (a check on an array or a struct,
+an ``expr`` field check) gets no guard (None) and always runs the general way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from xenmig_core.spec.expr import Expression
+from xenmig_core.spec.layout import Layout
+from xenmig_core.spec.model import Condition, LayoutRule
+
+Guard = Callable[..., bool]
+
+
+class _Unguarded(Exception):
+    """Something in the phase is beyond a guard: that phase gets none."""
+
+
+def _compile(params: str, parts: list[str], constants: dict[str, Any], name: str) -> Guard:
+    body = " and ".join(f"({p})" for p in parts) or "True"
+    scope: dict[str, Any] = {"__builtins__": {}, **constants}
+    return eval(compile(f"lambda {params}: {body}", f"<guard {name}>", "eval"), scope)  # type: ignore
+
+
+def _source(expr: Expression) -> str:
+    if expr.scoped:
+        raise _Unguarded
+    return expr.fast_source
+
+
+def _when(when: Expression | None, test: str) -> str:
+    return test if when is None else f"not ({_source(when)}) or ({test})"
+
+
+def rules_guard(name: str, versions: tuple[int, ...] | None, rules: list[LayoutRule]
+                ) -> Guard | None:
+    """``guard(_N, _marks, _counts, _S)``: True when the record's ``versions`` and every
+    ``rules`` entry hold (``_N``: the context's names, ``_S``: its state)."""
+    try:
+        return _rules_guard(name, versions, rules)
+    except _Unguarded:
+        return None
+
+
+def _rules_guard(name: str, versions: tuple[int, ...] | None, rules: list[LayoutRule]
+                 ) -> Guard:
+    constants: dict[str, Any] = {}
+    parts = []
+    if versions is not None:
+        constants["_V"] = frozenset(versions)
+        parts.append('_S.get("version") in _V')
+    for rule in rules:
+        if rule.kind == "after":
+            test = " and ".join(f"{m!r} in _marks" for m in rule.arg) or "True"
+        elif rule.kind == "before":
+            test = " and ".join(f"{m!r} not in _marks" for m in rule.arg) or "True"
+        else:
+            test = f"_counts[{name!r}] < {int(rule.arg)!r}"
+        parts.append(_when(rule.when, test))
+    return _compile("_N, _marks, _counts, _S", parts, constants, name)
+
+
+def conditions_guard(name: str, conditions: list[Condition]) -> Guard | None:
+    """``guard(_N)``: True when every condition whose ``when`` holds is true."""
+    try:
+        return _compile("_N", [_when(c.when, _source(c.expr)) for c in conditions], {}, name)
+    except _Unguarded:
+        return None
+
+
+def fields_guard(name: str, layout: Layout) -> Guard | None:
+    """``guard(_F, _N)``: True when every field check of *layout* passes on the decoded
+    fields ``_F``; None when some check is beyond a guard (arrays, structs, bytes, ``expr``)."""
+    constants: dict[str, Any] = {}
+    parts = []
+    for spec in layout.fields:
+        if not spec.checks:
+            if spec.struct is not None and spec.struct.has_checks:
+                return None
+            continue
+        if not spec.is_int or spec.repeat is not None or spec.struct is not None:
+            return None
+        value = f"_F[{spec.id!r}]"
+        tests = []
+        for i, chk in enumerate(spec.checks):
+            arg = chk.arg
+            if isinstance(arg, Expression):
+                if arg.scoped:
+                    return None
+                arg_source = f"({arg.fast_source})"
+            elif chk.kind in ("eq", "min", "max", "reserved_bits") and isinstance(arg, int):
+                arg_source = repr(arg)
+            elif chk.kind in ("any_of", "known"):
+                key = f"_C{len(constants)}_{i}"
+                constants[key] = frozenset(arg) if chk.kind == "known" else tuple(arg)
+                arg_source = key
+            elif chk.kind == "reserved":
+                arg_source = ""
+            else:
+                return None
+            test = {"eq": f"{value} == {arg_source}", "min": f"{value} >= {arg_source}",
+                    "max": f"{value} <= {arg_source}", "any_of": f"{value} in {arg_source}",
+                    "known": f"{value} in {arg_source}", "reserved": f"{value} == 0",
+                    "reserved_bits": f"not {value} & {arg_source}"}.get(chk.kind)
+            if test is None:
+                return None
+            tests.append(test)
+        parts.append(f"{spec.id!r} not in _F or ({' and '.join(tests)})")
+    return _compile("_F, _N", parts, constants, name)
