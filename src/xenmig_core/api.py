@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Union
 
 from xenmig_core.diagnostics import Diagnostic
-from xenmig_core.engine import Consumer, Record
+from xenmig_core.engine import Consumer, Record, WalkResult
 from xenmig_core.engine.context import HeaderValue
 from xenmig_core.registry import Registry
 from xenmig_core.source import ByteSource
@@ -133,6 +133,12 @@ class Report:
     @property
     def errors(self) -> list[Diagnostic]:
         return [d for d in self.diagnostics if d.is_error]
+
+    @property
+    def result(self) -> WalkResult:
+        """The engine's own account of the walk (record count, diagnostics the caps dropped
+        and of what kind)."""
+        return self._inner.result
 
     @property
     def warnings(self) -> list[Diagnostic]:
