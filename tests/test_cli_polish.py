@@ -27,8 +27,8 @@ def test_help_shows_each_first_sentence_whole(cli) -> None:
     commands = typer.main.get_command(app).commands
     for name, command in commands.items():
         assert f"{name} {first_sentence(command.help)}" in listed, name
-    assert "Convert INPUT (e.g. a legacy Xen <= 4.5 image, compressed or not) into a v2 " \
-        "stream." in listed
+    assert "Convert INPUT into another format (e.g. a legacy Xen <= 4.5 image into a v2 " \
+        "stream, or any stream into a memory image)." in listed
     assert "..." not in out.split("Commands:", 1)[1]
     specs = " ".join(cli("specs", "--help").stdout.split())
     assert "exit 2 on the first error." in specs

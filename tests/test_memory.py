@@ -265,3 +265,10 @@ def test_verify_json_says_what_an_export_would_contain(registry, libxc, tmp_path
     out, _label = export(registry, source, "raw")
     assert out.stat().st_size == report["memory"]["raw_size"]
     assert "memory" not in verify_bytes(registry, xl_file(registry.specs["xl"], b"")).to_dict()
+
+
+def test_the_plugin_offers_exactly_the_formats_it_can_write() -> None:
+    """The plugin names its targets without importing the exporter (verify stays cheap)."""
+    import xenmig_memory
+    from xenmig_memory.formats import WRITERS
+    assert set(xenmig_memory.TARGETS) == set(WRITERS) == set(TARGETS)

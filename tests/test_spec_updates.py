@@ -16,6 +16,7 @@ import pytest
 from conftest import ROOT, verbose_account, verify_bytes
 from dumping import dump_text
 
+import xenmig_core
 from xenmig_core.errors import SpecError
 from xenmig_core.plugins import hookimpl
 from xenmig_core.registry import Registry
@@ -175,10 +176,12 @@ def entry_view(registry: Registry, data: bytes, index: int) -> dict[str, Any]:
 @pytest.mark.parametrize("via", ["spec", "env", "plugin"])
 def test_new_hvm_entry_is_decoded_field_by_field(base, tmp_path, monkeypatch, via) -> None:
     data = with_entry(30, struct.pack("<QII", 0x8001, 7, 0), base)
-    raw = entry_view(base, data, 3)
+    raw = entry_view(base, data, -2)   # the entry before END
     assert raw["type"] == "unknown(0x1e)" and raw["length"] == 16 and "fields" not in raw
+    assert not xenmig_core.verify(data, registry=base).valid   # hvm_load: unknown typecode
     registry = with_spec(recipe_file(tmp_path, "new-hvm-entry"), via, monkeypatch)
-    entry = entry_view(registry, data, 3)
+    assert xenmig_core.verify(data, registry=registry).valid
+    entry = entry_view(registry, data, -2)
     assert entry["type"] == "NEW_ENTRY"
     assert entry["layout"] == "hvm_new_entry"
     assert entry["fields"] == {"flags": 0x8001, "counter": 7, "pad": 0}
@@ -187,12 +190,14 @@ def test_new_hvm_entry_is_decoded_field_by_field(base, tmp_path, monkeypatch, vi
 def test_hvm_entry_variant_decodes_a_longer_entry(base, tmp_path) -> None:
     lapic = struct.pack("<QIIQIIQ", 0xFEE00900, 0, 0, 0, 0, 0, 0xABCD)
     data = with_entry(5, lapic, base)
-    assert "fields" not in entry_view(base, data, 3)
+    assert "fields" not in entry_view(base, data, -2)   # the entry before END
     registry = open_registry([recipe_file(tmp_path, "hvm-entry-variant")], autoload=False)
-    entry = entry_view(registry, data, 3)
+    entry = entry_view(registry, data, -2)
     assert entry["layout"] == "hvm_lapic__next"
     assert entry["fields"]["new_state"] == 0xABCD
-    assert entry_view(registry, data, 2)["layout"] == "hvm_lapic"   # today's size: as before
+    entries = dumped(registry, data, "HVM_CONTEXT")["view"]["entries"]
+    first_lapic = next(e for e in entries if e["type"] == "LAPIC")
+    assert first_lapic["layout"] == "hvm_lapic"   # today's size: as before
 
 
 # -- record types ----------------------------------------------------------------------------

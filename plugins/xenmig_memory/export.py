@@ -40,7 +40,6 @@ from xenmig_memory.index import MemoryIndex, Stopped
 from xenmig_memory.output import Output
 from xenmig_memory.pfnmap import PfnMap
 
-TARGETS = tuple(WRITERS)
 LEGACY = "legacy"
 SPOOL_PIECE = 1 << 20
 PAGE_SHIFT = 12

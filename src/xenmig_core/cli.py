@@ -397,7 +397,8 @@ def convert(
                      ] = False,
     spec: SpecOption = None,
 ) -> None:
-    """Convert INPUT (a legacy Xen <= 4.5 image into a v2 stream, any stream into a memory image).
+    """Convert INPUT into another format (e.g. a legacy Xen <= 4.5 image into a v2 stream,
+    or any stream into a memory image).
 
     A path OUTPUT appears only once the conversion succeeded and the result verified;
     exit 0 done, 1 the input cannot be converted, 2 usage or I/O error, 3 internal error.

@@ -22,10 +22,12 @@ import io
 import lzma
 import zlib
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from xenmig_core.errors import SourceError
-from xenmig_core.source import ByteSource
+
+if TYPE_CHECKING:
+    from xenmig_core.source import ByteSource
 
 #: How many bytes the trial decode looks at.
 TRIAL_BYTES = 4096
@@ -160,6 +162,6 @@ def maybe_decompress(source: ByteSource) -> ByteSource:
     kind = sniff(source.peek(TRIAL_BYTES))
     if kind is None:
         return source
-    decompressed = ByteSource(_Decompressed(source, kind), source.name, owned=True)  # type: ignore[arg-type]
+    decompressed = type(source)(_Decompressed(source, kind), source.name, owned=True)  # type: ignore[arg-type]
     decompressed.compression = kind
     return decompressed

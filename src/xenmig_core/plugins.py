@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import pluggy
 
-from xenmig_core import hookspecs
+import xenmig_core.hookspecs as hookspecs
 from xenmig_core.detect import SpecDetector
 from xenmig_core.errors import PluginError, XenmigError
 from xenmig_core.markers import PROJECT

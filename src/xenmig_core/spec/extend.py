@@ -106,12 +106,15 @@ def repeated_type(ctx: Any, fmt: FormatSpec, ledger: Ledger, parent: Any, name: 
                   node: Any) -> None:
     """An extension names a type that exists: fine when an earlier extension added the very
     same layout, else an error."""
-    if ledger.get(("type", fmt.name, name)) is not None:
-        ledger.claim(ctx, parent, name, ("type", fmt.name, name), node)
-        return
+    hint = f"a layout of another size is a variant: name it {name.split('__')[0]}__<tag>"
+    earlier = ledger.get(("type", fmt.name, name))
+    if earlier is not None:
+        if earlier[0] == node:
+            return   # the very same layout, said again
+        raise ctx.fail(parent, name, f"conflicts with {earlier[1]}: both change "
+                       f"{_describe(('type', fmt.name, name))}, differently; {hint}")
     where = fmt.provenance.get(f"type:{name}", Origin(fmt.paths[0]))
-    raise ctx.fail(parent, name, f"type {name!r} is already defined ({where}); a layout of "
-                   f"another size is a variant: name it {name.split('__')[0]}__<tag>")
+    raise ctx.fail(parent, name, f"type {name!r} is already defined ({where}); {hint}")
 
 
 # -- record types ------------------------------------------------------------------------------
@@ -403,6 +406,7 @@ class TailedLayout(Layout):
         self.tail = tail
         self._pieces = [Layout(tail.name, [f]) for f in tail.fields]
         self.appended = frozenset(f.id for f in tail.fields)
+        self.static_size = None   # an older, shorter body is as valid as the longest
 
     def decode(self, reader: Reader, order: str,
                outer: Mapping[str, Any] | None = None) -> dict[str, Any]:
