@@ -19,7 +19,7 @@ from xenmig_core.render.verbose import VerboseConsumer
 from xenmig_core.session import open_registry
 from xenmig_core.source import ByteSource
 from xenmig_core.spec.model import FormatSpec
-from xenmig_core.verify import VerifyReport, verify_source
+from xenmig_core.verifier import VerifyReport, verify_source
 from xenmig_libxc.samples import Sample, assemble, assemble_with_offsets, hvm_sample, pv_sample
 
 ROOT = Path(__file__).resolve().parent.parent

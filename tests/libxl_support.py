@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from xenmig_core.engine import Consumer, Record
 from xenmig_core.registry import Registry
 from xenmig_core.source import ByteSource
-from xenmig_core.verify import VerifyReport, verify_source
+from xenmig_core.verifier import VerifyReport, verify_source
 from xenmig_libxl.samples import LibxlSample, assemble_libxl
 
 

@@ -14,7 +14,7 @@ from streams import all_streams
 from xenmig_core.build import build_stream
 from xenmig_core.errors import UsageError
 from xenmig_core.source import ByteSource
-from xenmig_core.verify import verify_source
+from xenmig_core.verifier import verify_source
 from xenmig_libxc.samples import assemble, hvm_context_blob, hvm_sample, page_bytes
 
 

@@ -9,7 +9,7 @@ from libxl_support import build, errors, verify
 from xenmig_core.detect import detect
 from xenmig_core.errors import UsageError
 from xenmig_core.source import ByteSource
-from xenmig_core.verify import choose_format
+from xenmig_core.verifier import choose_format
 from xenmig_libxl.samples import hvm_libxl_sample
 
 EXAMPLES = {

@@ -17,7 +17,7 @@ from conftest import run_xenmig
 from xenmig_core.convert import ConvertOptions, convert
 from xenmig_core.errors import StreamError, UsageError
 from xenmig_core.source import ByteSource
-from xenmig_core.verify import verify_source
+from xenmig_core.verifier import verify_source
 from xenmig_legacy.convert import CONVERTER_VERSION
 from xenmig_legacy.physmap import PhysmapEntry, build_physmap
 from xenmig_legacy.samples import (

@@ -11,7 +11,7 @@ import pytest
 from xenmig_core.convert import ConvertOptions
 from xenmig_core.errors import XenmigError
 from xenmig_core.source import ByteSource
-from xenmig_core.verify import verify_source
+from xenmig_core.verifier import verify_source
 from xenmig_legacy.compression import DeltaError, iter_pages
 from xenmig_legacy.convert import LegacyConverter
 from xenmig_legacy.samples import hvm_image, pv_image

@@ -15,7 +15,7 @@ import xenmig_legacy.convert as legacy_convert
 from xenmig_core.convert import ConvertOptions, convert
 from xenmig_core.errors import StreamError
 from xenmig_core.source import ByteSource
-from xenmig_core.verify import verify_source
+from xenmig_core.verifier import verify_source
 from xenmig_legacy.physmap import PhysmapEntry, build_physmap
 from xenmig_legacy.samples import XL_MAGIC, LegacyWriter, hvm_image, pv_image, xl_header
 

@@ -9,7 +9,7 @@ import pytest
 
 from xenmig_core.detect import detect
 from xenmig_core.source import ByteSource
-from xenmig_core.verify import verify_source
+from xenmig_core.verifier import verify_source
 from xenmig_legacy.detect import decide
 from xenmig_legacy.samples import (
     LegacyWriter,

@@ -8,7 +8,7 @@ import pytest
 from xenmig_core.errors import SpecError
 from xenmig_core.session import open_registry
 from xenmig_core.source import ByteSource
-from xenmig_core.verify import verify_source
+from xenmig_core.verifier import verify_source
 
 TOY = """
 xenmig_spec: 1

@@ -22,7 +22,7 @@ from conftest import ROOT, verify_bytes
 from xenmig_core.engine import Consumer
 from xenmig_core.errors import SourceError, TruncatedError
 from xenmig_core.source import SKIP_BUFFER_SIZE, ByteSource
-from xenmig_core.verify import verify_source
+from xenmig_core.verifier import verify_source
 from xenmig_libxc.samples import (
     NOTAB,
     XTAB,

@@ -35,7 +35,7 @@ from xenmig_core.errors import StreamError, UsageError, XenmigError
 from xenmig_core.render.verbose import VerboseConsumer
 from xenmig_core.session import open_registry
 from xenmig_core.source import ByteSource
-from xenmig_core.verify import verify_source
+from xenmig_core.verifier import verify_source
 
 EXIT_OK, EXIT_STREAM, EXIT_SCRIPT = 0, 1, 2
 

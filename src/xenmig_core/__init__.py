@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from xenmig_core.version import __version__
 
 if TYPE_CHECKING:
     from xenmig_core.api import (
@@ -33,7 +33,5 @@ __all__ = ["Records", "Report", "Source", "StreamRecord", "__version__", "open_r
 def __getattr__(name: str) -> Any:
     if name in __all__ and name != "__version__":
         from xenmig_core import api
-        if name == "verify":   # importing api made it the (callable) verify module
-            return globals()["verify"]
         return getattr(api, name)
     raise AttributeError(f"module 'xenmig_core' has no attribute {name!r}")

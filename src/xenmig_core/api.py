@@ -35,7 +35,7 @@ from xenmig_core.engine import Consumer, Record, WalkResult
 from xenmig_core.engine.context import HeaderValue
 from xenmig_core.registry import Registry
 from xenmig_core.source import ByteSource
-from xenmig_core.verify import VerifyReport, verify_source
+from xenmig_core.verifier import VerifyReport, verify_source
 
 #: What the API accepts as a stream.
 Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, BinaryIO]

@@ -38,7 +38,7 @@ from xenmig_core.sink import atomic_output, is_stream_target, open_output
 from xenmig_core.source import ByteSource
 from xenmig_core.spec.layout import FieldSpec, Layout
 from xenmig_core.spec.model import EnumSpec, FormatSpec
-from xenmig_core.verify import VerifyReport, verify_source
+from xenmig_core.verifier import VerifyReport, verify_source
 from xenmig_core.writer import StreamWriter
 
 #: libyaml's safe loader when available (much faster on large inline hex), else PyYAML's

@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from xenmig_core import __version__
 from xenmig_core.cli_help import Command, Group, ParamsCommand
 from xenmig_core.errors import UsageError, XenmigError
+from xenmig_core.version import __version__
 
 # Everything else is imported by the command that needs it: ``--help`` or ``verify -q``
 # should not pay for dump, build, convert, renderers, json or the verbose account.
 if TYPE_CHECKING:
-    from xenmig_core.verify import VerifyReport
+    from xenmig_core.verifier import VerifyReport
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 

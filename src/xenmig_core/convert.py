@@ -36,7 +36,7 @@ from xenmig_core.progress import Progress, progress_for
 from xenmig_core.registry import Registry
 from xenmig_core.sink import is_stream_target, open_output
 from xenmig_core.source import ByteSource, parse_fd
-from xenmig_core.verify import VerifyReport, choose_format, verify_source
+from xenmig_core.verifier import VerifyReport, choose_format, verify_source
 
 
 @dataclass

@@ -28,7 +28,7 @@ from xenmig_core.registry import Registry
 from xenmig_core.source import ByteSource
 from xenmig_core.spec.layout import Layout
 from xenmig_core.spec.model import FormatSpec
-from xenmig_core.verify import choose_format
+from xenmig_core.verifier import choose_format
 
 #: version of the item schema (schemas/dump.schema.json); bump on incompatible changes
 DUMP_SCHEMA_VERSION = 1

@@ -51,8 +51,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from xenmig_core import __version__
 from xenmig_core.spec.model import FormatSpec
+from xenmig_core.version import __version__
 
 try:   # hashlib would load OpenSSL first (milliseconds); blake2 is built into Python
     from _blake2 import blake2b

@@ -30,6 +30,7 @@ from typing import Any
 
 from xenmig_core.spec.layout import Layout, Reader
 from xenmig_core.spec.model import EnumSpec, FormatSpec, Origin, RecordType
+from xenmig_core.spec.parse import _as_list, _condition, _enum, _layout, _length, _rule, _valid
 from xenmig_core.spec.yamlsrc import Located
 
 #: what an extension may say about an existing record type
@@ -77,7 +78,6 @@ def _describe(thing: tuple[str, ...]) -> str:
 def add_enum_values(ctx: Any, fmt: FormatSpec, parent: Any, name: str, node: Any) -> None:
     """Add the values of *node* to the existing enum *name* (in place: ``known`` checks see
     the enum live)."""
-    from xenmig_core.spec.loader import _enum
     current = fmt.enums[name]
     added: EnumSpec = _enum(ctx, parent, name, node)
     if "kind" in node and added.kind != current.kind:
@@ -130,7 +130,6 @@ def names_existing_record(fmt: FormatSpec, node: Any) -> bool:
 def change_record(ctx: Any, node: Any, what: str, fmt: FormatSpec,
                   types: dict[str, Layout], ledger: Ledger) -> None:
     """Apply an extension's entry for an existing record type (see the module doc)."""
-    from xenmig_core.spec.loader import _as_list
     by_id = fmt.records.get(node["id"]) if "id" in node else None
     by_name = fmt.record_by_name(node["name"]) if "name" in node else None
     rtype = by_id or by_name
@@ -170,7 +169,6 @@ def change_record(ctx: Any, node: Any, what: str, fmt: FormatSpec,
 
 def _append(ctx: Any, node: Any, fmt: FormatSpec, rtype: RecordType,
             types: dict[str, Layout]) -> None:
-    from xenmig_core.spec.loader import _layout
     base = rtype.layout if rtype.layout is not None else Layout("body", [])
     for spec in base.fields:
         if spec.payload or "rest" in (spec.size, spec.repeat):
@@ -192,7 +190,6 @@ def _revalidate(ctx: Any, node: Any, fmt: FormatSpec, rtype: RecordType,
                 ledger: Ledger) -> None:
     """``valid: {FIELD: {...}}``: replace the ``valid`` checks of R's field FIELD (its
     ``reserved`` and ``reserved_bits`` checks stay); ``{}`` removes them."""
-    from xenmig_core.spec.loader import _valid
     changes = node["valid"]
     if not isinstance(changes, dict):
         raise ctx.fail(node, "valid", "valid maps field ids to their new 'valid' checks")
@@ -264,7 +261,6 @@ def _added(fmt: FormatSpec, scope: str, key: str, item: Any) -> tuple[str, ...]:
 
 def _parse(ctx: Any, item: Any, key: str, what: str, rid: str,
            extra: frozenset[str] = frozenset()) -> Any:
-    from xenmig_core.spec.loader import _condition, _length, _rule
     if key == "length":
         return _length(ctx, item, rid, extra)
     if key == "rules":
@@ -321,7 +317,6 @@ def _disable(ctx: Any, node: Any, rid: str, fmt: FormatSpec, rtype: RecordType,
 # -- end checks and format-wide disable --------------------------------------------------------
 def change_end_checks(ctx: Any, fmt: FormatSpec, raw: Any, ledger: Ledger) -> None:
     """An extension's ``end_checks``: each is added, or replaces the one it names."""
-    from xenmig_core.spec.loader import _condition
     for i, item in enumerate(raw.get("end_checks") or []):
         what = f"end_checks[{i}]"
         replace = item.get("replace") if isinstance(item, dict) else None

@@ -7,12 +7,10 @@ JSON document of ``xenmig verify --json``.
 
 from __future__ import annotations
 
-import sys
 from array import array
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
 from xenmig_core.detect import DETECT_BYTES, detect
@@ -212,15 +210,3 @@ def verify_source(registry: Registry, source: ByteSource, fmt: str = "auto",
     report.contexts = [context_report(c) for c in result.contexts]
     return report
 
-
-class _CallableModule(ModuleType):
-    """The package's public ``xenmig_core.verify(source, ...)`` function (docs/api.md)
-    shares this module's name, and importing this module makes the package attribute this
-    module: calling the module therefore calls :func:`xenmig_core.api.verify`."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from xenmig_core.api import verify
-        return verify(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
