@@ -163,4 +163,5 @@ def test_importing_the_package_stays_cheap() -> None:
             "print(sorted(m for m in sys.modules if m.startswith('xenmig')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
-    assert done.stdout.strip() == "['xenmig_core', 'xenmig_core.version']", done.stdout + done.stderr
+    assert done.stdout.strip() == "['xenmig_core', 'xenmig_core.version']", \
+        done.stdout + done.stderr
