@@ -761,3 +761,23 @@ def test_specs_show_describes_every_built_in_format_and_record(base) -> None:
             assert all(any(f"    {i}  " in line for line in lines) for i in ids)
             assert all(r["from"] for key in ("length", "rules", "checks") for r in desc[key])
             json.dumps(desc)
+
+
+def test_the_spec_cache_notices_a_changed_extension_file(base, tmp_path) -> None:
+    """The compiled-spec cache is keyed by every spec file's contents: editing an extension
+    between two runs changes the verdict of the second run, as it would without a cache."""
+    import os
+
+    from conftest import run_xenmig
+    env = {**os.environ, "XENMIG_CACHE_DIR": str(tmp_path / "cache")}
+    stream = tmp_path / "new.libxc"
+    stream.write_bytes(pv_info_stream(base, 5, 0x3))
+    extension = recipe_file(tmp_path, "longer-record")
+    for _ in range(2):   # the second run is served from the cache
+        done = run_xenmig("verify", "--spec", str(extension), str(stream), env=env)
+        assert done.returncode == 0, done.stderr
+    assert list((tmp_path / "cache").glob("specs-*.cache"))
+    extension.write_text("xenmig_spec: 1\nextends: libxc\n")   # the change taken back
+    done = run_xenmig("verify", "--spec", str(extension), str(stream), env=env)
+    assert done.returncode == 1
+    assert b"body length 16, expected 8" in done.stderr
