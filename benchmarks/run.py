@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Speed and memory of xenmig, each case side by side with its floor, in one command.
 
-    python benchmarks/run.py [--quick] [--runs N] [--dir DIR] [--reference SCRIPT] [CASE...]
+    python benchmarks/run.py [--quick] [--runs N] [--dir DIR] [--reference SCRIPT]
+                             [--xenmig CMD] [CASE...]
 
 Writes the streams it needs (deterministic, see ``streams.py``) under a temporary directory
 (or DIR, where they are kept and reused), runs every case and its floor (``cat``,
@@ -93,10 +94,11 @@ def xenmig_command() -> str:
         f"{shlex.quote(sys.executable)} -m xenmig_core"
 
 
-def build_cases(work: Path, quick: bool, reference: str | None) -> list[Case]:
+def build_cases(work: Path, quick: bool, reference: str | None,
+                xenmig: str | None = None) -> list[Case]:
     size = {key: value[1 if quick else 0] for key, value in SIZES.items()}
     q = shlex.quote
-    xm = xenmig_command()
+    xm = xenmig or xenmig_command()
     py = q(sys.executable)
     ref = f"python3 {q(reference)}" if reference else None
 
@@ -121,6 +123,7 @@ def build_cases(work: Path, quick: bool, reference: str | None) -> list[Case]:
     legacy = stream(f"legacy-{size['legacy_mib']}m.xl",
                     lambda p: streams.write_legacy_xl(p, size["legacy_mib"]))
     out = q(str(work / "converted.xl"))
+    image = q(str(work / "guest.memory"))
 
     def with_ref(case: Case, shell: str, before: Callable[[], None] | None = None) -> Case:
         if ref:
@@ -159,6 +162,14 @@ def build_cases(work: Path, quick: bool, reference: str | None) -> list[Case]:
             Command("xenmig convert --no-verify",
                     f"{xm} convert -q --no-verify {q(str(legacy))} -o {out} --to xl"),
             Command("cp", f"cp {q(str(legacy))} {out}", floor=True)]),
+        Case(f"memory export of the HVM libxl stream ({mib(big)}) to raw", [
+            Command("xenmig convert --to raw",
+                    f"{xm} convert -q {q(str(big))} -o {image} --to raw"),
+            Command("cp", f"cp {q(str(big))} {image}", floor=True)]),
+        Case(f"memory export of the HVM libxl stream ({mib(big)}) to elf", [
+            Command("xenmig convert --to elf",
+                    f"{xm} convert -q {q(str(big))} -o {image} --to elf"),
+            Command("cp", f"cp {q(str(big))} {image}", floor=True)]),
         Case(f"dump -t jsonl of {n * 5:,} records", [
             Command("xenmig dump -t jsonl", f"{xm} dump -t jsonl {q(str(records))} > /dev/null"),
             Command("cat", f"cat {q(str(records))} > /dev/null", floor=True)]),
@@ -172,6 +183,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--runs", type=int, help="runs per command (default 5, quick 2)")
     parser.add_argument("--dir", type=Path, help="keep and reuse the streams here")
     parser.add_argument("--reference", help="path of Xen's verify-stream-v2")
+    parser.add_argument("--xenmig", help="the xenmig command to time (default: this one's), "
+                        "e.g. another checkout's: '/other/venv/bin/python -m xenmig_core'")
     parser.add_argument("cases", nargs="*", help="run only cases whose name has one of these")
     args = parser.parse_args(argv)
     runs = args.runs or (2 if args.quick else 5)
@@ -187,7 +200,7 @@ def main(argv: list[str]) -> int:
         work = args.dir
         work.mkdir(parents=True, exist_ok=True)
     try:
-        cases = build_cases(work, args.quick, args.reference)
+        cases = build_cases(work, args.quick, args.reference, args.xenmig)
         print(f"{'quick' if args.quick else 'full'} run, {runs} runs each, median wall time; "
               f"ratio = median / the floor's median; peak RSS of the whole pipeline\n")
         print("| case | command | median | ratio | peak RSS |")
@@ -205,9 +218,9 @@ def main(argv: list[str]) -> int:
                 print(f"| {case.name if i == 0 else ''} | {command.label} | {seconds:.2f} s | "
                       f"{seconds / floor:.2f}x | {rss / 1024:.0f} MiB |", flush=True)
     finally:
-        converted = work / "converted.xl"
-        if converted.exists():
-            converted.unlink()
+        for output in ("converted.xl", "guest.memory"):
+            if (work / output).exists():
+                (work / output).unlink()
         if temporary is not None:
             temporary.cleanup()
         elif shutil.disk_usage(work).free < 1 << 30:
