@@ -169,3 +169,31 @@ def test_hostile_length_costs_what_arrived(name: str, data: bytes, fmt: str | No
             assert rss < RSS_LIMIT, f"{where}: peak RSS {rss >> 20} MiB"
             if command == "verify":
                 assert err.count("\n") == 1 and err.startswith("xenmig: invalid:"), err
+
+
+@pytest.mark.parametrize("data", ["{zeros: 0x10000000000}",
+                                  "{fill: abcd, length: 0x10000000000}",
+                                  "[{zeros: 0x4000000}, {zeros: 0x4000001}]"])
+def test_build_refuses_a_huge_field_before_allocating(tmp_path: Path, data: str) -> None:
+    from xenmig_core.build import MAX_IN_MEMORY, BuildError, build_stream
+    description = tmp_path / "huge.yaml"
+    description.write_text(f"""\
+- {{kind: header, format: libxc, name: image_header,
+   fields: {{marker: 0xffffffffffffffff, id: 0x58454e46, version: 3, options: []}}}}
+- {{kind: header, format: libxc, name: domain_header,
+   fields: {{type: x86_hvm, page_shift: 12, xen_major: 4, xen_minor: 19}}}}
+- {{kind: record, format: libxc, type: PAGE_DATA, fields: {{pfn: [1]}}, payload: {data}}}
+""")
+    with pytest.raises(BuildError, match=f"more than build assembles in memory .*"
+                                         f"{MAX_IN_MEMORY} bytes") as caught:
+        build_stream(xenmig_core.open_registry(), str(description), str(tmp_path / "out"))
+    assert caught.value.path == "items[2].payload"
+    assert not (tmp_path / "out").exists()
+
+
+def test_build_streams_huge_raw_data_in_pieces(tmp_path: Path) -> None:
+    """``raw`` data is written as it is produced: a 200 MiB run of zeros costs a piece."""
+    from xenmig_core.build import PIECE, DataResolver
+    parts = DataResolver(tmp_path).parts({"zeros": 200 << 20}, "items[0].data")
+    sizes = {len(chunk) for chunk in parts}
+    assert sizes == {PIECE}
