@@ -13,6 +13,7 @@ format's framing; a few records per format are sampled, not all.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import subprocess
@@ -197,3 +198,33 @@ def test_build_streams_huge_raw_data_in_pieces(tmp_path: Path) -> None:
     parts = DataResolver(tmp_path).parts({"zeros": 200 << 20}, "items[0].data")
     sizes = {len(chunk) for chunk in parts}
     assert sizes == {PIECE}
+
+
+def test_p2m_frames_length_follows_from_its_pfn_range() -> None:
+    """The issue's case: X86_PV_P2M_FRAMES claiming ~128 MiB for a one-frame pfn range is
+    refused by the spec's size rule once its first two fields are read, naming the rule;
+    the verdict is the same from a buffer and as a pipe."""
+    example = EXAMPLES / "pv64-2vcpu-v3.libxc"
+    offset = _unit_offset(example, "X86_PV_P2M_FRAMES")
+    data = bytearray(example.read_bytes())
+    struct.pack_into("<I", data, offset + 4, 0x7FFFFF8)
+    for source in (io.BytesIO(bytes(data)), _Pipe(bytes(data))):
+        report = xenmig_core.verify(source)
+        first = report.errors[0]
+        assert first.rule == "X86_PV_P2M_FRAMES.length.3"
+        assert first.offset == offset
+        assert "body length 134217720, expected 16" in first.message
+        assert "(rule X86_PV_P2M_FRAMES.length.3: the body is not read)" in first.message
+
+
+class _Pipe(io.RawIOBase):
+    """A buffer read as a pipe is (no seeking)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        return self._data.readinto(buffer)
