@@ -228,3 +228,19 @@ class _Pipe(io.RawIOBase):
 
     def readinto(self, buffer) -> int:  # type: ignore[override]
         return self._data.readinto(buffer)
+
+
+def test_convert_costs_what_arrived(tmp_path: Path) -> None:
+    """``convert`` of a legacy image whose toolstack chunk claims 4 GiB, from a file and a
+    pipe: a one-line error, the child's peak RSS under the limit, no output left."""
+    example = EXAMPLES / "hvm64-legacy.xl"
+    _name, data, _fmt = _patched(example, _unit_offset(example, "TOOLSTACK") + 4, "<I",
+                                 0xFFFFFFFF, CARRIED)
+    path = tmp_path / "hostile.xl"
+    path.write_bytes(data)
+    out = tmp_path / "out.xl"
+    for source, stdin in ((str(path), None), ("-", data)):
+        code, rss, err = _run(["convert", source, "-o", str(out), "--to", "xl"], stdin)
+        assert code == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+        assert rss < RSS_LIMIT, f"peak RSS {rss >> 20} MiB"
+        assert not out.exists()
