@@ -3,8 +3,9 @@ allows and carries a few bytes costs memory in proportion to the bytes that arri
 
 Each case is a real example (or sample) stream cut a few bytes after one length field that
 was set to its format's largest value. ``xenmig verify`` and ``xenmig dump`` run on it from
-a file and from a pipe, each in a child whose own peak RSS (``os.wait4``) must stay under
-64 MiB, and must end with a one-line error (exit 1, no traceback).
+a file and from a pipe, each in a child whose own peak RSS (``os.wait4``, see
+:data:`LAUNCHER`) must stay under 64 MiB, and must end with a one-line error (exit 1, no
+traceback).
 
 The framed cases are generated: the offsets of each example's records come from the
 public API (``xenmig_core.records``), the length field's position and size from the
@@ -127,11 +128,29 @@ def _cases() -> list[tuple[str, bytes, str | None]]:
 CASES = _cases()
 
 
+#: Runs xenmig as its own child and writes that child's peak RSS (KiB) to argv[1]. Linux
+#: records the address space a process had before exec in its peak RSS (a child forked
+#: from the test process would report the test process's peak): this small launcher is
+#: what xenmig is forked from.
+LAUNCHER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.executable, [sys.executable, "-m", "xenmig_core", *sys.argv[2:]])
+_pid, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def _run(args: list[str], stdin: bytes | None) -> tuple[int, int, str]:
     """Run xenmig with *args* (feeding *stdin* through a pipe when given); return its exit
     code, its own peak RSS in bytes and its stderr."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        child = subprocess.Popen([sys.executable, "-m", "xenmig_core", *args],
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.TemporaryDirectory() as folder:
+        rss_file = Path(folder) / "rss"
+        child = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(rss_file), *args],
                                  stdin=subprocess.PIPE if stdin is not None else None,
                                  stdout=out, stderr=err)
         feeder = None
@@ -147,12 +166,11 @@ def _run(args: list[str], stdin: bytes | None) -> tuple[int, int, str]:
                     pass
             feeder = threading.Thread(target=feed, daemon=True)
             feeder.start()
-        _pid, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
+        code = child.wait()
         if feeder is not None:
             feeder.join(5)
         err.seek(0)
-        return child.returncode, usage.ru_maxrss * 1024, err.read().decode(errors="replace")
+        return code, int(rss_file.read_text()) * 1024, err.read().decode(errors="replace")
 
 
 @pytest.mark.parametrize(("name", "data", "fmt"), CASES, ids=[c[0] for c in CASES])

@@ -356,10 +356,13 @@ class Layout:
         self._segments[0].decode(reader, order, out)
         return out
 
-    def decode_rest(self, reader: Reader, order: str, out: dict[str, Any]) -> None:
-        """Decode the fields after the :attr:`lead` into *out*."""
+    def decode_rest(self, reader: Reader, order: str, out: dict[str, Any],
+                    outer: Mapping[str, Any] | None = None) -> None:
+        """Decode the fields after the :attr:`lead` into *out* (sizes may name *outer*'s
+        fields, as in :meth:`decode`)."""
+        values: Any = ChainMap(out, dict(outer)) if outer else out
         for segment in self._segments[1:]:
-            segment.decode(reader, order, out)
+            segment.decode(reader, order, values)
 
     def encode(self, values: Mapping[str, Any], order: str) -> bytes:
         """Encode the non-payload fields (a payload is appended by the writer)."""
