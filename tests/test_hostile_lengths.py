@@ -265,3 +265,28 @@ def test_convert_costs_what_arrived(tmp_path: Path) -> None:
         assert code == 1 and err.count("\n") == 1 and "Traceback" not in err, err
         assert rss < RSS_LIMIT, f"peak RSS {rss >> 20} MiB"
         assert not out.exists()
+
+
+def test_source_long_reads_cost_what_arrived() -> None:
+    """``read_exact`` of a length far beyond the stream: a seekable source refuses before
+    reading (offset unchanged), a pipe gathers only what arrives; both raise the usual
+    truncation error, and neither allocates the claim."""
+    import tracemalloc
+
+    from xenmig_core.errors import TruncatedError
+    from xenmig_core.source import ByteSource
+    claim = 200 << 20
+    for seekable in (True, False):
+        raw = io.BytesIO(bytes(100_000)) if seekable else _Pipe(bytes(100_000))
+        source = ByteSource(raw, "test")
+        source.read_exact(8)
+        tracemalloc.start()
+        try:
+            with pytest.raises(TruncatedError, match=r"stream truncated: body needs 209715200 "
+                                                     r"bytes at offset 0x8, only 99992 left"):
+                source.read_exact(claim, "body")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 4 << 20, f"seekable={seekable}: {peak} bytes allocated"
+        assert source.offset == (8 if seekable else 100_000)
