@@ -48,6 +48,14 @@ _INT_BITS = {"u8": 8, "u16": 16, "u32": 32, "u64": 64, "i8": 8, "i16": 16, "i32"
              "i64": 64}
 
 
+#: The most bytes one field, body or payload may describe: build assembles each record in
+#: memory, so a description asking for more is refused before anything is allocated
+#: (libxc's REC_LENGTH_MAX; streamed ``raw`` and ``trailing`` data have no such limit).
+MAX_IN_MEMORY = 128 << 20
+#: ``zeros`` and ``fill`` data are produced in pieces of this size.
+PIECE = 1 << 20
+
+
 class BuildError(UsageError):
     """A description is wrong; the message starts with the path of the problem."""
 
@@ -158,6 +166,12 @@ class DataResolver:
         self.base = base
 
     def data(self, value: Any, path: str) -> bytes:
+        """The bytes *value* describes, in memory (a field, a body, a payload): refused
+        before anything is allocated when they would exceed :data:`MAX_IN_MEMORY`."""
+        size = _declared_size(value)
+        if size > MAX_IN_MEMORY:
+            raise BuildError(path, f"{size} bytes: more than build assembles in memory for "
+                             f"one field, body or payload ({MAX_IN_MEMORY} bytes)")
         return b"".join(self.parts(value, path))
 
     def parts(self, value: Any, path: str) -> Iterator[bytes]:
@@ -201,12 +215,17 @@ class DataResolver:
             count = value["zeros"]
             if not isinstance(count, int) or count < 0:
                 raise BuildError(f"{path}.zeros", "zeros is a byte count >= 0")
-            data = bytes(count)
+            if length is not None and count != length:
+                raise BuildError(f"{path}.length", f"given {length}, the data has {count} "
+                                 "bytes")
+            yield from _repeated(b"\0", count)
+            return
         else:
             pattern = _hex(value["fill"], f"{path}.fill")
             if length is None or not pattern:
                 raise BuildError(path, "fill needs a non-empty pattern and a length")
-            data = (pattern * (length // len(pattern) + 1))[:length]
+            yield from _repeated(pattern, length)
+            return
         if length is not None and len(data) != length:
             raise BuildError(f"{path}.length", f"given {length}, the data has {len(data)} bytes")
         yield data
@@ -233,6 +252,34 @@ class DataResolver:
                                      f"{length - left} bytes at offset {offset}, not {length}")
                 left -= len(chunk)
                 yield chunk
+
+
+def _repeated(pattern: bytes, length: int) -> Iterator[bytes]:
+    """*pattern* repeated to *length* bytes, in pieces of about :data:`PIECE` bytes (a
+    ``zeros`` or ``fill`` of any size costs one piece of memory when it is streamed)."""
+    piece = pattern * max(1, PIECE // len(pattern))
+    left = length
+    while left:
+        chunk = piece[:left]
+        left -= len(chunk)
+        yield chunk
+
+
+def _declared_size(value: Any) -> int:
+    """How many bytes a data description stands for, known without building them (0 for
+    a malformed one: building it reports the problem)."""
+    if isinstance(value, list):
+        return sum(_declared_size(part) for part in value)
+    if isinstance(value, str):
+        return len(value) // 2
+    if not isinstance(value, dict):
+        return 0
+    for key in ("zeros", "length"):
+        size = value.get(key)
+        if isinstance(size, int) and not isinstance(size, bool):
+            return max(size, 0)
+    text = value.get("hex", value.get("base64", value.get("text", "")))
+    return len(str(text))
 
 
 def _hex(text: Any, path: str) -> bytes:

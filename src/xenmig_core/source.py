@@ -38,6 +38,9 @@ PREFETCH_MIN_SKIP = 1 << 20
 PIPE_READ_SIZE = 64 << 10
 #: Largest single splice request: a pipe gives at most what it holds anyway.
 SPLICE_CHUNK = 1 << 30
+#: A long read from a source that cannot tell how much it holds (a pipe) grows its result
+#: by at most this much per step, so memory follows the bytes that arrived, not the claim.
+GROW_STEP = 1 << 20
 
 
 def parse_fd(spec: str) -> int | None:
@@ -247,14 +250,62 @@ class ByteSource:
             return b""
         if n <= len(self._buf) or self._hi - self._lo >= n:
             return self._take(min(n, self._fill(n)))
-        out = bytearray(n)
-        filled = self._read_into(memoryview(out))
-        del out[filled:]
+        if self._seekable:         # never more than the file holds
+            out = bytearray(min(n, self._left(n)))
+            filled = self._read_into(memoryview(out))
+            del out[filled:]
+            return bytes(out)
+        return self._read_growing(n)
+
+    def _read_growing(self, n: int) -> bytes:
+        """Up to *n* bytes of an unseekable source, read in :data:`GROW_STEP` steps into a
+        growing buffer (a length field may claim far more than will ever arrive)."""
+        out = bytearray()
+        while len(out) < n:
+            size = len(out)
+            step = min(n - size, GROW_STEP)
+            out.extend(bytes(step))
+            with memoryview(out) as view:
+                filled = self._read_into(view[size:])
+            if filled < step:
+                del out[size + filled:]
+                break
         return bytes(out)
 
+    def _left(self, n: int) -> int:
+        """For a seekable source: how many bytes are left, asking the OS only when the
+        last known size does not already cover *n* more (the file may have grown)."""
+        end = self._end
+        if end is None or self.offset + n > end:
+            try:
+                position = self._raw.tell()
+                end = self._end = self._raw.seek(0, os.SEEK_END)
+                self._raw.seek(position)
+            except OSError as exc:
+                raise SourceError(f"{self.name}: seek error at offset {self.offset}: "
+                                  f"{exc.strerror or exc}") from None
+        return max(end - self.offset, 0)
+
+    def check_left(self, n: int, what: str = "data") -> bool:
+        """Before allocating for *n* bytes: True when the source is known to hold them (a
+        seekable file), False when it cannot tell (a pipe: read them as they arrive);
+        TruncatedError, the same as a short read's, when it is known not to."""
+        if not self._seekable:
+            return n <= self._hi - self._lo
+        left = self._left(n)
+        if left < n:
+            raise TruncatedError(
+                f"stream truncated: {what} needs {n} bytes at offset {self.offset:#x}, "
+                f"only {left} left", offset=self.offset)
+        return True
+
     def read_exact(self, n: int, what: str = "data") -> bytes:
-        """Read exactly *n* bytes, or raise TruncatedError naming *what* and the offset."""
+        """Read exactly *n* bytes, or raise TruncatedError naming *what* and the offset.
+        A length that cannot fit in a seekable source is refused before anything is
+        read; from a pipe the bytes are gathered as they arrive (see :meth:`read_upto`)."""
         start = self.offset
+        if n > len(self._buf) and self._seekable:
+            self.check_left(n, what)
         data = self.read_upto(n)
         if len(data) != n:
             raise TruncatedError(

@@ -27,15 +27,27 @@ if TYPE_CHECKING:
 
 #: Payloads a consumer wants arrive through one reusable buffer of this size.
 PAYLOAD_BUFFER_SIZE = 1 << 20
+#: A body longer than this whose layout loads a variable amount has the length rules over
+#: its leading fixed fields checked before the rest is read (see RecordPlan.early_length).
+EARLY_LENGTH_MIN = 1 << 20
+
+
+def _rule_names(rule: Any) -> frozenset[str]:
+    """The names a length rule's ``when`` and argument(s) read."""
+    names: set[str] = set()
+    for part in (rule.when, *(rule.arg if isinstance(rule.arg, tuple) else (rule.arg,))):
+        names.update(getattr(part, "names", ()))
+    return frozenset(names)
 
 
 class RecordPlan:
     """What one record type of one format asks for, resolved once per walk."""
 
-    __slots__ = ("bodyless", "checks", "checks_guard", "enum_warns", "field_ids",
-                 "field_length", "fields_guard", "handler", "has_checks", "infer", "layout",
-                 "needs_names", "payload", "reject", "rtype", "rules", "rules_guard",
-                 "rules_need_names", "set", "static_length", "summary", "versions")
+    __slots__ = ("bodyless", "checks", "checks_guard", "early_length", "enum_warns",
+                 "field_ids", "field_length", "fields_guard", "handler", "has_checks", "infer",
+                 "late_length", "layout", "needs_names", "payload", "reject", "rtype", "rules",
+                 "rules_guard", "rules_need_names", "set", "static_length", "summary",
+                 "unread", "versions")
 
     def __init__(self, fmt: Format, rtype: RecordType) -> None:
         layout = rtype.layout
@@ -57,6 +69,15 @@ class RecordPlan:
                 if warns:
                     self.enum_warns.append((spec.id, warns))
         self.field_ids = frozenset(f.id for f in layout.fields) if layout else frozenset()
+        #: the fields after the layout's lead, and the length rules that need none of them:
+        #: for a long body these are checked once the lead is decoded, before the rest is
+        #: read, so that a length the record's own fields rule out is never loaded
+        self.unread = self.field_ids - frozenset(layout.lead) if layout else frozenset()
+        self.early_length = [rule for rule in self.field_length
+                             if not _rule_names(rule) & self.unread] \
+            if layout is not None and layout.lead and layout.variable else []
+        self.late_length = [rule for rule in self.field_length
+                            if rule not in self.early_length]
         self.checks = rtype.checks
         self.handler: Callable[..., Any] | None = fmt.handlers.get(rtype.name)
         self.set = list(rtype.set.items())
@@ -238,13 +259,17 @@ class Dispatch:
         broken = bool(plan.static_length) and self._check_length(ctx, plan.static_length,
                                                                   record, None)
         reader = None
+        early_failed = False
         if broken:
             pass
         elif layout is not None:
             reader = SourceReader(self.source, length, record.index)
             try:
-                record.fields = layout.decode(reader, ctx.byte_order)
-                record.decoded = True
+                if plan.early_length and length > EARLY_LENGTH_MIN:
+                    early_failed = self._decode_early(ctx, record, plan, reader)
+                else:
+                    record.fields = layout.decode(reader, ctx.byte_order)
+                    record.decoded = True
             except RecordError as exc:
                 ctx.error(exc.message, field=exc.field)
                 broken = True
@@ -263,10 +288,16 @@ class Dispatch:
         if plan.needs_names or summary is not None:
             names = Names(record.fields, ctx.name_fallback)
             names["body_length"] = length
-        length_failed = False
+        length_failed = early_failed
         if not broken:
-            if plan.field_length:
-                length_failed = self._check_length(ctx, plan.field_length, record, names)
+            if early_failed:
+                pass
+            elif record.decoded is not True or not plan.early_length or \
+                    length <= EARLY_LENGTH_MIN:
+                if plan.field_length:
+                    length_failed = self._check_length(ctx, plan.field_length, record, names)
+            elif plan.late_length:
+                length_failed = self._check_length(ctx, plan.late_length, record, names)
             if not length_failed and remaining and layout is not None and payload is None:
                 ctx.error(f"{remaining} bytes beyond the body's fields "
                           f"(body length {length})")
@@ -282,8 +313,12 @@ class Dispatch:
                         warning = warns.get(fields[field_id])
                         if warning:
                             ctx.warning(warning, field=field_id)
-            if plan.checks and (plan.checks_guard is None
-                                or not _passes(plan.checks_guard, names)):
+            if early_failed:        # the rest was never read: checks that need it wait
+                self._run_conditions(ctx, [c for c in plan.checks if not (
+                    c.expr.names | (c.when.names if c.when else frozenset())) & plan.unread],
+                    names)
+            elif plan.checks and (plan.checks_guard is None
+                                  or not _passes(plan.checks_guard, names)):
                 self._run_conditions(ctx, plan.checks, names)
         action: Action | None = None
         handler = plan.handler
@@ -295,14 +330,14 @@ class Dispatch:
                 names = Names(record.fields, ctx.name_fallback)
                 names["body_length"] = length
         if plan.set:
-            skip = plan.field_ids if broken else frozenset()
+            skip = plan.field_ids if broken else plan.unread if early_failed else frozenset()
             for key, expr in plan.set:
                 if not expr.names & skip:  # a broken body still sets what needs no field
                     ctx.state[key] = self._eval(expr, names, ctx, rtype.name)
         for inference in plan.infer:
             if inference.when is None or self._eval(inference.when, names, ctx, rtype.name):
                 ctx.marks.add(inference.mark)
-        if summary is not None and not broken and record.summary is None:
+        if summary is not None and not broken and not early_failed and record.summary is None:
             record.summary = self._render(summary, names, ctx, rtype.name)
         self.consumer.on_record(record)
         if record.payload_length:
@@ -312,6 +347,22 @@ class Dispatch:
         elif remaining:
             self.source.skip(remaining, f"record {record.index} body")
         return action
+
+    def _decode_early(self, ctx: StreamContext, record: Record, plan: RecordPlan,
+                      reader: SourceReader) -> bool:
+        """Decode a long body's lead, check the length rules that follow from it, and only
+        then the rest. True when such a rule failed (error severity): the rest is not read
+        (the caller skips it), and the fields after the lead stay undecoded."""
+        layout = plan.layout
+        assert layout is not None
+        fields = record.fields = layout.decode_lead(reader, ctx.byte_order)
+        names = Names(fields, ctx.name_fallback)
+        names["body_length"] = record.length
+        if self._check_length(ctx, plan.early_length, record, names, early=True):
+            return True
+        layout.decode_rest(reader, ctx.byte_order, fields)
+        record.decoded = True
+        return False
 
     def _deliver_payload(self, record: Record, scanner: Any = None) -> None:
         """The payload to the consumer when it wants it, and to the plugin's *scanner*

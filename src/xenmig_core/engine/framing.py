@@ -102,9 +102,17 @@ class Framing:
         ctx.walker_state["unit"] = header.name
         order = ctx.byte_order if header.byte_order == "stream" else _ORDERS[header.byte_order]
         reader = SourceReader(self.source, MAX_HEADER_BYTES, f"{ctx.name} {header.name}")
+        layout = header.layout
         try:
             prior = {k: v for done in ctx.headers.values() for k, v in done.items()}
-            fields = header.layout.decode(reader, order, prior)
+            if layout.lead and header.fatal_fields & set(layout.lead):
+                # a fatal field among the fixed ones (a length the header may not have)
+                # refuses the header before its variable data is read
+                fields = layout.decode_lead(reader, order)
+                self._fatal_fields(ctx, header, fields, offset)
+                layout.decode_rest(reader, order, fields, prior)
+            else:
+                fields = layout.decode(reader, order, prior)
         except TruncatedError as exc:
             raise TruncatedError(exc.message, offset=exc.offset) from None
         except RecordError as exc:
@@ -136,6 +144,14 @@ class Framing:
             value.summary = self._render(header.summary, ctx.names(fields), ctx, header.name)
         self.consumer.on_header(value)
         ctx.walker_state.pop("unit", None)
+
+    @staticmethod
+    def _fatal_fields(ctx: StreamContext, header: HeaderSpec, fields: dict[str, Any],
+                      offset: int) -> None:
+        """StreamError for the first failed check of a fatal field among *fields*."""
+        for path, message, _severity in header.layout.check(fields, ctx.names(fields)):
+            if path in header.fatal_fields:
+                raise StreamError(message, offset=offset, field=path)
 
     # -- records -------------------------------------------------------------------------
     def _read_record(self, ctx: StreamContext, align: int) -> Action:

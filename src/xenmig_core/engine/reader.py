@@ -44,6 +44,11 @@ class SourceReader:
         self.source.readinto_exact(view, self.what)
         self.remaining -= n
 
+    def holds(self, n: int) -> bool:
+        """True when the source is known to hold the next *n* bytes (a file), False when
+        they must be read as they arrive (a pipe); TruncatedError when a file cannot."""
+        return self.source.check_left(n, self.what)
+
     def skip_rest(self) -> None:
         self.source.skip(self.remaining, self.what)
         self.remaining = 0

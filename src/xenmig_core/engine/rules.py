@@ -57,8 +57,9 @@ class RuleEvaluation:
         return None
 
     def _check_length(self, ctx: StreamContext, rules: list[LengthRule], record: Record,
-                      names: Any) -> bool:
-        """Check *rules* against the body length; True when an error-severity one failed."""
+                      names: Any, early: bool = False) -> bool:
+        """Check *rules* against the body length; True when an error-severity one failed.
+        *early*: checked before the body was read (the message names the rule)."""
         failed = False
         length = record.length
         for rule in rules:
@@ -84,6 +85,8 @@ class RuleEvaluation:
                 elif rule.kind == "max" and length > bound:
                     problem = f"body length {length}, expected at most {bound}"
             if problem:
+                if early:
+                    problem += f" (rule {rule.id}: the body is not read)"
                 ctx.diagnose(rule.severity, problem, field="length", rule=rule.id)
                 failed = failed or rule.severity == ERROR
         return failed

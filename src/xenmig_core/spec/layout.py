@@ -24,6 +24,8 @@ from typing import Any, Protocol
 from xenmig_core.errors import RecordError
 from xenmig_core.spec.expr import Names, evaluate, resolve
 
+#: Arrays longer than this are allocated up front only when the reader holds their bytes.
+GROW_STEP = 1 << 20
 #: An array of structs reports at most this many failed item checks (then one summary).
 MAX_ITEM_PROBLEMS = 3
 #: Integer types of the spec language: name -> struct code.
@@ -55,6 +57,10 @@ class Reader(Protocol):
     def take_into(self, view: memoryview, what: str) -> None:
         """Fill *view* with the next ``len(view)`` bytes (no intermediate copy)."""
 
+    def holds(self, n: int) -> bool:
+        """True when the next *n* bytes are known to be there (so a buffer for them may be
+        allocated up front); False when they must be gathered as they arrive (a pipe)."""
+
 
 class BytesReader:
     """A Reader over an in-memory buffer."""
@@ -81,6 +87,9 @@ class BytesReader:
         view[:] = self._data[self._pos:self._pos + n]
         self._pos += n
         self.remaining -= n
+
+    def holds(self, n: int) -> bool:
+        return n <= self.remaining
 
 
 @dataclass(frozen=True)
@@ -161,9 +170,14 @@ class _IntArray:
         if need > reader.remaining:
             raise RecordError(f"{n} items need {need} bytes, body has "
                               f"{reader.remaining} left", field=self.spec.id, fatal=False)
-        items = array(self.array_code, [0]) * n
-        if n:
-            reader.take_into(memoryview(items).cast("B"), self.spec.id)
+        if need <= GROW_STEP or reader.holds(need):
+            items = array(self.array_code, [0]) * n
+            if n:
+                reader.take_into(memoryview(items).cast("B"), self.spec.id)
+        else:               # a pipe: the array grows with the bytes that arrive
+            items = array(self.array_code)
+            for done in range(0, need, GROW_STEP):
+                items.frombytes(reader.take(min(GROW_STEP, need - done), self.spec.id))
         if order != NATIVE_ORDER:
             items.byteswap()
         out[self.spec.id] = items  # an array: 8 bytes per u64, not a list of int objects
@@ -321,6 +335,10 @@ class Layout:
         self.variable = any(not isinstance(seg, _FixedRun) for seg in self._segments)
         self._checked = [f for f in fields if f.checks or (f.struct and f.struct.has_checks)]
         self.has_checks = bool(self._checked)
+        #: the leading fixed fields when something variable follows them: a record's
+        #: length rules over these are checked before the rest is read (decode_lead)
+        self.lead: tuple[str, ...] = self._segments[0].names if len(self._segments) > 1 \
+            and isinstance(self._segments[0], _FixedRun) else ()
 
     def decode(self, reader: Reader, order: str,
                outer: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -331,6 +349,20 @@ class Layout:
         for segment in self._segments:
             segment.decode(reader, order, values)
         return out
+
+    def decode_lead(self, reader: Reader, order: str) -> dict[str, Any]:
+        """Decode only the :attr:`lead` fields (the rest follows with :meth:`decode_rest`)."""
+        out: dict[str, Any] = {}
+        self._segments[0].decode(reader, order, out)
+        return out
+
+    def decode_rest(self, reader: Reader, order: str, out: dict[str, Any],
+                    outer: Mapping[str, Any] | None = None) -> None:
+        """Decode the fields after the :attr:`lead` into *out* (sizes may name *outer*'s
+        fields, as in :meth:`decode`)."""
+        values: Any = ChainMap(out, dict(outer)) if outer else out
+        for segment in self._segments[1:]:
+            segment.decode(reader, order, values)
 
     def encode(self, values: Mapping[str, Any], order: str) -> bytes:
         """Encode the non-payload fields (a payload is appended by the writer)."""
