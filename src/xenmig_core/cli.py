@@ -9,6 +9,7 @@ parameter annotations when it builds the command line, and string annotations wo
 compiled and evaluated then, on every run (about a fifth of what building the app costs).
 """
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +42,9 @@ FromOption = Annotated[str, typer.Option(
     "-f", "--from", help="Input format, or auto to detect it.", show_default=True)]
 StreamArgument = Annotated[str, typer.Argument(
     help="Stream to read: a path, - for stdin, or fd:N.", show_default=True)]
+TeeOption = Annotated[str | None, typer.Option(
+    "--tee", metavar="FILE", help="Also write a copy of every byte read to FILE, as it comes, "
+    "whether or not the stream verifies.", show_default=False)]
 ParamOption = Annotated[list[str] | None, typer.Option(
     "--param", metavar="NAME=VALUE", help="A stream parameter a plugin declares (listed "
     "below); repeatable.", show_default=False)]
@@ -123,6 +127,12 @@ def verify(
                        ] = False,
     jobs: Annotated[int, typer.Option("-j", "--jobs", help="Verify this many streams at once, "
                                       "in separate processes.")] = 1,
+    forward: Annotated[str | None, typer.Option(
+        "--forward", metavar="OUT", help="Pass the stream on to OUT (a path, - for stdout, "
+        "or fd:N) while verifying it: each record only once its checks passed; on the "
+        "first error OUT ends at the record boundary before it.", show_default=False)
+    ] = None,
+    tee: TeeOption = None,
     param: ParamOption = None,
     width: WidthOption = None,
     guest: GuestOption = None,
@@ -144,6 +154,10 @@ def verify(
             raise UsageError("--jobs must be at least 1")
         registry = open_registry(spec or [])
         params = given.check(registry, "verify")
+        if forward is not None or tee is not None:
+            if forward is None or len(names) > 1 or as_json or verbose:
+                raise UsageError("--forward (and --tee) take one stream, without -v or --json")
+            return _forward(registry, names[0], from_, forward, tee, params, quiet=quiet)
         if len(names) > 1:
             if verbose:
                 raise UsageError("-v shows one stream at a time")
@@ -177,6 +191,35 @@ def verify(
                 consumer.close()
             return _verify_output(report, verbose=verbose, quiet=quiet, as_json=as_json)
     raise typer.Exit(guarded(body))
+
+
+def _forward(registry: Any, name: str, fmt: str, target: str, tee: str | None,
+             params: dict[str, Any], *, quiet: bool) -> int:
+    """``verify --forward``: the verdict goes to stderr (stdout may be the target)."""
+    from xenmig_core.forward import ForwardClosed, forward_to_fd, open_target
+    out_fd, owned = open_target(target)
+    try:
+        report, sent = forward_to_fd(registry, name, fmt, out_fd, tee_path=tee, params=params)
+    except ForwardClosed as exc:
+        fail(f"error: {exc}", EXIT_USAGE)
+    finally:
+        if owned:
+            os.close(out_fd)
+    return _forward_verdict(report, sent, quiet=quiet)
+
+
+def _forward_verdict(report: Any, sent: int, *, quiet: bool) -> int:
+    if report.valid:
+        if not quiet:
+            typer.echo(f"xenmig: {report.source}: valid, {sent} bytes forwarded: "
+                       f"{report.summary()}", err=True)
+        return EXIT_OK
+    if not quiet:
+        count = report.error_count
+        more = f" ({count - 1} more)" if count > 1 else ""
+        typer.echo(f"xenmig: invalid: {report.errors[0]}{more}; forwarded {sent} bytes, "
+                   "up to the record before it", err=True)
+    return EXIT_INVALID
 
 
 def _verify_many(registry: Any, names: list[str], fmt: str, params: dict[str, Any], *,
