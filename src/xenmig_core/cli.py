@@ -215,11 +215,42 @@ def _forward_verdict(report: Any, sent: int, *, quiet: bool) -> int:
                        f"{report.summary()}", err=True)
         return EXIT_OK
     if not quiet:
-        count = report.error_count
+        count = report.result.error_count
         more = f" ({count - 1} more)" if count > 1 else ""
-        typer.echo(f"xenmig: invalid: {report.errors[0]}{more}; forwarded {sent} bytes, "
+        typer.echo(f"xenmig: invalid: {report.result.errors[0]}{more}; forwarded {sent} bytes, "
                    "up to the record before it", err=True)
     return EXIT_INVALID
+
+
+@app.command(cls=ParamsCommand, context_settings={"allow_interspersed_args": False,
+                                                  "ignore_unknown_options": True})
+def guard(
+    command: Annotated[list[str], typer.Argument(
+        metavar="-- COMMAND [ARG...]", help="The receiver to run, e.g. xl migrate-receive.",
+        show_default=False)],
+    from_: FromOption = "auto",
+    tee: TeeOption = None,
+    param: ParamOption = None,
+    spec: SpecOption = None,
+) -> None:
+    """Run COMMAND with its stdin fed from xenmig's stdin, record by record as they verify.
+
+    COMMAND's stdout and stderr are xenmig's. On an invalid stream COMMAND's stdin is closed
+    at the record boundary before the first bad record and the exit is 1 once COMMAND has
+    exited; otherwise the exit is COMMAND's (128+N for a signal N). SIGINT, SIGTERM and
+    SIGHUP are passed on to COMMAND.
+    """
+    def body() -> int:
+        from xenmig_core.guard import run_guard
+        from xenmig_core.session import open_registry
+        given = StreamParams(param)
+        registry = open_registry(spec or [])
+        params = given.check(registry, "verify")
+        outcome = run_guard(registry, command, from_, tee_path=tee, params=params)
+        if outcome.message:
+            typer.echo(f"xenmig: guard: {outcome.message}", err=True)
+        return outcome.code
+    raise typer.Exit(guarded(body))
 
 
 def _verify_many(registry: Any, names: list[str], fmt: str, params: dict[str, Any], *,
