@@ -1,4 +1,5 @@
-"""The public Python API: ``xenmig_core.verify`` and ``xenmig_core.records``.
+"""The public Python API: ``xenmig_core.verify``, ``xenmig_core.records`` and
+``xenmig_core.Forwarder`` (push-style: :mod:`xenmig_core.push`).
 
 Conventions every helper here follows (and later ones will: a push-style verifier fed bytes
 as they arrive, a guest-memory export):
@@ -33,6 +34,7 @@ from typing import Any, BinaryIO, Union
 from xenmig_core.diagnostics import Diagnostic
 from xenmig_core.engine import Consumer, Record, WalkResult
 from xenmig_core.engine.context import HeaderValue
+from xenmig_core.push import Forwarder
 from xenmig_core.registry import Registry
 from xenmig_core.source import ByteSource
 from xenmig_core.verify import VerifyReport, verify_source
@@ -43,8 +45,8 @@ Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, BinaryIO]
 #: How many records the walk may run ahead of the consumer of :func:`records`.
 QUEUE_SIZE = 64
 
-__all__ = ["Records", "Report", "Source", "StreamRecord", "open_registry", "open_source",
-           "records", "verify"]
+__all__ = ["Forwarder", "Records", "Report", "Source", "StreamRecord", "open_registry",
+           "open_source", "records", "verify"]
 
 
 # -- sources and registries ------------------------------------------------------------------
