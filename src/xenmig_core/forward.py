@@ -189,10 +189,11 @@ class ForwardingSource(ByteSource):
         return super()._discard(n)
 
     def peek(self, n: int) -> bytes:
-        if self.trailer_check is None or self._hi > self._lo:
+        if self.trailer_check is None:
             return super().peek(n)
-        # after the stream's end: what one read gives (the sender may be waiting for a reply)
-        have = self._fill(1)
+        # after the stream's end: what is there, or what one read gives (the sender may be
+        # waiting for the receiver's reply before it sends more)
+        have = self._hi - self._lo or self._fill(1)
         return bytes(self._buf[self._lo:self._lo + min(n, have)])
 
     def skip_to_eof(self) -> None:
@@ -228,7 +229,12 @@ class ForwardConsumer(Consumer):
 
     def on_record(self, record: Record) -> None:
         # checks ran; the payload (if any) is what follows, unchecked by the walk unless a
-        # plugin scans it: then it waits for the record's end like the rest
+        # plugin scans it: then it waits for the record's end like the rest. A record with
+        # padding to check waits for its end too.
+        spec = record.context.format.spec
+        if record.name == spec.end_record or (
+                spec.framing is not None and record.length % spec.framing.align):
+            return
         if record.payload_length and not self._scanned(record):
             self._allow(self.source.offset + record.payload_length)
         else:

@@ -143,9 +143,10 @@ class Forwarder:
         with self._fed.cond:
             self._fed.ended = True
             self._fed.cond.notify_all()
-        out = self._settle()
+            while not self._done:
+                self._fed.cond.wait()
         self._thread.join()
-        return out
+        return self._settle()
 
     @property
     def valid(self) -> bool | None:
