@@ -74,54 +74,56 @@ def run_guard(registry: Any, command: Sequence[str], fmt: str = "auto", *,
     assert child.stdin is not None
     pipe_fd = child.stdin.fileno()
 
-    state = {"forwarding": True}
+    # the handlers raise (to stop the forwarding, whatever it waits for) only while it
+    # runs; the nested try below catches what they raise at any point of it
+    state = {"forwarding": True, "stopped": None}
 
     def pass_on(signum: int, _frame: object) -> None:
         if child.poll() is None:
             child.send_signal(signum)
-        raise _Signalled(signum)
+        state["stopped"] = state["stopped"] or signal.Signals(signum).name
+        if state["forwarding"]:
+            raise _Signalled(signum)
 
     def exited(_signum: int, _frame: object) -> None:
         if state["forwarding"]:
             raise ForwardClosed(-1)
 
-    previous = {sig: signal.signal(sig, pass_on) for sig in PASSED_ON}
-    watch = threading.current_thread() is threading.main_thread()
-    if watch:   # COMMAND exiting early interrupts a read that waits for the sender
-        previous[CHILD_EXITED] = signal.signal(CHILD_EXITED, exited)
-        main = threading.get_ident()
+    main = threading.get_ident()
 
-        def watcher() -> None:
-            child.wait()
-            if state["forwarding"]:
-                signal.pthread_kill(main, CHILD_EXITED)
-        threading.Thread(target=watcher, daemon=True).start()
-    report, sent, stopped = None, 0, None
+    def watcher() -> None:
+        child.wait()
+        if state["forwarding"]:
+            signal.pthread_kill(main, CHILD_EXITED)
+
+    report, sent, closed = None, 0, False
+    previous = {}
     try:
         try:
-            report, sent = forward_source(registry, opened, fmt,
-                                          lambda data: write_all(pipe_fd, data),
-                                          out_fd=pipe_fd, tee=tee, params=params)
-        except ForwardClosed as exc:
-            sent = exc.offset if exc.offset >= 0 else sent
-            stopped = "closed"
-        except _Signalled as exc:
-            stopped = signal.Signals(exc.signum).name
+            try:
+                previous = {sig: signal.signal(sig, pass_on) for sig in PASSED_ON}
+                if threading.current_thread() is threading.main_thread():
+                    # COMMAND exiting early interrupts a read that waits for the sender
+                    previous[CHILD_EXITED] = signal.signal(CHILD_EXITED, exited)
+                    threading.Thread(target=watcher, daemon=True).start()
+                report, sent = forward_source(registry, opened, fmt,
+                                              lambda data: write_all(pipe_fd, data),
+                                              out_fd=pipe_fd, tee=tee, params=params)
+            finally:
+                state["forwarding"] = False
+        except ForwardClosed:
+            closed = True
+        except _Signalled:
+            pass
         finally:
-            state["forwarding"] = False
             child.stdin.close()
             if tee is not None:
                 tee.close()
-        # still passing signals on while COMMAND finishes
-        while True:
-            try:
-                returncode = child.wait()
-                break
-            except _Signalled as exc:
-                stopped = stopped or signal.Signals(exc.signum).name
+        returncode = child.wait()      # signals are still passed on meanwhile
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    stopped = "closed" if closed else state["stopped"]
     status = exit_status(returncode)
     name = os.path.basename(command[0])
     if stopped == "closed":
