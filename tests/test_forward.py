@@ -9,6 +9,7 @@ on.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -163,7 +164,7 @@ class SlowSender:
         self.thread.start()
 
     def _send(self, fifo: Path, parts: list[bytes], pause: float, linger: float) -> None:
-        with open(fifo, "wb", buffering=0) as out:
+        with contextlib.suppress(BrokenPipeError), open(fifo, "wb", buffering=0) as out:
             for number, part in enumerate(parts):
                 if number:
                     time.sleep(pause)
