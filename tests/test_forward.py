@@ -291,6 +291,22 @@ def test_guard_a_command_that_exits_while_the_sender_pauses(tmp_path: Path) -> N
     del sender      # (a daemon thread, blocked on the FIFO nobody reads)
 
 
+def test_guard_a_command_that_exits_after_the_end_while_the_sender_waits(
+        tmp_path: Path) -> None:
+    """xl migrate-receive exits after the stream's end and its replies; the sender has not
+    closed its side yet: that is a normal end, with the command's status."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    data = (EXAMPLES / "hvm-guest.xl").read_bytes()
+    sender = SlowSender(fifo, [data], pause=0, linger=20)
+    with open(fifo, "rb") as stdin:
+        run = guard(["sh", "-c", f"head -c {len(data)} >/dev/null; exit 0"], stdin=stdin)
+        _out, err = run.communicate(timeout=10)
+    assert run.returncode == 0, err
+    assert err == b""
+    del sender
+
+
 def test_guard_a_command_that_is_killed() -> None:
     data = (EXAMPLES / "hvm-v3.libxc").read_bytes()
     run = guard(["sh", "-c", "kill -9 $$"], data)
@@ -304,16 +320,20 @@ def test_guard_passes_ctrl_c_on(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     data = (EXAMPLES / "remus-3-checkpoints.libxl").read_bytes()
     sender = SlowSender(fifo, [data[:20000], data[20000:]], pause=20)
-    marker = tmp_path / "interrupted"
+    marker, ready = tmp_path / "interrupted", tmp_path / "ready"
     receiver = [sys.executable, "-c",
                 "import signal, sys, time\n"
                 "def hit(*_):\n"
                 f"    open({str(marker)!r}, 'w').close(); sys.exit(7)\n"
                 "signal.signal(signal.SIGINT, hit)\n"
+                f"open({str(ready)!r}, 'w').close()\n"
                 "while True: sys.stdin.buffer.read(1) or time.sleep(0.01)\n"]
     with open(fifo, "rb") as stdin:
         run = guard(receiver, stdin=stdin)
-        time.sleep(1.5)
+        deadline = time.monotonic() + 30
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
         run.send_signal(signal.SIGINT)
         _out, err = run.communicate(timeout=10)
     assert marker.exists()

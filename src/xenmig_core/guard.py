@@ -126,6 +126,10 @@ def run_guard(registry: Any, command: Sequence[str], fmt: str = "auto", *,
     stopped = "closed" if closed else state["stopped"]
     status = exit_status(returncode)
     name = os.path.basename(command[0])
+    if stopped == "closed" and opened.trailer_check is not None:
+        # the stream had ended cleanly (only what may follow its end was still awaited)
+        return GuardOutcome(status, None if status == 0 else
+                            f"{name} exited with status {status}", report, sent)
     if stopped == "closed":
         return GuardOutcome(status or 2, f"{name} exited with status {status} before the "
                             "stream ended (it closed its input)", report, sent)
