@@ -215,9 +215,8 @@ def _forward_verdict(report: Any, sent: int, *, quiet: bool) -> int:
                        f"{report.summary()}", err=True)
         return EXIT_OK
     if not quiet:
-        count = report.result.error_count
-        more = f" ({count - 1} more)" if count > 1 else ""
-        typer.echo(f"xenmig: invalid: {report.result.errors[0]}{more}; forwarded {sent} bytes, "
+        # (forwarding stops at the first error: there is no count of more)
+        typer.echo(f"xenmig: invalid: {report.result.errors[0]}; forwarded {sent} bytes, "
                    "up to the record before it", err=True)
     return EXIT_INVALID
 

@@ -8,10 +8,10 @@ goes: a header once it was checked, a record's head (fields before its payload) 
 checks passed, its payload right away (on a pipe the payload is then spliced from the input
 to the target, never copied into the process), the rest of the record (its padding) at its
 end. A context's end record is held until the context's end checks passed. After the first
-error the limit never moves again: the target gets exactly the bytes before the first bad
-header or record (a payload already on its way when a truncation is found is the only
-exception: page contents carry no checks). Pending bytes are at most one record's, and
-never more than :data:`MAX_PENDING`.
+error the limit never moves again and the walk stops reading: the target gets exactly the
+bytes before the first bad header or record (a payload already on its way when a truncation
+is found is the only exception: page contents carry no checks). Pending bytes are at most
+one record's, and never more than :data:`MAX_PENDING`.
 
 Latency: the source reads what is available (a pipe read returns what the pipe holds), and
 a record is released as soon as its checks ran, so nothing waits for the next record. After
@@ -44,6 +44,10 @@ if TYPE_CHECKING:
 #: Never hold more than this many unreleased bytes (the engine's record cap).
 MAX_PENDING = 128 << 20
 _UNLIMITED = 1 << 62
+
+
+class ForwardStopped(StreamError):
+    """Forwarding stops reading at the first error (the receiver's input is closed then)."""
 
 
 class ForwardClosed(Exception):
@@ -89,8 +93,10 @@ class Tap:
     """
 
     def __init__(self, write: Callable[[memoryview], None], start: int, *,
-                 out_fd: int | None = None, tee: BinaryIO | None = None) -> None:
+                 out_fd: int | None = None, tee: BinaryIO | None = None,
+                 on_freeze: Callable[[], None] | None = None) -> None:
         self._write = write
+        self._on_freeze = on_freeze
         self.out_fd = out_fd
         self.tee = tee
         self.pos = start
@@ -111,6 +117,9 @@ class Tap:
         if self.tee is not None:
             self.tee.write(data)
         n = len(data)
+        if self.frozen:
+            self.pos += n
+            return
         if not self.pending and self.pos + n <= self.limit:
             self.pos += n
             self._emit(data)
@@ -130,8 +139,14 @@ class Tap:
         self._flush()
 
     def freeze(self) -> None:
-        """An error was found: release nothing more."""
+        """An error was found: release nothing more, drop what is held, and end the
+        target's input (*on_freeze*)."""
+        if self.frozen:
+            return
         self.frozen = True
+        self.pending.clear()
+        if self._on_freeze is not None:
+            self._on_freeze()
 
     def _flush(self) -> None:
         if not self.pending:
@@ -187,6 +202,9 @@ class ForwardingSource(ByteSource):
                 grow_pipe(fd)
 
     def _raw_read_into(self, view: memoryview) -> int:
+        if self.tap is not None and self.tap.frozen:
+            raise ForwardStopped("forwarding stopped reading after the first error",
+                                 offset=self.offset)
         got = super()._raw_read_into(view)
         if got and self.tap is not None:
             self.tap.take(view[:got])
@@ -287,18 +305,31 @@ class ForwardConsumer(Consumer):
             self.tap.freeze()
 
 
+def end_input(fd: int) -> None:
+    """Make the reader of *fd* see the end of its input now, while *fd* stays a valid
+    descriptor (it then writes to /dev/null): the receiver stops at the boundary at once."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
 def forward_source(registry: Registry, source: ByteSource, fmt: str,
                    write: Callable[[memoryview], None], *, out_fd: int | None = None,
                    tee: BinaryIO | None = None, params: dict[str, Any] | None = None,
                    consumer: Consumer | None = None) -> tuple[Any, int]:
     """Verify *source* as *fmt* while forwarding what is safe through *write* (its fd
     *out_fd* when it has one: payloads are then spliced). Returns the verify report and
-    how many bytes went out. Raises :class:`ForwardClosed` when *write* meets EPIPE."""
+    how many bytes went out. At the first error the target's input ends (*out_fd* then
+    writes to /dev/null) and the walk stops reading (a second error in the report says so).
+    Raises :class:`ForwardClosed` when *write* meets EPIPE."""
     from xenmig_core.engine import MultiConsumer
     from xenmig_core.verify import verify_source
     forwarding = source if isinstance(source, ForwardingSource) else \
         ForwardingSource.wrap(source)
-    tap = Tap(write, forwarding.offset, out_fd=out_fd, tee=tee)
+    tap = Tap(write, forwarding.offset, out_fd=out_fd, tee=tee,
+              on_freeze=None if out_fd is None else lambda: end_input(out_fd))
     forwarding.attach(tap)
     watcher = ForwardConsumer(registry, forwarding, tap)
     try:

@@ -139,9 +139,7 @@ def run_guard(registry: Any, command: Sequence[str], fmt: str = "auto", *,
                             report, sent)
     assert report is not None
     if not report.valid:
-        count = report.result.error_count
-        more = f" ({count - 1} more)" if count > 1 else ""
-        return GuardOutcome(1, f"invalid: {report.result.errors[0]}{more}; {name} got the {sent} "
+        return GuardOutcome(1, f"invalid: {report.result.errors[0]}; {name} got the {sent} "
                             f"bytes before it and exited with status {status}", report, sent)
     return GuardOutcome(status, None if status == 0 else
                         f"{name} exited with status {status}", report, sent)
