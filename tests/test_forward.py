@@ -261,6 +261,21 @@ def test_guard_closes_the_commands_input_at_the_first_bad_record(tmp_path: Path,
     assert b"invalid: record 1" in err and b"exited with status 0" in err
 
 
+def test_guard_ends_the_commands_input_at_the_first_error_while_the_sender_sends_on(
+        tmp_path: Path, registry) -> None:
+    """The receiver must not wait for the sender to finish (or give up) to see the end."""
+    data = _invalid_streams(registry)["xl-unknown-libxc-record"]
+    fifo, got = tmp_path / "fifo", tmp_path / "got"
+    os.mkfifo(fifo)
+    sender = SlowSender(fifo, [data[:0x3ce + 100], data[0x3ce + 100:]], pause=20)
+    with open(fifo, "rb") as stdin:
+        run = guard(copy_to(got), stdin=stdin)
+        _out, err = run.communicate(timeout=10)
+    assert run.returncode == 1, err
+    assert got.read_bytes() == data[:0x3ce]
+    del sender
+
+
 def test_guard_passes_the_commands_stdout_on() -> None:
     data = (EXAMPLES / "hvm-v3.libxc").read_bytes()
     run = subprocess.run([*XENMIG, "guard", "--", "wc", "-c"], input=data,

@@ -32,6 +32,7 @@ import stat
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from xenmig_core.detect import detect
 from xenmig_core.engine.consumer import Consumer
 from xenmig_core.errors import SourceError, StreamError
 from xenmig_core.source import SPLICE_CHUNK, ByteSource
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
     from xenmig_core.engine.context import HeaderValue, Record, StreamContext
     from xenmig_core.registry import Registry
 
+#: A detection this confident (a magic number) does not need more bytes.
+MAGIC_CONFIDENCE = 90
 #: Never hold more than this many unreleased bytes (the engine's record cap).
 MAX_PENDING = 128 << 20
 _UNLIMITED = 1 << 62
@@ -186,6 +189,8 @@ class ForwardingSource(ByteSource):
         self.tap: Tap | None = None
         #: set once the outermost stream ended cleanly: peek returns what is there
         self.trailer_check: Callable[[bytes], bool] | None = None
+        #: for the first peek (format detection): true once the bytes there are enough
+        self.detected: Callable[[bytes], bool] | None = None
 
     @classmethod
     def wrap(cls, source: ByteSource) -> ForwardingSource:
@@ -229,11 +234,27 @@ class ForwardingSource(ByteSource):
         return super()._discard(n)
 
     def peek(self, n: int) -> bytes:
+        if self.detected is not None:
+            return self._detection_peek(n)
         if self.trailer_check is None:
             return super().peek(n)
         # after the stream's end: what is there, or what one read gives (the sender may be
         # waiting for the receiver's reply before it sends more)
         have = self._hi - self._lo or self._fill(1)
+        return bytes(self._buf[self._lo:self._lo + min(n, have)])
+
+    def _detection_peek(self, n: int) -> bytes:
+        """The first peek (the format's detection) reads only until the bytes there are
+        enough to know the format (a magic number), not all *n*: a sender may have sent a
+        short first record and wait for the receiver."""
+        enough, self.detected = self.detected, None
+        assert enough is not None
+        have = self._hi - self._lo
+        while have < n and not enough(bytes(self._buf[self._lo:self._hi])):
+            more = self._fill(have + 1)
+            if more == have:
+                break
+            have = more
         return bytes(self._buf[self._lo:self._lo + min(n, have)])
 
     def skip_to_eof(self) -> None:
@@ -331,6 +352,8 @@ def forward_source(registry: Registry, source: ByteSource, fmt: str,
     tap = Tap(write, forwarding.offset, out_fd=out_fd, tee=tee,
               on_freeze=None if out_fd is None else lambda: end_input(out_fd))
     forwarding.attach(tap)
+    forwarding.detected = lambda head: any(
+        d.confidence >= MAGIC_CONFIDENCE for d in detect(registry, head))
     watcher = ForwardConsumer(registry, forwarding, tap)
     try:
         report = verify_source(registry, forwarding, fmt,
