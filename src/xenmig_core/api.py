@@ -29,15 +29,17 @@ import queue
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, Union
 
 from xenmig_core.diagnostics import Diagnostic
 from xenmig_core.engine import Consumer, Record, WalkResult
 from xenmig_core.engine.context import HeaderValue
-from xenmig_core.push import Forwarder
 from xenmig_core.registry import Registry
 from xenmig_core.source import ByteSource
 from xenmig_core.verify import VerifyReport, verify_source
+
+if TYPE_CHECKING:
+    from xenmig_core.push import Forwarder
 
 #: What the API accepts as a stream.
 Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, BinaryIO]
@@ -392,3 +394,13 @@ def records(source: Source, format: str = "auto", *, headers: bool = False,
     except BaseException:
         opened.close()
         raise
+
+
+def __getattr__(name: str) -> Any:
+    """``Forwarder`` (:mod:`xenmig_core.push`) is imported on first use: ``verify -q`` does
+    not pay for it."""
+    if name == "Forwarder":
+        from xenmig_core.push import Forwarder
+        return Forwarder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
