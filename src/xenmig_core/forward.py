@@ -191,6 +191,10 @@ class ForwardingSource(ByteSource):
         self.trailer_check: Callable[[bytes], bool] | None = None
         #: for the first peek (format detection): true once the bytes there are enough
         self.detected: Callable[[bytes], bool] | None = None
+        #: True while a read (or splice) may wait for the sender; set ``stop`` to make the
+        #: next one raise ForwardClosed (a signal handler raises itself while ``reading``)
+        self.reading = False
+        self.stop = False
 
     @classmethod
     def wrap(cls, source: ByteSource) -> ForwardingSource:
@@ -210,7 +214,13 @@ class ForwardingSource(ByteSource):
         if self.tap is not None and self.tap.frozen:
             raise ForwardStopped("forwarding stopped reading after the first error",
                                  offset=self.offset)
-        got = super()._raw_read_into(view)
+        self.reading = True
+        try:
+            if self.stop:
+                raise ForwardClosed(-1)
+            got = super()._raw_read_into(view)
+        finally:
+            self.reading = False
         if got and self.tap is not None:
             self.tap.take(view[:got])
         return got
@@ -219,19 +229,31 @@ class ForwardingSource(ByteSource):
         tap = self.tap
         if tap is not None and self._in_fd is not None and (room := tap.spliceable()):
             assert tap.out_fd is not None
-            try:
-                got = os.splice(self._in_fd, tap.out_fd, min(n, room, SPLICE_CHUNK))
-            except BrokenPipeError:
-                raise ForwardClosed(tap.sent) from None
-            except OSError as exc:
-                if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-                    raise SourceError(f"{self.name}: read error at offset {self.offset}: "
-                                      f"{exc.strerror or exc}") from None
-                self._in_fd = None         # not here: read through the buffer instead
-            else:
+            got = self._splice(tap.out_fd, min(n, room, SPLICE_CHUNK))
+            if got is not None:
                 tap.passed(got)
                 return got
         return super()._discard(n)
+
+    def _splice(self, out_fd: int, n: int) -> int | None:
+        """Up to *n* bytes from the input pipe straight to *out_fd*; None when the system
+        cannot splice these two (then the bytes are read through the buffer)."""
+        assert self._in_fd is not None and self.tap is not None
+        self.reading = True
+        try:
+            if self.stop:
+                raise ForwardClosed(-1)
+            return os.splice(self._in_fd, out_fd, n)
+        except BrokenPipeError:
+            raise ForwardClosed(self.tap.sent) from None
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise SourceError(f"{self.name}: read error at offset {self.offset}: "
+                                  f"{exc.strerror or exc}") from None
+            self._in_fd = None             # not here: read through the buffer instead
+            return None
+        finally:
+            self.reading = False
 
     def peek(self, n: int) -> bytes:
         if self.detected is not None:
@@ -313,12 +335,13 @@ class ForwardConsumer(Consumer):
     def on_context_end(self, ctx: StreamContext) -> None:
         if not ctx.finished:
             return
-        self._allow(self.source.offset)
         if ctx is self._root and not self.failed:
+            # (before the END goes out: a receiver may exit as soon as it has it)
             self.ended = True
             root = ctx
             self.source.trailer_check = lambda head: bool(
                 self.registry.describe_trailing(root, head))
+        self._allow(self.source.offset)
 
     def on_diagnostic(self, diagnostic: Diagnostic) -> None:
         if diagnostic.is_error and not self.failed:

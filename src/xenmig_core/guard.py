@@ -86,7 +86,10 @@ def run_guard(registry: Any, command: Sequence[str], fmt: str = "auto", *,
             raise _Signalled(signum)
 
     def exited(_signum: int, _frame: object) -> None:
-        if state["forwarding"]:
+        # stop at the next read; now, if the walk waits for the sender (a walk busy with
+        # what it has may still reach the stream's end: that end is then a normal one)
+        opened.stop = True
+        if state["forwarding"] and opened.reading:
             raise ForwardClosed(-1)
 
     main = threading.get_ident()
