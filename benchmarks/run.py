@@ -155,6 +155,16 @@ def build_cases(work: Path, quick: bool, reference: str | None,
         Case(f"HVM libxl stream ({mib(piped)}) through a pipe", [
             Command("cat | xenmig verify -q -", f"cat {q(str(piped))} | {xm} verify -q -"),
             Command("cat | cat", f"cat {q(str(piped))} | cat > /dev/null", floor=True)]),
+        Case(f"HVM libxl stream ({mib(piped)}) forwarded through pipes", [
+            Command("cat | xenmig verify --forward - | cat",
+                    f"cat {q(str(piped))} | {xm} verify -q - --forward - | cat > /dev/null"),
+            Command("cat | cat | cat", f"cat {q(str(piped))} | cat | cat > /dev/null",
+                    floor=True)]),
+        Case(f"{n * 5:,} records (Remus, libxl) forwarded through pipes", [
+            Command("cat | xenmig verify --forward - | cat",
+                    f"cat {q(str(records))} | {xm} verify -q - --forward - | cat > /dev/null"),
+            Command("cat | cat | cat", f"cat {q(str(records))} | cat | cat > /dev/null",
+                    floor=True)]),
         Case(f"convert legacy xl image ({mib(legacy)}) to xl, verified", [
             Command("xenmig convert", f"{xm} convert -q {q(str(legacy))} -o {out} --to xl"),
             Command("cp", f"cp {q(str(legacy))} {out}", floor=True)]),

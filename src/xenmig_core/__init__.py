@@ -4,8 +4,8 @@ The engine in this package knows framing, dispatch, state and diagnostics; every
 is contributed by a plugin (see :mod:`xenmig_core.hookspecs`) and described by a YAML spec.
 
 The public Python API (``docs/api.md``) is re-exported here from :mod:`xenmig_core.api`:
-``verify``, ``records``, ``open_registry`` and the types they return. They are imported on
-first use, so that ``import xenmig_core`` (and the CLI's start-up) stays cheap.
+``verify``, ``records``, ``Forwarder``, ``open_registry`` and the types they return. They
+are imported on first use, so that ``import xenmig_core`` (and the CLI's start-up) stays cheap.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from xenmig_core.version import __version__
 
 if TYPE_CHECKING:
     from xenmig_core.api import (
+        Forwarder,
         Records,
         Report,
         Source,
@@ -26,8 +27,8 @@ if TYPE_CHECKING:
         verify,
     )
 
-__all__ = ["Records", "Report", "Source", "StreamRecord", "__version__", "open_registry",
-           "open_source", "records", "verify"]
+__all__ = ["Forwarder", "Records", "Report", "Source", "StreamRecord", "__version__",
+           "open_registry", "open_source", "records", "verify"]
 
 
 def __getattr__(name: str) -> Any:

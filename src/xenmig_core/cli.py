@@ -9,6 +9,7 @@ parameter annotations when it builds the command line, and string annotations wo
 compiled and evaluated then, on every run (about a fifth of what building the app costs).
 """
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +42,9 @@ FromOption = Annotated[str, typer.Option(
     "-f", "--from", help="Input format, or auto to detect it.", show_default=True)]
 StreamArgument = Annotated[str, typer.Argument(
     help="Stream to read: a path, - for stdin, or fd:N.", show_default=True)]
+TeeOption = Annotated[str | None, typer.Option(
+    "--tee", metavar="FILE", help="Also write a copy of every byte read to FILE, as it comes, "
+    "whether or not the stream verifies.", show_default=False)]
 ParamOption = Annotated[list[str] | None, typer.Option(
     "--param", metavar="NAME=VALUE", help="A stream parameter a plugin declares (listed "
     "below); repeatable.", show_default=False)]
@@ -123,6 +127,12 @@ def verify(
                        ] = False,
     jobs: Annotated[int, typer.Option("-j", "--jobs", help="Verify this many streams at once, "
                                       "in separate processes.")] = 1,
+    forward: Annotated[str | None, typer.Option(
+        "--forward", metavar="OUT", help="Pass the stream on to OUT (a path, - for stdout, "
+        "or fd:N) while verifying it: each record only once its checks passed; on the "
+        "first error OUT ends at the record boundary before it.", show_default=False)
+    ] = None,
+    tee: TeeOption = None,
     param: ParamOption = None,
     width: WidthOption = None,
     guest: GuestOption = None,
@@ -144,6 +154,10 @@ def verify(
             raise UsageError("--jobs must be at least 1")
         registry = open_registry(spec or [])
         params = given.check(registry, "verify")
+        if forward is not None or tee is not None:
+            if forward is None or len(names) > 1 or as_json or verbose:
+                raise UsageError("--forward (and --tee) take one stream, without -v or --json")
+            return _forward(registry, names[0], from_, forward, tee, params, quiet=quiet)
         if len(names) > 1:
             if verbose:
                 raise UsageError("-v shows one stream at a time")
@@ -176,6 +190,65 @@ def verify(
             if consumer is not None:
                 consumer.close()
             return _verify_output(report, verbose=verbose, quiet=quiet, as_json=as_json)
+    raise typer.Exit(guarded(body))
+
+
+def _forward(registry: Any, name: str, fmt: str, target: str, tee: str | None,
+             params: dict[str, Any], *, quiet: bool) -> int:
+    """``verify --forward``: the verdict goes to stderr (stdout may be the target)."""
+    from xenmig_core.forward import ForwardClosed, forward_to_fd, open_target
+    out_fd, owned = open_target(target)
+    try:
+        report, sent = forward_to_fd(registry, name, fmt, out_fd, tee_path=tee, params=params)
+    except ForwardClosed as exc:
+        fail(f"error: {exc}", EXIT_USAGE)
+    finally:
+        if owned:
+            os.close(out_fd)
+    return _forward_verdict(report, sent, quiet=quiet)
+
+
+def _forward_verdict(report: Any, sent: int, *, quiet: bool) -> int:
+    if report.valid:
+        if not quiet:
+            typer.echo(f"xenmig: {report.source}: valid, {sent} bytes forwarded: "
+                       f"{report.summary()}", err=True)
+        return EXIT_OK
+    if not quiet:
+        # (forwarding stops at the first error: there is no count of more)
+        typer.echo(f"xenmig: invalid: {report.result.errors[0]}; forwarded {sent} bytes, "
+                   "up to the record before it", err=True)
+    return EXIT_INVALID
+
+
+@app.command(cls=ParamsCommand, context_settings={"allow_interspersed_args": False,
+                                                  "ignore_unknown_options": True})
+def guard(
+    command: Annotated[list[str], typer.Argument(
+        metavar="-- COMMAND [ARG...]", help="The receiver to run, e.g. xl migrate-receive.",
+        show_default=False)],
+    from_: FromOption = "auto",
+    tee: TeeOption = None,
+    param: ParamOption = None,
+    spec: SpecOption = None,
+) -> None:
+    """Run COMMAND with its stdin fed from xenmig's stdin, record by record as they verify.
+
+    COMMAND's stdout and stderr are xenmig's. On an invalid stream COMMAND's stdin is closed
+    at the record boundary before the first bad record and the exit is 1 once COMMAND has
+    exited; otherwise the exit is COMMAND's (128+N for a signal N). SIGINT, SIGTERM and
+    SIGHUP are passed on to COMMAND.
+    """
+    def body() -> int:
+        from xenmig_core.guard import run_guard
+        from xenmig_core.session import open_registry
+        given = StreamParams(param)
+        registry = open_registry(spec or [])
+        params = given.check(registry, "verify")
+        outcome = run_guard(registry, command, from_, tee_path=tee, params=params)
+        if outcome.message:
+            typer.echo(f"xenmig: guard: {outcome.message}", err=True)
+        return outcome.code
     raise typer.Exit(guarded(body))
 
 
