@@ -29,7 +29,7 @@ import queue
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO, Union
+from typing import Any, BinaryIO, Union
 
 from xenmig_core.diagnostics import Diagnostic
 from xenmig_core.engine import Consumer, Record, WalkResult
@@ -38,16 +38,13 @@ from xenmig_core.registry import Registry
 from xenmig_core.source import ByteSource
 from xenmig_core.verifier import VerifyReport, verify_source
 
-if TYPE_CHECKING:
-    from xenmig_core.push import Forwarder
-
 #: What the API accepts as a stream.
 Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, BinaryIO]
 
 #: How many records the walk may run ahead of the consumer of :func:`records`.
 QUEUE_SIZE = 64
 
-__all__ = ["Forwarder", "Records", "Report", "Source", "StreamRecord", "open_registry",
+__all__ = ["Records", "Report", "Source", "StreamRecord", "open_registry",
            "open_source", "records", "verify"]
 
 
@@ -394,13 +391,4 @@ def records(source: Source, format: str = "auto", *, headers: bool = False,
     except BaseException:
         opened.close()
         raise
-
-
-def __getattr__(name: str) -> Any:
-    """``Forwarder`` (:mod:`xenmig_core.push`) is imported on first use: ``verify -q`` does
-    not pay for it."""
-    if name == "Forwarder":
-        from xenmig_core.push import Forwarder
-        return Forwarder
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -18,7 +18,7 @@ a record is released as soon as its checks ran, so nothing waits for the next re
 the outermost stream ended cleanly, trailing bytes the format recognises (xl migrate's
 messages) are forwarded as they come.
 
-The walk itself is the verifier's (:func:`xenmig_core.verify.verify_source`); this module
+The walk itself is the verifier's (:func:`xenmig_core.verifier.verify_source`); this module
 adds no parsing.
 """
 
@@ -369,7 +369,7 @@ def forward_source(registry: Registry, source: ByteSource, fmt: str,
     writes to /dev/null) and the walk stops reading (a second error in the report says so).
     Raises :class:`ForwardClosed` when *write* meets EPIPE."""
     from xenmig_core.engine import MultiConsumer
-    from xenmig_core.verify import verify_source
+    from xenmig_core.verifier import verify_source
     forwarding = source if isinstance(source, ForwardingSource) else \
         ForwardingSource.wrap(source)
     tap = Tap(write, forwarding.offset, out_fd=out_fd, tee=tee,
