@@ -24,18 +24,15 @@ adds no parsing.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
 import os
-import stat
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from xenmig_core.detect import detect
 from xenmig_core.engine.consumer import Consumer
 from xenmig_core.errors import SourceError, StreamError
-from xenmig_core.source import SPLICE_CHUNK, ByteSource
+from xenmig_core.source import SPLICE_CHUNK, ByteSource, grow_pipe
 
 if TYPE_CHECKING:
     from xenmig_core.diagnostics import Diagnostic
@@ -67,22 +64,6 @@ def write_all(fd: int, data: memoryview | bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
-
-
-#: Pipes the forwarder splices between are grown to this (fewer, larger splices).
-PIPE_SIZE = 1 << 20
-
-
-def grow_pipe(fd: int) -> None:
-    """Ask for a :data:`PIPE_SIZE` buffer on *fd* when it is a pipe (best effort: the
-    system's limit for unprivileged users may be lower, and then nothing changes)."""
-    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
-    get_size = getattr(fcntl, "F_GETPIPE_SZ", None)
-    if set_size is None or get_size is None:
-        return
-    with contextlib.suppress(OSError):
-        if stat.S_ISFIFO(os.fstat(fd).st_mode) and fcntl.fcntl(fd, get_size) < PIPE_SIZE:
-            fcntl.fcntl(fd, set_size, PIPE_SIZE)
 
 
 class Tap:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import io
 import os
 import stat
@@ -51,6 +52,23 @@ def parse_fd(spec: str) -> int | None:
             raise SourceError(f"{spec!r}: expected fd:N with N a file descriptor number")
         return int(number)
     return None
+
+
+#: Pipes a source splices from (and the forwarder splices between) are grown to this:
+#: fewer, larger splices and reads.
+PIPE_SIZE = 1 << 20
+
+
+def grow_pipe(fd: int) -> None:
+    """Ask for a :data:`PIPE_SIZE` buffer on *fd* when it is a pipe (best effort: the
+    system's limit for unprivileged users may be lower, and then nothing changes)."""
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    get_size = getattr(fcntl, "F_GETPIPE_SZ", None)
+    if set_size is None or get_size is None:
+        return
+    with contextlib.suppress(OSError):
+        if stat.S_ISFIFO(os.fstat(fd).st_mode) and fcntl.fcntl(fd, get_size) < PIPE_SIZE:
+            fcntl.fcntl(fd, set_size, PIPE_SIZE)
 
 
 class ByteSource:
@@ -94,6 +112,8 @@ class ByteSource:
         self._lo = self._hi = 0
         #: an fd the source may splice from (an unbuffered pipe), else None
         self._splice_fd = self._pipe_fd(raw) if not self._seekable else None
+        if self._splice_fd is not None:
+            grow_pipe(self._splice_fd)
         self._null_fd: int | None = None
 
     @staticmethod
