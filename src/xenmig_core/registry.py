@@ -60,6 +60,16 @@ class Format:
         return ", ".join(self.spec.enums[enum].flag_names(value)) or "none"
 
 
+def _bind(hook: str, plugin: str, fmt: str, unit: str, found: Callable[..., Any]
+          ) -> Callable[..., Any]:
+    """What *hook* answered for *unit* of format *fmt*, wrapped so that its failures name
+    the plugin (a scanner factory's scanners are wrapped too)."""
+    if hook == "xenmig_payload_scanner":
+        return _guard_scanner(plugin, fmt, unit, found)
+    return _guard(plugin, fmt, f"{unit} viewer" if hook == "xenmig_record_viewer" else unit,
+                  found)
+
+
 def _guard(plugin: str, fmt: str, name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def call(*args: Any) -> Any:
@@ -112,24 +122,14 @@ class Registry:
             # A variant (``variant_of``) uses its base format's handlers unless it has its own.
             lineage = [name] + ([spec.base] if spec.base else [])
             for unit in unit_names:
-                for owner in lineage:
-                    plugin, handler = first_result(pm, "xenmig_record_handler",
-                                                   format_name=owner, name=unit)
-                    if handler is not None:
-                        fmt.handlers[unit] = _guard(plugin, name, unit, handler)
-                        break
-                for owner in lineage:
-                    plugin, viewer = first_result(pm, "xenmig_record_viewer",
-                                                  format_name=owner, name=unit)
-                    if viewer is not None:
-                        fmt.viewers[unit] = _guard(plugin, name, f"{unit} viewer", viewer)
-                        break
-                for owner in lineage:
-                    plugin, scanner = first_result(pm, "xenmig_payload_scanner",
-                                                   format_name=owner, name=unit)
-                    if scanner is not None:
-                        fmt.scanners[unit] = _guard_scanner(plugin, name, unit, scanner)
-                        break
+                for hook, table in (("xenmig_record_handler", fmt.handlers),
+                                    ("xenmig_record_viewer", fmt.viewers),
+                                    ("xenmig_payload_scanner", fmt.scanners)):
+                    for owner in lineage:
+                        plugin, found = first_result(pm, hook, format_name=owner, name=unit)
+                        if found is not None:
+                            table[unit] = _bind(hook, plugin, name, unit, found)
+                            break
             plugin, walker = first_result(pm, "xenmig_walker", format_name=name)
             if walker is not None:
                 fmt.walker = _guard(plugin, name, "walker", walker)
