@@ -24,7 +24,7 @@ BIN = Path(sys.executable).parent
 def expected(registry, tmp_path: Path, data: bytes, target: str, **kw) -> bytes:
     src, out = tmp_path / "ref.in", tmp_path / f"ref.{target}"
     src.write_bytes(data)
-    convert(registry, str(src), str(out), ConvertOptions(target, **kw))
+    convert(registry, str(src), str(out), ConvertOptions(target, params=kw))
     return out.read_bytes()
 
 

@@ -48,7 +48,7 @@ def run(registry, tmp_path: Path, data: bytes, target: str, **kwargs) -> bytes:
     src = tmp_path / "in.img"
     src.write_bytes(data)
     out = tmp_path / f"out.{target}"
-    params = {k: kwargs.pop(k) for k in ("width", "guest") if k in kwargs}
+    params = {k: kwargs.pop(k) for k in ("width", "guest", "skip_qemu") if k in kwargs}
     convert(registry, str(src), str(out), ConvertOptions(target, params=params, **kwargs))
     return out.read_bytes()
 

@@ -201,8 +201,8 @@ def convert_main(argv: Sequence[str] | None = None) -> int:
             target = "xl"
     if log.verbose:
         extra["observer"] = VerboseConsumer(_LineSink(log))
-    options = ConvertOptions(target, params={"width": int(args.width), "guest": args.gtype},
-                             skip_qemu=args.skip_qemu, extra=extra)
+    options = ConvertOptions(target, params={"width": int(args.width), "guest": args.gtype,
+                                             "skip_qemu": args.skip_qemu}, extra=extra)
     try:
         registry = open_registry()
         result = convert(registry, fd_or_file(args.fin), fd_or_file(args.fout), options,

@@ -190,8 +190,7 @@ class LegacyConverter(Consumer):
                 raise StreamError("no xl format is loaded: cannot write an xl header")
             self.out.write(xl_format.rewrite(xl, stream_v2=self.target != "libxc"))
         params = dict(self.options.params)
-        params["skip_qemu"] = bool(self.options.skip_qemu or params.get("skip_qemu")) \
-            and self.target == "libxc"
+        params["skip_qemu"] = bool(params.get("skip_qemu")) and self.target == "libxc"
         params["max_checkpoints"] = 1
         observer = self.options.extra.get("observer")
         consumer = self if observer is None else MultiConsumer(self, observer)

@@ -41,13 +41,13 @@ from xenmig_core.verifier import VerifyReport, choose_format, verify_source
 
 @dataclass
 class ConvertOptions:
-    """What a conversion is asked to do. *params* are the engine's stream parameters
-    (``--width``/``--guest``); *extra* carries converter-specific choices (e.g. the
-    compatibility script's handling of an xl header)."""
+    """What a conversion is asked to do. *params* are the stream parameters the plugins
+    declare (``--param``: the legacy plugin's ``width``, ``guest``, ``skip_qemu``); *extra*
+    carries converter-specific choices (e.g. the compatibility script's handling of an xl
+    header, a memory export's checkpoint)."""
 
     target: str
     params: dict[str, Any] = field(default_factory=dict)
-    skip_qemu: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
