@@ -199,6 +199,9 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     runs = args.runs or (2 if args.quick else 5)
     env = dict(os.environ)
+    # time the programs as users run them: with their modules' bytecode cached (a shell
+    # that sets PYTHONDONTWRITEBYTECODE would recompile every module of every run)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     if args.reference:   # its modules live in tools/python, above tools/python/scripts
         tools = str(Path(args.reference).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (tools, env.get("PYTHONPATH")) if p)
@@ -220,6 +223,7 @@ def main(argv: list[str]) -> int:
                 continue
             results = []
             for command in case.commands:
+                timed(command, env)     # untimed warm-up: bytecode and spec caches written
                 samples = [timed(command, env) for _ in range(runs)]
                 results.append((command, statistics.median(s[0] for s in samples),
                                 max(s[1] for s in samples)))
