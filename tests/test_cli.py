@@ -110,7 +110,7 @@ def test_empty_input_exit_1(cli, tmp_path) -> None:
 
 
 def test_internal_error_exit_3(cli, monkeypatch) -> None:
-    import xenmig_core.api as api_module
+    import xenmig_core.verifying as api_module
 
     def boom(*args, **kwargs):
         raise RuntimeError("a bug")

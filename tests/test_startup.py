@@ -62,6 +62,24 @@ def test_verify_quiet_loads_only_what_it_uses() -> None:
     assert not warm & set(NOT_FOR_VERIFY), sorted(warm & set(NOT_FOR_VERIFY))
 
 
+def test_console_script_verify_loads_neither_typer_nor_the_api() -> None:
+    """The console script runs a plain ``verify`` without typer, click or the Python API's
+    module (the typer app runs the same function: tests/test_cli_fastpath.py)."""
+    stream = ROOT / "examples" / "hvm-v3.libxc"
+    run = f"""
+        from xenmig_core.entry import main
+        for _ in range(2):     # the first run may fill the cache
+            try:
+                main(["verify", "-q", {str(stream)!r}])
+            except SystemExit as exc:
+                assert exc.code == 0, exc.code
+    """
+    loaded = modules_after(run)
+    assert "xenmig_core.engine" in loaded
+    assert not loaded & {"typer", "click", "xenmig_core.cli", "xenmig_core.api",
+                         *NOT_FOR_VERIFY}, sorted(loaded & {"typer", "click", "xenmig_core.api"})
+
+
 def _module_name(path: Path) -> str:
     parts = path.relative_to(CORE.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)

@@ -1,5 +1,5 @@
 """``python -m xenmig_core``: the same as the ``xenmig`` console script."""
 
-from xenmig_core.cli import main
+from xenmig_core.entry import main
 
 main()

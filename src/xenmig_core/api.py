@@ -23,23 +23,21 @@ as they arrive, a guest-memory export):
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import queue
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Union
+from typing import Any
 
 from xenmig_core.diagnostics import Diagnostic
-from xenmig_core.engine import Consumer, Record, WalkResult
+from xenmig_core.engine import Consumer, Record
 from xenmig_core.engine.context import HeaderValue
+from xenmig_core.params import stream_params
 from xenmig_core.registry import Registry
 from xenmig_core.source import ByteSource
-from xenmig_core.verifier import VerifyReport, verify_source
-
-#: What the API accepts as a stream.
-Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, BinaryIO]
+from xenmig_core.verifier import verify_source
+from xenmig_core.verifying import Report, Source, open_source, verify_opened
 
 #: How many records the walk may run ahead of the consumer of :func:`records`.
 QUEUE_SIZE = 64
@@ -49,22 +47,6 @@ __all__ = ["Records", "Report", "Source", "StreamRecord", "open_registry",
 
 
 # -- sources and registries ------------------------------------------------------------------
-def open_source(source: Source, *, decompress: bool = True) -> ByteSource:
-    """A :class:`ByteSource` over *source* (see the module's conventions); the caller closes
-    it. A file object given is not closed with it."""
-    if isinstance(source, bytes | bytearray | memoryview):
-        plain = ByteSource(io.BytesIO(source), "<bytes>", owned=True)
-        if not decompress:
-            return plain
-        from xenmig_core.decompress import maybe_decompress
-        return maybe_decompress(plain)
-    if isinstance(source, os.PathLike):
-        source = os.fspath(source)
-    if isinstance(source, bytes):        # an os.PathLike of bytes
-        source = os.fsdecode(source)
-    return ByteSource.open(source, decompress=decompress)
-
-
 def open_registry(specs: Iterable[str | os.PathLike[str]] = (),
                   plugins: Iterable[Any] = ()) -> Registry:
     """Every installed plugin's formats, *plugins* (modules or objects with hook
@@ -89,109 +71,7 @@ def _registry(registry: Registry | None, specs: Iterable[str | os.PathLike[str]]
     return _DEFAULT[key]
 
 
-def stream_params(registry: Registry, given: dict[str, Any], command: str,
-                  labels: dict[str, str] | None = None) -> dict[str, Any]:
-    """*given* checked and typed against the parameters the plugins declare (see
-    :func:`xenmig_core.params.check_params`)."""
-    from xenmig_core.params import check_params, declared_params
-    return check_params(declared_params(registry.pm), given, command, labels) \
-        if given else {}
-
-
 # -- verify ------------------------------------------------------------------------------------
-class Report:
-    """The outcome of verifying one stream.
-
-    ``valid`` is True when a real Xen restore would accept the stream; ``diagnostics`` holds
-    every error and warning kept (each with ``severity``, ``message``, ``offset``,
-    ``record`` (name), ``record_index``, ``field``, ``format``); ``to_dict()`` is the document
-    ``xenmig verify --json`` prints.
-    """
-
-    def __init__(self, inner: VerifyReport, compression: str | None = None) -> None:
-        self._inner = inner
-        #: gzip, xz, bzip2 or zstd when the stream was stored compressed (offsets are then
-        #: offsets in the decompressed stream), else None
-        self.compression = compression
-
-    @property
-    def valid(self) -> bool:
-        return self._inner.valid
-
-    @property
-    def format(self) -> str:
-        """The outermost format (detected, or as asked)."""
-        return self._inner.format
-
-    @property
-    def source(self) -> str:
-        return self._inner.source
-
-    @property
-    def diagnostics(self) -> list[Diagnostic]:
-        return self._inner.diagnostics
-
-    @property
-    def errors(self) -> list[Diagnostic]:
-        return [d for d in self.diagnostics if d.is_error]
-
-    @property
-    def result(self) -> WalkResult:
-        """The engine's own account of the walk (record count, diagnostics the caps dropped
-        and of what kind)."""
-        return self._inner.result
-
-    @property
-    def warnings(self) -> list[Diagnostic]:
-        return [d for d in self.diagnostics if not d.is_error]
-
-    @property
-    def error_count(self) -> int:
-        """Errors found, including those beyond the caps on kept diagnostics."""
-        return self._inner.result.error_count
-
-    @property
-    def size(self) -> int:
-        """The stream's size in bytes (decompressed)."""
-        return self._inner.size
-
-    @property
-    def record_count(self) -> int:
-        return self._inner.result.records
-
-    def summary(self) -> str:
-        """One line: the streams found, records and bytes (what ``xenmig verify`` prints)."""
-        text = self._inner.summary()
-        return f"{text} ({self.compression}-compressed)" if self.compression else text
-
-    def offsets_note(self) -> str:
-        """``" [offsets in the gzip-decompressed stream]"`` for a compressed stream, else
-        an empty string: what messages naming offsets add."""
-        return f" [offsets in the {self.compression}-decompressed stream]" \
-            if self.compression else ""
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``xenmig verify --json`` document (plus ``compression`` when compressed)."""
-        doc = self._inner.to_dict()
-        if self.compression:
-            doc["compression"] = self.compression
-        return doc
-
-    def __repr__(self) -> str:
-        verdict = "valid" if self.valid else f"invalid, {self.error_count} errors"
-        return f"<xenmig Report {self.source}: {self.format}, {verdict}>"
-
-
-def verify_opened(registry: Registry, source: ByteSource, format: str = "auto",
-                  consumer: Consumer | None = None,
-                  params: dict[str, Any] | None = None, *, account: bool = True) -> Report:
-    """:func:`verify` on an opened source with checked *params* (what the CLI calls); with
-    *account* False the report has no account of records (``to_dict()`` is then shorter:
-    a verdict does not need it, and is faster without it)."""
-    inner = verify_source(registry, source, format, consumer, params, account=account)
-    return Report(inner, source.compression)
-
-
 def verify(source: Source, format: str = "auto", *, registry: Registry | None = None,
            specs: Iterable[str | os.PathLike[str]] = (), **params: Any) -> Report:
     """Verify *source* as *format* (``"auto"``: detect it) and return a :class:`Report`.

@@ -9,24 +9,26 @@ parameter annotations when it builds the command line, and string annotations wo
 compiled and evaluated then, on every run (about a fifth of what building the app costs).
 """
 
-import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
+from xenmig_core.cli_core import (
+    EXIT_INVALID,
+    EXIT_OK,
+    StreamParams,
+    guarded,
+    run_verify,
+)
 from xenmig_core.cli_help import Command, Group, ParamsCommand
 from xenmig_core.errors import UsageError, XenmigError
 from xenmig_core.version import __version__
 
-# Everything else is imported by the command that needs it: ``--help`` or ``verify -q``
-# should not pay for dump, build, convert, renderers, json or the verbose account.
-if TYPE_CHECKING:
-    from xenmig_core.verifier import VerifyReport
-
-EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+# Everything else is imported by the command that needs it: ``--help`` should not pay for
+# dump, build, convert, renderers or json. What verify does is in cli_core (the console
+# script runs plain verify invocations without typer: see xenmig_core.entry).
 
 app = typer.Typer(
     name="xenmig", add_completion=True, no_args_is_help=True, cls=Group,
@@ -54,47 +56,6 @@ WidthOption = Annotated[str | None, typer.Option(
     "--width", hidden=True, help="Same as --param width=N.", show_default=False)]
 GuestOption = Annotated[str | None, typer.Option(
     "--guest", hidden=True, help="Same as --param guest=T.", show_default=False)]
-ALIASES = {"width": "--width", "guest": "--guest", "skip_qemu": "--skip-qemu"}
-
-
-class StreamParams:
-    """The stream parameters given on the command line: ``--param NAME=VALUE`` and the
-    alias options (which win); checked against what the plugins declare once a registry is
-    open (a bad one is a usage error, exit 2)."""
-
-    def __init__(self, param: list[str] | None, **aliases: Any) -> None:
-        from xenmig_core.params import parse_assignments
-        self.given: dict[str, Any] = parse_assignments(param or [])
-        used = {k: v for k, v in aliases.items() if v is not None and v is not False}
-        self.given.update(used)
-        self.labels = {k: ALIASES[k] for k in used}
-
-    def check(self, registry: Any, command: str) -> dict[str, Any]:
-        from xenmig_core.api import stream_params
-        return stream_params(registry, self.given, command, self.labels)
-
-
-def fail(message: str, code: int) -> NoReturn:
-    """Print *message* as one line on stderr and exit with *code*."""
-    typer.echo(f"xenmig: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def guarded(body: Callable[[], int]) -> int:
-    """Run a command body, turning every failure into a one-line message and exit code."""
-    try:
-        return body()
-    except typer.Exit:
-        raise
-    except XenmigError as exc:
-        fail(f"error: {exc}", exc.exit_code)
-    except KeyboardInterrupt:
-        fail("interrupted", EXIT_USAGE)
-    except BrokenPipeError:
-        sys.stderr.close()
-        raise typer.Exit(EXIT_USAGE) from None
-    except Exception as exc:  # a bug: say so plainly, still one line
-        fail(f"internal error: {type(exc).__name__}: {exc} (please report this)", EXIT_INTERNAL)
 
 
 def _version(value: bool) -> None:
@@ -144,81 +105,9 @@ def verify(
     record), 2 usage or I/O error, 3 internal error. With several streams: one line (or
     JSON document) per stream on stdout, a summary on stderr, and the worst exit status.
     """
-    names = streams or ["-"]
-
-    def body() -> int:
-        given = StreamParams(param, width=width, guest=guest)
-        from xenmig_core.api import open_source, verify_opened
-        from xenmig_core.session import open_registry
-        if jobs < 1:
-            raise UsageError("--jobs must be at least 1")
-        registry = open_registry(spec or [])
-        params = given.check(registry, "verify")
-        if forward is not None or tee is not None:
-            if forward is None or len(names) > 1 or as_json or verbose:
-                raise UsageError("--forward (and --tee) take one stream, without -v or --json")
-            return _forward(registry, names[0], from_, forward, tee, params, quiet=quiet)
-        if len(names) > 1:
-            if verbose:
-                raise UsageError("-v shows one stream at a time")
-            return _verify_many(registry, names, from_, params, quiet=quiet, as_json=as_json,
-                                jobs=jobs, specs=[str(p) for p in spec or []])
-        if quiet:
-            with open_source(names[0]) as source:
-                report = verify_opened(registry, source, from_, None, params,
-                                       account=as_json)
-            return _verify_output(report, verbose=verbose, quiet=quiet, as_json=as_json)
-        # stdout must be open; a failed write to it is a one-line error (exit 2)
-        from xenmig_core.engine import MultiConsumer
-        from xenmig_core.progress import progress_for
-        from xenmig_core.sink import text_output
-        with text_output("-") as out:
-            consumer = None
-            if verbose and not as_json:
-                from xenmig_core.render.verbose import VerboseConsumer
-                consumer = VerboseConsumer(out)
-            with open_source(names[0]) as source:
-                shown = None if consumer is not None and sys.stdout.isatty() else \
-                    progress_for(source, "verifying")
-                watchers = [c for c in (consumer, shown) if c is not None]
-                try:
-                    report = verify_opened(registry, source, from_, MultiConsumer(*watchers)
-                                           if watchers else None, params, account=as_json)
-                finally:
-                    if shown is not None:
-                        shown.finish()
-            if consumer is not None:
-                consumer.close()
-            return _verify_output(report, verbose=verbose, quiet=quiet, as_json=as_json)
-    raise typer.Exit(guarded(body))
-
-
-def _forward(registry: Any, name: str, fmt: str, target: str, tee: str | None,
-             params: dict[str, Any], *, quiet: bool) -> int:
-    """``verify --forward``: the verdict goes to stderr (stdout may be the target)."""
-    from xenmig_core.forward import ForwardClosed, forward_to_fd, open_target
-    out_fd, owned = open_target(target)
-    try:
-        report, sent = forward_to_fd(registry, name, fmt, out_fd, tee_path=tee, params=params)
-    except ForwardClosed as exc:
-        fail(f"error: {exc}", EXIT_USAGE)
-    finally:
-        if owned:
-            os.close(out_fd)
-    return _forward_verdict(report, sent, quiet=quiet)
-
-
-def _forward_verdict(report: Any, sent: int, *, quiet: bool) -> int:
-    if report.valid:
-        if not quiet:
-            typer.echo(f"xenmig: {report.source}: valid, {sent} bytes forwarded: "
-                       f"{report.summary()}", err=True)
-        return EXIT_OK
-    if not quiet:
-        # (forwarding stops at the first error: there is no count of more)
-        typer.echo(f"xenmig: invalid: {report.result.errors[0]}; forwarded {sent} bytes, "
-                   "up to the record before it", err=True)
-    return EXIT_INVALID
+    raise typer.Exit(run_verify(streams, from_, verbose=verbose, quiet=quiet, as_json=as_json,
+                                jobs=jobs, forward=forward, tee=tee, param=param, width=width,
+                                guest=guest, spec=spec))
 
 
 @app.command(cls=ParamsCommand, context_settings={"allow_interspersed_args": False,
@@ -250,75 +139,6 @@ def guard(
             typer.echo(f"xenmig: guard: {outcome.message}", err=True)
         return outcome.code
     raise typer.Exit(guarded(body))
-
-
-def _verify_many(registry: Any, names: list[str], fmt: str, params: dict[str, Any], *,
-                 quiet: bool, as_json: bool, jobs: int, specs: list[str]) -> int:
-    """One line (or JSON document) per stream, a summary line, the worst status."""
-    import json
-
-    from xenmig_core.batch import summary_line, verify_many
-    from xenmig_core.sink import text_output
-    codes = []
-    with text_output("-") as out:
-        for outcome in verify_many(registry, names, fmt, params, jobs=jobs, specs=specs):
-            codes.append(outcome.code)
-            if quiet:
-                continue
-            out.write((json.dumps(outcome.doc) if as_json else outcome.line) + "\n")
-            out.flush()
-    if not quiet:
-        typer.echo(f"xenmig: {summary_line(codes)}", err=True)
-    return max(codes)
-
-
-def _verify_output(report: "VerifyReport", *, verbose: bool, quiet: bool, as_json: bool) -> int:
-    code = EXIT_OK if report.valid else EXIT_INVALID
-    if quiet:
-        return code
-    if as_json:
-        import json
-        typer.echo(json.dumps(report.to_dict(), indent=2))
-        return code
-    note = report.offsets_note()
-    if not verbose:
-        groups, others = _alike_warnings(report)
-        for warning, more in groups:
-            typer.echo(f"xenmig: warning: {warning}{note}", err=True)
-            if more:
-                typer.echo(f"xenmig: warning: ... and {more} more like it", err=True)
-        if others:
-            typer.echo(f"xenmig: warning: ... and {others} more warnings", err=True)
-    if report.valid:
-        typer.echo(f"{report.source}: valid: {report.summary()}")
-    else:
-        count = report.error_count
-        more = f" ({count - 1} more; -v shows all)" if count > 1 else ""
-        typer.echo(f"xenmig: invalid: {report.errors[0]}{more}{note}", err=True)
-        if verbose:
-            typer.echo(f"{report.source}: INVALID: {count} error" + ("" if count == 1 else "s"))
-    return code
-
-
-def _alike_warnings(report: "VerifyReport") -> tuple[list[tuple[Any, int]], int]:
-    """The first warning of each kind (alike as the engine's caps see them: the same message
-    but for numbers, at the same record type and field), in order, each with how many more
-    of its kind there were, kept or dropped by the caps; and how many dropped warnings are
-    of no kind shown (the caps' overall limit mixes kinds)."""
-    from xenmig_core.engine.walk import diagnostic_kind
-
-    firsts: dict[Any, list[Any]] = {}
-    for warning in (d for d in report.diagnostics if not d.is_error):
-        entry = firsts.setdefault(diagnostic_kind(warning), [warning, -1])
-        entry[1] += 1
-    others = report.result.dropped["warning"]
-    for sample, count in report.result.dropped_like:
-        entry = None if sample.is_error else firsts.get(diagnostic_kind(sample))
-        if entry is not None:
-            count = min(count, others)
-            entry[1] += count
-            others -= count
-    return [(warning, more) for warning, more in firsts.values()], others
 
 
 def _offset_range(text: str | None) -> tuple[int, int | None]:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
-
-import pluggy
+from typing import TYPE_CHECKING, Any
 
 from xenmig_core.errors import UsageError
+
+if TYPE_CHECKING:
+    import pluggy
 
 #: the commands a parameter applies to unless its plugin says otherwise
 ALL_COMMANDS = ("verify", "dump", "convert")
@@ -90,6 +91,14 @@ def check_params(declared: Mapping[str, StreamParam], given: Mapping[str, Any],
                              f"{', '.join(sorted(known)) or 'none'})")
         out[name] = param.convert(value, (labels or {}).get(name))
     return out
+
+
+def stream_params(registry: Any, given: Mapping[str, Any], command: str,
+                  labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """*given* checked and typed against the parameters the plugins of *registry* declare
+    (see :func:`check_params`); nothing is asked of the plugins when nothing is given."""
+    return check_params(declared_params(registry.pm), given, command, labels) \
+        if given else {}
 
 
 def parse_assignments(texts: Iterable[str]) -> dict[str, str]:

@@ -1,0 +1,73 @@
+"""The ``xenmig`` console script: plain ``verify`` runs without loading typer.
+
+Importing typer (and click with it) and building the app from the commands' signatures
+costs more than verifying a small stream. :func:`main` therefore recognises the common
+``verify`` invocations itself and calls :func:`xenmig_core.cli_core.run_verify`, the very
+function the typer command calls once it has parsed its options; everything else (help,
+completion, other commands, any option or form listed nowhere below) goes to the typer app
+(:mod:`xenmig_core.cli`), which parses and reports exactly as it always did.
+
+What :func:`parse_verify` accepts, and means as click means it: ``verify`` followed, in any
+order, by stream names (``-`` for stdin; not starting with ``-`` otherwise), the flags
+``-q``/``--quiet``, ``-v``/``--verbose`` and ``--json``, ``-f X``/``--from X``/``--from=X``
+(X not starting with ``-``; the last one wins), and ``--`` after which every word is a
+stream name. Anything else, even what click would accept (``-qv``, ``-fX``, ``--param``),
+is left to the typer app: the fast path only ever takes what it is sure of.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+_FLAGS = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose",
+          "--json": "as_json"}
+_FROM = ("-f", "--from")
+
+
+def parse_verify(args: Sequence[str]) -> dict[str, Any] | None:
+    """The keyword arguments of :func:`~xenmig_core.cli_core.run_verify` for the command
+    line *args* (without the program name), or None when *args* is not a ``verify``
+    invocation this module handles (see the module's docstring)."""
+    if not args or args[0] != "verify":
+        return None
+    options: dict[str, Any] = {"streams": [], "from_": "auto"}
+    words = iter(args[1:])
+    for word in words:
+        if word == "--":
+            options["streams"].extend(words)
+            break
+        if word in _FLAGS:
+            options[_FLAGS[word]] = True
+        elif word in _FROM or word.startswith("--from="):
+            value = word.partition("=")[2] if "=" in word else next(words, None)
+            if value is None or value.startswith("-"):
+                return None
+            options["from_"] = value
+        elif word.startswith("-") and word != "-":
+            return None
+        else:
+            options["streams"].append(word)
+    return options
+
+
+def _completing() -> bool:
+    """True when a shell's completion asks (``_XENMIG_COMPLETE`` and the like)."""
+    return any(k.startswith("_") and k.endswith("_COMPLETE") for k in os.environ)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point: exits with the command's status."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    options = None if _completing() else parse_verify(args)
+    if options is None:
+        from xenmig_core.cli import app
+        if argv is None:
+            app()       # click reads sys.argv itself (and names the program from it)
+        else:
+            app(args, prog_name="xenmig")
+        return
+    from xenmig_core.cli_core import run_verify
+    sys.exit(run_verify(**options))

@@ -1,0 +1,123 @@
+"""The console script's fast path for ``verify`` (no typer) against the typer app: the same
+invocation gives the same stdout, stderr and exit status either way, and the fast path
+takes only what it is sure of (the rest goes to the typer app)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+from typer.testing import CliRunner
+
+from xenmig_core import entry
+from xenmig_core.cli import app
+from xenmig_libxc.samples import assemble, pv_sample
+
+PV = ROOT / "examples" / "pv64-2vcpu-v3.libxc"
+HVM = ROOT / "examples" / "hvm-v3.libxc"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, registry) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("fastpath")
+    libxc = registry.specs["libxc"]
+    broken = pv_sample()
+    broken.steps[5].fields["pfn"][3] = (6 << 60) | 3
+    broken.steps[5].payload = broken.steps[5].payload[:-4096]
+    broken.steps[7].fields["reserved"] = 1
+    paths = {"broken": folder / "broken.libxc", "be": folder / "be.libxc",
+             "empty": folder / "empty", "junk": folder / "junk"}
+    paths["broken"].write_bytes(assemble(libxc, broken))
+    paths["be"].write_bytes(assemble(libxc, pv_sample(), "big"))
+    paths["empty"].write_bytes(b"")
+    paths["junk"].write_bytes(b"not a stream at all" * 10)
+    found = {name: str(path) for name, path in paths.items()}
+    found.update(pv=str(PV), hvm=str(HVM), missing=str(folder / "missing"), dir=str(folder))
+    return found
+
+
+#: (arguments with {name} for a file of the fixture, stdin bytes or None, fast path taken)
+INVOCATIONS = [
+    ("verify {pv}", None, True),
+    ("verify -q {pv}", None, True),
+    ("verify --quiet {broken}", None, True),
+    ("verify {broken}", None, True),
+    ("verify -v {broken}", None, True),
+    ("verify --verbose {hvm}", None, True),
+    ("verify --json {pv}", None, True),
+    ("verify --json {broken}", None, True),
+    ("verify -q --json {hvm}", None, True),
+    ("verify -q -v --json {hvm}", None, True),
+    ("verify {be}", None, True),
+    ("verify {empty}", None, True),
+    ("verify {junk}", None, True),
+    ("verify {missing}", None, True),
+    ("verify {dir}", None, True),
+    ("verify -f libxc {pv}", None, True),
+    ("verify --from libxq {pv}", None, True),
+    ("verify --from=libxl {pv}", None, True),
+    ("verify {pv} -f auto -q", None, True),
+    ("verify -- {pv}", None, True),
+    ("verify {pv} {broken} {missing}", None, True),
+    ("verify --json {pv} {be}", None, True),
+    ("verify -q {pv} {broken}", None, True),
+    ("verify -v {pv} {hvm}", None, True),
+    ("verify", "pv", True),
+    ("verify -", "hvm", True),
+    ("verify -q -", "broken", True),
+    ("verify", "empty", True),
+    # left to the typer app: the entry must hand them over unchanged
+    ("verify -qv {pv}", None, False),
+    ("verify --frobnicate {pv}", None, False),
+    ("verify -f", None, False),
+    ("verify -f -q {pv}", None, False),
+    ("verify --jobs 0 {pv}", None, False),
+    ("verify --param width=7 {pv}", None, False),
+    ("verify --help", None, False),
+    ("--version", None, False),
+    ("dump --limit 2 {pv}", None, False),
+]
+
+
+def _args(template: str, files: dict[str, str]) -> list[str]:
+    return [word.format(**files) for word in template.split()]
+
+
+@pytest.mark.parametrize(("template", "stdin", "fast"), INVOCATIONS,
+                         ids=[t for t, _s, _f in INVOCATIONS])
+def test_fast_path_prints_and_exits_as_the_typer_app(files, template, stdin, fast) -> None:
+    args = _args(template, files)
+    data = Path(files[stdin]).read_bytes() if stdin else None
+    assert (entry.parse_verify(args) is not None) is fast
+    runner = CliRunner()
+    typed = runner.invoke(app, args, input=data, catch_exceptions=False)
+    with runner.isolation(input=data) as (out, err, _mixed):
+        try:
+            entry.main(args)
+            code = 0
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        stdout, stderr = out.getvalue(), err.getvalue()
+    assert (stdout.decode(), stderr.decode(), code) == \
+        (typed.stdout, typed.stderr, typed.exit_code)
+    assert "Traceback" not in stderr.decode()
+
+
+def test_parse_verify_reads_options_as_click_does() -> None:
+    assert entry.parse_verify(["verify"]) == {"streams": [], "from_": "auto"}
+    assert entry.parse_verify(["verify", "a", "-q", "--from=x", "-f", "y", "-", "--", "-v"]) \
+        == {"streams": ["a", "-", "-v"], "from_": "y", "quiet": True}
+    assert entry.parse_verify(["verify", "--json", "-v"]) == \
+        {"streams": [], "from_": "auto", "as_json": True, "verbose": True}
+    for other in (["dump", "a"], [], ["verify", "-j", "2"], ["verify", "--from"],
+                  ["verify", "-fx"], ["verify", "--tee", "x"], ["verify", "-h"]):
+        assert entry.parse_verify(other) is None, other
+
+
+def test_completion_goes_to_the_typer_app(monkeypatch) -> None:
+    monkeypatch.setenv("_XENMIG_COMPLETE", "bash_source")
+    called = []
+    monkeypatch.setattr("xenmig_core.cli.app", lambda *a, **k: called.append(a))
+    entry.main(["verify", "-q", str(PV)])
+    assert called
