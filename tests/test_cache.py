@@ -8,6 +8,7 @@ uses it; the suite's own cache folder (conftest) is a temporary one as well.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import stat
@@ -26,6 +27,7 @@ from xenmig_core.plugins import call_each, get_plugin_manager
 from xenmig_core.registry import Registry
 from xenmig_core.spec import cache
 from xenmig_core.spec.cache import CACHE_DIR_ENV, load_formats_status, read_cache, write_cache
+from xenmig_core.spec.expr import EVAL_ERRORS, Expression, Names
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.*[!y]"))   # the streams, not the script
 
@@ -94,6 +96,44 @@ def test_second_run_reads_the_cache_and_verifies_alike(folder) -> None:
         compiled, cached = verify_bytes(first, data), verify_bytes(second, data)
         assert cached.to_dict() == compiled.to_dict(), example.name
         assert cached.valid, example.name
+
+
+def _expressions(value, seen=None):
+    """Every Expression reachable from *value* (through containers and model objects)."""
+    seen = set() if seen is None else seen
+    if id(value) in seen or isinstance(value, str | bytes | int | float | type(None)):
+        return
+    seen.add(id(value))
+    if isinstance(value, Expression):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _expressions(item, seen)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            yield from _expressions(item, seen)
+    elif type(value).__module__.startswith("xenmig_core.spec."):
+        names = [*getattr(value, "__dict__", {}),
+                 *(n for k in type(value).__mro__ for n in getattr(k, "__slots__", ()))]
+        for name in names:
+            yield from _expressions(getattr(value, name, None), seen)
+
+
+def test_cached_expressions_are_stored_compiled(folder, monkeypatch) -> None:
+    """A warm run compiles no spec expression: the cache holds each one's function (or,
+    for a comprehension, its code), and evaluating them gives what fresh ones give."""
+    sources, origins = builtin_sources()
+    assert load_formats_status(sources, origins, directory=folder)[1] == "written"
+    specs, how = load_formats_status(sources, origins, directory=folder)
+    assert how == "hit"
+    found = list(_expressions(specs))
+    assert len(found) > 200
+    assert all((e._fn if not e.scoped else e._code) is not None for e in found)
+    monkeypatch.setattr("builtins.compile", None)   # nothing may compile from here on
+    names = Names({"x": 5, "items": [1, 2, 3]}, ({"bits": lambda v, lo, n: v},))
+    for expr in found[:50]:
+        with contextlib.suppress(*EVAL_ERRORS):
+            expr.evaluate(names)
 
 
 def test_planted_file_in_a_private_folder_is_what_a_run_uses(folder) -> None:

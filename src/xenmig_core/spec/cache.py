@@ -2,7 +2,8 @@
 
 Loading and compiling the YAML specs costs more than the rest of a short run. The compiled
 formats (``dict[str, FormatSpec]``: layouts, expressions as code objects, rules) are kept in
-one file per *key*, a hash of everything they are made from:
+one file per *key*, a hash of everything they are made from (every expression is stored
+compiled, as the function and code it runs as, so that a warm run compiles none):
 
 - the bytes and display path of every spec file, in load order (so a changed, added or
   removed spec file, the user's included, is a new key);
@@ -51,6 +52,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from xenmig_core.spec.expr import Expression
 from xenmig_core.spec.model import FormatSpec
 from xenmig_core.version import __version__
 
@@ -308,9 +310,11 @@ class _Pickler(pickle.Pickler):
 
     def reducer_override(self, obj: Any) -> Any:
         kind = type(obj)
+        if kind is Expression:
+            obj.compile_all()     # stored compiled: a warm run compiles nothing
         if kind is types.CodeType:
             return marshal.loads, (marshal.dumps(obj),)
-        if kind is types.FunctionType:
+        if kind is types.FunctionType and obj is not _load_function:  # (that one by name)
             if obj.__globals__ != _SANDBOX or obj.__closure__ or obj.__defaults__ \
                     or obj.__kwdefaults__:
                 raise pickle.PicklingError(f"cannot store function {obj.__qualname__}")

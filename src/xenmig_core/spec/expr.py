@@ -10,7 +10,8 @@ Against a :class:`Names` mapping (what the engine builds) an expression runs as 
 function whose every name is one dict look-up (``N["count"]``), not through ``eval`` and a
 chain of mappings; against any other mapping it is evaluated with ``eval`` as before. Both
 give the same value, and an unknown name raises ``NameError`` in both. Expressions and
-templates pickle as their source text and are recompiled when loaded.
+templates pickle as their source text and are recompiled when loaded (the compiled-spec
+cache stores them compiled instead: :meth:`Expression.compile_all`).
 """
 
 from __future__ import annotations
@@ -182,6 +183,17 @@ class Expression:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (Expression, self.source, self.where))
+
+    def compile_all(self) -> None:
+        """Compile now what evaluation would compile on first use (the :class:`Names`
+        function and its source, or the ``eval`` code of a comprehension): the
+        compiled-spec cache stores them, so a warm run compiles no expression."""
+        if self._scoped:
+            if self._code is None:
+                self._code = compile(self._tree(), f"<spec {self.where}>", "eval")
+        elif self._fn is None:
+            self._fn = _function(ast.parse(self.fast_source, mode="eval").body,
+                                 f"<spec {self.where}>")
 
     def evaluate(self, names: Mapping[str, Any]) -> Any:
         """Evaluate against *names* (a mapping: fields, state, helper functions)."""
