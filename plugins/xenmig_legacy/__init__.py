@@ -10,27 +10,25 @@ streams (:mod:`.convert`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from importlib.resources import files
 from typing import Any
 
 from xenmig_core.detect import Detection
 from xenmig_core.engine import StreamContext
 from xenmig_core.params import StreamParam
-from xenmig_core.plugins import hookimpl
+from xenmig_core.plugins import hookimpl, package_file
 from xenmig_core.spec.model import FormatSpec
 from xenmig_legacy.detect import FORMAT, detect_legacy
-from xenmig_legacy.handlers import HANDLERS
-from xenmig_legacy.walker import QEMU_SIGNATURES, QEMU_TO_EOF, walk
 
 
 @hookimpl
 def xenmig_spec_files() -> list[Any]:
-    return [files("xenmig_specs") / "legacy.yaml"]
+    return [package_file("xenmig_specs", "legacy.yaml")]
 
 
 @hookimpl
 def xenmig_record_handler(format_name: str, name: str) -> Any:
     if format_name == FORMAT:
+        from xenmig_legacy.handlers import HANDLERS
         return HANDLERS.get(name)
     return None
 
@@ -52,7 +50,10 @@ def xenmig_stream_params() -> list[StreamParam]:
 
 @hookimpl
 def xenmig_walker(format_name: str) -> Any:
-    return walk if format_name == FORMAT else None
+    if format_name != FORMAT:
+        return None
+    from xenmig_legacy.walker import walk
+    return walk
 
 
 @hookimpl
@@ -74,6 +75,7 @@ def xenmig_converter(source_format: str, target: str) -> Any:
 @hookimpl
 def xenmig_trailing_data(ctx: StreamContext, head: bytes) -> str | None:
     """Qemu data a legacy image or its conversion legitimately carries after its end."""
+    from xenmig_legacy.walker import QEMU_SIGNATURES, QEMU_TO_EOF
     if ctx.name == FORMAT and ctx.state.get("qemu") == QEMU_TO_EOF.decode():
         return "the old-style qemu record's data (QemuDeviceModelRecord: to end of file)"
     if ctx.name == "libxc" and any(head.startswith(sig) for sig in QEMU_SIGNATURES):

@@ -10,47 +10,43 @@ PAGE_DATA (pfn runs) and HVM_CONTEXT (entries decoded with the spec's ``types``)
 
 from __future__ import annotations
 
-from importlib.resources import files
 from typing import Any
 
 from xenmig_core.engine import Record, StreamContext
-from xenmig_core.plugins import hookimpl
-from xenmig_libxc.hvm_context import check_hvm_context
-from xenmig_libxc.page_data import check_page_data
-from xenmig_libxc.views import view_hvm_context, view_page_data
+from xenmig_core.plugins import hookimpl, package_file, resolve
 
 FORMAT = "libxc"
 
 
 @hookimpl
 def xenmig_spec_files() -> list[Any]:
-    return [files("xenmig_specs") / "libxc.yaml", files("xenmig_specs") / "hvm_context.yaml"]
+    return [package_file("xenmig_specs", "libxc.yaml"),
+            package_file("xenmig_specs", "hvm_context.yaml")]
 
 
+# handlers and viewers by name, imported when first asked for (see resolve)
 _HANDLERS = {
-    "PAGE_DATA": check_page_data,
-    "HVM_CONTEXT": check_hvm_context,
+    "PAGE_DATA": "xenmig_libxc.page_data:check_page_data",
+    "HVM_CONTEXT": "xenmig_libxc.hvm_context:check_hvm_context",
 }
 
 
 @hookimpl
 def xenmig_record_handler(format_name: str, name: str) -> Any:
-    if format_name == FORMAT:
-        return _HANDLERS.get(name)
-    return None
+    ref = _HANDLERS.get(name) if format_name == FORMAT else None
+    return resolve(ref) if ref else None
 
 
 _VIEWERS = {
-    "PAGE_DATA": view_page_data,
-    "HVM_CONTEXT": view_hvm_context,
+    "PAGE_DATA": "xenmig_libxc.views:view_page_data",
+    "HVM_CONTEXT": "xenmig_libxc.views:view_hvm_context",
 }
 
 
 @hookimpl
 def xenmig_record_viewer(format_name: str, name: str) -> Any:
-    if format_name == FORMAT:
-        return _VIEWERS.get(name)
-    return None
+    ref = _VIEWERS.get(name) if format_name == FORMAT else None
+    return resolve(ref) if ref else None
 
 
 @hookimpl

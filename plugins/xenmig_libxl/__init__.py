@@ -9,25 +9,24 @@ may end.
 
 from __future__ import annotations
 
-from importlib.resources import files
 from typing import Any
 
 from xenmig_core.engine import StreamContext
-from xenmig_core.plugins import hookimpl
+from xenmig_core.plugins import hookimpl, package_file
 from xenmig_libxl.checkpoints import checkpoint_eof, checkpoint_truncated
-from xenmig_libxl.xenstore import check_xenstore_data
 
 FORMAT = "libxl"
 
 
 @hookimpl
 def xenmig_spec_files() -> list[Any]:
-    return [files("xenmig_specs") / "libxl.yaml", files("xenmig_specs") / "colo.yaml"]
+    return [package_file("xenmig_specs", "libxl.yaml"), package_file("xenmig_specs", "colo.yaml")]
 
 
 @hookimpl
 def xenmig_record_handler(format_name: str, name: str) -> Any:
     if format_name == FORMAT and name == "EMULATOR_XENSTORE_DATA":
+        from xenmig_libxl.xenstore import check_xenstore_data
         return check_xenstore_data
     return None
 

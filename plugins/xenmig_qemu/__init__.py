@@ -9,20 +9,19 @@ as it streams by (``device_state.py``). ``xenmig dump`` shows what it found in t
 
 from __future__ import annotations
 
-from importlib.resources import files
 from typing import Any
 
-from xenmig_core.plugins import hookimpl
-from xenmig_qemu.device_state import scanner_for
+from xenmig_core.plugins import hookimpl, package_file
 
 
 @hookimpl
 def xenmig_spec_files() -> list[Any]:
-    return [files("xenmig_specs") / "qemu.yaml"]
+    return [package_file("xenmig_specs", "qemu.yaml")]
 
 
 @hookimpl
 def xenmig_payload_scanner(format_name: str, name: str) -> Any:
     if (format_name, name) == ("libxl", "EMULATOR_CONTEXT"):
+        from xenmig_qemu.device_state import scanner_for
         return scanner_for
     return None

@@ -9,15 +9,12 @@ signatures. The libxc (or legacy) stream inside is verified by its own plugin, n
 from __future__ import annotations
 
 from collections.abc import Mapping
-from importlib.resources import files
 from typing import Any
 
 from xenmig_core.detect import Detection
 from xenmig_core.engine import StreamContext
-from xenmig_core.plugins import hookimpl
+from xenmig_core.plugins import hookimpl, package_file
 from xenmig_core.spec.model import FormatSpec
-from xenmig_xenserver.walker import walk
-from xenmig_xenserver.xenops import check_xenops, view_xenops
 
 FORMAT = "xenserver"
 SIGNATURES = {b"XenSavedDomv2-\n": "a XenServer/XCP-ng suspend image",
@@ -26,12 +23,13 @@ SIGNATURES = {b"XenSavedDomv2-\n": "a XenServer/XCP-ng suspend image",
 
 @hookimpl
 def xenmig_spec_files() -> list[Any]:
-    return [files("xenmig_specs") / "xenserver.yaml"]
+    return [package_file("xenmig_specs", "xenserver.yaml")]
 
 
 @hookimpl
 def xenmig_record_handler(format_name: str, name: str) -> Any:
     if (format_name, name) == (FORMAT, "XENOPS"):
+        from xenmig_xenserver.xenops import check_xenops
         return check_xenops
     return None
 
@@ -43,14 +41,20 @@ def view_signature(header: Any, ctx: Any) -> dict[str, Any]:
 
 @hookimpl
 def xenmig_record_viewer(format_name: str, name: str) -> Any:
-    if format_name == FORMAT:
-        return {"XENOPS": view_xenops, "signature": view_signature}.get(name)
+    if format_name == FORMAT and name == "XENOPS":
+        from xenmig_xenserver.xenops import view_xenops
+        return view_xenops
+    if format_name == FORMAT and name == "signature":
+        return view_signature
     return None
 
 
 @hookimpl
 def xenmig_walker(format_name: str) -> Any:
-    return walk if format_name == FORMAT else None
+    if format_name != FORMAT:
+        return None
+    from xenmig_xenserver.walker import walk
+    return walk
 
 
 @hookimpl

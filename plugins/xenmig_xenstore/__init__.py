@@ -7,33 +7,35 @@ transactions, nodes' parents, domains, quota names) and what dump shows (:mod:`.
 
 from __future__ import annotations
 
-from importlib.resources import files
 from typing import Any
 
 from xenmig_core.engine import StreamContext
-from xenmig_core.plugins import hookimpl
-from xenmig_xenstore.checks import handler
-from xenmig_xenstore.views import VIEWERS
+from xenmig_core.plugins import hookimpl, package_file
 
 FORMAT = "xenstore"
 _NAMES = ("END", "GLOBAL_DATA", "CONNECTION_DATA", "WATCH_DATA", "TRANSACTION_DATA",
           "NODE_DATA", "GLOBAL_QUOTA_DATA", "DOMAIN_DATA", "WATCH_DATA_EXTENDED")
-_HANDLERS = {name: handler(name) for name in _NAMES}
 
 
 @hookimpl
 def xenmig_spec_files() -> list[Any]:
-    return [files("xenmig_specs") / "xenstore.yaml"]
+    return [package_file("xenmig_specs", "xenstore.yaml")]
 
 
 @hookimpl
 def xenmig_record_handler(format_name: str, name: str) -> Any:
-    return _HANDLERS.get(name) if format_name == FORMAT else None
+    if format_name != FORMAT or name not in _NAMES:
+        return None
+    from xenmig_xenstore.checks import handler
+    return handler(name)
 
 
 @hookimpl
 def xenmig_record_viewer(format_name: str, name: str) -> Any:
-    return VIEWERS.get(name) if format_name == FORMAT else None
+    if format_name != FORMAT:
+        return None
+    from xenmig_xenstore.views import VIEWERS
+    return VIEWERS.get(name)
 
 
 @hookimpl

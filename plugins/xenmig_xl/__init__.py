@@ -11,30 +11,29 @@ with the stream, and recognises xl migrate's closing message after a captured st
 
 from __future__ import annotations
 
-from importlib.resources import files
 from typing import Any
 
 from xenmig_core.engine import StreamContext
-from xenmig_core.plugins import hookimpl
-from xenmig_xl.config import check_optional_data, guest_type
-from xenmig_xl.libvirt import check_domain_xml
+from xenmig_core.plugins import hookimpl, package_file, resolve
 
 #: xl migrate's sender writes this after the libxl stream (xl_migrate.c).
 CLEARED_TO_UNPAUSE = b"domain is yours, you are cleared to unpause\0"
-_HANDLERS = {("xl", "optional_data"): check_optional_data,
-             ("libvirt", "domain_xml"): check_domain_xml}
+# imported when first asked for (see resolve): json and XML only for the files that have them
+_HANDLERS = {("xl", "optional_data"): "xenmig_xl.config:check_optional_data",
+             ("libvirt", "domain_xml"): "xenmig_xl.libvirt:check_domain_xml"}
 #: libxc domain types (specs/libxc.yaml) by the guest type names of libxl's JSON.
 _LIBXC_TYPES = {"pv": (1,), "hvm": (2,), "pvh": (2, 3)}
 
 
 @hookimpl
 def xenmig_spec_files() -> list[Any]:
-    return [files("xenmig_specs") / "xl.yaml", files("xenmig_specs") / "libvirt.yaml"]
+    return [package_file("xenmig_specs", "xl.yaml"), package_file("xenmig_specs", "libvirt.yaml")]
 
 
 @hookimpl
 def xenmig_record_handler(format_name: str, name: str) -> Any:
-    return _HANDLERS.get((format_name, name))
+    ref = _HANDLERS.get((format_name, name))
+    return resolve(ref) if ref else None
 
 
 @hookimpl
@@ -69,6 +68,7 @@ def _v2_without_flag(ctx: StreamContext) -> None:
 
 
 def _config_against_stream(ctx: StreamContext) -> list[str] | None:
+    from xenmig_xl.config import guest_type
     config = ctx.headers.get("optional_data", {}).get("config")
     kind = guest_type(config) if isinstance(config, dict) else None
     libxl = ctx.children.get("libxl")

@@ -17,9 +17,7 @@ compression's magic (a legacy image's first word is a page count, and could).
 
 from __future__ import annotations
 
-import bz2
 import io
-import lzma
 import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -39,10 +37,12 @@ def _gzip_trial(data: bytes) -> None:
 
 
 def _xz_trial(data: bytes) -> None:
+    import lzma  # (lzma and bz2 load shared libraries: only for such a stream)
     lzma.LZMADecompressor().decompress(data, 1)
 
 
 def _bz2_trial(data: bytes) -> None:
+    import bz2
     bz2.BZ2Decompressor().decompress(data)
 
 
@@ -66,10 +66,12 @@ def _gzip_open(raw: BinaryIO) -> BinaryIO:
 
 
 def _xz_open(raw: BinaryIO) -> BinaryIO:
+    import lzma
     return lzma.LZMAFile(raw, "rb")
 
 
 def _bz2_open(raw: BinaryIO) -> BinaryIO:
+    import bz2
     return bz2.BZ2File(raw, "rb")
 
 

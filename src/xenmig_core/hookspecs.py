@@ -36,7 +36,9 @@ def xenmig_spec_files() -> list[Path | Any]:
 @hookspec(firstresult=True)
 def xenmig_record_handler(format_name: str, name: str) -> Callable[..., Any] | None:
     """Return the handler for record type (or header) *name* of format *format_name*, or
-    None. Asked once per format and name when the registry is built, never per record.
+    None. Asked at most once per format and name, when the engine first meets that unit
+    (the answer is kept), never per record: so import a handler's module in this hook, not
+    at the plugin's import, and a run that never meets the unit never loads it.
 
     A record handler is called as ``handler(record, ctx)`` after the spec's decoding and
     checks ran, with ``record.fields`` holding the decoded non-payload fields; it is not
@@ -52,7 +54,7 @@ def xenmig_record_handler(format_name: str, name: str) -> Callable[..., Any] | N
 @hookspec(firstresult=True)
 def xenmig_record_viewer(format_name: str, name: str) -> Callable[..., Any] | None:
     """Return a viewer for record type (or header) *name* of format *format_name*, or None.
-    Asked once per format and name when the registry is built, like a handler.
+    Asked at most once per format and name, when first needed, like a handler.
 
     Only presenting consumers (``xenmig dump``) call viewers, never verify. A viewer is called
     as ``viewer(record, ctx)`` (``viewer(header, ctx)`` for a header) from the consumer's
@@ -66,8 +68,8 @@ def xenmig_record_viewer(format_name: str, name: str) -> Callable[..., Any] | No
 @hookspec(firstresult=True)
 def xenmig_payload_scanner(format_name: str, name: str) -> Callable[..., Any] | None:
     """Return a scanner factory for the payload of record type *name* of format
-    *format_name* (the ``payload: true`` field's bytes), or None. Asked once per format and
-    name when the registry is built, like a handler.
+    *format_name* (the ``payload: true`` field's bytes), or None. Asked at most once per
+    format and name, when first needed, like a handler.
 
     For each record of that type whose body decoded, the engine calls
     ``factory(record, ctx)`` when its payload is about to be read; None skips the record.
@@ -91,7 +93,8 @@ def xenmig_walker(format_name: str) -> Callable[..., Any] | None:
     ``framing: {implied: true}`` lays the units out as record types; the walker peeks, picks
     a type and a length, and hands the bytes to ``engine.walker_record(ctx, type_id,
     length)``, which decodes, checks and delivers them like any record. Fatal problems are
-    StreamErrors carrying an offset; the walker's place lives in ``ctx.walker_state``."""
+    StreamErrors carrying an offset; the walker's place lives in ``ctx.walker_state``.
+    Asked at most once per format, when a stream of it is first walked."""
 
 
 # -- Stream parameters ---------------------------------------------------------------------

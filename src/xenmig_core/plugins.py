@@ -47,11 +47,38 @@ class PluginEntryPoint(NamedTuple):
 
     def load(self) -> Any:
         """Import the module and return the object the entry point names."""
-        module, _, attr = self.value.partition(":")
-        found: Any = importlib.import_module(module.strip())
-        for part in filter(None, attr.strip().split(".")):
-            found = getattr(found, part)
-        return found
+        return resolve(self.value)
+
+
+def resolve(ref: str) -> Any:
+    """The object a ``module`` or ``module:attr[.attr...]`` reference names, importing the
+    module (once: Python keeps it). Plugins name their handlers so, and resolve them in
+    the hook that hands them out: a run imports only the handler modules it uses."""
+    module, _, attr = ref.partition(":")
+    found: Any = importlib.import_module(module.strip())
+    for part in filter(None, attr.strip().split(".")):
+        found = getattr(found, part)
+    return found
+
+
+_folders: dict[str, str | None] = {}
+
+
+def package_file(package: str, name: str) -> Any:
+    """File *name* shipped in *package* (a spec file beside a plugin): a ``Path`` when the
+    package is a folder on disk, else what ``importlib.resources.files`` gives (an
+    archive); the same either way as ``files(package) / name``, without loading
+    ``importlib.resources`` for the usual install."""
+    if package not in _folders:
+        origin = getattr(importlib.import_module(package), "__file__", None)
+        folder = os.path.dirname(origin) if origin else None
+        _folders[package] = folder if folder and os.path.isdir(folder) else None
+    folder = _folders[package]
+    if folder is None:
+        from importlib.resources import files
+        return files(package) / name
+    from pathlib import Path
+    return Path(folder) / name
 
 
 def _normalise(name: str) -> str:

@@ -2,16 +2,19 @@
 
 Built once per run from a plugin manager: spec files from ``xenmig_spec_files`` (plus any
 given by the user), compiled (or loaded from the compiled-spec cache,
-:mod:`xenmig_core.spec.cache`); then, for each format and each record type and header name,
-the ``xenmig_record_handler`` hook is asked once and the answer cached. Handlers are wrapped
-so that an exception inside a plugin becomes a PluginError naming the plugin.
+:mod:`xenmig_core.spec.cache`). For each format, the ``xenmig_record_handler``,
+``xenmig_record_viewer``, ``xenmig_payload_scanner`` and ``xenmig_walker`` hooks are asked
+at most once per record type or header name, when the engine first needs the answer, and
+the answer is kept: a run asks only about the units it meets, so a plugin's handler modules
+of formats a run does not meet need never be imported. Handlers are wrapped so that an
+exception inside a plugin becomes a PluginError naming the plugin.
 """
 
 from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -26,17 +29,68 @@ from xenmig_core.spec.expr import FUNCTIONS
 from xenmig_core.spec.model import FormatSpec
 
 
-class Format:
-    """A compiled format: its spec, its handlers, viewers and payload scanners by name, and
-    an optional custom walker."""
+class Bindings(Mapping[str, Callable[..., Any]]):
+    """What one hook answers for each unit (header or record type) of a format, by name,
+    asked of the plugins on first look-up and kept (the format's own plugins first, then,
+    for a variant, its base format's). A mapping of the units that have an answer."""
 
-    def __init__(self, spec: FormatSpec) -> None:
+    def __init__(self, pm: pluggy.PluginManager, hook: str, fmt: FormatSpec) -> None:
+        self._pm = pm
+        self._hook = hook
+        self._format = fmt.name
+        self._lineage = [fmt.name] + ([fmt.base] if fmt.base else [])
+        self._units = dict.fromkeys([h.name for h in fmt.headers] +
+                                    [r.name for r in fmt.records.values()])
+        self._found: dict[str, Callable[..., Any] | None] = {}
+
+    def _ask(self, unit: str) -> Callable[..., Any] | None:
+        try:
+            return self._found[unit]
+        except KeyError:
+            pass
+        bound = None
+        if unit in self._units:
+            for owner in self._lineage:
+                plugin, found = first_result(self._pm, self._hook, format_name=owner,
+                                             name=unit)
+                if found is not None:
+                    bound = _bind(self._hook, plugin, self._format, unit, found)
+                    break
+        self._found[unit] = bound
+        return bound
+
+    def get(self, unit: str, default: Any = None) -> Any:  # type: ignore[override]
+        found = self._ask(unit)
+        return default if found is None else found
+
+    def __getitem__(self, unit: str) -> Callable[..., Any]:
+        found = self._ask(unit)
+        if found is None:
+            raise KeyError(unit)
+        return found
+
+    def __contains__(self, unit: object) -> bool:
+        return isinstance(unit, str) and self._ask(unit) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([unit for unit in self._units if self._ask(unit)])
+
+    def __len__(self) -> int:
+        return sum(1 for _unit in self)
+
+
+class Format:
+    """A compiled format: its spec, its handlers, viewers and payload scanners by name
+    (:class:`Bindings`), and an optional custom walker (asked of the plugins on first use)."""
+
+    def __init__(self, spec: FormatSpec, pm: pluggy.PluginManager) -> None:
         self.spec = spec
         self.name = spec.name
-        self.handlers: dict[str, Callable[..., Any]] = {}
-        self.viewers: dict[str, Callable[..., Any]] = {}
-        self.scanners: dict[str, Callable[..., Any]] = {}
-        self.walker: Callable[..., Any] | None = None
+        self._pm = pm
+        self.handlers = Bindings(pm, "xenmig_record_handler", spec)
+        self.viewers = Bindings(pm, "xenmig_record_viewer", spec)
+        self.scanners = Bindings(pm, "xenmig_payload_scanner", spec)
+        self._walker: list[Callable[..., Any] | None] = []
         self.helpers: dict[str, Any] = dict(FUNCTIONS)
         self.helpers["enum_name"] = self._enum_name
         self.helpers["enum_label"] = self._enum_label
@@ -45,6 +99,15 @@ class Format:
         if spec.framing is not None and not spec.framing.implied:
             codes = spec.framing.header_codes
             self._record_headers = {o: struct.Struct(o + codes) for o in "<>"}
+
+    @property
+    def walker(self) -> Callable[..., Any] | None:
+        """The plugin's walker of this format (``xenmig_walker``), or None: the engine's."""
+        if not self._walker:
+            plugin, walker = first_result(self._pm, "xenmig_walker", format_name=self.name)
+            self._walker.append(None if walker is None else
+                                _guard(plugin, self.name, "walker", walker))
+        return self._walker[0]
 
     def record_header(self, order: str) -> struct.Struct:
         """The precompiled struct of this format's record header in byte order *order*."""
@@ -115,25 +178,7 @@ class Registry:
             origins = {name: getattr(plugin, "__name__", type(plugin).__qualname__)
                        for name, plugin in pm.list_name_plugin()}
         self.specs = load_formats(sources, origins)
-        self.formats: dict[str, Format] = {}
-        for name, spec in self.specs.items():
-            fmt = Format(spec)
-            unit_names = [h.name for h in spec.headers] + [r.name for r in spec.records.values()]
-            # A variant (``variant_of``) uses its base format's handlers unless it has its own.
-            lineage = [name] + ([spec.base] if spec.base else [])
-            for unit in unit_names:
-                for hook, table in (("xenmig_record_handler", fmt.handlers),
-                                    ("xenmig_record_viewer", fmt.viewers),
-                                    ("xenmig_payload_scanner", fmt.scanners)):
-                    for owner in lineage:
-                        plugin, found = first_result(pm, hook, format_name=owner, name=unit)
-                        if found is not None:
-                            table[unit] = _bind(hook, plugin, name, unit, found)
-                            break
-            plugin, walker = first_result(pm, "xenmig_walker", format_name=name)
-            if walker is not None:
-                fmt.walker = _guard(plugin, name, "walker", walker)
-            self.formats[name] = fmt
+        self.formats = {name: Format(spec, pm) for name, spec in self.specs.items()}
 
     def get(self, name: str) -> Format:
         try:
