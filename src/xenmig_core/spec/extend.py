@@ -31,6 +31,7 @@ from typing import Any
 from xenmig_core.spec.layout import Layout, Reader
 from xenmig_core.spec.model import EnumSpec, FormatSpec, Origin, RecordType
 from xenmig_core.spec.parse import _as_list, _condition, _enum, _layout, _length, _rule, _valid
+from xenmig_core.spec.plain import replace
 from xenmig_core.spec.yamlsrc import Located
 
 #: what an extension may say about an existing record type
@@ -148,8 +149,8 @@ def change_record(ctx: Any, node: Any, what: str, fmt: FormatSpec,
             raise ctx.fail(node, str(key), f"{key!r} of {rtype.name} ({where}) cannot be "
                            "changed: an entry naming an existing record type may only "
                            f"change {', '.join(sorted(CHANGE_KEYS - {'id', 'name'}))}")
-    rtype = dataclasses.replace(rtype, length=list(rtype.length), rules=list(rtype.rules),
-                                checks=list(rtype.checks), disabled=list(rtype.disabled))
+    rtype = replace(rtype, length=list(rtype.length), rules=list(rtype.rules),
+                    checks=list(rtype.checks), disabled=list(rtype.disabled))
     if "append" in node and ledger.claim(ctx, node, "append", ("append", fmt.name, rtype.name),
                                          node["append"]):
         _append(ctx, node, fmt, rtype, types)
@@ -353,9 +354,8 @@ def disable_rules(ctx: Any, fmt: FormatSpec, raw: Any, ledger: Ledger) -> None:
         owner = next((r for r in fmt.records.values()
                       if any(x.id == rid for x in (*r.length, *r.rules, *r.checks))), None)
         if owner is not None:
-            changed = dataclasses.replace(owner, length=list(owner.length),
-                                          rules=list(owner.rules), checks=list(owner.checks),
-                                          disabled=list(owner.disabled))
+            changed = replace(owner, length=list(owner.length), rules=list(owner.rules),
+                              checks=list(owner.checks), disabled=list(owner.disabled))
             _disable(ctx, raw, rid, fmt, changed, ledger)
             fmt.records[changed.id] = changed
             continue
@@ -380,7 +380,7 @@ def _disable_format_check(ctx: Any, raw: Any, rid: str, fmt: FormatSpec,
         if any(c.id == rid for c in header.checks):
             if ledger.claim(ctx, raw, "disable", ("rule", fmt.name, rid), "disabled"):
                 fmt.headers = list(fmt.headers)
-                fmt.headers[i] = dataclasses.replace(
+                fmt.headers[i] = replace(
                     header, checks=[c for c in header.checks if c.id != rid])
                 fmt.provenance[f"disabled:{rid}"] = ctx.origin(raw, "disable")
             return True

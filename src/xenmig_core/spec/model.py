@@ -1,6 +1,8 @@
 """The compiled form of a spec: formats, headers, record types, rules, enums.
 
 Everything here is built once by :mod:`xenmig_core.spec.loader` and is read-only afterwards.
+The classes are :class:`~xenmig_core.spec.plain.Plain` data classes (dataclasses in all but
+their cost at import: the compiled-spec cache restores their objects without calling them).
 The engine walks streams with these objects; plugins may read them (e.g. to name a value).
 """
 
@@ -8,15 +10,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from xenmig_core.spec.expr import Expression, Template
 from xenmig_core.spec.layout import INT_CODES, Layout
+from xenmig_core.spec.plain import Plain, factory
 
 
-@dataclass(frozen=True)
-class Origin:
+class Origin(Plain, frozen=True):
     """Where a part of a definition came from: a spec file and a line in it."""
 
     path: str
@@ -26,8 +27,7 @@ class Origin:
         return f"{self.path}:{self.line}" if self.line is not None else self.path
 
 
-@dataclass(frozen=True)
-class EnumEntry:
+class EnumEntry(Plain, frozen=True):
     """One named value. ``warn`` makes the engine warn when a stream uses it."""
 
     value: int
@@ -37,8 +37,7 @@ class EnumEntry:
     warn: str | None = None
 
 
-@dataclass
-class EnumSpec:
+class EnumSpec(Plain):
     """A named set of values (``kind: enum``) or of bits (``kind: flags``)."""
 
     name: str
@@ -96,8 +95,7 @@ class EnumValues:
         return f"EnumValues({self.enum.name})"
 
 
-@dataclass(frozen=True)
-class Condition:
+class Condition(Plain, frozen=True):
     """An expression plus the message and severity used when it is false."""
 
     expr: Expression
@@ -110,8 +108,7 @@ class Condition:
     id: str | None = None
 
 
-@dataclass(frozen=True)
-class LayoutRule:
+class LayoutRule(Plain, frozen=True):
     """Where a record may stand: after/before a mark, at most N times.
 
     ``kind`` is ``after`` (the mark must be set), ``before`` (it must not be) or ``at_most``.
@@ -127,16 +124,14 @@ class LayoutRule:
     id: str | None = None    # stable rule id (``RECORD.rule.N`` unless the spec names it)
 
 
-@dataclass(frozen=True)
-class Inference:
+class Inference(Plain, frozen=True):
     """Set mark ``mark`` when a record is seen and ``when`` holds (e.g. v2 static data end)."""
 
     mark: str
     when: Expression | None = None
 
 
-@dataclass(frozen=True)
-class LengthRule:
+class LengthRule(Plain, frozen=True):
     """A body length rule: ``exact``, ``min``, ``max``, ``one_of`` (ints or expressions),
     ``multiple_of`` (of the body length less ``after`` bytes)."""
 
@@ -154,8 +149,7 @@ class LengthRule:
         return self.when is None and not any(isinstance(a, Expression) for a in args)
 
 
-@dataclass
-class Control:
+class Control(Plain):
     """What a record does to the walk: ``end``, ``yield`` to the enclosing stream, start a
     ``nested`` stream of another format, or ``resume`` a suspended nested one.
 
@@ -171,8 +165,10 @@ class Control:
     line: int | None = None
 
 
-@dataclass
-class RecordType:
+class RecordType(Plain):
+    """A record type: its id and name, layout, length rules, placement rules, checks, what
+    it sets and infers, and what it does to the walk."""
+
     id: int
     name: str
     title: str
@@ -180,11 +176,11 @@ class RecordType:
     orig_id: str | None = None
     layout: Layout | None = None
     versions: tuple[int, ...] | None = None
-    length: list[LengthRule] = field(default_factory=list)
-    rules: list[LayoutRule] = field(default_factory=list)
-    checks: list[Condition] = field(default_factory=list)
-    infer: list[Inference] = field(default_factory=list)
-    set: dict[str, Expression] = field(default_factory=dict)
+    length: list[LengthRule] = factory(list)
+    rules: list[LayoutRule] = factory(list)
+    checks: list[Condition] = factory(list)
+    infer: list[Inference] = factory(list)
+    set: dict[str, Expression] = factory(dict)
     summary: Template | None = None
     control: Control | None = None
     reject: Template | None = None
@@ -194,7 +190,7 @@ class RecordType:
     spec_path: str = ""
     spec_line: int | None = None
     #: rules that ``extends`` files turned off (kept for ``specs show``), in order
-    disabled: list[Any] = field(default_factory=list)
+    disabled: list[Any] = factory(list)
 
     @functools.cached_property
     def static_length(self) -> list[LengthRule]:
@@ -207,8 +203,7 @@ class RecordType:
         return [r for r in self.length if not r.static]
 
 
-@dataclass
-class Framing:
+class Framing(Plain):
     """Type-length record framing, or (``implied``) framing a plugin walker determines:
     each unit's length follows from its type and contents, so the spec only names and lays
     out the units and a ``xenmig_walker`` reads them."""
@@ -228,24 +223,22 @@ class Framing:
         return INT_CODES[self.type_code] + INT_CODES[self.length_code]
 
 
-@dataclass
-class HeaderSpec:
+class HeaderSpec(Plain):
     """A fixed header read at the start of a stream (before any record)."""
 
     name: str
     title: str
     layout: Layout
     byte_order: str          # "big", "little", "native" or "stream"
-    set: dict[str, Expression] = field(default_factory=dict)
+    set: dict[str, Expression] = factory(dict)
     byte_order_from: Expression | None = None
-    checks: list[Condition] = field(default_factory=list)
+    checks: list[Condition] = factory(list)
     summary: Template | None = None
     fatal_fields: frozenset[str] = frozenset()
     doc: str = ""
 
 
-@dataclass
-class Magic:
+class Magic(Plain):
     """Detection: these bytes at this offset identify the format."""
 
     offset: int
@@ -253,25 +246,24 @@ class Magic:
     description: str = ""
 
 
-@dataclass
-class FormatSpec:
+class FormatSpec(Plain):
     """A format: its headers, its framing and record types, its state and end checks."""
 
     name: str
     title: str
     doc: str = ""
-    paths: list[str] = field(default_factory=list)
-    enums: dict[str, EnumSpec] = field(default_factory=dict)
+    paths: list[str] = factory(list)
+    enums: dict[str, EnumSpec] = factory(dict)
     #: compiled ``types:`` of every spec file of the format (plugins decode blobs with them)
-    types: dict[str, Layout] = field(default_factory=dict)
-    state: dict[str, Any] = field(default_factory=dict)
-    headers: list[HeaderSpec] = field(default_factory=list)
+    types: dict[str, Layout] = factory(dict)
+    state: dict[str, Any] = factory(dict)
+    headers: list[HeaderSpec] = factory(list)
     framing: Framing | None = None
-    records: dict[int, RecordType] = field(default_factory=dict)
+    records: dict[int, RecordType] = factory(dict)
     follows: Expression | None = None
-    end_checks: list[Condition] = field(default_factory=list)
-    report: dict[str, Expression] = field(default_factory=dict)
-    magic: list[Magic] = field(default_factory=list)
+    end_checks: list[Condition] = factory(list)
+    report: dict[str, Expression] = factory(dict)
+    magic: list[Magic] = factory(list)
     end_record: str | None = None
     summary: Template | None = None     # one line describing a walked stream of this format
     base: str | None = None             # the format this one is a ``variant_of``
@@ -279,7 +271,7 @@ class FormatSpec:
     #: error messages. Keys: ``record:NAME``, ``field:RECORD.FIELD``, ``rule:ID``,
     #: ``enum:ENUM``, ``enum:ENUM:VALUE``, ``type:NAME``, ``summary:RECORD``,
     #: ``disabled:ID``, ``replaced:ID`` (where the rule a replacement replaced stood)
-    provenance: dict[str, Origin] = field(default_factory=dict)
+    provenance: dict[str, Origin] = factory(dict)
 
     def rule_ids(self) -> dict[str, Any]:
         """Every active rule of the format by id: record length rules, rules and checks,
