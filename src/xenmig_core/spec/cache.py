@@ -3,7 +3,7 @@
 Loading and compiling the YAML specs costs more than the rest of a short run. The compiled
 formats (``dict[str, FormatSpec]``: layouts, expressions as code objects, rules) are kept in
 one file per *key*, a hash of everything they are made from (every expression is stored
-compiled, as the function and code it runs as, so that a warm run compiles none):
+compiled, as marshal data of the code it runs, so that a warm run compiles none):
 
 - the bytes and display path of every spec file, in load order (so a changed, added or
   removed spec file, the user's included, is a new key);
@@ -300,9 +300,10 @@ def _slots_of(cls: type) -> list[str]:
 
 
 class _Pickler(pickle.Pickler):
-    """Stores what makes compiled specs fast to load, as it is: code objects as marshal
-    data, the functions compiled expressions run as (no closure, sandboxed globals) by their
-    code, ``struct.Struct`` objects by their format, and the ``__slots__`` objects of the
+    """Stores what makes compiled specs fast to load, as it is: expressions with their
+    compiled code (:meth:`~xenmig_core.spec.expr.Expression.cache_state`), code objects as
+    marshal data, functions with sandboxed globals and no closure by their code,
+    ``struct.Struct`` objects by their format, and the ``__slots__`` objects of the
     spec model (expressions, templates) by their slots, whatever their own ``__reduce__``
     does for other picklers (recompiling from source on load would cost what the cache
     saves). Anything else that ordinary pickling cannot store makes the dump fail, and the
@@ -310,8 +311,8 @@ class _Pickler(pickle.Pickler):
 
     def reducer_override(self, obj: Any) -> Any:
         kind = type(obj)
-        if kind is Expression:
-            obj.compile_all()     # stored compiled: a warm run compiles nothing
+        if kind is Expression:   # stored compiled: a warm run compiles nothing
+            return copyreg.__newobj__, (kind,), (None, obj.cache_state())
         if kind is types.CodeType:
             return marshal.loads, (marshal.dumps(obj),)
         if kind is types.FunctionType and obj is not _load_function:  # (that one by name)

@@ -11,14 +11,16 @@ function whose every name is one dict look-up (``N["count"]``), not through ``ev
 chain of mappings; against any other mapping it is evaluated with ``eval`` as before. Both
 give the same value, and an unknown name raises ``NameError`` in both. Expressions and
 templates pickle as their source text and are recompiled when loaded (the compiled-spec
-cache stores them compiled instead: :meth:`Expression.compile_all`).
+cache stores them compiled instead: :meth:`Expression.cache_state`).
 """
 
 from __future__ import annotations
 
 import ast
+import marshal
 import re
 from collections.abc import Callable, Mapping
+from types import FunctionType
 from typing import Any
 
 from xenmig_core.errors import SpecError
@@ -137,7 +139,8 @@ class Expression:
     where possible.
     """
 
-    __slots__ = ("_code", "_fast_source", "_fn", "_scoped", "names", "source", "where")
+    __slots__ = ("_code", "_fast_source", "_fn", "_scoped", "_stored", "names", "source",
+                 "where")
 
     def __init__(self, source: str, *, where: str = "<expr>") -> None:
         self.source = source
@@ -159,6 +162,9 @@ class Expression:
         self._code: Any = None
         self._fn: Callable[[Names], Any] | None = None
         self._fast_source: str | None = None
+        #: the compiled code as marshal data, as the compiled-spec cache stores it (made into
+        #: a function or code object on first evaluation), or None
+        self._stored: bytes | None = None
 
     def _tree(self) -> ast.Expression:
         try:
@@ -184,27 +190,47 @@ class Expression:
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (Expression, self.source, self.where))
 
-    def compile_all(self) -> None:
-        """Compile now what evaluation would compile on first use (the :class:`Names`
-        function and its source, or the ``eval`` code of a comprehension): the
-        compiled-spec cache stores them, so a warm run compiles no expression."""
-        if self._scoped:
-            if self._code is None:
+    def cache_state(self) -> dict[str, Any]:
+        """The expression's state as the compiled-spec cache stores it: compiled (the
+        :class:`Names` function's code, or a comprehension's ``eval`` code) as marshal
+        data, turned back into code only when the expression is first evaluated, so a warm
+        run neither compiles an expression nor loads the code of those it does not use."""
+        if self._stored is None:
+            code = self._load_code() if self._scoped else self._load_fn().__code__
+            self._stored = marshal.dumps(code)
+        state = {name: getattr(self, name) for name in self.__slots__ if hasattr(self, name)}
+        state.update(_fn=None, _code=None)
+        return state
+
+    def _load_fn(self) -> Callable[[Names], Any]:
+        """The :class:`Names` function (made once): from the stored code, else compiled."""
+        if self._fn is None:
+            if self._stored is not None:
+                self._fn = FunctionType(marshal.loads(self._stored), {"__builtins__": {}})
+            else:
+                self._fn = _function(ast.parse(self.fast_source, mode="eval").body,
+                                     f"<spec {self.where}>")
+        return self._fn
+
+    def _load_code(self) -> Any:
+        """The ``eval`` code (made once): a comprehension's from the stored code, else
+        compiled."""
+        if self._code is None:
+            if self._scoped and self._stored is not None:
+                self._code = marshal.loads(self._stored)
+            else:
                 self._code = compile(self._tree(), f"<spec {self.where}>", "eval")
-        elif self._fn is None:
-            self._fn = _function(ast.parse(self.fast_source, mode="eval").body,
-                                 f"<spec {self.where}>")
+        return self._code
 
     def evaluate(self, names: Mapping[str, Any]) -> Any:
         """Evaluate against *names* (a mapping: fields, state, helper functions)."""
         if type(names) is Names and not self._scoped:
             fn = self._fn
             if fn is None:
-                fn = self._fn = _function(ast.parse(self.fast_source, mode="eval").body,
-                                          f"<spec {self.where}>")
+                fn = self._load_fn()
             return fn(names)
         if self._code is None:
-            self._code = compile(self._tree(), f"<spec {self.where}>", "eval")
+            self._load_code()
         if self._scoped:   # a comprehension binds names of its own: plain eval, one dict
             scope = names.flat() if type(names) is Names else dict(names)
             scope["__builtins__"] = {}
