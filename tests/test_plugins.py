@@ -193,3 +193,19 @@ def test_entry_point_plugin_failing_to_import_exits_3(tmp_path) -> None:
     assert "plugin 'xenmig-testbadimport' (xenmig_testbadimport) failed to load: " \
         "ModuleNotFoundError" in lines[0]
     assert sys.executable  # the subprocess used this interpreter
+
+
+def test_hooks_found_are_those_pluggy_finds() -> None:
+    """The manager's short cut past a module's unmarked names finds every hook pluggy's own
+    look-up finds, for each built-in plugin and a third-party one."""
+    from xenmig_core.markers import PROJECT
+    pm = get_plugin_manager([xenmig_testnote], autoload=False)
+    plain = pluggy.PluginManager(PROJECT)
+    plain.add_hookspecs(hookspecs)
+    found = {}
+    for name, plugin in pm.list_name_plugin():
+        plain.register(plugin, name=name)
+        found[name] = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
+    assert {name: sorted(h.name for h in plain.get_hookcallers(plugin) or [])
+            for name, plugin in plain.list_name_plugin()} == found
+    assert "xenmig_record_handler" in found["libxc"] and len(found) >= 9

@@ -20,6 +20,7 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
+from types import FunctionType, ModuleType
 from typing import Any, NamedTuple
 
 import pluggy
@@ -148,6 +149,17 @@ class XenmigPluginManager(pluggy.PluginManager):
     def __init__(self) -> None:
         super().__init__(PROJECT)
         self.origins: dict[str, str] = {}
+        self._marker = f"{PROJECT}_impl"
+
+    def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
+        """pluggy's answer, with a short cut for a module's names that are not functions
+        marked as hook implementations (most of them: its imports and constants), which
+        pluggy would look up statically one by one, at every start-up."""
+        if isinstance(plugin, ModuleType):
+            value = plugin.__dict__.get(name)
+            if type(value) is not FunctionType or not hasattr(value, self._marker):
+                return None
+        return super().parse_hookimpl_opts(plugin, name)
 
 
 def get_plugin_manager(extra_plugins: Iterable[Any] = (), *,
