@@ -10,10 +10,10 @@ API) into checked, typed values, and refuses names no plugin declares.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from xenmig_core.errors import UsageError
+from xenmig_core.plain import Plain, replace
 
 if TYPE_CHECKING:
     import pluggy
@@ -24,8 +24,7 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-@dataclass(frozen=True)
-class StreamParam:
+class StreamParam(Plain, frozen=True):
     """One stream parameter a plugin declares.
 
     *kind* is ``int``, ``str`` or ``bool``; *choices* (as text) limit the values when given;

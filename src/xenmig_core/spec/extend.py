@@ -28,10 +28,10 @@ from collections import ChainMap
 from collections.abc import Mapping
 from typing import Any
 
+from xenmig_core.plain import replace
 from xenmig_core.spec.layout import Layout, Reader
 from xenmig_core.spec.model import EnumSpec, FormatSpec, Origin, RecordType
 from xenmig_core.spec.parse import _as_list, _condition, _enum, _layout, _length, _rule, _valid
-from xenmig_core.spec.plain import replace
 from xenmig_core.spec.yamlsrc import Located
 
 #: what an extension may say about an existing record type

@@ -1,7 +1,7 @@
 """The compiled form of a spec: formats, headers, record types, rules, enums.
 
 Everything here is built once by :mod:`xenmig_core.spec.loader` and is read-only afterwards.
-The classes are :class:`~xenmig_core.spec.plain.Plain` data classes (dataclasses in all but
+The classes are :class:`~xenmig_core.plain.Plain` data classes (dataclasses in all but
 their cost at import: the compiled-spec cache restores their objects without calling them).
 The engine walks streams with these objects; plugins may read them (e.g. to name a value).
 """
@@ -12,9 +12,9 @@ import functools
 from collections.abc import Iterator
 from typing import Any
 
+from xenmig_core.plain import Plain, factory
 from xenmig_core.spec.expr import Expression, Template
 from xenmig_core.spec.layout import INT_CODES, Layout
-from xenmig_core.spec.plain import Plain, factory
 
 
 class Origin(Plain, frozen=True):

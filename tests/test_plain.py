@@ -1,4 +1,5 @@
-"""Plain data classes (the spec model's): they behave as the dataclasses they replace."""
+"""Plain data classes (the spec model's, Detection, StreamParam): they behave as the dataclasses
+they replace."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import pickle
 
 import pytest
 
+from xenmig_core.plain import Plain, factory, replace
 from xenmig_core.spec.model import Condition, Framing, RecordType
-from xenmig_core.spec.plain import Plain, factory, replace
 
 
 class Point(Plain, frozen=True):

@@ -1,12 +1,14 @@
-"""Plain data classes for the spec model, declared like dataclasses but built without code
-generation: :class:`Plain`.
+"""Plain data classes, declared like dataclasses but built without code generation:
+:class:`Plain` (the spec model's classes, and a few others every run loads).
 
 ``@dataclass`` writes and compiles an ``__init__``, ``__repr__``, ``__eq__`` (and, frozen,
 ``__setattr__``, ``__delattr__``, ``__hash__``) for every class when its module is imported:
 a millisecond or more per class, paid by every run, although a run whose formats come from
 the compiled-spec cache never calls ``__init__`` (pickle restores the objects). A
 :class:`Plain` subclass gets the same behaviour from generic methods that read the field
-list its class statement made: declaring a class costs what a plain class costs.
+list its class statement made: declaring a class costs what a plain class costs. (For classes
+made at import and rarely instantiated; a class made per record keeps ``@dataclass``, whose
+generated ``__init__`` is faster per call.)
 
 The contract is that of ``@dataclass`` (``frozen=True`` as a class keyword) for what the model
 uses: fields are the annotated class attributes in order, base classes' first; a class
