@@ -27,9 +27,9 @@ numbers answer 90, so a legacy guess never overrides them; a header-less v2 reco
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 from xenmig_core.detect import Detection
+from xenmig_core.plain import Plain
 
 FORMAT = "legacy"
 MAX_P2M_SIZE = 0x0FFFFFFF
@@ -41,8 +41,7 @@ PV_CONFIDENCE = 70
 HVM_CONFIDENCE = 40
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(Plain, frozen=True):
     """What the first bytes say: toolstack *width* (32/64), *guest* ("pv"/"hvm"), and why."""
 
     width: int

@@ -9,12 +9,13 @@ below is its contract; ``docs/plugins.md`` summarises them (a test checks it nam
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from xenmig_core.detection import Detection
     from xenmig_core.engine.context import StreamContext
     from xenmig_core.params import StreamParam

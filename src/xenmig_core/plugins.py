@@ -62,14 +62,62 @@ def resolve(ref: str) -> Any:
     return found
 
 
+class PackageFile:
+    """A file in a package's folder on disk, as :func:`package_file` hands it out: the
+    part of a ``Path`` (or ``importlib.resources`` Traversable) that spec files are read
+    through (``read_bytes``, ``read_text``, ``open``, ``name``, ``is_file``, ``str`` and
+    ``os.fspath``: the file's path), without loading pathlib and what it imports."""
+
+    __slots__ = ("_path",)
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self._path)
+
+    def read_bytes(self) -> bytes:
+        with open(self._path, "rb") as f:
+            return f.read()
+
+    def read_text(self, encoding: str | None = None) -> str:
+        with open(self._path, encoding=encoding) as f:
+            return f.read()
+
+    def open(self, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        return open(self._path, mode, *args, **kwargs)
+
+    def is_file(self) -> bool:
+        return os.path.isfile(self._path)
+
+    def is_dir(self) -> bool:
+        return os.path.isdir(self._path)
+
+    def __fspath__(self) -> str:
+        return self._path
+
+    def __str__(self) -> str:
+        return self._path
+
+    def __repr__(self) -> str:
+        return f"PackageFile({self._path!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PackageFile) and other._path == self._path
+
+    def __hash__(self) -> int:
+        return hash(self._path)
+
+
 _folders: dict[str, str | None] = {}
 
 
 def package_file(package: str, name: str) -> Any:
-    """File *name* shipped in *package* (a spec file beside a plugin): a ``Path`` when the
-    package is a folder on disk, else what ``importlib.resources.files`` gives (an
-    archive); the same either way as ``files(package) / name``, without loading
-    ``importlib.resources`` for the usual install."""
+    """File *name* shipped in *package* (a spec file beside a plugin): a
+    :class:`PackageFile` when the package is a folder on disk, else what
+    ``importlib.resources.files(package) / name`` gives (an archive). Either reads, and
+    names itself (``str``), as ``files(package) / name`` does."""
     if package not in _folders:
         origin = getattr(importlib.import_module(package), "__file__", None)
         folder = os.path.dirname(origin) if origin else None
@@ -78,8 +126,7 @@ def package_file(package: str, name: str) -> Any:
     if folder is None:
         from importlib.resources import files
         return files(package) / name
-    from pathlib import Path
-    return Path(folder) / name
+    return PackageFile(os.path.join(folder, name))
 
 
 def _normalise(name: str) -> str:

@@ -15,9 +15,8 @@ from __future__ import annotations
 import functools
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -27,6 +26,9 @@ from xenmig_core.plugins import call_each, first_result
 from xenmig_core.spec.cache import load_formats
 from xenmig_core.spec.expr import FUNCTIONS
 from xenmig_core.spec.model import FormatSpec
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class Bindings(Mapping[str, Callable[..., Any]]):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xenmig_core.plugins import get_plugin_manager
 from xenmig_core.registry import Registry
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 SPEC_PATH_ENV = "XENMIG_SPEC_PATH"
 
@@ -17,8 +19,13 @@ def spec_paths(extra: Iterable[str | Path] = ()) -> list[Path]:
     """User spec files in the order they apply: those in ``$XENMIG_SPEC_PATH``
     (os.pathsep-separated files or folders of ``*.yaml``, sorted by name), then those given
     (``--spec``). They come after the plugins' specs, so they extend them."""
+    parts = [p for p in os.environ.get(SPEC_PATH_ENV, "").split(os.pathsep) if p]
+    extra = list(extra)
+    if not parts and not extra:
+        return []       # (the usual run: no need to load pathlib)
+    from pathlib import Path
     paths: list[Path] = []
-    for part in filter(None, os.environ.get(SPEC_PATH_ENV, "").split(os.pathsep)):
+    for part in parts:
         path = Path(part)
         paths.extend(sorted(path.glob("*.yaml")) if path.is_dir() else [path])
     return paths + [Path(p) for p in extra]

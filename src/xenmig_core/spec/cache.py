@@ -9,9 +9,10 @@ compiled, as marshal data of the code it runs, so that a warm run compiles none)
   removed spec file, the user's included, is a new key);
 - the plugin set (each plugin's name and where it came from: ``dist==version``, or its
   module for a plugin given directly);
-- xenmig's version, a hash of the sources of the spec compiler (this package, so a changed
-  compiler in a development checkout is a new key too), the cache format and the Python
-  build (code objects are stored with :mod:`marshal`, whose format is Python's own).
+- xenmig's version, the size and modification time of each source of the spec compiler
+  (this package and the model's base class, as Python's bytecode cache judges a source: a
+  changed compiler in a development checkout is a new key too), the cache format and the
+  Python build (code objects are stored with :mod:`marshal`, whose format is Python's own).
 
 Handlers, viewers and walkers are never cached: the registry asks the plugins for them on
 every run, as before.
@@ -49,12 +50,14 @@ import sys
 import time
 import types
 from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xenmig_core.spec.expr import Expression
 from xenmig_core.spec.model import FormatSpec
 from xenmig_core.version import __version__
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 try:   # hashlib would load OpenSSL first (milliseconds); blake2 is built into Python
     from _blake2 import blake2b
@@ -83,14 +86,21 @@ _SANDBOX: dict[str, Any] = {"__builtins__": {}}
 
 def cache_dir() -> Path | None:
     """The cache folder (it need not exist yet), or None when no home can be found."""
+    from pathlib import Path
+    folder = _cache_folder()
+    return None if folder is None else Path(folder)
+
+
+def _cache_folder() -> str | None:
+    """:func:`cache_dir` as a string (a run that finds its cache loads no pathlib)."""
     explicit = os.environ.get(CACHE_DIR_ENV)
     if explicit:
-        return Path(explicit)
+        return explicit
     xdg = os.environ.get("XDG_CACHE_HOME")
     if xdg and os.path.isabs(xdg):
-        return Path(xdg) / "xenmig"
+        return os.path.join(xdg, "xenmig")
     home = os.path.expanduser("~")
-    return Path(home) / ".cache" / "xenmig" if home != "~" else None
+    return os.path.join(home, ".cache", "xenmig") if home != "~" else None
 
 
 class _Snapshot:
@@ -115,14 +125,20 @@ _compiler_hash: bytes | None = None
 
 
 def _compiler_fingerprint() -> bytes:
-    """A hash of the spec compiler's sources (this package's ``*.py``), computed once."""
+    """A hash of the spec compiler's sources (this package's ``*.py`` and the model's base
+    class, ``xenmig_core/plain.py``) as Python's bytecode cache tells a changed source:
+    by each file's size and modification time (reading them all would cost more than a
+    warm run's whole cache look-up). Computed once."""
     global _compiler_hash
     if _compiler_hash is None:
         digest = blake2b(digest_size=16)
-        here = Path(__file__).parent
+        here = os.path.dirname(os.path.abspath(__file__))
         try:
-            for path in sorted(here.glob("*.py")):
-                digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+            files = sorted(e.path for e in os.scandir(here) if e.name.endswith(".py"))
+            for path in [*files, os.path.join(os.path.dirname(here), "plain.py")]:
+                st = os.stat(path)
+                digest.update(f"{os.path.basename(path)}\0{st.st_size}\0{st.st_mtime_ns}\0"
+                              .encode())
         except OSError:
             pass   # e.g. running from an archive: the version still keys the cache
         _compiler_hash = digest.digest()
@@ -163,7 +179,7 @@ def load_formats_status(sources: Iterable[Any], plugins: Mapping[str, str] | Non
     except (OSError, AttributeError):
         return _compile(sources), "uncached"      # the loader reports an unreadable file
     key = cache_key(((str(s), s.read_bytes()) for s in snapshots), plugins or {})
-    folder = directory if directory is not None else cache_dir()
+    folder = directory if directory is not None else _cache_folder()
     if folder is not None:
         cached = read_cache(folder, key)
         if cached is not None:
@@ -180,8 +196,8 @@ def _compile(sources: list[Any]) -> dict[str, FormatSpec]:
     return build_formats([load_spec_file(s) for s in sources])
 
 
-def _path(folder: Path, key: str) -> Path:
-    return folder / f"{_PREFIX}{key}{_SUFFIX}"
+def _path(folder: str | os.PathLike[str], key: str) -> str:
+    return os.path.join(folder, f"{_PREFIX}{key}{_SUFFIX}")
 
 
 def _private(st: os.stat_result) -> bool:
@@ -189,7 +205,7 @@ def _private(st: os.stat_result) -> bool:
     return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
-def trusted_folder(folder: Path) -> bool:
+def trusted_folder(folder: str | os.PathLike[str]) -> bool:
     """True when *folder* is a directory of this user that nobody else can write to."""
     if not hasattr(os, "geteuid"):
         return False           # no owners to check: do not trust any file
@@ -200,7 +216,7 @@ def trusted_folder(folder: Path) -> bool:
     return stat.S_ISDIR(st.st_mode) and _private(st)
 
 
-def read_cache(folder: Path, key: str) -> dict[str, FormatSpec] | None:
+def read_cache(folder: str | os.PathLike[str], key: str) -> dict[str, FormatSpec] | None:
     """The formats stored under *key* in *folder*, or None when there is no such file or it
     cannot be trusted, read or validated."""
     if not trusted_folder(folder):
@@ -237,9 +253,12 @@ def read_cache(folder: Path, key: str) -> dict[str, FormatSpec] | None:
     return specs
 
 
-def write_cache(folder: Path, key: str, specs: dict[str, FormatSpec]) -> bool:
+def write_cache(folder: str | os.PathLike[str], key: str, specs: dict[str, FormatSpec]
+                ) -> bool:
     """Store *specs* under *key* in *folder* (created, private, when missing), atomically.
     False when it could not be done; never raises."""
+    from pathlib import Path
+    folder = Path(folder)
     try:
         buffer = io.BytesIO()
         buffer.write(MAGIC + key.encode() + b"\n")
@@ -250,7 +269,7 @@ def write_cache(folder: Path, key: str, specs: dict[str, FormatSpec]) -> bool:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not trusted_folder(folder):
             return False
-        final = _path(folder, key)
+        final = Path(_path(folder, key))
         temporary = folder / f".{final.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | \
             getattr(os, "O_CLOEXEC", 0)
