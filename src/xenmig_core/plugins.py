@@ -199,13 +199,16 @@ class XenmigPluginManager(pluggy.PluginManager):
         self._marker = f"{PROJECT}_impl"
 
     def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
-        """pluggy's answer, with a short cut for a module's names that are not functions
-        marked as hook implementations (most of them: its imports and constants), which
-        pluggy would look up statically one by one, at every start-up."""
+        """pluggy's answer, with short cuts past what pluggy would look up statically one
+        by one at every start-up, to find no hook: a module's names that are not functions
+        marked as hook implementations (its imports and constants), and an object's
+        ``__dunder__`` names (every hook is named ``xenmig_...``)."""
         if isinstance(plugin, ModuleType):
             value = plugin.__dict__.get(name)
             if type(value) is not FunctionType or not hasattr(value, self._marker):
                 return None
+        elif name[:2] == "__" == name[-2:]:
+            return None
         return super().parse_hookimpl_opts(plugin, name)
 
 
