@@ -209,3 +209,24 @@ def test_hooks_found_are_those_pluggy_finds() -> None:
     assert {name: sorted(h.name for h in plain.get_hookcallers(plugin) or [])
             for name, plugin in plain.list_name_plugin()} == found
     assert "xenmig_record_handler" in found["libxc"] and len(found) >= 9
+
+
+def test_handlers_are_asked_for_once_when_first_needed() -> None:
+    """The registry asks a plugin for a unit's handler when the engine first looks it up,
+    once, and only for units of the format (a variant falls back to its base format's)."""
+    asked: list[tuple[str, str]] = []
+
+    class Counting:
+        @staticmethod
+        @hookimpl
+        def xenmig_record_handler(format_name, name):
+            asked.append((format_name, name))
+
+    registry = open_registry(plugins=[Counting], autoload=False)
+    assert asked == []
+    handlers = registry.get("libxc").handlers
+    assert "PAGE_DATA" in handlers and handlers.get("NO_SUCH_RECORD") is None
+    assert handlers.get("PAGE_DATA") is handlers["PAGE_DATA"]
+    assert asked == [("libxc", "PAGE_DATA")]
+    assert registry.get("colo-back-channel").handlers.get("END") is None
+    assert asked[1:] == [("colo-back-channel", "END"), ("libxl", "END")]

@@ -78,6 +78,10 @@ def test_console_script_verify_loads_neither_typer_nor_the_api() -> None:
     assert "xenmig_core.engine" in loaded
     assert not loaded & {"typer", "click", "xenmig_core.cli", "xenmig_core.api",
                          *NOT_FOR_VERIFY}, sorted(loaded & {"typer", "click", "xenmig_core.api"})
+    # nor the handler modules of formats the stream does not have
+    assert not loaded & {"xenmig_legacy.handlers", "xenmig_legacy.walker", "xenmig_xl.config",
+                         "xenmig_xl.libvirt", "xenmig_xenserver.xenops",
+                         "xenmig_xenstore.checks", "importlib.resources"}
     # nor pathlib (and urllib.parse with it), unless the interpreter had it before (an
     # editable install's import finder loads it)
     if "pathlib" not in modules_after("pass"):

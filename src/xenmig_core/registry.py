@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
+_UNASKED = object()
+
+
 class Bindings(Mapping[str, Callable[..., Any]]):
     """What one hook answers for each unit (header or record type) of a format, by name,
     asked of the plugins on first look-up and kept (the format's own plugins first, then,
@@ -92,7 +95,7 @@ class Format:
         self.handlers = Bindings(pm, "xenmig_record_handler", spec)
         self.viewers = Bindings(pm, "xenmig_record_viewer", spec)
         self.scanners = Bindings(pm, "xenmig_payload_scanner", spec)
-        self._walker: list[Callable[..., Any] | None] = []
+        self._walker: Any = _UNASKED
         self.helpers: dict[str, Any] = dict(FUNCTIONS)
         self.helpers["enum_name"] = self._enum_name
         self.helpers["enum_label"] = self._enum_label
@@ -105,11 +108,11 @@ class Format:
     @property
     def walker(self) -> Callable[..., Any] | None:
         """The plugin's walker of this format (``xenmig_walker``), or None: the engine's."""
-        if not self._walker:
+        if self._walker is _UNASKED:
             plugin, walker = first_result(self._pm, "xenmig_walker", format_name=self.name)
-            self._walker.append(None if walker is None else
-                                _guard(plugin, self.name, "walker", walker))
-        return self._walker[0]
+            self._walker = None if walker is None else _guard(plugin, self.name, "walker",
+                                                               walker)
+        return self._walker  # type: ignore[no-any-return]
 
     def record_header(self, order: str) -> struct.Struct:
         """The precompiled struct of this format's record header in byte order *order*."""
