@@ -100,9 +100,11 @@ def run_verify(streams: Sequence[str] | None = None, from_: str = "auto", *,
                verbose: bool = False, quiet: bool = False, as_json: bool = False,
                jobs: int = 1, forward: str | None = None, tee: str | None = None,
                param: Sequence[str] | None = None, width: str | None = None,
-               guest: str | None = None, spec: Sequence[Any] | None = None) -> int:
+               guest: str | None = None, spec: Sequence[Any] | None = None,
+               started: Callable[[], None] | None = None) -> int:
     """``xenmig verify``: check each of *streams* (default ``-``); the exit code. The
-    arguments are the command's options, named as in ``xenmig verify --help``."""
+    arguments are the command's options, named as in ``xenmig verify --help``; *started*
+    is called once the plugins and formats are loaded, before the first stream is read."""
     names = list(streams or ["-"])
 
     def body() -> int:
@@ -113,6 +115,8 @@ def run_verify(streams: Sequence[str] | None = None, from_: str = "auto", *,
             raise UsageError("--jobs must be at least 1")
         registry = open_registry(spec or [])
         params = given.check(registry, "verify")
+        if started is not None:
+            started()
         if forward is not None or tee is not None:
             if forward is None or len(names) > 1 or as_json or verbose:
                 raise UsageError("--forward (and --tee) take one stream, without -v or --json")
