@@ -23,9 +23,12 @@ hash by their fields, a mutable one's are unhashable. :func:`replace` is
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-T = TypeVar("T", bound="Plain")
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    T = TypeVar("T", bound="Plain")   # (at run time, a TypeVar's bound compiles its text)
 _MISSING = object()
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 from array import array
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from xenmig_core.detect import DETECT_BYTES, detect
 from xenmig_core.diagnostics import Diagnostic
 from xenmig_core.engine import Consumer, Engine, MultiConsumer, StreamContext, WalkResult
 from xenmig_core.errors import StreamError, UsageError
+from xenmig_core.plain import Plain, factory
 from xenmig_core.plugins import call_each
 from xenmig_core.registry import Registry
 from xenmig_core.render.account import AccountConsumer
@@ -49,8 +49,7 @@ def choose_format(registry: Registry, source: ByteSource, requested: str) -> str
     return requested
 
 
-@dataclass
-class ContextReport:
+class ContextReport(Plain):
     format: str
     offset: int
     depth: int
@@ -62,19 +61,18 @@ class ContextReport:
     summary: str | None = None
 
 
-@dataclass
-class VerifyReport:
+class VerifyReport(Plain):
     """The outcome of verifying one stream."""
 
     source: str
     format: str
     result: WalkResult
-    contexts: list[ContextReport] = field(default_factory=list)
+    contexts: list[ContextReport] = factory(list)
     account: AccountConsumer | None = None
     #: Offset the source started at (non-zero for an ``fd:N`` opened part-way into a file).
     start: int = 0
     #: Sections plugins add through ``xenmig_report_section`` (key -> plain data).
-    sections: dict[str, Any] = field(default_factory=dict)
+    sections: dict[str, Any] = factory(dict)
 
     @property
     def size(self) -> int:
