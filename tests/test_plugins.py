@@ -196,8 +196,8 @@ def test_entry_point_plugin_failing_to_import_exits_3(tmp_path) -> None:
 
 
 def test_hooks_found_are_those_pluggy_finds() -> None:
-    """The manager's short cut past a module's unmarked names finds every hook pluggy's own
-    look-up finds, for each built-in plugin and a third-party one."""
+    """The manager's short cuts past a module's unmarked names find every hook (and hook
+    spec) pluggy's own look-up finds, for each built-in plugin and a third-party one."""
     from xenmig_core.markers import PROJECT
     pm = get_plugin_manager([xenmig_testnote], autoload=False)
     plain = pluggy.PluginManager(PROJECT)
@@ -209,6 +209,10 @@ def test_hooks_found_are_those_pluggy_finds() -> None:
     assert {name: sorted(h.name for h in plain.get_hookcallers(plugin) or [])
             for name, plugin in plain.list_name_plugin()} == found
     assert "xenmig_record_handler" in found["libxc"] and len(found) >= 9
+
+    def specified(manager: pluggy.PluginManager) -> set[str]:
+        return {name for name, caller in vars(manager.hook).items() if caller.has_spec()}
+    assert specified(pm) == specified(plain) and "xenmig_walker" in specified(pm)
 
 
 def test_handlers_are_asked_for_once_when_first_needed() -> None:

@@ -171,6 +171,8 @@ def find_entry_points(group: str = ENTRY_POINT_GROUP,
         except OSError:
             continue
         for name in names:
+            if name[-5:].lower() != "-info":
+                continue         # (most names: the regular expression is not needed)
             match = _METADATA_DIR.match(name)
             if match is None:
                 continue
@@ -197,6 +199,7 @@ class XenmigPluginManager(pluggy.PluginManager):
         super().__init__(PROJECT)
         self.origins: dict[str, str] = {}
         self._marker = f"{PROJECT}_impl"
+        self._spec_marker = f"{PROJECT}_spec"
 
     def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
         """pluggy's answer, with short cuts past what pluggy would look up statically one
@@ -210,6 +213,14 @@ class XenmigPluginManager(pluggy.PluginManager):
         elif name[:2] == "__" == name[-2:]:
             return None
         return super().parse_hookimpl_opts(plugin, name)
+
+    def parse_hookspec_opts(self, module_or_class: Any, name: str) -> Any:
+        """pluggy's answer, with the same short cut for the hook specs' module."""
+        if isinstance(module_or_class, ModuleType):
+            value = module_or_class.__dict__.get(name)
+            if type(value) is not FunctionType or not hasattr(value, self._spec_marker):
+                return None
+        return super().parse_hookspec_opts(module_or_class, name)
 
 
 def get_plugin_manager(extra_plugins: Iterable[Any] = (), *,
