@@ -126,7 +126,7 @@ def test_cached_expressions_are_stored_compiled(folder, monkeypatch) -> None:
     assert load_formats_status(sources, origins, directory=folder)[1] == "written"
     specs, how = load_formats_status(sources, origins, directory=folder)
     assert how == "hit"
-    found = list(_expressions(specs))
+    found = list(_expressions({name: spec.restore() for name, spec in specs.items()}))
     assert len(found) > 200
     assert all(e._stored is not None and e._fn is None and e._code is None for e in found)
 

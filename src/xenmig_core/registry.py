@@ -42,11 +42,17 @@ class Bindings(Mapping[str, Callable[..., Any]]):
     def __init__(self, pm: pluggy.PluginManager, hook: str, fmt: FormatSpec) -> None:
         self._pm = pm
         self._hook = hook
+        self._spec = fmt
         self._format = fmt.name
         self._lineage = [fmt.name] + ([fmt.base] if fmt.base else [])
-        self._units = dict.fromkeys([h.name for h in fmt.headers] +
-                                    [r.name for r in fmt.records.values()])
         self._found: dict[str, Callable[..., Any] | None] = {}
+
+    @functools.cached_property
+    def _units(self) -> dict[str, None]:
+        """The format's header and record type names (read when first needed: a format
+        restored from the cache restores its records then)."""
+        return dict.fromkeys([h.name for h in self._spec.headers] +
+                             [r.name for r in self._spec.records.values()])
 
     def _ask(self, unit: str) -> Callable[..., Any] | None:
         try:

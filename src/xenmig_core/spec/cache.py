@@ -53,7 +53,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from xenmig_core.spec.expr import Expression
-from xenmig_core.spec.model import FormatSpec
+from xenmig_core.spec.model import LIGHT_FIELDS, FormatSpec
 from xenmig_core.version import __version__
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ _ALLOWED_GLOBALS = {
     ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "slice"),
     ("array", "array"), ("array", "_array_reconstructor"),
     ("collections", "Counter"), ("collections", "OrderedDict"),
-    ("marshal", "loads"), (__name__, "_load_function"),
+    ("marshal", "loads"), (__name__, "_load_function"), (__name__, "_Deferred"),
     ("_struct", "Struct"), ("struct", "Struct"),
 }
 #: The globals of a compiled spec expression's function: no builtins, nothing else.
@@ -247,7 +247,8 @@ def read_cache(folder: str | os.PathLike[str], key: str) -> dict[str, FormatSpec
         if collecting:
             gc.enable()
     if not isinstance(specs, dict) or not all(
-            isinstance(k, str) and isinstance(v, FormatSpec) and v.name == k
+            isinstance(k, str) and isinstance(v, FormatSpec) and v.name == k and
+            type(v.__dict__.get("_deferred")) is _Deferred and v.__dict__["_deferred"].intact()
             for k, v in specs.items()):
         return None
     return specs
@@ -314,6 +315,53 @@ def _load_function(code: types.CodeType) -> types.FunctionType:
     return types.FunctionType(code, dict(_SANDBOX))
 
 
+class _Deferred:
+    """The fields of a format beyond its light ones, as a pickle of their own (restored,
+    through the same restricted unpickler, when the format is first used: see
+    :class:`~xenmig_core.spec.model.FormatSpec`), with its digest: the cache file is
+    refused when it is read if any of them was damaged, not later in a walk."""
+
+    __slots__ = ("data", "digest")
+
+    def __init__(self, data: bytes, digest: bytes | None = None) -> None:
+        self.data = data
+        self.digest = _digest(data) if digest is None else digest
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _Deferred, (self.data, self.digest)
+
+    def intact(self) -> bool:
+        return type(self.data) is bytes and self.digest == _digest(self.data)
+
+    def load(self) -> dict[str, Any]:
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            fields = _Unpickler(io.BytesIO(self.data)).load()
+        finally:
+            if collecting:
+                gc.enable()
+        if not isinstance(fields, dict) or not all(
+                name in FormatSpec.__fields__ and name not in LIGHT_FIELDS for name in fields):
+            raise pickle.UnpicklingError("not the fields of a format")
+        return fields
+
+
+def _digest(data: bytes) -> bytes:
+    return blake2b(data, digest_size=16).digest()
+
+
+def _format_state(spec: FormatSpec) -> dict[str, Any]:
+    """*spec*'s state as stored: its light fields, and the rest as a :class:`_Deferred`."""
+    spec.restore()
+    heavy = {name: getattr(spec, name) for name in spec.__fields__ if name not in LIGHT_FIELDS}
+    buffer = io.BytesIO()
+    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(heavy)
+    state = {name: getattr(spec, name) for name in LIGHT_FIELDS}
+    state["_deferred"] = _Deferred(buffer.getvalue())
+    return state
+
+
 def _slots_of(cls: type) -> list[str]:
     return [name for klass in cls.__mro__ for name in getattr(klass, "__slots__", ())]
 
@@ -332,6 +380,10 @@ class _Pickler(pickle.Pickler):
         kind = type(obj)
         if kind is Expression:   # stored compiled: a warm run compiles nothing
             return copyreg.__newobj__, (kind,), (None, obj.cache_state())
+        if kind is FormatSpec:   # the light fields, the rest restored on first use
+            return copyreg.__newobj__, (kind,), _format_state(obj)
+        if kind is _Deferred:
+            return NotImplemented
         if kind is types.CodeType:
             return marshal.loads, (marshal.dumps(obj),)
         if kind is types.FunctionType and obj is not _load_function:  # (that one by name)

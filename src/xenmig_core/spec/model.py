@@ -246,8 +246,31 @@ class Magic(Plain):
     description: str = ""
 
 
+#: What :class:`FormatSpec` keeps at hand when restored from the compiled-spec cache: what
+#: detection and the registry read of every format. The rest is restored on first use.
+LIGHT_FIELDS = ("name", "title", "doc", "paths", "framing", "magic", "base", "end_record")
+
+
 class FormatSpec(Plain):
-    """A format: its headers, its framing and record types, its state and end checks."""
+    """A format: its headers, its framing and record types, its state and end checks.
+
+    Restored from the compiled-spec cache, a format's fields but :data:`LIGHT_FIELDS` are
+    restored when one of them is first read (``_deferred``: an object whose ``load()``
+    returns them), so a run pays only for the formats it walks."""
+
+    def __getattr__(self, name: str) -> Any:
+        # called only for an attribute not (yet) there
+        deferred = self.__dict__.pop("_deferred", None)
+        if deferred is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        self.__dict__.update(deferred.load())
+        return getattr(self, name)
+
+    def restore(self) -> FormatSpec:
+        """Every field restored now (see the class docstring); the format itself."""
+        if "_deferred" in self.__dict__:
+            self.__dict__.update(self.__dict__.pop("_deferred").load())
+        return self
 
     name: str
     title: str
