@@ -286,3 +286,34 @@ def test_warm_run_loads_neither_yaml_nor_the_loader(folder) -> None:
     runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            env=env, check=True).stdout.strip() for _ in range(2)]
     assert runs == ["['xenmig_core.spec.loader', 'yaml']", "[]"]
+
+
+def test_warm_run_restores_only_the_formats_it_walks(folder) -> None:
+    """A format read from the cache restores its records, rules and layouts when first
+    used: verifying a libxc stream restores libxc, not every installed format."""
+    Registry(get_plugin_manager(autoload=False))
+    registry = Registry(get_plugin_manager(autoload=False))
+    assert all("_deferred" in spec.__dict__ for spec in registry.specs.values())
+    report = verify_bytes(registry, (ROOT / "examples" / "hvm-v3.libxc").read_bytes())
+    assert report.valid
+    restored = {name for name, spec in registry.specs.items()
+                if "_deferred" not in spec.__dict__}
+    assert "libxc" in restored and not restored & {"legacy", "xenserver", "xenstore"}
+    assert registry.specs["legacy"].records and "_deferred" not in \
+        registry.specs["legacy"].__dict__          # restored on first use, transparently
+
+
+def test_damaged_deferred_part_refuses_the_file(folder) -> None:
+    """A byte changed inside a format's deferred part is found when the file is read (its
+    digest), so the run compiles instead of failing later, in the middle of a walk."""
+    assert status(folder) == "written"
+    (path,) = cache_files(folder)
+    key = path.name[len("specs-"):-len(".cache")]
+    blob = read_cache(folder, key)["libxc"].__dict__["_deferred"].data
+    data = bytearray(path.read_bytes())
+    at = data.find(blob) + len(blob) // 2
+    data[at] ^= 0x40
+    path.write_bytes(bytes(data))
+    assert read_cache(folder, key) is None
+    assert status(folder) == "written"
+    assert read_cache(folder, key)["libxc"].records

@@ -17,6 +17,13 @@ compiled, as marshal data of the code it runs, so that a warm run compiles none)
 Handlers, viewers and walkers are never cached: the registry asks the plugins for them on
 every run, as before.
 
+A run reads every format's name, title, magic and framing (detection and the registry need
+them) and usually walks one or two formats: each format's other fields (records, headers,
+enums, layouts, provenance) are a pickle of their own inside the file, with its digest,
+restored through the same restricted unpickler when the format is first used
+(:class:`~xenmig_core.spec.model.FormatSpec`). Every digest is checked when the file is
+read, so a damaged file is refused then, never in the middle of a walk.
+
 Where: ``$XENMIG_CACHE_DIR``, else ``$XDG_CACHE_HOME/xenmig``, else ``~/.cache/xenmig``.
 
 Format and trust. The file is a :mod:`pickle` (with code objects as :mod:`marshal` bytes and
@@ -26,9 +33,10 @@ user and not writable by group or others, (2) the file, opened without following
 is a regular file owned by the user and not writable by group or others, (3) its header
 holds the expected key, and (4) it names nothing but the classes of the spec model and the
 few helpers below (a restricted ``find_class``); the result must be a mapping of format
-names to :class:`FormatSpec`. A validating format of our own (JSON of every model class)
-would have to follow each change of the model by hand; pickle follows it for free, and the
-checks above keep a file others could have written from being read at all.
+names to :class:`FormatSpec`, each with an intact deferred part. A validating format of
+our own (JSON of every model class) would have to follow each change of the model by hand;
+pickle follows it for free, and the checks above keep a file others could have written from
+being read at all.
 
 Failures are silent by design: an unreadable, corrupt, stale or untrusted file is ignored
 and the formats are compiled from the specs; a cache that cannot be written (read-only
@@ -66,7 +74,7 @@ except ImportError:  # pragma: no cover - an interpreter without the builtin mod
 
 CACHE_DIR_ENV = "XENMIG_CACHE_DIR"
 #: bump when the file layout or what is pickled changes
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 MAGIC = b"xenmig compiled specs\n"
 #: at most this many cache files are kept (other spec sets, versions); the oldest go first
 KEEP_FILES = 16
