@@ -260,16 +260,17 @@ class FormatSpec(Plain):
 
     def __getattr__(self, name: str) -> Any:
         # called only for an attribute not (yet) there
-        deferred = self.__dict__.pop("_deferred", None)
-        if deferred is None:
+        if "_deferred" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        self.__dict__.update(deferred.load())
-        return getattr(self, name)
+        return getattr(self.restore(), name)
 
     def restore(self) -> FormatSpec:
-        """Every field restored now (see the class docstring); the format itself."""
-        if "_deferred" in self.__dict__:
-            self.__dict__.update(self.__dict__.pop("_deferred").load())
+        """Every field restored now (see the class docstring); the format itself. A field
+        given a value before keeps it."""
+        deferred = self.__dict__.pop("_deferred", None)
+        if deferred is not None:
+            for field_name, value in deferred.load().items():
+                self.__dict__.setdefault(field_name, value)
         return self
 
     name: str
