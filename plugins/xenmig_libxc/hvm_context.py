@@ -7,19 +7,29 @@ the entries comes from the spec (``specs/hvm_context.yaml``): which typecodes ex
 which are per-vcpu (enum ``hvm_save_per_vcpu``) and which restore zero-extends when shorter
 (enum ``hvm_save_zero_extend``), and the field checks (``valid``). This module knows only
 the framing and the one-entry-per-(type, instance) bookkeeping.
+
+The blob is either ``bytes`` or, when the record carried more than the engine holds in
+memory, a :class:`~xenmig_core.spec.spill.SpilledBytes`: the walk reads it through slices
+and readers only (a descriptor, then one entry's body at a time, each read from the blob's
+file as it is needed), so memory is bounded by the largest entry the layouts load in memory
+(see :func:`body_reader`), never by the blob.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from xenmig_core.engine import Record, StreamContext
 from xenmig_core.errors import RecordError
-from xenmig_core.spec.layout import BytesReader, Layout
+from xenmig_core.spec.layout import BytesReader, Layout, Reader
 from xenmig_core.spec.model import FormatSpec
+from xenmig_core.spec.spill import SpilledBytes
+
+#: an HVM_CONTEXT blob: in memory, or spilled to a temporary file when it is large
+Blob = bytes | SpilledBytes
 
 #: ``record.fields['entries']`` keeps the first this many entries (real contexts hold tens);
 #: ``entries_dropped`` (present only when non-zero) counts the rest.
@@ -78,21 +88,23 @@ class EntryRules:
         entry = self.names.entries.get(typecode)
         return entry.name if entry is not None else None
 
-    def decode(self, entry: Entry, data: bytes, order: str) -> Decoded:
+    def decode(self, entry: Entry, body: Callable[[], Reader], order: str) -> Decoded:
         """The body with the layout that fits it: a fixed one of its exact size, else one of
         variable size that consumes it exactly, else (a zero-extended type, shorter than
-        its full layout) the full layout over the body and zeros, as restore reads it."""
+        its full layout) the full layout over the body and zeros, as restore reads it.
+        *body* gives a fresh reader over the entry's body (:func:`body_reader`)."""
         if entry.name is None:
             return Decoded()
+        size = entry.length
         base_name = f"hvm_{entry.name.lower()}"
         candidates = self.layouts.get(base_name, [])
         for lname, layout in candidates:
-            if layout.static_size == len(data):
-                return Decoded(lname, layout, layout.decode(BytesReader(data), order))
+            if layout.static_size == size:
+                return Decoded(lname, layout, layout.decode(body(), order))
         failure = None
         for lname, layout in candidates:
             if layout.static_size is None:
-                reader = BytesReader(data)
+                reader = body()
                 try:
                     fields = layout.decode(reader, order)
                 except RecordError as exc:
@@ -104,28 +116,40 @@ class EntryRules:
         base = dict(candidates).get(base_name)
         if base is None or base.static_size is None:
             return Decoded(problem=failure)
-        size = base.static_size
+        full = base.static_size
         if entry.typecode in self.zero_extend:
-            if len(data) < size:
-                padded = data + bytes(size - len(data))
+            if size < full:    # shorter than a fixed layout: small
+                padded = body().take(size, "entry") + bytes(full - size)
                 return Decoded(base_name, base, base.decode(BytesReader(padded), order),
-                               zero_extended_from=len(data))
-            return Decoded(problem=f"length {len(data)}, at most {size} (restore reads "
+                               zero_extended_from=size)
+            return Decoded(problem=f"length {size}, at most {full} (restore reads "
                                    "shorter ones zero-extended, never longer)")
-        return Decoded(problem=f"length {len(data)}, expected {size}")
+        return Decoded(problem=f"length {size}, expected {full}")
 
 
-def iter_entries(blob: bytes, order: str, rules: EntryRules) -> Iterator[Entry]:
+def body_reader(blob: Blob, entry: Entry) -> Callable[[], Reader]:
+    """Fresh readers over *entry*'s body in *blob*: a view of the bytes, or a reader of the
+    spilled blob's file (a field of the entry larger than the engine holds is spilled again,
+    so a huge entry costs a chunk)."""
+    start, end = entry.offset, entry.offset + entry.length
+    if isinstance(blob, SpilledBytes):
+        return lambda: blob.reader(start, end)
+    view = memoryview(blob)[start:end]
+    return lambda: BytesReader(view)
+
+
+def iter_entries(blob: Blob, order: str, rules: EntryRules) -> Iterator[Entry]:
     """The entries of *blob* up to and including END (typecode 0), or up to one whose body
-    overruns the blob (``overruns`` set; the walk stops there)."""
+    overruns the blob (``overruns`` set; the walk stops there). Reads descriptors only."""
     descriptor = struct.Struct(order + "HHI")
     pos = 0
     index = 0
-    while pos + descriptor.size <= len(blob):
-        typecode, instance, length = descriptor.unpack_from(blob, pos)
+    size = len(blob)
+    while pos + descriptor.size <= size:
+        typecode, instance, length = descriptor.unpack(blob[pos:pos + descriptor.size])
         start = pos + descriptor.size
         entry = Entry(index, typecode, instance, length, pos, start, rules.name_of(typecode))
-        if length > len(blob) - start:
+        if length > size - start:
             entry.overruns = True
             yield entry
             return
@@ -220,9 +244,8 @@ def check_hvm_context(record: Record, ctx: StreamContext) -> None:
             ended = True
             break
         if entry.index < MAX_CHECKED:
-            data = bytes(blob[entry.offset:entry.offset + entry.length])
             desc = descriptor.decode(BytesReader(blob[entry.desc_offset:entry.offset]), order)
-            decoded = rules.decode(entry, data, order)
+            decoded = rules.decode(entry, body_reader(blob, entry), order)
             for severity, message, where in _entry_problems(entry, decoded, rules, desc):
                 report(severity, message, where, entry.desc_offset)
         elif entry.name is None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from xenmig_core.engine import Record, StreamContext
 from xenmig_core.present import present_fields
-from xenmig_libxc.hvm_context import MAX_KEPT_ENTRIES, EntryRules, iter_entries
+from xenmig_libxc.hvm_context import MAX_KEPT_ENTRIES, EntryRules, body_reader, iter_entries
 from xenmig_libxc.page_data import PFN_MASK, RESERVED_SHIFT, TYPE_SHIFT
 
 
@@ -61,7 +61,7 @@ def view_hvm_context(record: Record, ctx: StreamContext) -> dict[str, Any]:
             item["overruns"] = True
             return {"entries": entries}
         end = entry.offset + entry.length
-        decoded = rules.decode(entry, bytes(blob[entry.offset:end]), ctx.byte_order)
+        decoded = rules.decode(entry, body_reader(blob, entry), ctx.byte_order)
         if decoded.layout is not None:
             item["layout"] = decoded.layout_name
             if decoded.zero_extended_from is not None:

@@ -35,6 +35,8 @@ HVM_CPU = 2
 DOMAIN_PV, DOMAIN_HVM = 1, 2
 #: vcpu contexts kept (Xen's largest guests have a few hundred vcpus)
 MAX_VCPUS = 4096
+#: an HVM CPU entry longer than this is no CPU state any layout reads (real ones: ~1 KiB)
+MAX_CPU_ENTRY = 1 << 16
 PAYLOAD_RECORDS = ("X86_PV_VCPU_BASIC", "SHARED_INFO")
 
 
@@ -193,6 +195,10 @@ class MemoryIndex(Consumer):
         vcpus: dict[int, Vcpu] = {}
         for entry in record.fields.get("entries", []):
             if entry["typecode"] != HVM_CPU:
+                continue
+            if entry["length"] > MAX_CPU_ENTRY:
+                self.problems.append(f"vcpu {entry['instance']}: HVM CPU entry of "
+                                     f"{entry['length']} bytes is no CPU state")
                 continue
             data = bytes(blob[entry["offset"]:entry["offset"] + entry["length"]])
             vcpu = hvm_vcpu(entry["instance"], data, types, self.byte_order)
