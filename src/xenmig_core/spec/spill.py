@@ -171,6 +171,18 @@ class SpilledBytes(Spilled):
         """True when some byte is not zero."""
         return any(data.count(0) != len(data) for data in self.chunks())
 
+    def find(self, sub: bytes, start: int = 0) -> int:
+        """The offset of the first *sub* (one byte, e.g. a NUL) at or after *start*, or -1."""
+        if len(sub) != 1:
+            raise ValueError("spilled bytes find one byte at a time")
+        at = start
+        for data in self.chunks(start):
+            found = data.find(sub)
+            if found >= 0:
+                return at + found
+            at += len(data)
+        return -1
+
     def startswith(self, prefix: bytes) -> bool:
         return self.read(0, len(prefix)) == prefix
 
@@ -327,6 +339,13 @@ class SpilledRows(Spilled, Sequence[dict[str, Any]]):
             return len(self) == len(other) and all(
                 a == b for a, b in zip(self, other, strict=True))
         return NotImplemented
+
+
+def head(value: Any, limit: int) -> bytes:
+    """The bytes of a ``bytes``-like field value, or the first *limit* of a spilled one."""
+    if isinstance(value, SpilledBytes):
+        return b"".join(value.chunks(0, limit))
+    return bytes(value)
 
 
 def unpacker(struct_: struct.Struct, names: tuple[str, ...]
