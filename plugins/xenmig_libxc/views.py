@@ -8,34 +8,58 @@ fits is shown with its length only.
 
 from __future__ import annotations
 
+from array import array
 from typing import Any
 
 from xenmig_core.engine import Record, StreamContext
 from xenmig_core.present import present_fields
+from xenmig_core.spec.spill import pieces
 from xenmig_libxc.hvm_context import MAX_KEPT_ENTRIES, EntryRules, body_reader, iter_entries
 from xenmig_libxc.page_data import PFN_MASK, RESERVED_SHIFT, TYPE_SHIFT
 
+#: a PAGE_DATA view shows at most this many runs (a real batch of 1024 pfns has a few)
+MAX_RUNS = 4096
+
 
 def view_page_data(record: Record, ctx: StreamContext) -> dict[str, Any]:
-    """``pfn``: runs {first, last, count, type[, reserved]}; ``pages``: count per type."""
+    """``pfn``: runs {first, last, count, type[, reserved]}, the first :data:`MAX_RUNS`
+    (``pfns_not_shown`` counts the pfns after them); ``pages``: count per type. A piece of
+    consecutive words (Xen's saver sends such batches) is taken in one step."""
     enum = ctx.format.spec.enums["page_type"]
     runs: list[dict[str, Any]] = []
     pages: dict[str, int] = {}
-    for word in record.fields["pfn"]:
+    dropped = 0
+
+    def add(word: int, count: int) -> None:
+        nonlocal dropped
         pfn = word & PFN_MASK
         type_name = enum.name_of(word >> TYPE_SHIFT)
         reserved = (word >> RESERVED_SHIFT) & 0xFF
-        pages[type_name] = pages.get(type_name, 0) + 1
+        pages[type_name] = pages.get(type_name, 0) + count
         last = runs[-1] if runs else None
         if last is not None and last["type"] == type_name and last["last"] + 1 == pfn \
-                and last.get("reserved", 0) == reserved:
-            last["last"] = pfn
-            last["count"] += 1
-            continue
-        run: dict[str, Any] = {"first": pfn, "last": pfn, "count": 1, "type": type_name}
+                and last.get("reserved", 0) == reserved and not dropped:
+            last["last"] = pfn + count - 1
+            last["count"] += count
+            return
+        if len(runs) >= MAX_RUNS:
+            dropped += count
+            return
+        run: dict[str, Any] = {"first": pfn, "last": pfn + count - 1, "count": count,
+                               "type": type_name}
         if reserved:
             run["reserved"] = reserved
         runs.append(run)
+    for piece in pieces(record.fields["pfn"]):
+        first = piece[0] if len(piece) > 1 else 0
+        if len(piece) > 1 and (first & PFN_MASK) + len(piece) <= PFN_MASK + 1 and \
+                array("Q", piece) == array("Q", range(first, first + len(piece))):
+            add(first, len(piece))
+            continue
+        for word in piece:
+            add(word, 1)
+    if dropped:
+        return {"pfn": runs, "pfns_not_shown": dropped, "pages": pages}
     return {"pfn": runs, "pages": pages}
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from xenmig_core.engine import Consumer, Record, StreamContext
 from xenmig_core.errors import StreamError
+from xenmig_core.spec.spill import pieces
 from xenmig_memory.cpu import Vcpu, hvm_vcpu, pv_vcpu
 from xenmig_memory.pfnmap import ABSENT, PAGE, PFN_LIMIT, PfnMap
 
@@ -150,7 +151,7 @@ class MemoryIndex(Consumer):
         first = words[0]
         if first >> TYPE_SHIFT in DATA_TYPES and base is not None \
                 and (first & PFN_MASK) + len(words) <= PFN_LIMIT \
-                and array("Q", words) == array("Q", range(first, first + len(words))):
+                and _consecutive(words, first):
             # the common case: one type, consecutive pfns (Xen's saver sends such batches)
             self.pfns.set_run(first & PFN_MASK, len(words), base)
             self.data_pages += len(words)
@@ -229,3 +230,13 @@ class MemoryIndex(Consumer):
     @property
     def is_pv(self) -> bool:
         return self.domain_type == DOMAIN_PV
+
+
+def _consecutive(words: Any, first: int) -> bool:
+    """True when *words* are first, first + 1, ... (a spilled array: piece by piece)."""
+    at = first
+    for piece in pieces(words):
+        if array("Q", piece) != array("Q", range(at, at + len(piece))):
+            return False
+        at += len(piece)
+    return True

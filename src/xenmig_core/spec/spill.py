@@ -341,6 +341,15 @@ class SpilledRows(Spilled, Sequence[dict[str, Any]]):
         return NotImplemented
 
 
+def pieces(items: Sequence[int]) -> Iterator[Sequence[int]]:
+    """An integer array as it is, or a spilled one's ``array.array`` pieces, in order: for
+    work done on whole pieces (translate, count) that must not build the whole array."""
+    if isinstance(items, SpilledArray):
+        yield from items.arrays()
+    else:
+        yield items
+
+
 def head(value: Any, limit: int) -> bytes:
     """The bytes of a ``bytes``-like field value, or the first *limit* of a spilled one."""
     if isinstance(value, SpilledBytes):
