@@ -2,22 +2,26 @@
 project's writer straight to a file, the large body in pieces: the test process never holds
 it. Used by test_large_bodies.py.
 
-:func:`write_libxc` writes a libxc sample whose step *name* is replaced by a record with
-*fields* (its leading fields, encoded by the spec) followed by *body* pieces; the libxl,
-xenstore and COLO writers do the same for their formats.
+A stream is a list of items, each ``("header", format, name, fields)`` or
+``("record", format, Step)``; :func:`write_stream` writes them, the first record named
+*name* replaced by one whose leading *fields* are encoded by the spec and whose *body*
+pieces follow. :func:`libxc_items`, :func:`libxl_items` turn the project's samples into items.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import hashlib
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import xenmig_core
 from xenmig_core.writer import StreamWriter
-from xenmig_libxc.samples import Sample, Step
+from xenmig_libxc.samples import Sample
+from xenmig_libxl.samples import LIBXC_HEADERS, LibxlSample
 
 MIB = 1 << 20
+Item = tuple[Any, ...]
 
 
 def repeated(piece: bytes, total: int) -> Iterator[bytes]:
@@ -30,70 +34,48 @@ def repeated(piece: bytes, total: int) -> Iterator[bytes]:
         done += len(part)
 
 
-def _big(writer: StreamWriter, name: str, fields: dict[str, Any], body: Iterable[bytes],
-         length: int) -> None:
-    padding = writer.start_record(name, fields, payload_length=length)
-    written = 0
-    for part in body:
-        writer.raw(part)
-        written += len(part)
-    assert written == length, (written, length)
-    writer.finish_record(padding)
+def libxc_items(sample: Sample) -> list[Item]:
+    return [("header", "libxc", "image_header", sample.image_header),
+            ("header", "libxc", "domain_header", sample.domain_header),
+            *(("record", "libxc", step) for step in sample.steps)]
 
 
-def _steps(writer: StreamWriter, steps: list[Step], name: str,
-           big: Callable[[StreamWriter], None]) -> None:
-    replaced = False
-    for step in steps:
-        if step.name == name and not replaced:
-            big(writer)
-            replaced = True
+def libxl_items(sample: LibxlSample) -> list[Item]:
+    items: list[Item] = [("header", "libxl", "header", sample.header)]
+    for fmt, step in sample.parts:
+        if step.name == LIBXC_HEADERS:
+            items += libxc_items(Sample(sample.libxc.image_header,
+                                        sample.libxc.domain_header, []))
         else:
-            step.write(writer, "little")
-    assert replaced, name
+            items.append(("record", fmt, step))
+    return items
 
 
-def write_libxc(path: Path, sample: Sample, name: str, fields: dict[str, Any],
-                body: Iterable[bytes], length: int) -> Path:
-    """A little-endian libxc stream of *sample* with its first *name* record replaced."""
-    spec = xenmig_core.open_registry().specs["libxc"]
+def write_stream(path: Path, items: list[Item], name: str, fields: dict[str, Any],
+                 body: Iterable[bytes], length: int) -> str:
+    """Write *items* (little-endian) to *path*, the first record *name* carrying *fields*
+    and then the *length* bytes of *body*; returns the sha256 of those bytes."""
+    specs = xenmig_core.open_registry().specs
+    digest = hashlib.sha256()
     with open(path, "wb") as out:
-        write_libxc_to(out, spec, sample, name, fields, body, length)
-    return path
-
-
-def write_libxc_to(out: BinaryIO, spec: Any, sample: Sample, name: str,
-                   fields: dict[str, Any], body: Iterable[bytes], length: int) -> None:
-    writer = StreamWriter(out, spec)
-    writer.header("image_header", sample.image_header)
-    writer.header("domain_header", sample.domain_header)
-    _steps(writer, sample.steps, name, lambda w: _big(w, name, fields, body, length))
-
-
-def write_framed(path: Path, fmt: str, headers: list[tuple[str, dict[str, Any]]],
-                 steps: list[Step], name: str, fields: dict[str, Any],
-                 body: Iterable[bytes], length: int,
-                 nested: Callable[[BinaryIO], None] | None = None,
-                 nested_before: str | None = None) -> Path:
-    """A little-endian stream of format *fmt*: *headers*, then *steps* with the first
-    *name* replaced by the large record; *nested* writes a nested stream's bytes just
-    before the step named *nested_before*."""
-    spec = xenmig_core.open_registry().specs[fmt]
-    with open(path, "wb") as out:
-        writer = StreamWriter(out, spec)
-        for header, values in headers:
-            writer.header(header, values)
+        writers: dict[str, StreamWriter] = {}
         replaced = False
-        for step in steps:
-            if nested is not None and step.name == nested_before:
-                out.flush()
-                nested(out)
-                writer.written = out.tell()
-                nested = None
-            if step.name == name and not replaced:
-                _big(writer, name, fields, body, length)
+        for item in items:
+            fmt = item[1]
+            writer = writers.get(fmt) or writers.setdefault(fmt, StreamWriter(out, specs[fmt]))
+            if item[0] == "header":
+                writer.header(item[2], item[3])
+            elif item[2].name == name and not replaced:
+                padding = writer.start_record(name, fields, payload_length=length)
+                written = 0
+                for part in body:
+                    writer.raw(part)
+                    digest.update(part)
+                    written += len(part)
+                assert written == length, (written, length)
+                writer.finish_record(padding)
                 replaced = True
             else:
-                step.write(writer, "little")
+                item[2].write(writer, "little")
         assert replaced, name
-    return path
+    return digest.hexdigest()

@@ -182,7 +182,7 @@ class _IntArray:
         if need > SPILL_MIN:   # read in chunks into a temporary file, never held
             convert = None if order == NATIVE_ORDER else self._swapped
             out[self.spec.id] = SpilledArray(*spill_from(reader, need, self.spec.id, convert),
-                                             self.spec.id, self.array_code)
+                                             self.spec.id, self.array_code, convert is not None)
             return
         if need <= GROW_STEP or reader.holds(need):
             items = array(self.array_code, [0]) * n
@@ -197,7 +197,8 @@ class _IntArray:
         out[self.spec.id] = items  # an array: 8 bytes per u64, not a list of int objects
 
     def _swapped(self, chunk: memoryview) -> array:
-        items = array(self.array_code, chunk)
+        items = array(self.array_code)
+        items.frombytes(chunk)
         items.byteswap()
         return items
 

@@ -8,7 +8,8 @@ Contract of every spilled value (:class:`SpilledBytes`, :class:`SpilledArray`,
 that arrived, in the directory ``tempfile`` picks, and is freed when the value is dropped or
 :meth:`Spilled.close`\\ d); ``len()``, iteration (chunk by chunk), indexing, bounded slices,
 equality with an in-memory value of the same kind, ``sha256()``, ``chunks()`` and
-``summary()`` work; anything that would build the whole value in memory (``bytes()``,
+``summary()`` work (the length and sha256 of the field's bytes as the stream carries
+them); anything that would build the whole value in memory (``bytes()``,
 ``tobytes()``, a slice longer than :data:`MAX_SLICE`) raises :class:`TooLarge`, a
 RecordError with a one-line message, instead.
 
@@ -248,12 +249,25 @@ class SpilledArray(Spilled, Sequence[int]):
     """An integer array field (``array.array`` when small) held in a temporary file, in the
     machine's byte order."""
 
-    __slots__ = ("itemsize", "typecode")
+    __slots__ = ("itemsize", "swapped", "typecode")
 
-    def __init__(self, handle: Any, nbytes: int, what: str, typecode: str) -> None:
+    def __init__(self, handle: Any, nbytes: int, what: str, typecode: str,
+                 swapped: bool = False) -> None:
         super().__init__(handle, nbytes, what)
         self.typecode = typecode
         self.itemsize = array(typecode).itemsize
+        #: the stream's byte order is not the machine's (the file holds swapped items)
+        self.swapped = swapped
+
+    def sha256(self) -> str:
+        """Of the items' bytes as the stream carries them (in its byte order)."""
+        if not self.swapped:
+            return super().sha256()
+        digest = hashlib.sha256()
+        for piece in self.arrays():
+            piece.byteswap()
+            digest.update(piece)
+        return digest.hexdigest()
 
     def __len__(self) -> int:
         return self.nbytes // self.itemsize
