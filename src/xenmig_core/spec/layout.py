@@ -2,10 +2,13 @@
 
 Consecutive fixed-size integer fields become one precompiled ``struct.Struct`` per byte
 order; arrays of integers are read with ``array`` (byteswapped when the stream's order is
-not the machine's) and stay ``array.array`` values, so a 128 MiB record of u64 costs
-128 MiB, not a list of millions of int objects; arrays of fixed structs use
-``Struct.iter_unpack``. Per record there is
-one unpack per run of fixed fields, never a loop over field descriptions.
+not the machine's) and stay ``array.array`` values (8 bytes per u64, not a list of int
+objects); arrays of fixed structs use ``Struct.iter_unpack``. Per record there is one
+unpack per run of fixed fields, never a loop over field descriptions.
+
+A field that loads more than :data:`~xenmig_core.spec.spill.SPILL_MIN` bytes (an array, a
+blob) is not held: it is read in chunks into a temporary file and stands as a spilled value
+(:mod:`xenmig_core.spec.spill`), which checks iterate piece by piece.
 
 A layout decodes from a *reader* (anything with ``take(n, what)`` and ``remaining``) and
 stops before a ``payload`` field, whose size is left to the engine to skip or deliver.
@@ -203,6 +206,7 @@ class _IntArray:
         return items
 
     def encode(self, values: Mapping[str, Any], order: str) -> bytes:
+        _held(values.get(self.spec.id))
         items = array(self.array_code, values.get(self.spec.id, []))
         if order != NATIVE_ORDER:
             items.byteswap()
@@ -211,8 +215,9 @@ class _IntArray:
 
 class StructRows(Sequence[dict[str, Any]]):
     """An array of fixed structs, decoded lazily: the raw bytes are kept and each item is
-    unpacked into a dict when accessed. A 128 MiB body of 16-byte entries costs 128 MiB,
-    not eight million dicts. Compares equal to a list of the same dicts."""
+    unpacked into a dict when accessed. A 4 MiB body of 16-byte entries costs 4 MiB,
+    not a quarter of a million dicts (larger ones are spilled). Compares equal to a list
+    of the same dicts."""
 
     __slots__ = ("_names", "_raw", "_struct")
 
@@ -294,7 +299,14 @@ class _StructArray:
         return unpack
 
     def encode(self, values: Mapping[str, Any], order: str) -> bytes:
+        _held(values.get(self.spec.id))
         return b"".join(self.layout.encode(item, order) for item in values.get(self.spec.id, []))
+
+
+def _held(value: Any) -> None:
+    """Encoding builds the body in memory: a spilled value is refused (TooLarge)."""
+    if isinstance(value, Spilled):
+        bytes(value)
 
 
 class _Struct:
