@@ -17,7 +17,7 @@ from libxl_support import build, walk
 import xenmig_core.spec.layout as layout_module
 from xenmig_core.spec.layout import BytesReader, FieldSpec, Layout
 from xenmig_core.spec.spill import CHUNK, SPILL_MIN, SpilledBytes, TooLarge, head
-from xenmig_libxc.samples import hvm_context_blob, hvm_entry, hvm_sample
+from xenmig_libxc.samples import assemble, hvm_context_blob, hvm_entry, hvm_sample
 from xenmig_libxl.samples import hvm_libxl_sample
 
 
@@ -52,22 +52,10 @@ def test_spilled_bytes_read_back() -> None:
 def _context_stream(registry, blob_tail: bytes) -> bytes:
     """An HVM libxc stream whose context is the sample's entries, then *blob_tail* (more
     entries), then END."""
-    from bigstreams import libxc_items
-    del registry
     blob = hvm_context_blob(2)[:-8] + blob_tail + hvm_entry("<", 0, 0, b"")
     sample = hvm_sample()
     sample.steps[sample.index("HVM_CONTEXT")].fields["context"] = blob
-    import io
-
-    from xenmig_core.writer import StreamWriter
-    out = io.BytesIO()
-    writer = StreamWriter(out, __import__("xenmig_core").open_registry().specs["libxc"])
-    for item in libxc_items(sample):
-        if item[0] == "header":
-            writer.header(item[2], item[3])
-        else:
-            item[2].write(writer, "little")
-    return out.getvalue()
+    return assemble(registry.specs["libxc"], sample)
 
 
 def test_hvm_context_walk_is_the_same_spilled(registry, in_memory) -> None:
