@@ -19,10 +19,8 @@ read), so their items read back as ``array.array`` would give them.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import struct
-import tempfile
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -52,6 +50,7 @@ def spill_from(reader: Any, nbytes: int, what: str,
     unlinked temporary file, :data:`CHUNK` at a time; *convert* may turn each chunk into
     what is written (e.g. a byteswapped array). Returns (the file, *nbytes*). A seekable
     source that cannot hold them raises its truncation error before anything is read."""
+    import tempfile  # here: most runs never spill (and it costs start-up time)
     reader.holds(nbytes)       # a file too short: the usual truncation error, at once
     handle = tempfile.TemporaryFile(prefix="xenmig-spill-", buffering=0)  # noqa: SIM115 (the value owns it)
     try:
@@ -105,6 +104,7 @@ class Spilled:
             start += len(data)
 
     def sha256(self) -> str:
+        import hashlib  # here: its OpenSSL costs memory and start-up time
         digest = hashlib.sha256()
         for data in self.chunks():
             digest.update(data)
@@ -263,6 +263,7 @@ class SpilledArray(Spilled, Sequence[int]):
         """Of the items' bytes as the stream carries them (in its byte order)."""
         if not self.swapped:
             return super().sha256()
+        import hashlib
         digest = hashlib.sha256()
         for piece in self.arrays():
             piece.byteswap()
