@@ -7,6 +7,8 @@ session (module fixture, the body in pieces: see bigstreams.py) and ``xenmig ver
 (tests/rss.py) must stay under 64 MiB, with the right verdict; ``dump`` shows the large field
 as its length and the sha256 of the bytes written (or the values derived from it).
 Legacy images cap their loaded chunks at 64 MiB: theirs carries 60 MiB, and is converted too.
+Headers hold at most 16 MiB of text, whose parse trees would take many times that: an xl
+configuration and a libvirt XML of 8-12 MiB are not parsed (a warning).
 """
 
 from __future__ import annotations
@@ -121,6 +123,33 @@ def _legacy_toolstack(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _xl_config(path: Path) -> str:
+    """An xl save file whose JSON configuration is 12 MiB of empty lists (parsed, it would
+    take over 100 MiB): not parsed, a warning."""
+    import xenmig_core
+    from xenmig_libxl.samples import assemble_libxl
+    from xenmig_xl.samples import hvm_config, hvm_guest_sample, json_config_bytes, xl_file
+    specs = xenmig_core.open_registry().specs
+    config = hvm_config()
+    config["pad"] = [[] for _ in range(1_000_000)]
+    path.write_bytes(xl_file(specs["xl"], assemble_libxl(specs, hvm_guest_sample()),
+                             config=json_config_bytes(config)))
+    return ""
+
+
+def _libvirt_xml(path: Path) -> str:
+    """A libvirt save file whose domain XML is 8 MiB of empty elements (an element tree of
+    two million nodes): not parsed, a warning."""
+    import xenmig_core
+    from xenmig_libxl.samples import assemble_libxl
+    from xenmig_xl.samples import domain_xml, hvm_guest_sample, libvirt_file
+    specs = xenmig_core.open_registry().specs
+    xml = domain_xml().replace("</domain>", "<x/>" * 2_000_000 + "</domain>").encode()
+    path.write_bytes(libvirt_file(specs["libvirt"], assemble_libxl(specs, hvm_guest_sample()),
+                                  xml=xml + b"\0"))
+    return ""
+
+
 CASES = {
     "libxc-hvm-context": Case(_hvm_context, 0, "valid: libxc stream v3, x86 HVM",
                               ("sha256={sha256}",)),
@@ -131,6 +160,10 @@ CASES = {
     "libxl-emulator-context": Case(_emulator_context, 0, "valid: libxl stream v2"),
     "colo-dirty-pfns": Case(_dirty_pfns, 0, "valid", ("sha256={sha256}",),
                             fmt="colo-back-channel"),
+    "xl-config": Case(_xl_config, 0, "is not parsed (xenmig parses at most 1 MiB",
+                      ("is not parsed",)),
+    "libvirt-xml": Case(_libvirt_xml, 0, "is not parsed (xenmig parses at most 1 MiB",
+                        ("is not parsed",)),
     "legacy-toolstack": Case(_legacy_toolstack, 0, "valid: legacy hvm image",
                              ("libxl physmap, 2 entries", "sha256={sha256}")),
 }
