@@ -8,7 +8,8 @@ session (module fixture, the body in pieces: see bigstreams.py) and ``xenmig ver
 as its length and the sha256 of the bytes written (or the values derived from it).
 Legacy images cap their loaded chunks at 64 MiB: theirs carries 60 MiB, and is converted too.
 Headers hold at most 16 MiB of text, whose parse trees would take many times that: an xl
-configuration and a libvirt XML of 8-12 MiB are not parsed (a warning).
+configuration and a libvirt XML of 8-12 MiB are not parsed (a warning). xenstore records are
+at most 16 MiB; a stream of long node paths checks the cap on the paths its checks keep.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pytest
 from bigstreams import MIB, libxc_items, libxl_items, repeated, write_stream
 from rss import RSS_LIMIT, run_xenmig
 
-from xenmig_libxc.samples import XTAB, hvm_context_blob, hvm_sample, pv_sample
+from xenmig_libxc.samples import XTAB, Step, hvm_context_blob, hvm_sample, pv_sample
 from xenmig_libxl.samples import back_channel_steps, hvm_libxl_sample, qemu_blob
 
 #: the large bodies: more than the RSS limit itself
@@ -150,6 +151,17 @@ def _libvirt_xml(path: Path) -> str:
     return ""
 
 
+def _xenstore_paths(path: Path) -> str:
+    """A xenstore stream of 560 nodes with 64 KiB paths (36 MiB): the paths the checks
+    remember stop at their cap, with a warning."""
+    import xenmig_core
+    from xenmig_xenstore.samples import assemble_xenstore, node
+    steps = [node("/" + f"p{i:05d}" + "x" * 65000) for i in range(560)]
+    steps.append(Step("END"))
+    path.write_bytes(assemble_xenstore(xenmig_core.open_registry().specs["xenstore"], steps))
+    return ""
+
+
 CASES = {
     "libxc-hvm-context": Case(_hvm_context, 0, "valid: libxc stream v3, x86 HVM",
                               ("sha256={sha256}",)),
@@ -164,6 +176,8 @@ CASES = {
                       ("is not parsed",)),
     "libvirt-xml": Case(_libvirt_xml, 0, "is not parsed (xenmig parses at most 1 MiB",
                         ("is not parsed",)),
+    "xenstore-paths": Case(_xenstore_paths, 0, "than xenmig keeps track of",
+                           ("end: valid, 561 records, 36422424 bytes, 1 warning",)),
     "legacy-toolstack": Case(_legacy_toolstack, 0, "valid: legacy hvm image",
                              ("libxl physmap, 2 entries", "sha256={sha256}")),
 }

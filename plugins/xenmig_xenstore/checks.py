@@ -22,7 +22,7 @@ from xenmig_core.spec.layout import BytesReader
 from xenmig_core.spec.spill import head
 
 MAX_IDS = 1 << 16
-MAX_PATH_BYTES = 32 << 20
+MAX_PATH_BYTES = 8 << 20     # with MAX_IDS: the book stays far below the 64 MiB bound
 #: a string field is shown (and a quota name kept) up to this many bytes: xenstore's own
 #: limits are far lower, and a field too large to hold in memory is not read further
 MAX_TEXT = 1 << 16
