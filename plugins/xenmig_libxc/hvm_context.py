@@ -202,9 +202,10 @@ def check_hvm_context(record: Record, ctx: StreamContext) -> None:
     header_code, cpu_code = rules.codes.get("HEADER"), rules.codes.get("CPU")
     descriptor = rules.descriptor
     kept: list[dict[str, object]] = []
-    seen: set[tuple[int, int]] = set()
+    # compact keys and values (ints, not tuples or entries): 65536 of each stay a few MiB
+    seen: set[int] = set()                   # typecode << 16 | instance
     cpus: set[int] = set()
-    vcpu_entries: dict[int, Entry] = {}
+    vcpu_entries: dict[int, int] = {}        # instance -> its first per-vcpu entry, packed
     reported = dropped = errors = 0
     worst = "warning"
     count = 0
@@ -252,7 +253,7 @@ def check_hvm_context(record: Record, ctx: StreamContext) -> None:
             report("error", f"{_label(entry)}: unknown entry typecode {entry.typecode}: Xen's "
                    "hvm_load refuses it (\"unknown entry typecode\")",
                    f"context.entry[{entry.index}].typecode", entry.desc_offset)
-        key = (entry.typecode, entry.instance)
+        key = entry.typecode << 16 | entry.instance
         if key in seen:
             report("warning", f"{_label(entry)}: a second {entry.name or entry.typecode} entry "
                    f"for instance {entry.instance}: restore loads both, the last wins",
@@ -261,14 +262,16 @@ def check_hvm_context(record: Record, ctx: StreamContext) -> None:
             seen.add(key)
         if entry.typecode == cpu_code:
             cpus.add(entry.instance)
-        elif entry.typecode in rules.per_vcpu and entry.instance not in vcpu_entries \
-                and len(vcpu_entries) < MAX_TRACKED:
-            vcpu_entries[entry.instance] = entry
+        elif entry.typecode in rules.per_vcpu and entry.instance not in vcpu_entries:
+            vcpu_entries[entry.instance] = \
+                entry.index << 80 | entry.desc_offset << 16 | entry.typecode
     record.fields["entries"] = kept
     if count > len(kept):
         record.fields["entries_dropped"] = count - len(kept)
-    for instance, entry in sorted(vcpu_entries.items()):
+    for instance, packed in sorted(vcpu_entries.items()):
         if instance not in cpus and ended:
+            entry = Entry(packed >> 80, packed & 0xFFFF, instance, 0,
+                          (packed >> 16) & ((1 << 64) - 1), 0, rules.name_of(packed & 0xFFFF))
             report("warning", f"{_label(entry)}: vcpu {instance} has no CPU entry: restore "
                    "leaves that vcpu down", f"context.entry[{entry.index}]", entry.desc_offset)
     if not ended and not overran:

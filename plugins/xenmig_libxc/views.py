@@ -19,6 +19,10 @@ from xenmig_libxc.page_data import PFN_MASK, RESERVED_SHIFT, TYPE_SHIFT
 
 #: a PAGE_DATA view shows at most this many runs (a real batch of 1024 pfns has a few)
 MAX_RUNS = 4096
+#: an HVM_CONTEXT view decodes the fields of the entries within this many bytes of the blob
+#: (a 128-vcpu guest's context is under a MiB, most of it shown): decoded and rendered, an
+#: entry's fields take ten times its bytes in JSON, more in YAML
+MAX_DECODED_BYTES = 512 << 10
 
 
 def view_page_data(record: Record, ctx: StreamContext) -> dict[str, Any]:
@@ -67,12 +71,14 @@ def view_hvm_context(record: Record, ctx: StreamContext) -> dict[str, Any]:
     """``entries``: each HVM save entry's type, instance, length and decoded fields (with the
     layout used; ``zero_extended_from`` when a shorter entry was read zero-extended, as
     restore does); ``after_end``: bytes after the END entry. At most
-    :data:`MAX_KEPT_ENTRIES` entries are shown; ``entries_dropped`` counts the rest."""
+    :data:`MAX_KEPT_ENTRIES` entries are shown; ``entries_dropped`` counts the rest. Fields
+    are decoded for the entries within the first :data:`MAX_DECODED_BYTES` of the blob
+    (``fields_not_shown`` marks the others), so that the view stays small."""
     blob = record.fields["context"]
     rules = EntryRules(ctx.format.spec)
     enums = ctx.format.spec.enums
     entries: list[dict[str, Any]] = []
-    end = 0
+    end = shown = 0
     for entry in iter_entries(blob, ctx.byte_order, rules):
         if len(entries) >= MAX_KEPT_ENTRIES:
             return {"entries": entries, "entries_dropped": record.fields.get(
@@ -85,6 +91,10 @@ def view_hvm_context(record: Record, ctx: StreamContext) -> dict[str, Any]:
             item["overruns"] = True
             return {"entries": entries}
         end = entry.offset + entry.length
+        shown += entry.length
+        if shown > MAX_DECODED_BYTES:    # decoded fields take ten times their bytes
+            item["fields_not_shown"] = True
+            continue
         decoded = rules.decode(entry, body_reader(blob, entry), ctx.byte_order)
         if decoded.layout is not None:
             item["layout"] = decoded.layout_name
