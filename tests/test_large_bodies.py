@@ -57,6 +57,19 @@ def _hvm_context(path: Path) -> str:
                         len(blob) + len(entry) + BIG)
 
 
+def _hvm_entries(path: Path) -> str:
+    """An HVM context of many small entries (5.6 MiB): 4200 CPU entries, then TSC_ADJUST
+    and VMCE entries for 65536 vcpus each: the walk's bookkeeping and dump's view of the
+    entries stay bounded (the view decodes the first 512 KiB's fields)."""
+    from xenmig_libxc.samples import hvm_cpu_body, hvm_entry
+    cpu = hvm_cpu_body("<", 0)
+    blob = hvm_context_blob(1)[:-8] + b"".join(hvm_entry("<", 2, i, cpu) for i in range(4200))
+    for typecode, body in ((19, bytes(8)), (18, bytes(32))):
+        blob += b"".join(hvm_entry("<", typecode, i, body) for i in range(1 << 16))
+    blob += hvm_entry("<", 0, 0, b"")
+    return write_stream(path, libxc_items(hvm_sample()), "HVM_CONTEXT", {}, [blob], len(blob))
+
+
 def _p2m_frames(path: Path) -> str:
     """A 64-bit PV guest's p2m frame list over the largest pfn range (2^32 pfns): 2^23
     frames, 64 MiB (+ 8 bytes of fields)."""
@@ -165,6 +178,8 @@ def _xenstore_paths(path: Path) -> str:
 CASES = {
     "libxc-hvm-context": Case(_hvm_context, 0, "valid: libxc stream v3, x86 HVM",
                               ("sha256={sha256}",)),
+    "libxc-hvm-entries": Case(_hvm_entries, 1, "at or above HVM_MAX_VCPUS (128)",
+                              ("fields_not_shown",)),
     "libxc-p2m-frames": Case(_p2m_frames, 0, "valid: libxc stream v3, x86 PV",
                              ("sha256={sha256}",)),
     "libxc-page-data": Case(_page_data, 1, "pfn[8650751]: page type 0x5 is invalid",
