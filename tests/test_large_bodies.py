@@ -8,7 +8,7 @@ session (module fixture, the body in pieces: see bigstreams.py) and ``xenmig ver
 as its length and the sha256 of the bytes written (or the values derived from it).
 Legacy images cap their loaded chunks at 64 MiB: theirs carries 60 MiB, and is converted too.
 Headers hold at most 16 MiB of text, whose parse trees would take many times that: an xl
-configuration and a libvirt XML of 8-12 MiB are not parsed (a warning). xenstore records are
+configuration and a libvirt XML of 6-8 MiB are not parsed (a warning). xenstore records are
 at most 16 MiB; a stream of long node paths checks the cap on the paths its checks keep.
 """
 
@@ -58,14 +58,13 @@ def _hvm_context(path: Path) -> str:
 
 
 def _hvm_entries(path: Path) -> str:
-    """An HVM context of many small entries (5.6 MiB): 4200 CPU entries, then TSC_ADJUST
-    and VMCE entries for 65536 vcpus each: the walk's bookkeeping and dump's view of the
-    entries stay bounded (the view decodes the first 512 KiB's fields)."""
+    """An HVM context of many small entries (5.4 MiB): 4200 CPU entries, then TSC_ADJUST
+    entries for 65536 vcpus: the walk's bookkeeping and dump's view of the entries stay
+    bounded (the view decodes the first 512 KiB's fields)."""
     from xenmig_libxc.samples import hvm_cpu_body, hvm_entry
     cpu = hvm_cpu_body("<", 0)
     blob = hvm_context_blob(1)[:-8] + b"".join(hvm_entry("<", 2, i, cpu) for i in range(4200))
-    for typecode, body in ((19, bytes(8)), (18, bytes(32))):
-        blob += b"".join(hvm_entry("<", typecode, i, body) for i in range(1 << 16))
+    blob += b"".join(hvm_entry("<", 19, i, bytes(8)) for i in range(1 << 16))
     blob += hvm_entry("<", 0, 0, b"")
     return write_stream(path, libxc_items(hvm_sample()), "HVM_CONTEXT", {}, [blob], len(blob))
 
@@ -138,14 +137,14 @@ def _legacy_toolstack(path: Path) -> str:
 
 
 def _xl_config(path: Path) -> str:
-    """An xl save file whose JSON configuration is 12 MiB of empty lists (parsed, it would
-    take over 100 MiB): not parsed, a warning."""
+    """An xl save file whose JSON configuration is 6 MiB of empty lists (parsed, it would
+    take over 60 MiB): not parsed, a warning."""
     import xenmig_core
     from xenmig_libxl.samples import assemble_libxl
     from xenmig_xl.samples import hvm_config, hvm_guest_sample, json_config_bytes, xl_file
     specs = xenmig_core.open_registry().specs
     config = hvm_config()
-    config["pad"] = [[] for _ in range(1_000_000)]
+    config["pad"] = [[] for _ in range(500_000)]
     path.write_bytes(xl_file(specs["xl"], assemble_libxl(specs, hvm_guest_sample()),
                              config=json_config_bytes(config)))
     return ""
@@ -165,11 +164,11 @@ def _libvirt_xml(path: Path) -> str:
 
 
 def _xenstore_paths(path: Path) -> str:
-    """A xenstore stream of 560 nodes with 64 KiB paths (36 MiB): the paths the checks
-    remember stop at their cap, with a warning."""
+    """A xenstore stream of 200 nodes with 64 KiB paths (13 MiB): the paths the checks
+    remember stop at their cap (8 MiB), with a warning."""
     import xenmig_core
     from xenmig_xenstore.samples import assemble_xenstore, node
-    steps = [node("/" + f"p{i:05d}" + "x" * 65000) for i in range(560)]
+    steps = [node("/" + f"p{i:05d}" + "x" * 65000) for i in range(200)]
     steps.append(Step("END"))
     path.write_bytes(assemble_xenstore(xenmig_core.open_registry().specs["xenstore"], steps))
     return ""
@@ -192,7 +191,7 @@ CASES = {
     "libvirt-xml": Case(_libvirt_xml, 0, "is not parsed (xenmig parses at most 1 MiB",
                         ("is not parsed",)),
     "xenstore-paths": Case(_xenstore_paths, 0, "than xenmig keeps track of",
-                           ("end: valid, 561 records, 36422424 bytes, 1 warning",)),
+                           ("end: valid, 201 records, 13008024 bytes, 1 warning",)),
     "legacy-toolstack": Case(_legacy_toolstack, 0, "valid: legacy hvm image",
                              ("libxl physmap, 2 entries", "sha256={sha256}")),
 }
