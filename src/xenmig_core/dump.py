@@ -28,6 +28,7 @@ from xenmig_core.registry import Registry
 from xenmig_core.source import ByteSource
 from xenmig_core.spec.layout import Layout
 from xenmig_core.spec.model import FormatSpec
+from xenmig_core.spec.spill import SPILL_MIN, Spilled
 from xenmig_core.verifier import choose_format
 
 #: version of the item schema (schemas/dump.schema.json); bump on incompatible changes
@@ -291,7 +292,9 @@ class DumpConsumer(Consumer):
         if record.summary:
             item["summary"] = record.summary
         framed = type_length_framing(ctx.format.spec)
-        if self._fields is not None and self._rebuildable(record) and \
+        if self._fields is not None and has_spilled(record):
+            item.update(self._large_record(record, framed, end))
+        elif self._fields is not None and self._rebuildable(record) and \
                 (framed or end - record.offset == record.length):
             item["fields"] = self._fields
             if record.payload_length:
@@ -315,6 +318,21 @@ class DumpConsumer(Consumer):
             self._pending = [d for d in self._pending if d.record_index != record.index]
             item["diagnostics"] = [d.to_dict() for d in diags]
         return item
+
+    def _large_record(self, record: Record, framed: bool, end: int) -> dict[str, Any]:
+        """A record with a field too large to hold (spilled, see xenmig_core.spec.spill):
+        with ``--pages ref`` its body (or unit) as a reference into the source, which build
+        reads back; else its fields, a spilled one as {length, sha256}. Bounded memory."""
+        if self.options.pages == "ref" and self.path is not None:
+            if framed:
+                framing = record.context.format.spec.framing
+                head = struct.calcsize("<" + framing.header_codes)
+                return {"body": self._data(record.offset + head, record.length)}
+            return {"raw": self._data(record.offset, end - record.offset)}
+        out: dict[str, Any] = {"fields": self._fields}
+        if record.payload_length:
+            out["payload"] = self._payload_item(record)
+        return out
 
     def _rebuildable(self, record: Record) -> bool:
         """True when every field was decoded and the fields (plus the payload) encode to
@@ -439,6 +457,12 @@ def derived_view(record: Record) -> dict[str, Any] | None:
     derived = {k: v for k, v in record.fields.items() if k not in known}
     merged = {**derived, **(view or {})}
     return plain(merged) if merged else None
+
+
+def has_spilled(record: Record) -> bool:
+    """True when one of *record*'s fields was spilled (too large to hold in memory)."""
+    return record.length > SPILL_MIN and any(isinstance(value, Spilled)
+                                             for value in record.fields.values())
 
 
 @functools.lru_cache(maxsize=256)

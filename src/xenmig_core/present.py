@@ -16,6 +16,7 @@ from typing import Any
 
 from xenmig_core.spec.layout import FieldSpec, Layout
 from xenmig_core.spec.model import EnumSpec
+from xenmig_core.spec.spill import Spilled
 
 #: bytes up to this size are written as a hex string, longer ones as base64 (or a length)
 SHORT_BYTES = 64
@@ -83,7 +84,9 @@ def present_fields(layout: Layout, values: dict[str, Any], enums: dict[str, Enum
         if spec.payload or spec.id not in values:
             continue
         value = values[spec.id]
-        if spec.struct is not None:
+        if isinstance(value, Spilled):      # too large to show: what stands for it
+            out[spec.id] = value.summary()
+        elif spec.struct is not None:
             if spec.repeat is not None:     # a list, or a lazily decoded sequence of rows
                 out[spec.id] = [present_fields(spec.struct, v, enums, fold=fold) for v in value]
             else:
@@ -104,6 +107,8 @@ def plain(value: Any) -> Any:
     """Derived values as JSON-ready data: bytes as hex (short) or ``{length: N}``."""
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, Spilled):
+        return value.summary()
     if isinstance(value, bytes | bytearray | memoryview):
         data = bytes(value)
         return data.hex() if len(data) <= SHORT_BYTES else {"length": len(data)}
