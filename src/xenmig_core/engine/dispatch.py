@@ -246,14 +246,7 @@ class Dispatch:
                 plan.rules_guard is None or not _passes(
                     plan.rules_guard, ctx.names() if plan.rules_need_names else None,
                     ctx.marks, ctx.counts, ctx.state)):
-            if plan.versions is not None:
-                version = ctx.state.get("version")
-                if version not in plan.versions:
-                    allowed = "/".join(f"v{v}" for v in plan.versions)
-                    ctx.error(f"{rtype.name} is a {allowed} record, found in a "
-                              f"v{version} stream")
-            if plan.rules:
-                self._check_rules(ctx, record, rtype)
+            self._rules_phase(ctx, record, plan)
         length = record.length
         layout = plan.layout
         broken = bool(plan.static_length) and self._check_length(ctx, plan.static_length,
@@ -303,9 +296,7 @@ class Dispatch:
                           f"(body length {length})")
             if plan.has_checks and (plan.fields_guard is None or not _passes(
                     plan.fields_guard, record.fields, names)):
-                assert layout is not None
-                for path, message, severity in layout.check(record.fields, names):
-                    ctx.diagnose(severity, message, field=path)
+                self._field_checks(ctx, record, plan, names)
             if plan.enum_warns:
                 fields = record.fields
                 for field_id, warns in plan.enum_warns:
@@ -347,6 +338,33 @@ class Dispatch:
         elif remaining:
             self.source.skip(remaining, f"record {record.index} body")
         return action
+
+    def _rules_phase(self, ctx: StreamContext, record: Record, plan: RecordPlan) -> None:
+        """The record type's ``versions`` and ``rules``, the general way (its guard did not
+        pass, or it has none)."""
+        if plan.versions is not None:
+            version = ctx.state.get("version")
+            if version not in plan.versions:
+                allowed = "/".join(f"v{v}" for v in plan.versions)
+                ctx.error(f"{record.name} is a {allowed} record, found in a "
+                          f"v{version} stream")
+        if plan.rules:
+            self._check_rules(ctx, record, plan.rtype)
+
+    @staticmethod
+    def _field_checks(ctx: StreamContext, record: Record, plan: RecordPlan,
+                      names: Names | None) -> None:
+        """The layout's field checks, the general way (reports every failed one)."""
+        assert plan.layout is not None
+        for path, message, severity in plan.layout.check(record.fields, names):
+            ctx.diagnose(severity, message, field=path)
+
+    @staticmethod
+    def _names_of(ctx: StreamContext, record: Record) -> Names:
+        """The names a record's expressions see: its fields, ``body_length``, the state."""
+        names = Names(record.fields, ctx.name_fallback)
+        names["body_length"] = record.length
+        return names
 
     def _decode_early(self, ctx: StreamContext, record: Record, plan: RecordPlan,
                       reader: SourceReader) -> bool:

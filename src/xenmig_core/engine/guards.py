@@ -18,13 +18,13 @@ from collections.abc import Callable
 from typing import Any
 
 from xenmig_core.spec.expr import Expression
-from xenmig_core.spec.layout import Layout
+from xenmig_core.spec.layout import FieldSpec, Layout
 from xenmig_core.spec.model import Condition, LayoutRule
 
 Guard = Callable[..., bool]
 
 
-class _Unguarded(Exception):
+class Unguarded(Exception):
     """Something in the phase is beyond a guard: that phase gets none."""
 
 
@@ -36,7 +36,7 @@ def _compile(params: str, parts: list[str], constants: dict[str, Any], name: str
 
 def _source(expr: Expression) -> str:
     if expr.scoped:
-        raise _Unguarded
+        raise Unguarded
     return expr.fast_source
 
 
@@ -50,7 +50,7 @@ def rules_guard(name: str, versions: tuple[int, ...] | None, rules: list[LayoutR
     ``rules`` entry hold (``_N``: the context's names, ``_S``: its state)."""
     try:
         return _rules_guard(name, versions, rules)
-    except _Unguarded:
+    except Unguarded:
         return None
 
 
@@ -76,7 +76,7 @@ def conditions_guard(name: str, conditions: list[Condition]) -> Guard | None:
     """``guard(_N)``: True when every condition whose ``when`` holds is true."""
     try:
         return _compile("_N", [_when(c.when, _source(c.expr)) for c in conditions], {}, name)
-    except _Unguarded:
+    except Unguarded:
         return None
 
 
@@ -85,37 +85,56 @@ def fields_guard(name: str, layout: Layout) -> Guard | None:
     fields ``_F``; None when some check is beyond a guard (arrays, structs, bytes, ``expr``)."""
     constants: dict[str, Any] = {}
     parts = []
+    try:
+        for spec in checked_fields(layout):
+            tests = field_tests(spec, f"_F[{spec.id!r}]", _source, constants)
+            parts.append(f"{spec.id!r} not in _F or ({' and '.join(tests)})")
+    except Unguarded:
+        return None
+    return _compile("_F, _N", parts, constants, name)
+
+
+def checked_fields(layout: Layout) -> list[FieldSpec]:
+    """The fields of *layout* that have checks; Unguarded when a check is beyond a guard
+    (one of a struct's fields)."""
+    found = []
     for spec in layout.fields:
         if not spec.checks:
             if spec.struct is not None and spec.struct.has_checks:
-                return None
+                raise Unguarded
             continue
-        if not spec.is_int or spec.repeat is not None or spec.struct is not None:
-            return None
-        value = f"_F[{spec.id!r}]"
-        tests = []
-        for i, chk in enumerate(spec.checks):
-            arg = chk.arg
-            if isinstance(arg, Expression):
-                if arg.scoped:
-                    return None
-                arg_source = f"({arg.fast_source})"
-            elif chk.kind in ("eq", "min", "max", "reserved_bits") and isinstance(arg, int):
-                arg_source = repr(arg)
-            elif chk.kind in ("any_of", "known"):
-                key = f"_C{len(constants)}_{i}"
-                constants[key] = frozenset(arg) if chk.kind == "known" else tuple(arg)
-                arg_source = key
-            elif chk.kind == "reserved":
-                arg_source = ""
-            else:
-                return None
-            test = {"eq": f"{value} == {arg_source}", "min": f"{value} >= {arg_source}",
-                    "max": f"{value} <= {arg_source}", "any_of": f"{value} in {arg_source}",
-                    "known": f"{value} in {arg_source}", "reserved": f"{value} == 0",
-                    "reserved_bits": f"not {value} & {arg_source}"}.get(chk.kind)
-            if test is None:
-                return None
-            tests.append(test)
-        parts.append(f"{spec.id!r} not in _F or ({' and '.join(tests)})")
-    return _compile("_F, _N", parts, constants, name)
+        found.append(spec)
+    return found
+
+
+def field_tests(spec: FieldSpec, value: str, source: Callable[[Expression], str],
+                constants: dict[str, Any]) -> list[str]:
+    """Python tests, one per check of *spec*, that all hold when its value (the Python
+    expression *value*) passes them; a check's expression argument becomes
+    ``source(expr)``, other arguments go into *constants*. Unguarded when a check is beyond
+    generated code (not an int field, an ``expr`` check)."""
+    if not spec.is_int or spec.repeat is not None or spec.struct is not None:
+        raise Unguarded
+    tests = []
+    for i, chk in enumerate(spec.checks):
+        arg = chk.arg
+        if isinstance(arg, Expression):
+            arg_source = f"({source(arg)})"
+        elif chk.kind in ("eq", "min", "max", "reserved_bits") and isinstance(arg, int):
+            arg_source = repr(arg)
+        elif chk.kind in ("any_of", "known"):
+            key = f"_C{len(constants)}_{i}"
+            constants[key] = frozenset(arg) if chk.kind == "known" else tuple(arg)
+            arg_source = key
+        elif chk.kind == "reserved":
+            arg_source = ""
+        else:
+            raise Unguarded
+        test = {"eq": f"{value} == {arg_source}", "min": f"{value} >= {arg_source}",
+                "max": f"{value} <= {arg_source}", "any_of": f"{value} in {arg_source}",
+                "known": f"{value} in {arg_source}", "reserved": f"{value} == 0",
+                "reserved_bits": f"not {value} & {arg_source}"}.get(chk.kind)
+        if test is None:
+            raise Unguarded
+        tests.append(test)
+    return tests
