@@ -107,6 +107,12 @@ class StreamContext:
         self._helpers = {"child_state": self.child_state, "child_status": self.child_status}
         #: where an expression looks up a name that is not a field of the record, in order
         self.name_fallback = (self.state, self._helpers, fmt.helpers)
+        #: the names of :meth:`names` without fields, for the engine's generated code only
+        #: (read, never written: state is looked up live)
+        self.bare_names = Names((), self.name_fallback)
+        #: the engine's compiled record functions, by byte order and type id (or None for
+        #: a type that takes the general path); engine-internal
+        self.compiled: dict[str, dict[int, Any]] = {}
 
     @property
     def name(self) -> str:

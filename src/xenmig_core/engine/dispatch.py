@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from xenmig_core.engine.compiled import compile_record
 from xenmig_core.engine.context import CONTINUE, Action, Record, StreamContext
 from xenmig_core.engine.guards import Guard, conditions_guard, fields_guard, rules_guard
 from xenmig_core.engine.reader import SourceReader
@@ -43,7 +44,7 @@ def _rule_names(rule: Any) -> frozenset[str]:
 class RecordPlan:
     """What one record type of one format asks for, resolved once per walk."""
 
-    __slots__ = ("bodyless", "checks", "checks_guard", "early_length", "enum_warns",
+    __slots__ = ("bodyless", "checks", "checks_guard", "compiled", "early_length", "enum_warns",
                  "field_ids", "field_length", "fields_guard", "handler", "has_checks", "infer",
                  "late_length", "layout", "needs_names", "payload", "reject", "rtype", "rules",
                  "rules_guard", "rules_need_names", "set", "static_length", "summary",
@@ -95,6 +96,8 @@ class RecordPlan:
             if layout is not None and self.has_checks else None
         self.checks_guard = conditions_guard(rtype.name, rtype.checks) if rtype.checks \
             else None
+        #: the generated function per byte order (see :mod:`~xenmig_core.engine.compiled`)
+        self.compiled: dict[str, Any] = {}
 
 
 def _passes(guard: Guard, *args: Any) -> bool:
@@ -139,6 +142,19 @@ class Dispatch:
         if plan is None or plan.rtype is not rtype:
             plan = self._plans[key] = RecordPlan(fmt, rtype)
         return plan
+
+    def _compiled(self, ctx: StreamContext, type_id: int, order: str) -> Any:
+        """The compiled function of *ctx*'s record type *type_id* in byte order *order*, or
+        None (an unknown type, or one the generated code cannot express)."""
+        rtype = ctx.format.spec.records.get(type_id)
+        if rtype is None:
+            return None
+        plan = ctx.plans.get(type_id)
+        if plan is None or plan.rtype is not rtype:
+            plan = ctx.plans[type_id] = self._plan(ctx.format, rtype)
+        if order not in plan.compiled:
+            plan.compiled[order] = compile_record(plan, ctx.format, order)
+        return plan.compiled[order]
 
     def _unit(self, ctx: StreamContext, offset: int, type_id: int, length: int,
               align: int) -> tuple[Record, Action]:
