@@ -31,8 +31,8 @@ from array import array
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from xenmig_core.engine.context import CONTINUE, Record
-from xenmig_core.engine.guards import Unguarded, checked_fields, field_tests
+from xenmig_core.engine.context import CONTINUE, Action, Record
+from xenmig_core.engine.guards import Unguarded, checked_fields, field_tests, rules_tests
 from xenmig_core.spec.expr import EVAL_ERRORS, Expression
 from xenmig_core.spec.layout import NATIVE_ORDER, _Bytes, _FixedRun, _IntArray
 
@@ -111,6 +111,17 @@ class _Builder:
         if name in self.locals:
             return self.locals[name]
         return f"_S[{name!r}]" if name in self.state else f"_N[{name!r}]"
+
+    def _state_name(self, name: str) -> str:
+        """How a rule's ``when`` (the context's names: no field, no body_length) reads it."""
+        return f"_S[{name!r}]" if name in self.state else f"_N[{name!r}]"
+
+    def _later_name(self, name: str) -> str:
+        """How an expression after a plugin handler reads *name*: the record's fields as
+        the handler left them (``_F``), then as :meth:`_state_name`."""
+        if name == "body_length":
+            return "_L"
+        return f"(_F[{name!r}] if {name!r} in _F else {self._state_name(name)})"
 
     def expr(self, value: Any) -> str:
         """Source of a rule argument or expression over the record's names."""
@@ -230,12 +241,16 @@ class _Builder:
         if plan.reject is not None:
             w("ctx.error(eng._render(_RTYPE.reject, ctx.names(), ctx, record.name))")
         if plan.versions is not None or plan.rules:
-            if plan.rules_guard is None:
-                w("eng._rules_phase(ctx, record, _PLAN)")
-            else:
-                names = "_N" if plan.rules_need_names else "None"
-                self._guarded(f"_PLAN.rules_guard({names}, ctx.marks, ctx.counts, _S)",
-                              "eng._rules_phase(ctx, record, _PLAN)")
+            constants: dict[str, Any] = {}
+            try:
+                tests = rules_tests(rtype.name, plan.versions, plan.rules,
+                                    lambda e: _rename(e, self._state_name), constants)
+            except Unguarded:
+                tests = ["False"]
+            w.scope.update(constants)
+            w("_marks = ctx.marks", "_counts = ctx.counts")
+            self._guarded(" and ".join(f"({t})" for t in tests),
+                          "eng._rules_phase(ctx, record, _PLAN)")
 
     def _guarded(self, test: str, general: str) -> None:
         """Generated: *general* runs when *test* is false or raises a spec error."""
@@ -282,46 +297,53 @@ class _Builder:
         or the rest of the body, the padding, the control, counts and marks."""
         plan, w, rtype = self.plan, self.w, self.rtype
         w("action = None")
+        names = "eng._names_of(ctx, record)"
+        resolve = self._record_name
         if plan.handler is not None:
             w.scope["_HANDLER"] = plan.handler
             w("result = _HANDLER(record, ctx)", "if result is not None:",
               "    action = result")
             if plan.set or plan.infer:       # what the handler added to the fields is seen
-                w("_M = eng._names_of(ctx, record)")
-                for i, (key, _expr) in enumerate(plan.set):
-                    w(f"_S[{key!r}] = eng._eval(_PLAN.set[{i}][1], _M, ctx, record.name)")
-                for i, inference in enumerate(plan.infer):
-                    test = "True" if inference.when is None else \
-                        f"eng._eval(_PLAN.infer[{i}].when, _M, ctx, record.name)"
-                    w(f"if {test}:", f"    ctx.marks.add({inference.mark!r})")
-        else:
-            for i, (key, expr) in enumerate(plan.set):
-                w("try:", f"    value = {self.expr(expr)}", "except _EVAL_ERRORS:",
-                  f"    value = eng._eval(_PLAN.set[{i}][1], eng._names_of(ctx, record), ctx, "
-                  "record.name)", f"_S[{key!r}] = value")
-            for i, inference in enumerate(plan.infer):
-                if inference.when is None:
-                    w(f"ctx.marks.add({inference.mark!r})")
-                    continue
-                w("try:", f"    ok = {self.expr(inference.when)}", "except _EVAL_ERRORS:",
-                  f"    ok = eng._eval(_PLAN.infer[{i}].when, eng._names_of(ctx, record), "
-                  "ctx, record.name)", "if ok:", f"    ctx.marks.add({inference.mark!r})")
+                w("_F = record.fields")
+                resolve = self._later_name
+        for i, (key, expr) in enumerate(plan.set):
+            w("try:", f"    value = {_rename(expr, resolve)}", "except _EVAL_ERRORS:",
+              f"    value = eng._eval(_PLAN.set[{i}][1], {names}, ctx, record.name)",
+              f"_S[{key!r}] = value")
+        for i, inference in enumerate(plan.infer):
+            if inference.when is None:
+                w(f"ctx.marks.add({inference.mark!r})")
+                continue
+            w("try:", f"    ok = {_rename(inference.when, resolve)}", "except _EVAL_ERRORS:",
+              f"    ok = eng._eval(_PLAN.infer[{i}].when, {names}, ctx, record.name)",
+              "if ok:", f"    ctx.marks.add({inference.mark!r})")
         if plan.summary is not None:
             w("if eng._summaries and record.summary is None:",
               "    record.summary = eng._render(_RTYPE.summary, eng._names_of(ctx, record), "
               "ctx, record.name)")
         w("eng.consumer.on_record(record)")
         if plan.payload is not None:
-            w("if record.payload_length:", "    record.payload_offset = src.offset",
-              f"    factory = ctx.format.scanners.get({rtype.name!r})",
-              "    eng._deliver_payload(record, factory(record, ctx) if factory else None)")
+            w("if record.payload_length:", "    record.payload_offset = src.offset")
+            if self.fmt.scanners.get(rtype.name) is None:
+                w("    if eng.consumer.wants_payload(record):",
+                  "        eng._deliver_payload(record, None, True)",
+                  "    else:",
+                  f"        src.skip(record.payload_length, f'record {{index}} ({rtype.name}) "
+                  "payload')")
+            else:
+                w.scope["_SCANNER"] = self.fmt.scanners[rtype.name]
+                w("    eng._deliver_payload(record, _SCANNER(record, ctx))")
         elif plan.layout is None:
             w("if length:", "    src.skip(length, f'record {index} body')")
         align = self.framing.align
         if align > 1:
             w(f"if length % {align}:",
               f"    eng._padding(ctx, record, {align}, {self.framing.padding_must_be_zero})")
-        if rtype.control is not None:
+        control = rtype.control
+        if control is not None and control.when is None and control.kind != "resume":
+            action = w.const(Action(control.kind, control.format), "A")  # immutable: shared
+            w("if action is None:", f"    action = {action}")
+        elif control is not None:
             w("if action is None:", "    action = eng._control(ctx, record, _RTYPE)")
         else:
             w("if action is None:", "    action = _CONTINUE")

@@ -83,7 +83,8 @@ class StreamContext:
     """
 
     def __init__(self, fmt: Format, *, parent: StreamContext | None, depth: int,
-                 start_offset: int, report: Callable[[Diagnostic], None]) -> None:
+                 start_offset: int, report: Callable[[Diagnostic], None],
+                 drop: Callable[..., bool] | None = None) -> None:
         self.format = fmt
         self.parent = parent
         self.depth = depth
@@ -104,6 +105,8 @@ class StreamContext:
         #: the engine's record plans for this context, by record type id (engine-internal)
         self.plans: dict[int, Any] = {}
         self._report = report
+        #: the diagnostic caps' early drop (see DiagnosticCaps.drop), when there are caps
+        self._drop = drop
         self._helpers = {"child_state": self.child_state, "child_status": self.child_status}
         #: where an expression looks up a name that is not a field of the record, in order
         self.name_fallback = (self.state, self._helpers, fmt.helpers)
@@ -144,7 +147,10 @@ class StreamContext:
 
     def stat(self, group: str, key: str, amount: int = 1) -> None:
         """Add *amount* to counter *key* of statistics group *group*."""
-        self.stats.setdefault(group, Counter())[key] += amount
+        counter = self.stats.get(group)
+        if counter is None:
+            counter = self.stats[group] = Counter()
+        counter[key] += amount
 
     def diagnose(self, severity: str, message: str, *, field: str | None = None,
               record: Record | None = None, offset: int | None = None,
@@ -152,6 +158,10 @@ class StreamContext:
         """Report a diagnostic of *severity*; where defaults to the current record. *rule*
         is the id of the spec rule that found it, if one did."""
         record = record if record is not None else (self.current if unit is None else None)
+        if self._drop is not None and self._drop(
+                self.format.name, record.name if record is not None else unit, severity,
+                field, message):
+            return
         self._report(Diagnostic(
             severity=severity, message=message,
             offset=offset if offset is not None else (record.offset if record else None),

@@ -398,11 +398,14 @@ class Dispatch:
         record.decoded = True
         return False
 
-    def _deliver_payload(self, record: Record, scanner: Any = None) -> None:
-        """The payload to the consumer when it wants it, and to the plugin's *scanner*
-        (``xenmig_payload_scanner``) if any; otherwise it is skipped unread."""
+    def _deliver_payload(self, record: Record, scanner: Any = None,
+                         wanted: bool | None = None) -> None:
+        """The payload to the consumer when it wants it (*wanted*: its answer, when the
+        caller already asked), and to the plugin's *scanner* (``xenmig_payload_scanner``)
+        if any; otherwise it is skipped unread."""
         what = f"record {record.index} ({record.name}) payload"
-        wanted = self.consumer.wants_payload(record)
+        if wanted is None:
+            wanted = self.consumer.wants_payload(record)
         if not wanted and scanner is None:
             self.source.skip(record.payload_length, what)
             return

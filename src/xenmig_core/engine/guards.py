@@ -57,10 +57,20 @@ def rules_guard(name: str, versions: tuple[int, ...] | None, rules: list[LayoutR
 def _rules_guard(name: str, versions: tuple[int, ...] | None, rules: list[LayoutRule]
                  ) -> Guard:
     constants: dict[str, Any] = {}
+    parts = rules_tests(name, versions, rules, _source, constants)
+    return _compile("_N, _marks, _counts, _S", parts, constants, name)
+
+
+def rules_tests(name: str, versions: tuple[int, ...] | None, rules: list[LayoutRule],
+                source: Callable[[Expression], str], constants: dict[str, Any]) -> list[str]:
+    """Python tests over ``_marks``, ``_counts`` and the state ``_S`` that all hold when the
+    record's ``versions`` and every ``rules`` entry do; a rule's ``when`` becomes
+    ``source(expr)``, other values go into *constants*."""
     parts = []
     if versions is not None:
-        constants["_V"] = frozenset(versions)
-        parts.append('_S.get("version") in _V')
+        key = f"_V{len(constants)}"
+        constants[key] = frozenset(versions)
+        parts.append(f'_S.get("version") in {key}')
     for rule in rules:
         if rule.kind == "after":
             test = " and ".join(f"{m!r} in _marks" for m in rule.arg) or "True"
@@ -68,8 +78,8 @@ def _rules_guard(name: str, versions: tuple[int, ...] | None, rules: list[Layout
             test = " and ".join(f"{m!r} not in _marks" for m in rule.arg) or "True"
         else:
             test = f"_counts[{name!r}] < {int(rule.arg)!r}"
-        parts.append(_when(rule.when, test))
-    return _compile("_N, _marks, _counts, _S", parts, constants, name)
+        parts.append(test if rule.when is None else f"not ({source(rule.when)}) or ({test})")
+    return parts
 
 
 def conditions_guard(name: str, conditions: list[Condition]) -> Guard | None:
