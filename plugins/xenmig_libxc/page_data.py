@@ -48,7 +48,11 @@ def check_page_data(record: Record, ctx: StreamContext) -> None:
     if max_pfn is not None and max_pfn < 0:
         max_pfn = None
     by_type, suspect = _scan(words, max_pfn)
-    with_data = sum(count for ptype, count in by_type.items() if ptype in DATA_TYPES)
+    if len(by_type) == 1:                   # one type for the whole batch: usual
+        [(ptype, count)] = by_type.items()
+        with_data = count if ptype in DATA_TYPES else 0
+    else:
+        with_data = sum(count for ptype, count in by_type.items() if ptype in DATA_TYPES)
     if suspect:    # a second pass, only for a bad record: say what is wrong where
         ctx.report_capped(_pfn_problems(words, max_pfn), MAX_REPORTED,
                           more="pfn problems in this record", field="pfn")
@@ -81,7 +85,10 @@ def _scan(words: Sequence[int], max_pfn: int | None) -> tuple[dict[int, int], bo
     nxt = raw[_NEXT::8]
     suspect = bool(top.translate(None, _TOP_CLEAN) or nxt.translate(None, _NEXT_CLEAN)
                    or not INVALID_TYPES.isdisjoint(by_type))
-    if max_pfn is not None and n and not suspect:
+    if max_pfn is not None and n and not suspect and len(by_type) == 1:
+        # one type and no reserved bit: the top 12 bits are the same in every word
+        suspect = max(words) & PFN_MASK > max_pfn
+    elif max_pfn is not None and n and not suspect:
         pfns = bytearray(raw)          # each word with its top 12 bits cleared
         pfns[_TOP::8] = bytes(n)
         pfns[_NEXT::8] = nxt.translate(_NEXT_PFN)

@@ -282,15 +282,20 @@ class _Builder:
             table = w.const(warns, "W")
             w(f"warning = {table}.get({self.locals[field_id]})",
               "if warning:", f"    ctx.warning(warning, field={field_id!r})")
-        if plan.checks:
-            tests = []
-            for cond in plan.checks:
-                test = self.expr(cond.expr)
-                if cond.when is not None:
-                    test = f"not {self.expr(cond.when)} or {test}"
-                tests.append(f"({test})")
-            self._guarded(" and ".join(tests), "eng._run_conditions(ctx, _RTYPE.checks, "
-                                                "eng._names_of(ctx, record))")
+        for i, cond in enumerate(plan.checks):     # each on its own: its report in order
+            test = self.expr(cond.expr)
+            if cond.when is not None:
+                test = f"not {self.expr(cond.when)} or {test}"
+            general = f"eng._run_conditions(ctx, _RTYPE.checks[{i}:{i + 1}], " \
+                "eng._names_of(ctx, record))"
+            w("try:", f"    ok = {test}", "except _EVAL_ERRORS:", "    ok = None",
+              "if not ok:")
+            if "{" in cond.message.source:       # a message that needs the record's names
+                w(f"    {general}")
+            else:                               # a fixed message: reported right here
+                w("    if ok is None:", f"        {general}", "    else:",
+                  f"        ctx.diagnose({cond.severity!r}, {cond.message.source!r}, "
+                  f"field={cond.field!r}, record=record, rule={cond.id!r})")
 
     def _after_checks(self) -> None:
         """Generated: the handler, ``set``, ``infer``, the summary, the consumer, the payload
