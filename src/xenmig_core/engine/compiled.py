@@ -227,8 +227,9 @@ class _Builder:
     def _commit(self) -> None:
         """Generated: consume the header and fields; the Record; the steps before checks."""
         plan, w, rtype = self.plan, self.w, self.rtype
-        w("src.consume(p - lo)" if plan.layout is not None else
-          f"src.consume({self.fmt.record_header(self.order).size})")
+        taken = "p - lo" if plan.layout is not None else \
+            str(self.fmt.record_header(self.order).size)
+        w(f"src._lo = lo + {taken}", f"src.offset += {taken}")   # consumed (all buffered)
         fields = ", ".join(f"{k!r}: {v}" for k, v in self.locals.items())
         payload = "rem" if plan.payload is not None else "0"
         optional = bool(rtype.id & self.framing.optional_mask)
@@ -332,6 +333,9 @@ class _Builder:
             if self.fmt.scanners.get(rtype.name) is None:
                 w("    if eng.consumer.wants_payload(record):",
                   "        eng._deliver_payload(record, None, True)",
+                  "    elif record.payload_length <= src._hi - src._lo:",   # buffered
+                  "        src._lo += record.payload_length",
+                  "        src.offset += record.payload_length",
                   "    else:",
                   f"        src.skip(record.payload_length, f'record {{index}} ({rtype.name}) "
                   "payload')")

@@ -173,8 +173,14 @@ class Framing:
         size = head.size
         unpack = head.unpack_from
         compiled = ctx.compiled.setdefault(order, {})
+        root = ctx.parent is None
         while ctx.byte_order == order:     # (a handler that changes it: start again)
-            buf, lo, have = source.buffered(size)
+            lo = source._lo
+            have = source._hi - lo
+            if have >= size:
+                buf = source._buf
+            else:
+                buf, lo, have = source.buffered(size)
             if have >= size:
                 type_id, length = unpack(buf, lo)
                 try:
@@ -183,9 +189,9 @@ class Framing:
                     function = compiled[type_id] = self._compiled(ctx, type_id, order)
                 if function is not None:
                     action = function(self, ctx, source, buf, lo, have, length, source.offset)
-                    if action is CONTINUE:
-                        continue
                     if action is not None:
+                        if action is CONTINUE or (root and action.kind == "yield"):
+                            continue   # (the outermost stream has nothing to yield to)
                         return action
             action = self._read_record(ctx, align)
             if action is not CONTINUE:
