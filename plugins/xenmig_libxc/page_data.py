@@ -25,6 +25,9 @@ INVALID_TYPES = frozenset({5, 6, 7, 8})
 DATA_TYPES = frozenset({0, 1, 2, 3, 4, 9, 10, 11, 12})
 RESERVED_MASK = 0xFF << RESERVED_SHIFT
 MAX_REPORTED = 3
+#: A batch of at most this many pfns is scanned word by word in C (min and max), not
+#: through its bytes (see _scan_small)
+SMALL_BATCH = 64
 
 #: In a native-order u64's bytes: the byte of bits 63-56 (type, reserved 59-56) and the
 #: byte of bits 55-48 (reserved 55-52, pfn 51-48).
@@ -47,7 +50,8 @@ def check_page_data(record: Record, ctx: StreamContext) -> None:
     max_pfn = ctx.state["max_pfn"] if ctx.state["domain_type"] == 1 else None
     if max_pfn is not None and max_pfn < 0:
         max_pfn = None
-    by_type, suspect = _scan(words, max_pfn)
+    by_type, suspect = _scan_small(words, max_pfn) if 0 < len(words) <= SMALL_BATCH \
+        else _scan(words, max_pfn)
     if len(by_type) == 1:                   # one type for the whole batch: usual
         [(ptype, count)] = by_type.items()
         with_data = count if ptype in DATA_TYPES else 0
@@ -68,6 +72,20 @@ def check_page_data(record: Record, ctx: StreamContext) -> None:
     first = words[0] & PFN_MASK if words else 0
     last = words[-1] & PFN_MASK if words else 0
     record.summary = f"{len(words)} pfns ({first:#x}..{last:#x}), {with_data} pages with data"
+
+
+def _scan_small(words: Sequence[int], max_pfn: int | None) -> tuple[dict[int, int], bool]:
+    """:func:`_scan` for a short batch (a checkpoint's few dirty pages): when its smallest
+    and largest words agree on their top 12 bits (type and reserved bits), every word
+    does, and those two words say it all."""
+    high = max(words)
+    top = high >> RESERVED_SHIFT
+    if min(words) >> RESERVED_SHIFT != top:
+        return _scan(words, max_pfn)
+    ptype = top >> (TYPE_SHIFT - RESERVED_SHIFT)
+    suspect = ptype in INVALID_TYPES or bool(top & 0xFF) or (
+        max_pfn is not None and high & PFN_MASK > max_pfn)
+    return {ptype: len(words)}, suspect
 
 
 def _scan(words: Sequence[int], max_pfn: int | None) -> tuple[dict[int, int], bool]:
