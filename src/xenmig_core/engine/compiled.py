@@ -348,17 +348,46 @@ class _Builder:
         if align > 1:
             w(f"if length % {align}:",
               f"    eng._padding(ctx, record, {align}, {self.framing.padding_must_be_zero})")
-        control = rtype.control
-        if control is not None and control.when is None and control.kind != "resume":
-            action = w.const(Action(control.kind, control.format), "A")  # immutable: shared
-            w("if action is None:", f"    action = {action}")
-        elif control is not None:
-            w("if action is None:", "    action = eng._control(ctx, record, _RTYPE)")
-        else:
-            w("if action is None:", "    action = _CONTINUE")
+        self._control()
         w(f"ctx.counts[{rtype.name!r}] += 1", f"ctx.marks.add({rtype.name!r})",
           "ctx.last_record = record", "eng.consumer.on_record_end(record)",
           "ctx.current = None", "return action")
+
+    def _control(self) -> None:
+        """Generated: the spec's ``control`` when the handler chose no action. A ``when``
+        is evaluated inline (with ``next_type`` peeked as the general code peeks it); a
+        ``resume`` that finds nothing to resume goes the general way, which reports it."""
+        w, control = self.w, self.rtype.control
+        if control is None:
+            w("if action is None:", "    action = _CONTINUE")
+            return
+        action = w.const(Action(control.kind, control.format), "A")   # immutable: shared
+        w("if action is None:")
+        w.depth += 1
+        general = "eng._control(ctx, record, _RTYPE)"
+        if control.when is not None:
+            fields = self._later_name if self.plan.handler is not None else self._record_name
+
+            def resolve(name: str) -> str:
+                return "_T" if name == "next_type" else fields(name)
+
+            if self.plan.handler is not None:
+                w("_F = record.fields")
+            w("_T = eng._next_type(ctx)", "try:", f"    ok = {_rename(control.when, resolve)}",
+              "except _EVAL_ERRORS:", "    ok = None")
+            w("if ok is None:", f"    action = {general}", "elif not ok:",
+              "    action = _CONTINUE")
+            w("else:")
+            w.depth += 1
+        if control.kind == "resume":
+            w(f"child = ctx.children.get({control.format!r})",
+              "if child is None or not child.suspended:", f"    action = {general}",
+              "else:", f"    action = {action}")
+        else:
+            w(f"action = {action}")
+        if control.when is not None:
+            w.depth -= 1
+        w.depth -= 1
 
     def _compile(self) -> Compiled:
         source = "def _record(eng, ctx, src, buf, lo, have, length, offset):\n" + \
