@@ -31,7 +31,7 @@ from array import array
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from xenmig_core.engine.context import CONTINUE, Action, Record
+from xenmig_core.engine.context import CONTEXT_HELPERS, CONTINUE, Action, Record
 from xenmig_core.engine.guards import Unguarded, checked_fields, field_tests, rules_tests
 from xenmig_core.spec.expr import EVAL_ERRORS, Expression
 from xenmig_core.spec.layout import NATIVE_ORDER, _Bytes, _FixedRun, _IntArray
@@ -110,11 +110,19 @@ class _Builder:
             return "_L"
         if name in self.locals:
             return self.locals[name]
-        return f"_S[{name!r}]" if name in self.state else f"_N[{name!r}]"
+        return self._state_name(name)
 
     def _state_name(self, name: str) -> str:
-        """How a rule's ``when`` (the context's names: no field, no body_length) reads it."""
-        return f"_S[{name!r}]" if name in self.state else f"_N[{name!r}]"
+        """How a rule's ``when`` (the context's names: no field, no body_length) reads it:
+        as the context's names would, state first (live), then the context's helpers
+        (``_H``), then the format's (``_G``)."""
+        if name in self.state:
+            return f"_S[{name!r}]"
+        if name in CONTEXT_HELPERS:
+            return f"(_S[{name!r}] if {name!r} in _S else _H[{name!r}])"
+        if name in self.fmt.helpers:
+            return f"(_S[{name!r}] if {name!r} in _S else _G[{name!r}])"
+        return f"_N[{name!r}]"
 
     def _later_name(self, name: str) -> str:
         """How an expression after a plugin handler reads *name*: the record's fields as
@@ -137,7 +145,8 @@ class _Builder:
         w(f"if length > {self.framing.max_length}:", "    return None")
         for rule in plan.static_length:
             w(f"if not ({self._length_test(rule)}):", "    return None")
-        w("_S = ctx.state", "_N = ctx.bare_names", "_L = length")
+        w("_S = ctx.state", "_N = ctx.bare_names", "_H = ctx.helpers", "_L = length")
+        w.scope["_G"] = self.fmt.helpers
         w("try:")
         w.depth += 1
         w(f"p = lo + {self.fmt.record_header(self.order).size}", "rem = length")

@@ -31,6 +31,8 @@ class Action:
 
 
 CONTINUE = Action("continue")
+#: the names of the functions each context adds for its expressions (see helpers)
+CONTEXT_HELPERS = ("child_state", "child_status")
 
 
 @dataclass(slots=True)
@@ -107,9 +109,10 @@ class StreamContext:
         self._report = report
         #: the diagnostic caps' early drop (see DiagnosticCaps.drop), when there are caps
         self._drop = drop
-        self._helpers = {"child_state": self.child_state, "child_status": self.child_status}
+        #: the functions an expression may call that read this context (CONTEXT_HELPERS)
+        self.helpers = {"child_state": self.child_state, "child_status": self.child_status}
         #: where an expression looks up a name that is not a field of the record, in order
-        self.name_fallback = (self.state, self._helpers, fmt.helpers)
+        self.name_fallback = (self.state, self.helpers, fmt.helpers)
         #: the names of :meth:`names` without fields, for the engine's generated code only
         #: (read, never written: state is looked up live)
         self.bare_names = Names((), self.name_fallback)
