@@ -67,7 +67,7 @@ def _plain(value: Any) -> Any:
 
 
 def walk(registry: Any, data: bytes, *, compiled: bool, pipe: bool = False,
-         summaries: bool = False) -> Any:
+         summaries: bool = False, after: int = 1) -> Any:
     """Everything one walk of *data* showed, or the spec error it raised."""
     trace = Trace(summaries)
     source = ByteSource(Unseekable(data) if pipe else io.BytesIO(data), "<test>")
@@ -77,6 +77,7 @@ def walk(registry: Any, data: bytes, *, compiled: bool, pipe: bool = False,
         return ("unrecognised", str(exc))
     engine = Engine(registry, source, trace)
     engine.compile_records = compiled
+    engine.compile_after = after      # (1: every record of a type goes through its function)
     try:
         result = engine.run(fmt)
     except SpecError as exc:
@@ -90,15 +91,16 @@ def same_walks(registry: Any, data: bytes, **how: Any) -> None:
     assert walk(registry, data, compiled=True, **how) == general
 
 
-@pytest.mark.parametrize("summaries", [False, True])
-def test_sample_streams_walk_the_same(registry: Any, libxc: Any, summaries: bool) -> None:
+@pytest.mark.parametrize(("summaries", "after"), [(False, 1), (True, 1), (False, 3)])
+def test_sample_streams_walk_the_same(registry: Any, libxc: Any, summaries: bool,
+                                      after: int) -> None:
     streams = dict(all_streams(libxc))
     streams.update({p.name: p.read_bytes() for p in EXAMPLES})
     for name, data in streams.items():
         for pipe in (False, True):
             general = walk(registry, data, compiled=False, pipe=pipe, summaries=summaries)
-            assert walk(registry, data, compiled=True, pipe=pipe, summaries=summaries) \
-                == general, name
+            assert walk(registry, data, compiled=True, pipe=pipe, summaries=summaries,
+                        after=after) == general, name
 
 
 def test_compiled_functions_take_the_records_of_a_valid_stream(
@@ -120,6 +122,30 @@ def test_compiled_functions_take_the_records_of_a_valid_stream(
     events = walk(registry, data, compiled=True)[0]
     assert len([e for e in events if e[0] == "record"]) > 10
     assert general == ["X86_CPUID_POLICY", "X86_MSR_POLICY"]
+
+
+def test_a_type_is_compiled_from_its_eighth_record(registry: Any) -> None:
+    """A short stream pays for no generated code: a type's first seven records take the
+    general path; a type seen often enough gets its function."""
+    data = (Path(__file__).resolve().parent.parent / "examples" / "pv64-2vcpu-v3.libxc"
+            ).read_bytes()
+    source = ByteSource(io.BytesIO(data), "<test>")
+    engine = Engine(registry, source)
+    result = engine.run(choose_format(registry, source, "auto"))
+    ctx = result.contexts[0]
+    counts = {ctx.format.spec.records[type_id].name: value
+              for type_id, value in ctx.compiled["<"].items()}
+    assert all(isinstance(value, int) and 0 < value < 8 for value in counts.values())
+    assert counts["PAGE_DATA"] == ctx.counts["PAGE_DATA"] < 8
+    source = ByteSource(io.BytesIO(data), "<test>")
+    engine = Engine(registry, source)
+    engine.compile_after = 2
+    ctx = engine.run(choose_format(registry, source, "auto")).contexts[0]
+    made = {ctx.format.spec.records[type_id].name: value
+            for type_id, value in ctx.compiled["<"].items()}
+    assert ctx.counts["PAGE_DATA"] >= 2 and callable(made["PAGE_DATA"])
+    assert all(callable(made[name]) for name, seen in ctx.counts.items()
+               if seen >= 2 and name not in ("X86_CPUID_POLICY", "X86_MSR_POLICY"))
 
 
 @settings(max_examples=150, deadline=5000, derandomize=True, database=None,

@@ -116,8 +116,8 @@ class StreamContext:
         #: the names of :meth:`names` without fields, for the engine's generated code only
         #: (read, never written: state is looked up live)
         self.bare_names = Names((), self.name_fallback)
-        #: the engine's compiled record functions, by byte order and type id (or None for
-        #: a type that takes the general path); engine-internal
+        #: the engine's compiled record functions, by byte order and type id (None for a
+        #: type that takes the general path, a count until one is made); engine-internal
         self.compiled: dict[str, dict[int, Any]] = {}
 
     @property

@@ -48,8 +48,11 @@ class Framing:
     source: ByteSource
     consumer: Consumer
     #: records of types the generated code can express take it (False: always the general
-    #: dispatch, e.g. to compare the two)
+    #: dispatch, e.g. to compare the two)...
     compile_records: bool = True
+    #: ... from the record of that type this many into the walk (generating a function
+    #: costs more than the general dispatch of a few records: a short stream pays nothing)
+    compile_after: int = 8
 
     # provided by the other parts of the engine
     _unit: Callable[..., tuple[Record, Action]]
@@ -183,10 +186,13 @@ class Framing:
                 buf, lo, have = source.buffered(size)
             if have >= size:
                 type_id, length = unpack(buf, lo)
-                try:
-                    function = compiled[type_id]
-                except KeyError:
-                    function = compiled[type_id] = self._compiled(ctx, type_id, order)
+                function = compiled.get(type_id, 0)
+                if type(function) is int:      # records of this type so far: not compiled
+                    if function + 1 < self.compile_after:
+                        compiled[type_id] = function + 1
+                        function = None
+                    else:
+                        function = compiled[type_id] = self._compiled(ctx, type_id, order)
                 if function is not None:
                     action = function(self, ctx, source, buf, lo, have, length, source.offset)
                     if action is not None:
