@@ -27,6 +27,7 @@ take the general path.
 from __future__ import annotations
 
 import ast
+import re
 from array import array
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,10 @@ if TYPE_CHECKING:
 #: ``source.buffered`` gave it (the record header at ``lo``), the header's length field and
 #: the record's offset. Returns the record's action, or None (nothing consumed).
 Compiled = Callable[..., Any]
+#: The generated function's local names for the context's state and names (only those its
+#: body reads are set)
+_PROLOGUE = (("_S", "ctx.state"), ("_N", "ctx.bare_names"), ("_H", "ctx.helpers"),
+             ("_L", "length"))
 
 
 def _rename(expr: Expression, resolve: Callable[[str], str]) -> str:
@@ -145,7 +150,6 @@ class _Builder:
         w(f"if length > {self.framing.max_length}:", "    return None")
         for rule in plan.static_length:
             w(f"if not ({self._length_test(rule)}):", "    return None")
-        w("_S = ctx.state", "_N = ctx.bare_names", "_H = ctx.helpers", "_L = length")
         w.scope["_G"] = self.fmt.helpers
         w("try:")
         w.depth += 1
@@ -238,7 +242,8 @@ class _Builder:
         plan, w, rtype = self.plan, self.w, self.rtype
         taken = "p - lo" if plan.layout is not None else \
             str(self.fmt.record_header(self.order).size)
-        w(f"src._lo = lo + {taken}", f"src.offset += {taken}")   # consumed (all buffered)
+        w(f"src._lo = {'p' if plan.layout is not None else f'lo + {taken}'}",
+          f"src.offset += {taken}")       # consumed (all buffered)
         fields = ", ".join(f"{k!r}: {v}" for k, v in self.locals.items())
         payload = "rem" if plan.payload is not None else "0"
         optional = bool(rtype.id & self.framing.optional_mask)
@@ -399,8 +404,11 @@ class _Builder:
         w.depth -= 1
 
     def _compile(self) -> Compiled:
+        body = "\n".join(self.w.lines)
+        prologue = [f"    {name} = {value}\n" for name, value in _PROLOGUE
+                    if re.search(rf"\b{name}\b", body)]       # only what the body reads
         source = "def _record(eng, ctx, src, buf, lo, have, length, offset):\n" + \
-            "\n".join(self.w.lines) + "\n"
+            "".join(prologue) + body + "\n"
         scope: dict[str, Any] = {"__builtins__": {}, **self.w.scope}
         exec(compile(source, f"<record {self.fmt.name}.{self.rtype.name}>", "exec"), scope)
         function = scope["_record"]
