@@ -14,6 +14,7 @@ from xenmig_libxc.page_data import (
     RESERVED_MASK,
     TYPE_SHIFT,
     _scan,
+    _scan_small,
 )
 
 
@@ -55,6 +56,9 @@ def test_bulk_scan_agrees_with_the_definition(seed) -> None:
         found = _scan(array("Q", words), max_pfn)
         assert found == expected
         assert list(found[0]) == list(expected[0])   # the same order of types
+        small = _scan_small(array("Q", words), max_pfn)     # (short batches' own scan)
+        assert small == expected
+        assert list(small[0]) == list(expected[0])
     assert _scan(list(words), 0xFFFFF) == by_definition(words, 0xFFFFF)
 
 
@@ -65,3 +69,8 @@ def test_each_reserved_bit_and_the_largest_pfn() -> None:
     assert _scan(array("Q", [(0xF << TYPE_SHIFT) | 0x100]), 0xFF)[1]     # type bits ignored
     assert not _scan(array("Q", [(0xF << TYPE_SHIFT) | 0xFF]), 0xFF)[1]
     assert _scan(array("Q", []), None) == ({}, False)
+    for bit in range(52, 60):       # one reserved bit on every word: min and max agree
+        assert _scan_small(array("Q", [1 | 1 << bit, 2 | 1 << bit]), None)[1]
+    assert _scan_small(array("Q", [5 << TYPE_SHIFT]), None)[1]
+    assert _scan_small(array("Q", [3, PFN_MASK]), PFN_MASK - 1)[1]
+    assert not _scan_small(array("Q", [3, PFN_MASK]), PFN_MASK)[1]

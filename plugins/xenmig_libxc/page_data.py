@@ -26,6 +26,9 @@ INVALID_TYPES = frozenset({5, 6, 7, 8})
 DATA_TYPES = frozenset({0, 1, 2, 3, 4, 9, 10, 11, 12})
 RESERVED_MASK = 0xFF << RESERVED_SHIFT
 MAX_REPORTED = 3
+#: A batch of at most this many pfns is scanned word by word in C (min and max), not
+#: through its bytes (see _scan_small)
+SMALL_BATCH = 64
 
 #: In a native-order u64's bytes: the byte of bits 63-56 (type, reserved 59-56) and the
 #: byte of bits 55-48 (reserved 55-52, pfn 51-48).
@@ -48,8 +51,13 @@ def check_page_data(record: Record, ctx: StreamContext) -> None:
     max_pfn = ctx.state["max_pfn"] if ctx.state["domain_type"] == 1 else None
     if max_pfn is not None and max_pfn < 0:
         max_pfn = None
-    by_type, suspect = _scan(words, max_pfn)
-    with_data = sum(count for ptype, count in by_type.items() if ptype in DATA_TYPES)
+    by_type, suspect = _scan_small(words, max_pfn) if 0 < len(words) <= SMALL_BATCH \
+        else _scan(words, max_pfn)
+    if len(by_type) == 1:                   # one type for the whole batch: usual
+        [(ptype, count)] = by_type.items()
+        with_data = count if ptype in DATA_TYPES else 0
+    else:
+        with_data = sum(count for ptype, count in by_type.items() if ptype in DATA_TYPES)
     if suspect:    # a second pass, only for a bad record: say what is wrong where
         ctx.report_capped(_pfn_problems(words, max_pfn), MAX_REPORTED,
                           more="pfn problems in this record", field="pfn")
@@ -65,6 +73,20 @@ def check_page_data(record: Record, ctx: StreamContext) -> None:
     first = words[0] & PFN_MASK if words else 0
     last = words[-1] & PFN_MASK if words else 0
     record.summary = f"{len(words)} pfns ({first:#x}..{last:#x}), {with_data} pages with data"
+
+
+def _scan_small(words: Sequence[int], max_pfn: int | None) -> tuple[dict[int, int], bool]:
+    """:func:`_scan` for a short batch (a checkpoint's few dirty pages): when its smallest
+    and largest words agree on their top 12 bits (type and reserved bits), every word
+    does, and those two words say it all."""
+    high = max(words)
+    top = high >> RESERVED_SHIFT
+    if min(words) >> RESERVED_SHIFT != top:
+        return _scan(words, max_pfn)
+    ptype = top >> (TYPE_SHIFT - RESERVED_SHIFT)
+    suspect = ptype in INVALID_TYPES or bool(top & 0xFF) or (
+        max_pfn is not None and high & PFN_MASK > max_pfn)
+    return {ptype: len(words)}, suspect
 
 
 def _scan(words: Sequence[int], max_pfn: int | None) -> tuple[dict[int, int], bool]:
@@ -94,7 +116,10 @@ def _scan_piece(words: Sequence[int], max_pfn: int | None) -> tuple[dict[int, in
     nxt = raw[_NEXT::8]
     suspect = bool(top.translate(None, _TOP_CLEAN) or nxt.translate(None, _NEXT_CLEAN)
                    or not INVALID_TYPES.isdisjoint(by_type))
-    if max_pfn is not None and n and not suspect:
+    if max_pfn is not None and n and not suspect and len(by_type) == 1:
+        # one type and no reserved bit: the top 12 bits are the same in every word
+        suspect = max(words) & PFN_MASK > max_pfn
+    elif max_pfn is not None and n and not suspect:
         pfns = bytearray(raw)          # each word with its top 12 bits cleared
         pfns[_TOP::8] = bytes(n)
         pfns[_NEXT::8] = nxt.translate(_NEXT_PFN)

@@ -263,6 +263,24 @@ class ByteSource:
         self.offset += have
         return have
 
+    # -- reading in place -----------------------------------------------------------------
+    def buffered(self, n: int) -> tuple[bytearray, int, int]:
+        """``(buffer, start, count)``: the next *count* unread bytes are
+        ``buffer[start:start + count]``, with at least *n* of them (fewer only at the end of
+        the stream) when *n* fits the read buffer. Nothing is consumed; the view is valid
+        until the next call on this source. With :meth:`consume`, lets a caller decode small
+        units straight from the read buffer (one call, no copies) and decide only then
+        whether to take them."""
+        have = self._hi - self._lo
+        if have < n:
+            have = self._fill(min(n, len(self._buf)))
+        return self._buf, self._lo, have
+
+    def consume(self, n: int) -> None:
+        """Consume the next *n* bytes, all of them buffered (see :meth:`buffered`)."""
+        self._lo += n
+        self.offset += n
+
     # -- reading -------------------------------------------------------------------------
     def read_upto(self, n: int) -> bytes:
         """Read at most *n* bytes; fewer only at end of stream."""

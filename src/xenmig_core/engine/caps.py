@@ -13,7 +13,7 @@ import re
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from xenmig_core.diagnostics import Diagnostic
+from xenmig_core.diagnostics import ERROR, Diagnostic
 
 if TYPE_CHECKING:
     from xenmig_core.engine.consumer import Consumer
@@ -75,6 +75,29 @@ class DiagnosticCaps:
         self._error_kept = self._error_kept or diagnostic.is_error
         self.kept.append(diagnostic)
         self.consumer.on_diagnostic(diagnostic)
+
+    def drop(self, format_name: str | None, where: str | None, severity: str,
+             field: str | None, message: str) -> bool:
+        """True when :meth:`report` would drop a diagnostic of these parts (*where*: its
+        record type, or else its unit): it is then counted as dropped exactly as
+        :meth:`report` counts it, and the caller need not build it. False: build it and
+        :meth:`report` it (a walk repeating one warning thousands of times then pays for
+        the first few only)."""
+        if severity == ERROR and not self._error_kept:
+            return False
+        entry = self._kinds.get((format_name, _shape(where), severity, _shape(field),
+                                 _shape(message)))
+        if entry is None:
+            if len(self.kept) < MAX_DIAGNOSTICS:
+                return False
+            entry = self._kinds.get(None)
+            if entry is None:       # the first of the shared entry: it is the sample
+                return False
+        elif entry[0] < MAX_DIAGNOSTICS_PER_KIND and len(self.kept) < MAX_DIAGNOSTICS:
+            return False
+        self.dropped[severity] += 1
+        entry[1] += 1
+        return True
 
     def finish(self) -> None:
         """At the end of the walk: one ``on_diagnostics_dropped`` per kind with drops."""

@@ -31,6 +31,8 @@ class Action:
 
 
 CONTINUE = Action("continue")
+#: the names of the functions each context adds for its expressions (see helpers)
+CONTEXT_HELPERS = ("child_state", "child_status")
 
 
 @dataclass(slots=True)
@@ -83,7 +85,8 @@ class StreamContext:
     """
 
     def __init__(self, fmt: Format, *, parent: StreamContext | None, depth: int,
-                 start_offset: int, report: Callable[[Diagnostic], None]) -> None:
+                 start_offset: int, report: Callable[[Diagnostic], None],
+                 drop: Callable[..., bool] | None = None) -> None:
         self.format = fmt
         self.parent = parent
         self.depth = depth
@@ -104,9 +107,18 @@ class StreamContext:
         #: the engine's record plans for this context, by record type id (engine-internal)
         self.plans: dict[int, Any] = {}
         self._report = report
-        self._helpers = {"child_state": self.child_state, "child_status": self.child_status}
+        #: the diagnostic caps' early drop (see DiagnosticCaps.drop), when there are caps
+        self._drop = drop
+        #: the functions an expression may call that read this context (CONTEXT_HELPERS)
+        self.helpers = {"child_state": self.child_state, "child_status": self.child_status}
         #: where an expression looks up a name that is not a field of the record, in order
-        self.name_fallback = (self.state, self._helpers, fmt.helpers)
+        self.name_fallback = (self.state, self.helpers, fmt.helpers)
+        #: the names of :meth:`names` without fields, for the engine's generated code only
+        #: (read, never written: state is looked up live)
+        self.bare_names = Names((), self.name_fallback)
+        #: the engine's compiled record functions, by byte order and type id (None for a
+        #: type that takes the general path, a count until one is made); engine-internal
+        self.compiled: dict[str, dict[int, Any]] = {}
 
     @property
     def name(self) -> str:
@@ -138,7 +150,10 @@ class StreamContext:
 
     def stat(self, group: str, key: str, amount: int = 1) -> None:
         """Add *amount* to counter *key* of statistics group *group*."""
-        self.stats.setdefault(group, Counter())[key] += amount
+        counter = self.stats.get(group)
+        if counter is None:
+            counter = self.stats[group] = Counter()
+        counter[key] += amount
 
     def diagnose(self, severity: str, message: str, *, field: str | None = None,
               record: Record | None = None, offset: int | None = None,
@@ -146,6 +161,10 @@ class StreamContext:
         """Report a diagnostic of *severity*; where defaults to the current record. *rule*
         is the id of the spec rule that found it, if one did."""
         record = record if record is not None else (self.current if unit is None else None)
+        if self._drop is not None and self._drop(
+                self.format.name, record.name if record is not None else unit, severity,
+                field, message):
+            return
         self._report(Diagnostic(
             severity=severity, message=message,
             offset=offset if offset is not None else (record.offset if record else None),

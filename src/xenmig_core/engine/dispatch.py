@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from xenmig_core.engine.compiled import compile_record
 from xenmig_core.engine.context import CONTINUE, Action, Record, StreamContext
 from xenmig_core.engine.guards import Guard, conditions_guard, fields_guard, rules_guard
 from xenmig_core.engine.reader import SourceReader
@@ -43,7 +44,7 @@ def _rule_names(rule: Any) -> frozenset[str]:
 class RecordPlan:
     """What one record type of one format asks for, resolved once per walk."""
 
-    __slots__ = ("bodyless", "checks", "checks_guard", "early_length", "enum_warns",
+    __slots__ = ("bodyless", "checks", "checks_guard", "compiled", "early_length", "enum_warns",
                  "field_ids", "field_length", "fields_guard", "handler", "has_checks", "infer",
                  "late_length", "layout", "needs_names", "payload", "reject", "rtype", "rules",
                  "rules_guard", "rules_need_names", "set", "static_length", "summary",
@@ -95,6 +96,8 @@ class RecordPlan:
             if layout is not None and self.has_checks else None
         self.checks_guard = conditions_guard(rtype.name, rtype.checks) if rtype.checks \
             else None
+        #: the generated function per byte order (see :mod:`~xenmig_core.engine.compiled`)
+        self.compiled: dict[str, Any] = {}
 
 
 def _passes(guard: Guard, *args: Any) -> bool:
@@ -139,6 +142,19 @@ class Dispatch:
         if plan is None or plan.rtype is not rtype:
             plan = self._plans[key] = RecordPlan(fmt, rtype)
         return plan
+
+    def _compiled(self, ctx: StreamContext, type_id: int, order: str) -> Any:
+        """The compiled function of *ctx*'s record type *type_id* in byte order *order*, or
+        None (an unknown type, or one the generated code cannot express)."""
+        rtype = ctx.format.spec.records.get(type_id)
+        if rtype is None:
+            return None
+        plan = ctx.plans.get(type_id)
+        if plan is None or plan.rtype is not rtype:
+            plan = ctx.plans[type_id] = self._plan(ctx.format, rtype)
+        if order not in plan.compiled:
+            plan.compiled[order] = compile_record(plan, ctx.format, order)
+        return plan.compiled[order]
 
     def _unit(self, ctx: StreamContext, offset: int, type_id: int, length: int,
               align: int) -> tuple[Record, Action]:
@@ -246,14 +262,7 @@ class Dispatch:
                 plan.rules_guard is None or not _passes(
                     plan.rules_guard, ctx.names() if plan.rules_need_names else None,
                     ctx.marks, ctx.counts, ctx.state)):
-            if plan.versions is not None:
-                version = ctx.state.get("version")
-                if version not in plan.versions:
-                    allowed = "/".join(f"v{v}" for v in plan.versions)
-                    ctx.error(f"{rtype.name} is a {allowed} record, found in a "
-                              f"v{version} stream")
-            if plan.rules:
-                self._check_rules(ctx, record, rtype)
+            self._rules_phase(ctx, record, plan)
         length = record.length
         layout = plan.layout
         broken = bool(plan.static_length) and self._check_length(ctx, plan.static_length,
@@ -303,9 +312,7 @@ class Dispatch:
                           f"(body length {length})")
             if plan.has_checks and (plan.fields_guard is None or not _passes(
                     plan.fields_guard, record.fields, names)):
-                assert layout is not None
-                for path, message, severity in layout.check(record.fields, names):
-                    ctx.diagnose(severity, message, field=path)
+                self._field_checks(ctx, record, plan, names)
             if plan.enum_warns:
                 fields = record.fields
                 for field_id, warns in plan.enum_warns:
@@ -348,6 +355,33 @@ class Dispatch:
             self.source.skip(remaining, f"record {record.index} body")
         return action
 
+    def _rules_phase(self, ctx: StreamContext, record: Record, plan: RecordPlan) -> None:
+        """The record type's ``versions`` and ``rules``, the general way (its guard did not
+        pass, or it has none)."""
+        if plan.versions is not None:
+            version = ctx.state.get("version")
+            if version not in plan.versions:
+                allowed = "/".join(f"v{v}" for v in plan.versions)
+                ctx.error(f"{record.name} is a {allowed} record, found in a "
+                          f"v{version} stream")
+        if plan.rules:
+            self._check_rules(ctx, record, plan.rtype)
+
+    @staticmethod
+    def _field_checks(ctx: StreamContext, record: Record, plan: RecordPlan,
+                      names: Names | None) -> None:
+        """The layout's field checks, the general way (reports every failed one)."""
+        assert plan.layout is not None
+        for path, message, severity in plan.layout.check(record.fields, names):
+            ctx.diagnose(severity, message, field=path)
+
+    @staticmethod
+    def _names_of(ctx: StreamContext, record: Record) -> Names:
+        """The names a record's expressions see: its fields, ``body_length``, the state."""
+        names = Names(record.fields, ctx.name_fallback)
+        names["body_length"] = record.length
+        return names
+
     def _decode_early(self, ctx: StreamContext, record: Record, plan: RecordPlan,
                       reader: SourceReader) -> bool:
         """Decode a long body's lead, check the length rules that follow from it, and only
@@ -364,11 +398,14 @@ class Dispatch:
         record.decoded = True
         return False
 
-    def _deliver_payload(self, record: Record, scanner: Any = None) -> None:
-        """The payload to the consumer when it wants it, and to the plugin's *scanner*
-        (``xenmig_payload_scanner``) if any; otherwise it is skipped unread."""
+    def _deliver_payload(self, record: Record, scanner: Any = None,
+                         wanted: bool | None = None) -> None:
+        """The payload to the consumer when it wants it (*wanted*: its answer, when the
+        caller already asked), and to the plugin's *scanner* (``xenmig_payload_scanner``)
+        if any; otherwise it is skipped unread."""
         what = f"record {record.index} ({record.name}) payload"
-        wanted = self.consumer.wants_payload(record)
+        if wanted is None:
+            wanted = self.consumer.wants_payload(record)
         if not wanted and scanner is None:
             self.source.skip(record.payload_length, what)
             return

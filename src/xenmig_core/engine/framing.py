@@ -47,9 +47,16 @@ class Framing:
     registry: Registry
     source: ByteSource
     consumer: Consumer
+    #: records of types the generated code can express take it (False: always the general
+    #: dispatch, e.g. to compare the two)...
+    compile_records: bool = True
+    #: ... from the record of that type this many into the walk (generating a function
+    #: costs more than the general dispatch of a few records: a short stream pays nothing)
+    compile_after: int = 8
 
     # provided by the other parts of the engine
     _unit: Callable[..., tuple[Record, Action]]
+    _compiled: Callable[..., Any]
     _eval: Callable[..., Any]
     _render: Callable[..., str]
     _run_conditions: Callable[..., None]
@@ -86,7 +93,7 @@ class Framing:
             return Action("nested", str(target))
         if framing is None:
             raise SpecError(f"format {spec.name} has neither records, follows nor a walker")
-        return self._read_record(ctx, framing.align)
+        return self._records(ctx, framing.align)
 
     def _unverified_rest(self, ctx: StreamContext, target: str) -> None:
         """The rest of the source is a format no loaded plugin provides: say so, skip it."""
@@ -154,6 +161,49 @@ class Framing:
                 raise StreamError(message, offset=offset, field=path)
 
     # -- records -------------------------------------------------------------------------
+    def _records(self, ctx: StreamContext, align: int) -> Action:
+        """Type-length records of *ctx*, one after another, until one asks for an action
+        other than ``continue`` (returned): each through its type's compiled function
+        (:mod:`~xenmig_core.engine.compiled`) when it has one and that takes the record,
+        else the general way (:meth:`_read_record`)."""
+        if not self.compile_records:
+            while (action := self._read_record(ctx, align)) is CONTINUE:
+                pass
+            return action
+        source = self.source
+        order = ctx.byte_order
+        head = ctx.format.record_header(order)
+        size = head.size
+        unpack = head.unpack_from
+        compiled = ctx.compiled.setdefault(order, {})
+        root = ctx.parent is None
+        while ctx.byte_order == order:     # (a handler that changes it: start again)
+            lo = source._lo
+            have = source._hi - lo
+            if have >= size:
+                buf = source._buf
+            else:
+                buf, lo, have = source.buffered(size)
+            if have >= size:
+                type_id, length = unpack(buf, lo)
+                function = compiled.get(type_id, 0)
+                if type(function) is int:      # records of this type so far: not compiled
+                    if function + 1 < self.compile_after:
+                        compiled[type_id] = function + 1
+                        function = None
+                    else:
+                        function = compiled[type_id] = self._compiled(ctx, type_id, order)
+                if function is not None:
+                    action = function(self, ctx, source, buf, lo, have, length, source.offset)
+                    if action is not None:
+                        if action is CONTINUE or (root and action.kind == "yield"):
+                            continue   # (the outermost stream has nothing to yield to)
+                        return action
+            action = self._read_record(ctx, align)
+            if action is not CONTINUE:
+                return action
+        return CONTINUE
+
     def _read_record(self, ctx: StreamContext, align: int) -> Action:
         """One type-length record: its header here, the rest in the dispatch."""
         offset = self.source.offset

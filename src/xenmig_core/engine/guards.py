@@ -18,13 +18,13 @@ from collections.abc import Callable
 from typing import Any
 
 from xenmig_core.spec.expr import Expression
-from xenmig_core.spec.layout import Layout
+from xenmig_core.spec.layout import FieldSpec, Layout
 from xenmig_core.spec.model import Condition, LayoutRule
 
 Guard = Callable[..., bool]
 
 
-class _Unguarded(Exception):
+class Unguarded(Exception):
     """Something in the phase is beyond a guard: that phase gets none."""
 
 
@@ -36,7 +36,7 @@ def _compile(params: str, parts: list[str], constants: dict[str, Any], name: str
 
 def _source(expr: Expression) -> str:
     if expr.scoped:
-        raise _Unguarded
+        raise Unguarded
     return expr.fast_source
 
 
@@ -50,17 +50,27 @@ def rules_guard(name: str, versions: tuple[int, ...] | None, rules: list[LayoutR
     ``rules`` entry hold (``_N``: the context's names, ``_S``: its state)."""
     try:
         return _rules_guard(name, versions, rules)
-    except _Unguarded:
+    except Unguarded:
         return None
 
 
 def _rules_guard(name: str, versions: tuple[int, ...] | None, rules: list[LayoutRule]
                  ) -> Guard:
     constants: dict[str, Any] = {}
+    parts = rules_tests(name, versions, rules, _source, constants)
+    return _compile("_N, _marks, _counts, _S", parts, constants, name)
+
+
+def rules_tests(name: str, versions: tuple[int, ...] | None, rules: list[LayoutRule],
+                source: Callable[[Expression], str], constants: dict[str, Any]) -> list[str]:
+    """Python tests over ``_marks``, ``_counts`` and the state ``_S`` that all hold when the
+    record's ``versions`` and every ``rules`` entry do; a rule's ``when`` becomes
+    ``source(expr)``, other values go into *constants*."""
     parts = []
     if versions is not None:
-        constants["_V"] = frozenset(versions)
-        parts.append('_S.get("version") in _V')
+        key = f"_V{len(constants)}"
+        constants[key] = frozenset(versions)
+        parts.append(f'_S.get("version") in {key}')
     for rule in rules:
         if rule.kind == "after":
             test = " and ".join(f"{m!r} in _marks" for m in rule.arg) or "True"
@@ -68,15 +78,15 @@ def _rules_guard(name: str, versions: tuple[int, ...] | None, rules: list[Layout
             test = " and ".join(f"{m!r} not in _marks" for m in rule.arg) or "True"
         else:
             test = f"_counts[{name!r}] < {int(rule.arg)!r}"
-        parts.append(_when(rule.when, test))
-    return _compile("_N, _marks, _counts, _S", parts, constants, name)
+        parts.append(test if rule.when is None else f"not ({source(rule.when)}) or ({test})")
+    return parts
 
 
 def conditions_guard(name: str, conditions: list[Condition]) -> Guard | None:
     """``guard(_N)``: True when every condition whose ``when`` holds is true."""
     try:
         return _compile("_N", [_when(c.when, _source(c.expr)) for c in conditions], {}, name)
-    except _Unguarded:
+    except Unguarded:
         return None
 
 
@@ -85,37 +95,56 @@ def fields_guard(name: str, layout: Layout) -> Guard | None:
     fields ``_F``; None when some check is beyond a guard (arrays, structs, bytes, ``expr``)."""
     constants: dict[str, Any] = {}
     parts = []
+    try:
+        for spec in checked_fields(layout):
+            tests = field_tests(spec, f"_F[{spec.id!r}]", _source, constants)
+            parts.append(f"{spec.id!r} not in _F or ({' and '.join(tests)})")
+    except Unguarded:
+        return None
+    return _compile("_F, _N", parts, constants, name)
+
+
+def checked_fields(layout: Layout) -> list[FieldSpec]:
+    """The fields of *layout* that have checks; Unguarded when a check is beyond a guard
+    (one of a struct's fields)."""
+    found = []
     for spec in layout.fields:
         if not spec.checks:
             if spec.struct is not None and spec.struct.has_checks:
-                return None
+                raise Unguarded
             continue
-        if not spec.is_int or spec.repeat is not None or spec.struct is not None:
-            return None
-        value = f"_F[{spec.id!r}]"
-        tests = []
-        for i, chk in enumerate(spec.checks):
-            arg = chk.arg
-            if isinstance(arg, Expression):
-                if arg.scoped:
-                    return None
-                arg_source = f"({arg.fast_source})"
-            elif chk.kind in ("eq", "min", "max", "reserved_bits") and isinstance(arg, int):
-                arg_source = repr(arg)
-            elif chk.kind in ("any_of", "known"):
-                key = f"_C{len(constants)}_{i}"
-                constants[key] = frozenset(arg) if chk.kind == "known" else tuple(arg)
-                arg_source = key
-            elif chk.kind == "reserved":
-                arg_source = ""
-            else:
-                return None
-            test = {"eq": f"{value} == {arg_source}", "min": f"{value} >= {arg_source}",
-                    "max": f"{value} <= {arg_source}", "any_of": f"{value} in {arg_source}",
-                    "known": f"{value} in {arg_source}", "reserved": f"{value} == 0",
-                    "reserved_bits": f"not {value} & {arg_source}"}.get(chk.kind)
-            if test is None:
-                return None
-            tests.append(test)
-        parts.append(f"{spec.id!r} not in _F or ({' and '.join(tests)})")
-    return _compile("_F, _N", parts, constants, name)
+        found.append(spec)
+    return found
+
+
+def field_tests(spec: FieldSpec, value: str, source: Callable[[Expression], str],
+                constants: dict[str, Any]) -> list[str]:
+    """Python tests, one per check of *spec*, that all hold when its value (the Python
+    expression *value*) passes them; a check's expression argument becomes
+    ``source(expr)``, other arguments go into *constants*. Unguarded when a check is beyond
+    generated code (not an int field, an ``expr`` check)."""
+    if not spec.is_int or spec.repeat is not None or spec.struct is not None:
+        raise Unguarded
+    tests = []
+    for i, chk in enumerate(spec.checks):
+        arg = chk.arg
+        if isinstance(arg, Expression):
+            arg_source = f"({source(arg)})"
+        elif chk.kind in ("eq", "min", "max", "reserved_bits") and isinstance(arg, int):
+            arg_source = repr(arg)
+        elif chk.kind in ("any_of", "known"):
+            key = f"_C{len(constants)}_{i}"
+            constants[key] = frozenset(arg) if chk.kind == "known" else tuple(arg)
+            arg_source = key
+        elif chk.kind == "reserved":
+            arg_source = ""
+        else:
+            raise Unguarded
+        test = {"eq": f"{value} == {arg_source}", "min": f"{value} >= {arg_source}",
+                "max": f"{value} <= {arg_source}", "any_of": f"{value} in {arg_source}",
+                "known": f"{value} in {arg_source}", "reserved": f"{value} == 0",
+                "reserved_bits": f"not {value} & {arg_source}"}.get(chk.kind)
+        if test is None:
+            raise Unguarded
+        tests.append(test)
+    return tests

@@ -131,7 +131,8 @@ class Engine(Framing, Dispatch, RuleEvaluation):
     # -- contexts ------------------------------------------------------------------------
     def _start(self, fmt: Format, parent: StreamContext | None) -> StreamContext:
         ctx = StreamContext(fmt, parent=parent, depth=parent.depth + 1 if parent else 0,
-                            start_offset=self.source.offset, report=self.report)
+                            start_offset=self.source.offset, report=self.report,
+                            drop=self._caps.drop)
         ctx.state["nested"] = parent is not None
         for key, value in self.params.items():
             if key in fmt.spec.state:
