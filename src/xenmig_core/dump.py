@@ -171,6 +171,7 @@ class DumpConsumer(Consumer):
         self._squash: _Squash | None = None
         #: (id of the format, type id) -> what the dump needs of that record type
         self._plans: dict[tuple[int, int], _TypePlan] = {}
+        self._last_plan: tuple[Record, _TypePlan] | None = None
         #: no --type nor --offset: every item is selected
         self._everything = not options.types and options.start <= 0 and options.end is None
         # references point into the file: not for a decompressed one (offsets differ)
@@ -268,11 +269,15 @@ class DumpConsumer(Consumer):
         self._emit(item, counted=True)
 
     def _plan(self, record: Record) -> _TypePlan:
+        last = self._last_plan
+        if last is not None and last[0] is record:      # on_record_end after on_record
+            return last[1]
         ctx = record.context
         key = (id(ctx.format), record.type_id)
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = _TypePlan(ctx, record)
+        self._last_plan = (record, plan)
         return plan
 
     def on_record(self, record: Record) -> None:
@@ -303,7 +308,8 @@ class DumpConsumer(Consumer):
         start, self.covered = self.covered, end
         if not self._everything and not self._selected(record.name, record.offset):
             return
-        plan = self._plan(record)
+        last = self._last_plan
+        plan = last[1] if last is not None and last[0] is record else self._plan(record)
         item = self._record_item(record, plan, start, end)
         self._payload = None
         if self.options.squash and plan.squash \

@@ -3,7 +3,7 @@
 Both write as items arrive. JSON: one document ``{"xenmig_dump": 1, ..., "items": [...]}``
 with one item per line; JSON Lines: the metadata on the first line, then one item per line.
 Every item is written exactly as ``json.dumps(item)`` writes it; lines are gathered and
-written :data:`BATCH` characters at a time (and at the end, or when the dump stops on an error).
+written in large pieces (:mod:`xenmig_core.render.batched`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ import json.encoder
 from collections.abc import Callable
 from typing import Any, TextIO
 
-#: encoded items are written when they add up to this many characters (an item larger than
-#: that is written at once: memory stays bounded by one item)
-BATCH = 64 << 10
+from xenmig_core.render.batched import Batched
 
 
 def _make_encoder() -> Callable[[Any], str]:
@@ -42,30 +40,7 @@ def _make_encoder() -> Callable[[Any], str]:
 encode = _make_encoder()
 
 
-class _Batched:
-    """Gathers text and writes it to *out* about BATCH characters at a time."""
-
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self._parts: list[str] = []
-        self._size = 0
-
-    def _put(self, text: str) -> None:
-        self._parts.append(text)
-        self._size += len(text)
-        if self._size >= BATCH:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write what was gathered (the dump calls it when it stops early, too)."""
-        if self._parts:
-            text = "".join(self._parts)
-            self._parts = []
-            self._size = 0
-            self.out.write(text)
-
-
-class JsonRenderer(_Batched):
+class JsonRenderer(Batched):
     """A single JSON document, streamed."""
 
     def __init__(self, out: TextIO) -> None:
@@ -88,7 +63,7 @@ class JsonRenderer(_Batched):
         self.flush()
 
 
-class JsonlRenderer(_Batched):
+class JsonlRenderer(Batched):
     """One JSON object per line: metadata first, then every item as it is found."""
 
     def begin(self, meta: dict[str, Any]) -> None:
