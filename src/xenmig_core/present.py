@@ -169,10 +169,11 @@ def plain(value: Any) -> Any:
     kind = type(value)
     if kind in _SCALARS:            # the common cases first, by exact type
         return value
-    if kind is dict:
-        return {k if type(k) is str else str(k): plain(v) for k, v in value.items()}
+    if kind is dict:                # (scalars inside are taken as they are, without a call)
+        return {k if type(k) is str else str(k): v if type(v) in _SCALARS else plain(v)
+                for k, v in value.items()}
     if kind is list:
-        return [plain(v) for v in value]
+        return [v if type(v) in _SCALARS else plain(v) for v in value]
     return _plain_other(value)
 
 
