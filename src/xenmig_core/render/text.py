@@ -202,13 +202,21 @@ class TextRenderer(Batched):
             self._detail(f"{key}: {scalar(value)}", level)
 
     def _fields_and_view(self, item: dict[str, Any]) -> None:
-        view = dict(item.get("view") or {})
+        fields = item.get("fields")
+        view = item.get("view")
+        if not view:                # the common cases: no merging to do
+            if fields:
+                self.mapping(fields)
+            return
+        if not fields:
+            self.mapping(view)
+            return
+        rest = dict(view)
         shown: dict[str, Any] = {}
-        for key, value in (item.get("fields") or {}).items():
-            shown[key] = view.pop(key, value)
-        shown.update(view)
-        if shown:
-            self.mapping(shown)
+        for key, value in fields.items():
+            shown[key] = rest.pop(key, value)
+        shown.update(rest)
+        self.mapping(shown)
 
     def _payload(self, payload: Any) -> None:
         if isinstance(payload, list):
