@@ -163,6 +163,7 @@ class DumpConsumer(Consumer):
         self.registry = registry
         self.source = source
         self.renderer = renderer
+        self._render = renderer.item
         self.options = options
         self.covered = source.offset       # end of the last byte accounted for in items
         self.emitted = 0
@@ -305,7 +306,8 @@ class DumpConsumer(Consumer):
             self._payload.feed(chunk)
 
     def on_record_end(self, record: Record) -> None:
-        self._flush_squash_if_gap(record.offset)
+        if record.offset > self.covered:
+            self._flush_squash_if_gap(record.offset)
         end = self.source.offset
         start, self.covered = self.covered, end
         if not self._everything and not self._selected(record.name, record.offset):
@@ -325,7 +327,12 @@ class DumpConsumer(Consumer):
             return
         if self._squash is not None:
             self._flush_squash()
-        self._emit(item, counted=True)
+        if self._pending:       # (_emit, inlined: the path every record takes)
+            self._flush_diagnostics()
+        self._render(item)
+        self.emitted += 1
+        if self.options.limit is not None and self.emitted >= self.options.limit:
+            raise _LimitReached
 
     def _flush_squash_if_gap(self, offset: int) -> None:
         if offset > self.covered:
