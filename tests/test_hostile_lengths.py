@@ -4,7 +4,7 @@ allows and carries a few bytes costs memory in proportion to the bytes that arri
 Each case is a real example (or sample) stream cut a few bytes after one length field that
 was set to its format's largest value. ``xenmig verify`` and ``xenmig dump`` run on it from
 a file and from a pipe, each in a child whose own peak RSS (``os.wait4``, see
-:data:`LAUNCHER`) must stay under 64 MiB, and must end with a one-line error (exit 1, no
+tests/rss.py) must stay under 64 MiB, and must end with a one-line error (exit 1, no
 traceback).
 
 The framed cases are generated: the offsets of each example's records come from the
@@ -17,14 +17,13 @@ from __future__ import annotations
 import io
 import os
 import struct
-import subprocess
-import sys
 import tempfile
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from rss import RSS_LIMIT
+from rss import run_xenmig as _run
 
 import xenmig_core
 from xenmig_core.engine.framing import MAX_HEADER_BYTES
@@ -33,8 +32,6 @@ from xenmig_core.spec.model import Framing
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-#: The guarantee: no input makes xenmig's peak RSS exceed this.
-RSS_LIMIT = 64 << 20
 #: How many body bytes each hostile case still carries after the length field.
 CARRIED = 24
 #: Records sampled per framed format (the ones named first, then the first others).
@@ -127,51 +124,6 @@ def _cases() -> list[tuple[str, bytes, str | None]]:
 
 
 CASES = _cases()
-
-
-#: Runs xenmig as its own child and writes that child's peak RSS (KiB) to argv[1]. Linux
-#: records the address space a process had before exec in its peak RSS (a child forked
-#: from the test process would report the test process's peak): this small launcher is
-#: what xenmig is forked from.
-LAUNCHER = """
-import os, sys
-pid = os.fork()
-if pid == 0:
-    os.execv(sys.executable, [sys.executable, "-m", "xenmig_core", *sys.argv[2:]])
-_pid, status, usage = os.wait4(pid, 0)
-with open(sys.argv[1], "w") as out:
-    out.write(str(usage.ru_maxrss))
-sys.exit(os.waitstatus_to_exitcode(status))
-"""
-
-
-def _run(args: list[str], stdin: bytes | None) -> tuple[int, int, str]:
-    """Run xenmig with *args* (feeding *stdin* through a pipe when given); return its exit
-    code, its own peak RSS in bytes and its stderr."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
-            tempfile.TemporaryDirectory() as folder:
-        rss_file = Path(folder) / "rss"
-        child = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(rss_file), *args],
-                                 stdin=subprocess.PIPE if stdin is not None else None,
-                                 stdout=out, stderr=err)
-        feeder = None
-        if stdin is not None:
-            assert child.stdin is not None
-            pipe = child.stdin
-
-            def feed() -> None:
-                try:
-                    pipe.write(stdin)
-                    pipe.close()
-                except OSError:   # the child refused early: fine
-                    pass
-            feeder = threading.Thread(target=feed, daemon=True)
-            feeder.start()
-        code = child.wait()
-        if feeder is not None:
-            feeder.join(5)
-        err.seek(0)
-        return code, int(rss_file.read_text()) * 1024, err.read().decode(errors="replace")
 
 
 @pytest.mark.parametrize(("name", "data", "fmt"), CASES, ids=[c[0] for c in CASES])

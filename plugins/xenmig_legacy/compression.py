@@ -18,9 +18,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
+
+from xenmig_core.spec.spill import SpilledBytes
 
 PAGE = 4096
 WORD = 4
+#: the longest entry: a delta of 1024 one-word runs (1024 markers, 4096 bytes)
+MAX_ENTRY = PAGE + PAGE // WORD
+#: a spilled chunk's data are walked this many bytes at a time
+BLOCK = 1 << 20
 EMPTY, FULL, DELTA = "empty", "full", "delta"
 
 
@@ -37,73 +44,87 @@ class PageEntry:
     end: int
 
 
-def iter_pages(data: bytes | memoryview) -> Iterator[PageEntry]:
-    """Walk *data* page entry by page entry; DeltaError on a malformed or cut entry."""
-    view = memoryview(data)
-    pos = 0
-    while pos < len(view):
-        entry = _entry_at(view, pos)
-        pos = entry.end
+def iter_pages(data: Any) -> Iterator[PageEntry]:
+    """Walk *data* page entry by page entry; DeltaError on a malformed or cut entry. *data*
+    may be a spilled value (too large to hold): it is then read a block at a time."""
+    for entry, _count in _entries(data, zero_runs=False):
         yield entry
 
 
-def count_kinds(data: bytes | memoryview) -> dict[str, int]:
+def count_kinds(data: Any) -> dict[str, int]:
     """How many entries of each kind *data* holds (as :func:`iter_pages` yields them; the
     same DeltaError), in memory independent of the count: a run of EMPTY entries (zero
     bytes) is counted in one step."""
-    view = memoryview(data)
     kinds: dict[str, int] = {}
-    pos = 0
-    while pos < len(view):
-        if view[pos] == 0x00:
-            match = _ZEROS.match(view, pos)
-            end = match.end() if match else pos + 1
-            kinds[EMPTY] = kinds.get(EMPTY, 0) + end - pos
-            pos = end
-            continue
-        entry = _entry_at(view, pos)
-        kinds[entry.kind] = kinds.get(entry.kind, 0) + 1
-        pos = entry.end
+    for entry, count in _entries(data, zero_runs=True):
+        kinds[entry.kind] = kinds.get(entry.kind, 0) + count
     return kinds
 
 
 _ZEROS = re.compile(rb"\x00+")
 
 
-def _entry_at(view: memoryview, start: int) -> PageEntry:
-    """The entry starting at offset *start* of *view*."""
+def _entries(data: Any, zero_runs: bool) -> Iterator[tuple[PageEntry, int]]:
+    """(entry, how many entries it stands for): with *zero_runs*, a run of EMPTY entries is
+    one item. In-memory data is walked in place; a spilled value in blocks of
+    :data:`BLOCK` bytes plus :data:`MAX_ENTRY`, so that every entry that starts in a block
+    lies whole in what was read (offsets stay those of the whole data)."""
+    spilled = isinstance(data, SpilledBytes)
+    size = len(data)
+    base = 0
+    while base < size:
+        view = memoryview(b"".join(data.chunks(base, base + BLOCK + MAX_ENTRY))) if spilled \
+            else memoryview(data)
+        limit = len(view) if base + len(view) >= size else len(view) - MAX_ENTRY
+        pos = 0
+        while pos < limit:
+            if zero_runs and view[pos] == 0x00:
+                match = _ZEROS.match(view, pos)
+                end = match.end() if match else pos + 1
+                yield PageEntry(EMPTY, base + pos, base + end), end - pos
+                pos = end
+                continue
+            entry = _entry_at(view, pos, base)
+            pos = entry.end - base
+            yield entry, 1
+        base += pos
+
+
+def _entry_at(view: memoryview, start: int, base: int = 0) -> PageEntry:
+    """The entry starting at offset *start* of *view*, which holds the data from offset
+    *base* (entries and messages give offsets in the data)."""
     size = len(view)
     pos = start
     first = view[pos]
     if first == 0x00:
-        return PageEntry(EMPTY, start, pos + 1)
+        return PageEntry(EMPTY, base + start, base + pos + 1)
     if first == 0x80:
         if pos + 1 + PAGE > size:
-            raise DeltaError(f"full page at data offset {start} is cut: "
+            raise DeltaError(f"full page at data offset {base + start} is cut: "
                              f"{size - pos - 1} of {PAGE} bytes")
-        return PageEntry(FULL, start, pos + 1 + PAGE)
+        return PageEntry(FULL, base + start, base + pos + 1 + PAGE)
     covered = 0
     while covered < PAGE:
         if pos >= size:
-            raise DeltaError(f"page delta at data offset {start} is cut after "
+            raise DeltaError(f"page delta at data offset {base + start} is cut after "
                              f"{covered} of {PAGE} bytes")
         marker = view[pos]
         count = marker & 0x7F
         if count == 0:
             raise DeltaError(f"zero-length {'skip' if marker & 0x80 else 'run'} marker at "
-                             f"data offset {pos}")
+                             f"data offset {base + pos}")
         length = count * WORD
         if covered + length > PAGE:
-            raise DeltaError(f"page delta at data offset {start} covers more than "
-                             f"{PAGE} bytes (marker at offset {pos})")
+            raise DeltaError(f"page delta at data offset {base + start} covers more than "
+                             f"{PAGE} bytes (marker at offset {base + pos})")
         pos += 1
         if not marker & 0x80:
             if pos + length > size:
-                raise DeltaError(f"run at data offset {pos - 1} is cut: "
+                raise DeltaError(f"run at data offset {base + pos - 1} is cut: "
                                  f"{size - pos} of {length} bytes")
             pos += length
         covered += length
-    return PageEntry(DELTA, start, pos)
+    return PageEntry(DELTA, base + start, base + pos)
 
 
 def apply_entry(entry: PageEntry, data: bytes | memoryview, base: bytearray) -> None:

@@ -41,7 +41,7 @@ from xenmig_core.writer import StreamWriter
 from xenmig_legacy.compression import EMPTY, FULL, iter_pages
 from xenmig_legacy.detect import FORMAT
 from xenmig_legacy.pfnwords import to_v2
-from xenmig_legacy.physmap import PhysmapError, parse_physmap, xenstore_data
+from xenmig_legacy.physmap import PhysmapError, iter_physmap, xenstore_data
 from xenmig_legacy.walker import FILLER, FIRST_DATALESS_TYPE, TYPE_MASK
 
 #: Written as the libxc domain header's xen_minor (xen_major 0 = "converted"); Xen's own
@@ -354,14 +354,15 @@ class LegacyConverter(Consumer):
         data = record.fields["data"]
         if not self.libxl_out or not data:
             return
+        more = bytearray()
         try:
-            entries = parse_physmap(data, state["width"])
+            for entry in iter_physmap(data, state["width"]):   # one entry held at a time
+                more += xenstore_data([entry])
+                if len(self.xenstore) + len(more) > MAX_XENSTORE:
+                    raise StreamError(f"libxl toolstack data: more than "
+                                      f"{MAX_XENSTORE >> 20} MiB of physmap entries in all")
         except PhysmapError as exc:
             raise StreamError(f"libxl toolstack data: {exc}") from None
-        more = xenstore_data(entries)
-        if len(self.xenstore) + len(more) > MAX_XENSTORE:
-            raise StreamError(f"libxl toolstack data: more than {MAX_XENSTORE >> 20} MiB of "
-                              "physmap entries in all")
         self.xenstore += more
 
     def unit_END(self, record: Record, state: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from xenmig_core.engine import Record, StreamContext
 from xenmig_legacy.compression import DeltaError, count_kinds
 from xenmig_legacy.pfnwords import as_array, type_byte_index, types
-from xenmig_legacy.physmap import PhysmapError, parse_physmap
+from xenmig_legacy.physmap import PhysmapError, iter_physmap
 from xenmig_legacy.walker import (
     FILLER,
     FIRST_DATALESS_TYPE,
@@ -193,13 +193,15 @@ def toolstack(record: Record, ctx: StreamContext) -> None:
     data = record.fields["data"]
     if not data:
         return
+    entries = 0
     try:
-        entries = parse_physmap(data, ctx.state["width"])
+        for _entry in iter_physmap(data, ctx.state["width"]):   # counted, not kept
+            entries += 1
     except PhysmapError as exc:
         ctx.warning(f"not libxl physmap data: {exc} (converting to libxl would fail)",
                     field="data")
         return
-    record.summary = f"{len(data)} bytes: libxl physmap, {len(entries)} entries"
+    record.summary = f"{len(data)} bytes: libxl physmap, {entries} entries"
 
 
 def qemu_record(record: Record, ctx: StreamContext) -> None:

@@ -12,9 +12,14 @@ Xenstore data: for each entry, in order, the NUL-terminated strings
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 ENTRY = struct.Struct("<QQQI")
+#: the longest name an entry may have: XENSTORE_PAYLOAD_MAX, the most a xenstore write
+#: carries (the name becomes the value of physmap/<phys>/name)
+MAX_NAME = 4096
 
 
 class PhysmapError(ValueError):
@@ -29,33 +34,40 @@ class PhysmapEntry:
     name: bytes          # without its NUL
 
 
-def parse_physmap(blob: bytes, width: int) -> list[PhysmapEntry]:
+def parse_physmap(blob: Any, width: int) -> list[PhysmapEntry]:
     """Decode a version-1 blob written by a *width*-bit toolstack; PhysmapError if bad.
     Bytes after the announced entries are ignored (as Xen's converter does)."""
+    return list(iter_physmap(blob, width))
+
+
+def iter_physmap(blob: Any, width: int) -> Iterator[PhysmapEntry]:
+    """The entries of :func:`parse_physmap`, one at a time (the same PhysmapError when one
+    is reached). *blob* may be a spilled value: only an entry's bytes are read at a time."""
     if len(blob) < 8:
         raise PhysmapError("overly short libxl toolstack data")
-    version, count = struct.unpack_from("<II", blob)
+    version, count = struct.unpack("<II", bytes(blob[:8]))
     if version != 1:
         raise PhysmapError(f"cannot decode libxl toolstack version {version}")
     pos = 8
-    entries = []
     tail = 4 if width == 64 else 0
     for i in range(count):
         if len(blob) - pos < ENTRY.size:
             raise PhysmapError(f"physmap entry {i}: remaining data too short for its header")
-        phys, start, size, namelen = ENTRY.unpack_from(blob, pos)
+        phys, start, size, namelen = ENTRY.unpack(bytes(blob[pos:pos + ENTRY.size]))
         pos += ENTRY.size
         if namelen == 0:
             raise PhysmapError(f"physmap entry {i}: no name")
         take = namelen + tail
         if len(blob) - pos < take:
             raise PhysmapError(f"physmap entry {i}: remaining data too short for its name")
-        name = blob[pos:pos + namelen]
+        if namelen > MAX_NAME + 1:
+            raise PhysmapError(f"physmap entry {i}: a name of {namelen - 1} bytes (a "
+                               f"xenstore value holds at most {MAX_NAME})")
+        name = bytes(blob[pos:pos + namelen])
         pos += take
         if name[-1] != 0:
             raise PhysmapError(f"physmap entry {i}: name not NUL terminated")
-        entries.append(PhysmapEntry(phys, start, size, name[:-1]))
-    return entries
+        yield PhysmapEntry(phys, start, size, name[:-1])
 
 
 def xenstore_data(entries: list[PhysmapEntry]) -> bytes:

@@ -7,19 +7,29 @@ the entries comes from the spec (``specs/hvm_context.yaml``): which typecodes ex
 which are per-vcpu (enum ``hvm_save_per_vcpu``) and which restore zero-extends when shorter
 (enum ``hvm_save_zero_extend``), and the field checks (``valid``). This module knows only
 the framing and the one-entry-per-(type, instance) bookkeeping.
+
+The blob is either ``bytes`` or, when the record carried more than the engine holds in
+memory, a :class:`~xenmig_core.spec.spill.SpilledBytes`: the walk reads it through slices
+and readers only (a descriptor, then one entry's body at a time, each read from the blob's
+file as it is needed), so memory is bounded by the largest entry the layouts load in memory
+(see :func:`body_reader`), never by the blob.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from xenmig_core.engine import Record, StreamContext
 from xenmig_core.errors import RecordError
-from xenmig_core.spec.layout import BytesReader, Layout
+from xenmig_core.spec.layout import BytesReader, Layout, Reader
 from xenmig_core.spec.model import FormatSpec
+from xenmig_core.spec.spill import SpilledBytes
+
+#: an HVM_CONTEXT blob: in memory, or spilled to a temporary file when it is large
+Blob = bytes | SpilledBytes
 
 #: ``record.fields['entries']`` keeps the first this many entries (real contexts hold tens);
 #: ``entries_dropped`` (present only when non-zero) counts the rest.
@@ -78,21 +88,23 @@ class EntryRules:
         entry = self.names.entries.get(typecode)
         return entry.name if entry is not None else None
 
-    def decode(self, entry: Entry, data: bytes, order: str) -> Decoded:
+    def decode(self, entry: Entry, body: Callable[[], Reader], order: str) -> Decoded:
         """The body with the layout that fits it: a fixed one of its exact size, else one of
         variable size that consumes it exactly, else (a zero-extended type, shorter than
-        its full layout) the full layout over the body and zeros, as restore reads it."""
+        its full layout) the full layout over the body and zeros, as restore reads it.
+        *body* gives a fresh reader over the entry's body (:func:`body_reader`)."""
         if entry.name is None:
             return Decoded()
+        size = entry.length
         base_name = f"hvm_{entry.name.lower()}"
         candidates = self.layouts.get(base_name, [])
         for lname, layout in candidates:
-            if layout.static_size == len(data):
-                return Decoded(lname, layout, layout.decode(BytesReader(data), order))
+            if layout.static_size == size:
+                return Decoded(lname, layout, layout.decode(body(), order))
         failure = None
         for lname, layout in candidates:
             if layout.static_size is None:
-                reader = BytesReader(data)
+                reader = body()
                 try:
                     fields = layout.decode(reader, order)
                 except RecordError as exc:
@@ -104,28 +116,40 @@ class EntryRules:
         base = dict(candidates).get(base_name)
         if base is None or base.static_size is None:
             return Decoded(problem=failure)
-        size = base.static_size
+        full = base.static_size
         if entry.typecode in self.zero_extend:
-            if len(data) < size:
-                padded = data + bytes(size - len(data))
+            if size < full:    # shorter than a fixed layout: small
+                padded = body().take(size, "entry") + bytes(full - size)
                 return Decoded(base_name, base, base.decode(BytesReader(padded), order),
-                               zero_extended_from=len(data))
-            return Decoded(problem=f"length {len(data)}, at most {size} (restore reads "
+                               zero_extended_from=size)
+            return Decoded(problem=f"length {size}, at most {full} (restore reads "
                                    "shorter ones zero-extended, never longer)")
-        return Decoded(problem=f"length {len(data)}, expected {size}")
+        return Decoded(problem=f"length {size}, expected {full}")
 
 
-def iter_entries(blob: bytes, order: str, rules: EntryRules) -> Iterator[Entry]:
+def body_reader(blob: Blob, entry: Entry) -> Callable[[], Reader]:
+    """Fresh readers over *entry*'s body in *blob*: a view of the bytes, or a reader of the
+    spilled blob's file (a field of the entry larger than the engine holds is spilled again,
+    so a huge entry costs a chunk)."""
+    start, end = entry.offset, entry.offset + entry.length
+    if isinstance(blob, SpilledBytes):
+        return lambda: blob.reader(start, end)
+    view = memoryview(blob)[start:end]
+    return lambda: BytesReader(view)
+
+
+def iter_entries(blob: Blob, order: str, rules: EntryRules) -> Iterator[Entry]:
     """The entries of *blob* up to and including END (typecode 0), or up to one whose body
-    overruns the blob (``overruns`` set; the walk stops there)."""
+    overruns the blob (``overruns`` set; the walk stops there). Reads descriptors only."""
     descriptor = struct.Struct(order + "HHI")
     pos = 0
     index = 0
-    while pos + descriptor.size <= len(blob):
-        typecode, instance, length = descriptor.unpack_from(blob, pos)
+    size = len(blob)
+    while pos + descriptor.size <= size:
+        typecode, instance, length = descriptor.unpack(blob[pos:pos + descriptor.size])
         start = pos + descriptor.size
         entry = Entry(index, typecode, instance, length, pos, start, rules.name_of(typecode))
-        if length > len(blob) - start:
+        if length > size - start:
             entry.overruns = True
             yield entry
             return
@@ -178,9 +202,10 @@ def check_hvm_context(record: Record, ctx: StreamContext) -> None:
     header_code, cpu_code = rules.codes.get("HEADER"), rules.codes.get("CPU")
     descriptor = rules.descriptor
     kept: list[dict[str, object]] = []
-    seen: set[tuple[int, int]] = set()
+    # compact keys and values (ints, not tuples or entries): 65536 of each stay a few MiB
+    seen: set[int] = set()                   # typecode << 16 | instance
     cpus: set[int] = set()
-    vcpu_entries: dict[int, Entry] = {}
+    vcpu_entries: dict[int, int] = {}        # instance -> its first per-vcpu entry, packed
     reported = dropped = errors = 0
     worst = "warning"
     count = 0
@@ -220,16 +245,15 @@ def check_hvm_context(record: Record, ctx: StreamContext) -> None:
             ended = True
             break
         if entry.index < MAX_CHECKED:
-            data = bytes(blob[entry.offset:entry.offset + entry.length])
             desc = descriptor.decode(BytesReader(blob[entry.desc_offset:entry.offset]), order)
-            decoded = rules.decode(entry, data, order)
+            decoded = rules.decode(entry, body_reader(blob, entry), order)
             for severity, message, where in _entry_problems(entry, decoded, rules, desc):
                 report(severity, message, where, entry.desc_offset)
         elif entry.name is None:
             report("error", f"{_label(entry)}: unknown entry typecode {entry.typecode}: Xen's "
                    "hvm_load refuses it (\"unknown entry typecode\")",
                    f"context.entry[{entry.index}].typecode", entry.desc_offset)
-        key = (entry.typecode, entry.instance)
+        key = entry.typecode << 16 | entry.instance
         if key in seen:
             report("warning", f"{_label(entry)}: a second {entry.name or entry.typecode} entry "
                    f"for instance {entry.instance}: restore loads both, the last wins",
@@ -238,14 +262,16 @@ def check_hvm_context(record: Record, ctx: StreamContext) -> None:
             seen.add(key)
         if entry.typecode == cpu_code:
             cpus.add(entry.instance)
-        elif entry.typecode in rules.per_vcpu and entry.instance not in vcpu_entries \
-                and len(vcpu_entries) < MAX_TRACKED:
-            vcpu_entries[entry.instance] = entry
+        elif entry.typecode in rules.per_vcpu and entry.instance not in vcpu_entries:
+            vcpu_entries[entry.instance] = \
+                entry.index << 80 | entry.desc_offset << 16 | entry.typecode
     record.fields["entries"] = kept
     if count > len(kept):
         record.fields["entries_dropped"] = count - len(kept)
-    for instance, entry in sorted(vcpu_entries.items()):
+    for instance, packed in sorted(vcpu_entries.items()):
         if instance not in cpus and ended:
+            entry = Entry(packed >> 80, packed & 0xFFFF, instance, 0,
+                          (packed >> 16) & ((1 << 64) - 1), 0, rules.name_of(packed & 0xFFFF))
             report("warning", f"{_label(entry)}: vcpu {instance} has no CPU entry: restore "
                    "leaves that vcpu down", f"context.entry[{entry.index}]", entry.desc_offset)
     if not ended and not overran:

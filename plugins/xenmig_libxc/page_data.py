@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 
 from xenmig_core.diagnostics import ERROR
 from xenmig_core.engine import Record, StreamContext
+from xenmig_core.spec.spill import SpilledArray, pieces
 
 PAGE_SIZE = 4096
 TYPE_SHIFT = 60
@@ -68,7 +69,19 @@ def check_page_data(record: Record, ctx: StreamContext) -> None:
 
 def _scan(words: Sequence[int], max_pfn: int | None) -> tuple[dict[int, int], bool]:
     """Count the words of each page type (in the order types first appear) and say whether
-    any word has a problem: an invalid type, reserved bits set, a pfn above *max_pfn*."""
+    any word has a problem: an invalid type, reserved bits set, a pfn above *max_pfn*.
+    A spilled array is scanned piece by piece."""
+    by_type: dict[int, int] = {}
+    suspect = False
+    for piece in pieces(words):
+        counts, bad = _scan_piece(piece, max_pfn)
+        for ptype, count in counts.items():
+            by_type[ptype] = by_type.get(ptype, 0) + count
+        suspect = suspect or bad
+    return by_type, suspect
+
+
+def _scan_piece(words: Sequence[int], max_pfn: int | None) -> tuple[dict[int, int], bool]:
     raw = words.tobytes() if isinstance(words, array) and words.itemsize == 8 \
         else array("Q", words).tobytes()
     top = raw[_TOP::8]
@@ -91,8 +104,21 @@ def _scan(words: Sequence[int], max_pfn: int | None) -> tuple[dict[int, int], bo
 
 def _pfn_problems(words: Sequence[int], max_pfn: int | None
                   ) -> Iterator[tuple[str, str, str | None]]:
-    """Each problem of each pfn word, lazily (the caller keeps only the first few)."""
-    for i, word in enumerate(words):
+    """Each problem of each pfn word, lazily (the caller keeps only the first few). Of a
+    spilled array, the pieces the first pass finds clean are skipped."""
+    spilled = isinstance(words, SpilledArray)
+    at = 0
+    for piece in pieces(words):
+        if spilled and not _scan_piece(piece, max_pfn)[1]:
+            at += len(piece)
+            continue
+        yield from _piece_problems(piece, at, max_pfn)
+        at += len(piece)
+
+
+def _piece_problems(words: Sequence[int], at: int, max_pfn: int | None
+                    ) -> Iterator[tuple[str, str, str | None]]:
+    for i, word in enumerate(words, at):
         ptype = word >> TYPE_SHIFT
         if ptype in INVALID_TYPES:
             yield ERROR, f"page type {ptype:#x} is invalid ({word:#018x})", f"pfn[{i}]"

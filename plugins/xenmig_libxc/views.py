@@ -8,34 +8,62 @@ fits is shown with its length only.
 
 from __future__ import annotations
 
+from array import array
 from typing import Any
 
 from xenmig_core.engine import Record, StreamContext
 from xenmig_core.present import present_fields
-from xenmig_libxc.hvm_context import MAX_KEPT_ENTRIES, EntryRules, iter_entries
+from xenmig_core.spec.spill import pieces
+from xenmig_libxc.hvm_context import MAX_KEPT_ENTRIES, EntryRules, body_reader, iter_entries
 from xenmig_libxc.page_data import PFN_MASK, RESERVED_SHIFT, TYPE_SHIFT
+
+#: a PAGE_DATA view shows at most this many runs (a real batch of 1024 pfns has a few)
+MAX_RUNS = 4096
+#: an HVM_CONTEXT view decodes the fields of the entries within this many bytes of the blob
+#: (a 128-vcpu guest's context is under a MiB, most of it shown): decoded and rendered, an
+#: entry's fields take ten times its bytes in JSON, more in YAML
+MAX_DECODED_BYTES = 512 << 10
 
 
 def view_page_data(record: Record, ctx: StreamContext) -> dict[str, Any]:
-    """``pfn``: runs {first, last, count, type[, reserved]}; ``pages``: count per type."""
+    """``pfn``: runs {first, last, count, type[, reserved]}, the first :data:`MAX_RUNS`
+    (``pfns_not_shown`` counts the pfns after them); ``pages``: count per type. A piece of
+    consecutive words (Xen's saver sends such batches) is taken in one step."""
     enum = ctx.format.spec.enums["page_type"]
     runs: list[dict[str, Any]] = []
     pages: dict[str, int] = {}
-    for word in record.fields["pfn"]:
+    dropped = 0
+
+    def add(word: int, count: int) -> None:
+        nonlocal dropped
         pfn = word & PFN_MASK
         type_name = enum.name_of(word >> TYPE_SHIFT)
         reserved = (word >> RESERVED_SHIFT) & 0xFF
-        pages[type_name] = pages.get(type_name, 0) + 1
+        pages[type_name] = pages.get(type_name, 0) + count
         last = runs[-1] if runs else None
         if last is not None and last["type"] == type_name and last["last"] + 1 == pfn \
-                and last.get("reserved", 0) == reserved:
-            last["last"] = pfn
-            last["count"] += 1
-            continue
-        run: dict[str, Any] = {"first": pfn, "last": pfn, "count": 1, "type": type_name}
+                and last.get("reserved", 0) == reserved and not dropped:
+            last["last"] = pfn + count - 1
+            last["count"] += count
+            return
+        if len(runs) >= MAX_RUNS:
+            dropped += count
+            return
+        run: dict[str, Any] = {"first": pfn, "last": pfn + count - 1, "count": count,
+                               "type": type_name}
         if reserved:
             run["reserved"] = reserved
         runs.append(run)
+    for piece in pieces(record.fields["pfn"]):
+        first = piece[0] if len(piece) > 1 else 0
+        if len(piece) > 1 and (first & PFN_MASK) + len(piece) <= PFN_MASK + 1 and \
+                array("Q", piece) == array("Q", range(first, first + len(piece))):
+            add(first, len(piece))
+            continue
+        for word in piece:
+            add(word, 1)
+    if dropped:
+        return {"pfn": runs, "pfns_not_shown": dropped, "pages": pages}
     return {"pfn": runs, "pages": pages}
 
 
@@ -43,12 +71,14 @@ def view_hvm_context(record: Record, ctx: StreamContext) -> dict[str, Any]:
     """``entries``: each HVM save entry's type, instance, length and decoded fields (with the
     layout used; ``zero_extended_from`` when a shorter entry was read zero-extended, as
     restore does); ``after_end``: bytes after the END entry. At most
-    :data:`MAX_KEPT_ENTRIES` entries are shown; ``entries_dropped`` counts the rest."""
+    :data:`MAX_KEPT_ENTRIES` entries are shown; ``entries_dropped`` counts the rest. Fields
+    are decoded for the entries within the first :data:`MAX_DECODED_BYTES` of the blob
+    (``fields_not_shown`` marks the others), so that the view stays small."""
     blob = record.fields["context"]
     rules = EntryRules(ctx.format.spec)
     enums = ctx.format.spec.enums
     entries: list[dict[str, Any]] = []
-    end = 0
+    end = shown = 0
     for entry in iter_entries(blob, ctx.byte_order, rules):
         if len(entries) >= MAX_KEPT_ENTRIES:
             return {"entries": entries, "entries_dropped": record.fields.get(
@@ -61,7 +91,11 @@ def view_hvm_context(record: Record, ctx: StreamContext) -> dict[str, Any]:
             item["overruns"] = True
             return {"entries": entries}
         end = entry.offset + entry.length
-        decoded = rules.decode(entry, bytes(blob[entry.offset:end]), ctx.byte_order)
+        shown += entry.length
+        if shown > MAX_DECODED_BYTES:    # decoded fields take ten times their bytes
+            item["fields_not_shown"] = True
+            continue
+        decoded = rules.decode(entry, body_reader(blob, entry), ctx.byte_order)
         if decoded.layout is not None:
             item["layout"] = decoded.layout_name
             if decoded.zero_extended_from is not None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from xenmig_core.engine import Consumer, Record, StreamContext
 from xenmig_core.errors import StreamError
+from xenmig_core.spec.spill import pieces
 from xenmig_memory.cpu import Vcpu, hvm_vcpu, pv_vcpu
 from xenmig_memory.pfnmap import ABSENT, PAGE, PFN_LIMIT, PfnMap
 
@@ -35,6 +36,8 @@ HVM_CPU = 2
 DOMAIN_PV, DOMAIN_HVM = 1, 2
 #: vcpu contexts kept (Xen's largest guests have a few hundred vcpus)
 MAX_VCPUS = 4096
+#: an HVM CPU entry longer than this is no CPU state any layout reads (real ones: ~1 KiB)
+MAX_CPU_ENTRY = 1 << 16
 PAYLOAD_RECORDS = ("X86_PV_VCPU_BASIC", "SHARED_INFO")
 
 
@@ -148,7 +151,7 @@ class MemoryIndex(Consumer):
         first = words[0]
         if first >> TYPE_SHIFT in DATA_TYPES and base is not None \
                 and (first & PFN_MASK) + len(words) <= PFN_LIMIT \
-                and array("Q", words) == array("Q", range(first, first + len(words))):
+                and _consecutive(words, first):
             # the common case: one type, consecutive pfns (Xen's saver sends such batches)
             self.pfns.set_run(first & PFN_MASK, len(words), base)
             self.data_pages += len(words)
@@ -194,6 +197,10 @@ class MemoryIndex(Consumer):
         for entry in record.fields.get("entries", []):
             if entry["typecode"] != HVM_CPU:
                 continue
+            if entry["length"] > MAX_CPU_ENTRY:
+                self.problems.append(f"vcpu {entry['instance']}: HVM CPU entry of "
+                                     f"{entry['length']} bytes is no CPU state")
+                continue
             data = bytes(blob[entry["offset"]:entry["offset"] + entry["length"]])
             vcpu = hvm_vcpu(entry["instance"], data, types, self.byte_order)
             if vcpu is None:
@@ -223,3 +230,13 @@ class MemoryIndex(Consumer):
     @property
     def is_pv(self) -> bool:
         return self.domain_type == DOMAIN_PV
+
+
+def _consecutive(words: Any, first: int) -> bool:
+    """True when *words* are first, first + 1, ... (a spilled array: piece by piece)."""
+    at = first
+    for piece in pieces(words):
+        if array("Q", piece) != array("Q", range(at, at + len(piece))):
+            return False
+        at += len(piece)
+    return True

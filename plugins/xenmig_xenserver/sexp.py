@@ -4,7 +4,8 @@
 escapes), lists, ``;`` line comments, ``#| |#`` block comments and ``#;`` expression
 comments, as ``Sexp.of_string`` does; whitespace may follow, nothing else. Atoms come back as
 ``str`` (each byte one character, latin-1, so nothing is lost), lists as ``list``. Nesting is
-limited to :data:`MAX_DEPTH` and the parser is iterative (no recursion on hostile input).
+limited to :data:`MAX_DEPTH`, the number of atoms and lists to :data:`MAX_NODES`, and the
+parser is iterative (no recursion on hostile input).
 
 :func:`xenops_record` checks a parsed Xenops record as xenopsd's ``Xenops_record.of_string``
 does (a record of ``time``, ``word_size``, optional ``vm_str`` and ``xs_subtree``; unknown or
@@ -19,6 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MAX_DEPTH = 1000
+#: atoms and lists parsed at most: the parse tree's memory stays bounded whatever the text
+#: (a Xenops record holds a few hundred; its xenstore subtree, one list per node)
+MAX_NODES = 1 << 18
 _PLAIN_END = frozenset(b' \t\n\r\x0c()";')
 _ESCAPES = {ord("n"): "\n", ord("t"): "\t", ord("b"): "\b", ord("r"): "\r",
             ord("\\"): "\\", ord('"'): '"', ord("'"): "'", ord(" "): " "}
@@ -45,7 +49,14 @@ def parse(data: bytes) -> Sexp:
     result: list[Any] = []          # the top level: must end with exactly one element
     skip_next: list[int] = []       # depths at which a #; comment waits for its expression
 
+    nodes = 0
+
     def emit(value: Sexp) -> None:
+        nonlocal nodes
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise SexpError(f"more than {MAX_NODES} atoms and lists (xenmig parses no more)",
+                            pos)
         depth = len(stack)
         if skip_next and skip_next[-1] == depth:
             skip_next.pop()

@@ -23,12 +23,14 @@ from typing import Any
 
 from xenmig_core.engine import Action, StreamContext
 from xenmig_core.errors import StreamError, TruncatedError
+from xenmig_core.spec.spill import SPILL_MIN
 
 HEADER = struct.Struct("<QQ")
 #: Types written with length 0 whose data, if any, is another stream that follows.
 NO_RECORD = frozenset({"LIBXC", "LIBXC_LEGACY", "LIBXL", "DEMU", "END_OF_IMAGE"})
-#: xenmig loads the Xenops S-expression whole; xenopsd writes a few KiB.
-MAX_XENOPS = 16 << 20
+#: xenmig loads the Xenops S-expression whole (its parse tree is limited by the parser's
+#: MAX_NODES); xenopsd writes a few KiB. The largest a field is held in memory.
+MAX_XENOPS = SPILL_MIN
 LEGACY_FORMAT = "legacy"
 LEGACY_QEMU = b"QemuDeviceModelRecord\n"
 LEGACY_QEMU_ID = 0x10000

@@ -19,9 +19,13 @@ from typing import Any
 
 from xenmig_core.engine import Record, StreamContext
 from xenmig_core.spec.layout import BytesReader
+from xenmig_core.spec.spill import head
 
 MAX_IDS = 1 << 16
-MAX_PATH_BYTES = 32 << 20
+MAX_PATH_BYTES = 8 << 20     # with MAX_IDS: the book stays far below the 64 MiB bound
+#: a string field is shown (and a quota name kept) up to this many bytes: xenstore's own
+#: limits are far lower, and a field too large to hold in memory is not read further
+MAX_TEXT = 1 << 16
 DOMID_INVALID = 0x7FF4
 PERM_LETTERS = frozenset(b"wrbn")
 
@@ -58,8 +62,12 @@ def book(ctx: StreamContext) -> Book:
     return found
 
 
-def text(data: bytes) -> str:
-    """A NUL-terminated string field as text (without its NUL)."""
+def text(data: Any) -> str:
+    """A NUL-terminated string field as text (without its NUL); of a field longer than
+    :data:`MAX_TEXT`, its start and its length."""
+    if len(data) > MAX_TEXT:
+        shown = head(data, MAX_TEXT).decode("utf-8", errors="replace")
+        return f"{shown}... ({len(data)} bytes)"
     return bytes(data).rstrip(b"\0").decode("utf-8", errors="replace")
 
 
@@ -159,7 +167,7 @@ def check_node(record: Record, ctx: StreamContext) -> None:
 def check_names(record: Record, ctx: StreamContext, count: int) -> dict[str, int] | None:
     """The quota names (one non-empty NUL-terminated name per value, then 0-7 zero bytes)
     with their values, or None after reporting why they do not add up."""
-    names = bytes(record.fields["names"])
+    names = record.fields["names"]    # bytes, or a spilled value (searched in chunks)
     found: list[bytes] = []
     pos = 0
     while len(found) < count:
@@ -169,13 +177,13 @@ def check_names(record: Record, ctx: StreamContext, count: int) -> dict[str, int
                       "value with a NUL-terminated name (xenstored would take padding, or "
                       "bytes beyond the record, for the missing names)", field="names")
             return None
-        found.append(names[pos:end])
+        found.append(bytes(names[pos:min(end, pos + MAX_TEXT)]))
         pos = end + 1
-    rest = names[pos:]
-    if len(rest) >= 8:
-        ctx.error(f"{len(rest)} bytes after the {count} quota names: the lengths do not add "
+    left = len(names) - pos
+    if left >= 8:
+        ctx.error(f"{left} bytes after the {count} quota names: the lengths do not add "
                   "up", field="names")
-    elif any(rest):
+    elif any(rest := bytes(names[pos:])):
         ctx.warning(f"non-zero padding after the quota names: {rest.hex()}", field="names")
     values = list(record.fields.get("quota", [])) or (
         list(record.fields.get("dom_quota", [])) + list(record.fields.get("glob_quota", [])))

@@ -7,6 +7,7 @@ import struct
 from typing import Any
 
 from xenmig_core.engine import Record, StreamContext
+from xenmig_core.spec.spill import head
 from xenmig_xenstore.checks import check_names, ring_or_socket, text
 
 VALUE_SHOWN = 256
@@ -24,15 +25,15 @@ def view_connection(record: Record, ctx: StreamContext) -> dict[str, Any] | None
     if decoded is not None:
         out["conn_spec"] = {"kind": decoded[0], **decoded[1]}
     f = record.fields
-    tail = bytes(f["tail"])
+    tail = f["tail"]          # bytes, or a spilled value: only its last 8 bytes are read
     if f["fields"] & 1 and len(tail) >= 8:
-        (out["unique_id"],) = struct.unpack(ctx.byte_order + "Q", tail[-8:])
+        (out["unique_id"],) = struct.unpack(ctx.byte_order + "Q", bytes(tail[-8:]))
     return out
 
 
 def view_node(record: Record, ctx: StreamContext) -> dict[str, Any] | None:
     f = record.fields
-    value = bytes(f["value"])
+    value = head(f["value"], VALUE_SHOWN + 1)
     try:
         shown: Any = value.decode("utf-8")
         if "\0" in shown:

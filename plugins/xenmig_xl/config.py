@@ -18,13 +18,16 @@ from xenmig_core.engine import StreamContext
 from xenmig_core.engine.context import HeaderValue
 
 TEXT_SHOWN = 64 << 10
+#: a configuration longer than this is not parsed: its parse (JSON objects) could take many
+#: times its size in memory
+MAX_PARSED = 1 << 20
 _NAME = re.compile(rb"""^\s*name\s*=\s*["']([^"']*)["']""", re.MULTILINE)
 
 
 def check_optional_data(header: HeaderValue, ctx: StreamContext) -> None:
     """Decode the configuration into ``header.fields`` (``config_len``, and ``config`` for
     JSON or ``config_text`` for old text) and set state ``config_format``."""
-    data = bytes(header.fields["data"])
+    data = header.fields["data"]     # bytes, or a spilled value (more than 4 MiB)
     fields = header.fields
     ctx.state["config_format"] = "none"
     if not data:
@@ -34,21 +37,28 @@ def check_optional_data(header: HeaderValue, ctx: StreamContext) -> None:
         _error(ctx, f"{len(data)} bytes of optional data cannot hold the 4-byte config_len "
                     "(xl: \"Savefile truncated.\")", "config_len", header)
         return
-    (config_len,) = struct.unpack(ctx.byte_order + "I", data[:4])
+    (config_len,) = struct.unpack(ctx.byte_order + "I", bytes(data[:4]))
     fields["config_len"] = config_len
     if config_len > len(data) - 4:
         _error(ctx, f"config_len {config_len} overruns the optional data ({len(data) - 4} "
                     "bytes left; xl: \"Savefile truncated.\")", "config_len", header)
         return
-    config = data[4:4 + config_len]
     extra = len(data) - 4 - config_len
     if extra:
         ctx.warning(f"{extra} bytes after the configuration in the optional data (xl ignores "
                     "them)", field="optional_data", unit=header.name, offset=header.offset)
     ctx.state["config_bytes"] = config_len
-    if not config:
+    if not config_len:
         _no_config(ctx, "config_len is 0", header)
         return
+    if config_len > MAX_PARSED:
+        ctx.state["config_format"] = "json" if ctx.state["json_config"] else "text"
+        ctx.warning(f"a configuration of {config_len} bytes is not parsed (xenmig parses at "
+                    f"most {MAX_PARSED >> 20} MiB; xl writes a few KiB)", field="config",
+                    unit=header.name, offset=header.offset)
+        header.summary = f"{ctx.state['config_format']} configuration, {config_len} bytes"
+        return
+    config = bytes(data[4:4 + config_len])
     if ctx.state["json_config"]:
         _json_config(header, ctx, config)
     else:

@@ -13,13 +13,26 @@ from xenmig_core.engine.context import HeaderValue
 
 #: The report keeps at most this much of the XML text.
 XML_SHOWN = 64 << 10
+#: an XML longer than this is not parsed: its element tree could take many times its size
+MAX_PARSED = 1 << 20
 
 
 def check_domain_xml(header: HeaderValue, ctx: StreamContext) -> None:
     """Decode and parse the XML; store ``xml_text`` (capped), ``name``, ``uuid`` and
     ``os_type`` in ``header.fields``; report a missing NUL or unparsable XML as errors."""
-    raw = bytes(header.fields["xml"])
+    xml = header.fields["xml"]       # bytes, or a spilled value (more than 4 MiB)
     where = {"unit": header.name, "offset": header.offset}
+    if len(xml) > MAX_PARSED:
+        if bytes(xml[-1:]) != b"\0":
+            ctx.error("the domain XML is not NUL-terminated (libvirt writes xml_len = length "
+                      "+ 1 and parses it as a C string)", field="xml", **where)
+        ctx.warning(f"a domain XML of {len(xml)} bytes is not parsed (xenmig parses at most "
+                    f"{MAX_PARSED >> 20} MiB; libvirt writes a few KiB)", field="xml", **where)
+        header.fields["xml_text"] = bytes(xml[:XML_SHOWN]).decode("utf-8", errors="replace")
+        header.fields["xml_text_truncated"] = True
+        header.summary = f"{len(xml)} bytes: not parsed"
+        return
+    raw = bytes(xml)
     if not raw.endswith(b"\0"):
         ctx.error("the domain XML is not NUL-terminated (libvirt writes xml_len = length + 1 "
                   "and parses it as a C string)", field="xml", **where)

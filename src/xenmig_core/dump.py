@@ -28,6 +28,7 @@ from xenmig_core.registry import Registry
 from xenmig_core.source import ByteSource
 from xenmig_core.spec.layout import Layout
 from xenmig_core.spec.model import FormatSpec
+from xenmig_core.spec.spill import SPILL_MIN, Spilled
 from xenmig_core.verifier import choose_format
 
 #: version of the item schema (schemas/dump.schema.json); bump on incompatible changes
@@ -351,7 +352,9 @@ class DumpConsumer(Consumer):
         if record.summary:
             item["summary"] = record.summary
         framed = plan.framed
-        if self._fields is not None and self._rebuildable(record, plan) and \
+        if self._fields is not None and has_spilled(record):
+            item.update(self._large_record(record, plan, end))
+        elif self._fields is not None and self._rebuildable(record, plan) and \
                 (framed or end - record.offset == record.length):
             item["fields"] = self._fields
             if record.payload_length:
@@ -375,6 +378,19 @@ class DumpConsumer(Consumer):
                 self._pending = [d for d in self._pending if d.record_index != record.index]
                 item["diagnostics"] = [d.to_dict() for d in diags]
         return item
+
+    def _large_record(self, record: Record, plan: _TypePlan, end: int) -> dict[str, Any]:
+        """A record with a field too large to hold (spilled, see xenmig_core.spec.spill):
+        with ``--pages ref`` its body (or unit) as a reference into the source, which build
+        reads back; else its fields, a spilled one as {length, sha256}. Bounded memory."""
+        if self.options.pages == "ref" and self.path is not None:
+            if plan.framed:
+                return {"body": self._data(record.offset + plan.head, record.length)}
+            return {"raw": self._data(record.offset, end - record.offset)}
+        out: dict[str, Any] = {"fields": self._fields}
+        if record.payload_length:
+            out["payload"] = self._payload_item(record)
+        return out
 
     @staticmethod
     def _rebuildable(record: Record, plan: _TypePlan) -> bool:
@@ -505,6 +521,12 @@ def _view_of(record: Record, viewer: Any, known: frozenset[str]) -> dict[str, An
     derived = {k: v for k, v in fields.items() if k not in known}
     merged = {**derived, **view} if view else derived
     return plain(merged) if merged else None
+
+
+def has_spilled(record: Record) -> bool:
+    """True when one of *record*'s fields was spilled (too large to hold in memory)."""
+    return record.length > SPILL_MIN and any(isinstance(value, Spilled)
+                                             for value in record.fields.values())
 
 
 @functools.lru_cache(maxsize=256)

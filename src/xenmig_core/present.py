@@ -17,6 +17,7 @@ from typing import Any
 
 from xenmig_core.spec.layout import FieldSpec, Layout
 from xenmig_core.spec.model import EnumSpec
+from xenmig_core.spec.spill import Spilled
 
 #: bytes up to this size are written as a hex string, longer ones as base64 (or a length)
 SHORT_BYTES = 64
@@ -134,7 +135,20 @@ def _compile(layout: Layout, enums: dict[str, EnumSpec], fold: bool) -> Presente
 
 def _converter(spec: FieldSpec, enums: dict[str, EnumSpec], fold: bool
                ) -> Callable[[Any], Any] | None:
-    """How one field's decoded value is presented (None: as it is)."""
+    """How one field's decoded value is presented (None: as it is). A field that may be
+    spilled (an array, bytes: see xenmig_core.spec.spill) shows a spilled value as what
+    stands for it (its length and sha256)."""
+    convert = _value_converter(spec, enums, fold)
+    if convert is None or (spec.repeat is None and spec.type != "bytes"):
+        return convert
+
+    def spillable(value: Any) -> Any:
+        return value.summary() if isinstance(value, Spilled) else convert(value)
+    return spillable
+
+
+def _value_converter(spec: FieldSpec, enums: dict[str, EnumSpec], fold: bool
+                     ) -> Callable[[Any], Any] | None:
     if spec.struct is not None:
         inner = presenter(spec.struct, enums, fold=fold)
         if spec.repeat is not None:     # a list, or a lazily decoded sequence of rows
@@ -180,6 +194,10 @@ def plain(value: Any) -> Any:
 def _plain_other(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, Spilled):
+        return value.summary()
+    if isinstance(value, Spilled):
+        return value.summary()
     if isinstance(value, bytes | bytearray | memoryview):
         data = bytes(value)
         return data.hex() if len(data) <= SHORT_BYTES else {"length": len(data)}

@@ -2,10 +2,13 @@
 
 Consecutive fixed-size integer fields become one precompiled ``struct.Struct`` per byte
 order; arrays of integers are read with ``array`` (byteswapped when the stream's order is
-not the machine's) and stay ``array.array`` values, so a 128 MiB record of u64 costs
-128 MiB, not a list of millions of int objects; arrays of fixed structs use
-``Struct.iter_unpack``. Per record there is
-one unpack per run of fixed fields, never a loop over field descriptions.
+not the machine's) and stay ``array.array`` values (8 bytes per u64, not a list of int
+objects); arrays of fixed structs use ``Struct.iter_unpack``. Per record there is one
+unpack per run of fixed fields, never a loop over field descriptions.
+
+A field that loads more than :data:`~xenmig_core.spec.spill.SPILL_MIN` bytes (an array, a
+blob) is not held: it is read in chunks into a temporary file and stands as a spilled value
+(:mod:`xenmig_core.spec.spill`), which checks iterate piece by piece.
 
 A layout decodes from a *reader* (anything with ``take(n, what)`` and ``remaining``) and
 stops before a ``payload`` field, whose size is left to the engine to skip or deliver.
@@ -23,6 +26,15 @@ from typing import Any, Protocol
 
 from xenmig_core.errors import RecordError
 from xenmig_core.spec.expr import Names, evaluate, resolve
+from xenmig_core.spec.spill import (
+    SPILL_MIN,
+    Spilled,
+    SpilledArray,
+    SpilledBytes,
+    SpilledRows,
+    spill_from,
+    unpacker,
+)
 
 #: Arrays longer than this are allocated up front only when the reader holds their bytes.
 GROW_STEP = 1 << 20
@@ -170,6 +182,11 @@ class _IntArray:
         if need > reader.remaining:
             raise RecordError(f"{n} items need {need} bytes, body has "
                               f"{reader.remaining} left", field=self.spec.id, fatal=False)
+        if need > SPILL_MIN:   # read in chunks into a temporary file, never held
+            convert = None if order == NATIVE_ORDER else self._swapped
+            out[self.spec.id] = SpilledArray(*spill_from(reader, need, self.spec.id, convert),
+                                             self.spec.id, self.array_code, convert is not None)
+            return
         if need <= GROW_STEP or reader.holds(need):
             items = array(self.array_code, [0]) * n
             if n:
@@ -182,7 +199,14 @@ class _IntArray:
             items.byteswap()
         out[self.spec.id] = items  # an array: 8 bytes per u64, not a list of int objects
 
+    def _swapped(self, chunk: memoryview) -> array:
+        items = array(self.array_code)
+        items.frombytes(chunk)
+        items.byteswap()
+        return items
+
     def encode(self, values: Mapping[str, Any], order: str) -> bytes:
+        _held(values.get(self.spec.id))
         items = array(self.array_code, values.get(self.spec.id, []))
         if order != NATIVE_ORDER:
             items.byteswap()
@@ -191,8 +215,9 @@ class _IntArray:
 
 class StructRows(Sequence[dict[str, Any]]):
     """An array of fixed structs, decoded lazily: the raw bytes are kept and each item is
-    unpacked into a dict when accessed. A 128 MiB body of 16-byte entries costs 128 MiB,
-    not eight million dicts. Compares equal to a list of the same dicts."""
+    unpacked into a dict when accessed. A 4 MiB body of 16-byte entries costs 4 MiB,
+    not a quarter of a million dicts (larger ones are spilled). Compares equal to a list
+    of the same dicts."""
 
     __slots__ = ("_names", "_raw", "_struct")
 
@@ -253,16 +278,35 @@ class _StructArray:
         if need > reader.remaining:
             raise RecordError(f"{n} items need {need} bytes, body has "
                               f"{reader.remaining} left", field=self.spec.id, fatal=False)
-        raw = reader.take(need, self.spec.id)
         run = self.layout.single_run
+        if need > SPILL_MIN:   # read in chunks into a temporary file, never held
+            unpack = unpacker(run.structs[order], run.names) if run is not None else \
+                self._unpacker(size, order)
+            out[self.spec.id] = SpilledRows(*spill_from(reader, need, self.spec.id),
+                                            self.spec.id, size, unpack)
+            return
+        raw = reader.take(need, self.spec.id)
         if run is not None:
             out[self.spec.id] = StructRows(raw, run.structs[order], run.names)
         else:
             sub = BytesReader(raw)
             out[self.spec.id] = [self.layout.decode(sub, order) for _ in range(n)]
 
+    def _unpacker(self, size: int, order: str) -> Any:
+        def unpack(data: bytes) -> list[dict[str, Any]]:
+            sub = BytesReader(data)
+            return [self.layout.decode(sub, order) for _ in range(len(data) // size)]
+        return unpack
+
     def encode(self, values: Mapping[str, Any], order: str) -> bytes:
+        _held(values.get(self.spec.id))
         return b"".join(self.layout.encode(item, order) for item in values.get(self.spec.id, []))
+
+
+def _held(value: Any) -> None:
+    """Encoding builds the body in memory: a spilled value is refused (TooLarge)."""
+    if isinstance(value, Spilled):
+        bytes(value)
 
 
 class _Struct:
@@ -285,6 +329,9 @@ class _Bytes:
 
     def decode(self, reader: Reader, order: str, out: dict[str, Any]) -> None:
         n = _count(self.spec.size, out, reader, 1, self.spec.id)
+        if n > SPILL_MIN and n <= reader.remaining:   # chunks into a temporary file
+            out[self.spec.id] = SpilledBytes(*spill_from(reader, n, self.spec.id), self.spec.id)
+            return
         out[self.spec.id] = reader.take(n, self.spec.id)
 
     def encode(self, values: Mapping[str, Any], order: str) -> bytes:
@@ -377,7 +424,7 @@ class Layout:
             value = values[spec.id]
             path = prefix + spec.id
             if spec.struct is not None:
-                many = isinstance(value, list | StructRows)
+                many = isinstance(value, list | StructRows | SpilledRows)
                 found: list[tuple[str, str, str]] = []
                 for i, item in enumerate(value if many else [value]):
                     found.extend(spec.struct.check(item, names, f"{path}[{i}]." if many
@@ -423,7 +470,7 @@ def _static_size(fields: list[FieldSpec]) -> int | None:
 def _run_check(chk: Check, value: Any, spec: FieldSpec, names: Mapping[str, Any]) -> str | None:
     """Return a message when *value* fails *chk*, else None."""
     kind, arg = chk.kind, chk.arg
-    if isinstance(value, list | array):
+    if isinstance(value, list | array | SpilledArray):
         for i, item in enumerate(value):
             msg = _run_check(chk, item, spec, names)
             if msg is not None:
@@ -442,6 +489,8 @@ def _run_check(chk: Check, value: Any, spec: FieldSpec, names: Mapping[str, Any]
         high = resolve(arg, names, context=f"check of {spec.id}")
         return None if value <= high else f"must be at most {high}, found {value}"
     if kind == "reserved":
+        if isinstance(value, SpilledBytes):
+            return "reserved bytes are not zero" if value.any_set() else None
         if isinstance(value, bytes | bytearray | memoryview):
             return None if not any(value) else "reserved bytes are not zero"
         return None if value == 0 else f"reserved field is not zero: {value:#x}"
@@ -460,6 +509,8 @@ def _run_check(chk: Check, value: Any, spec: FieldSpec, names: Mapping[str, Any]
 
 
 def _show(value: Any) -> str:
+    if isinstance(value, Spilled):
+        return f"{value.nbytes} bytes"
     if isinstance(value, int) and not isinstance(value, bool) and value > 9:
         return f"{value:#x}"
     return repr(value) if isinstance(value, str | bytes) else str(value)
