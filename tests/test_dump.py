@@ -346,6 +346,60 @@ def test_jsonl_streams_with_bounded_memory(libxc, registry, tmp_path) -> None:
     assert peak < 4 << 20, f"peak {peak} bytes for a {size}-byte stream"
 
 
+# -- output written in large pieces --------------------------------------------------------
+def test_json_renderers_write_what_json_dumps_writes() -> None:
+    from xenmig_core.render.json import JsonRenderer
+    items = [{"kind": "record", "summary": "caf\u00e9 \"q\" \\ \u2028\n\x00", "n": -1,
+              "big": 2**64 - 1, "f": 0.1, "inf": float("inf"), "none": None, "flags": [True, False],
+              "nested": {"pfn": [{"first": 0, "count": 3}, 7], "": {}}, "empty": []},
+             {"kind": "end", "valid": True}]
+    lines = io.StringIO()
+    jsonl = JsonlRenderer(lines)
+    jsonl.begin({"kind": "dump"})
+    for item in items:
+        jsonl.item(item)
+    jsonl.end()
+    assert lines.getvalue().splitlines() == [json.dumps(i) for i in [{"kind": "dump"}, *items]]
+    doc = io.StringIO()
+    whole = JsonRenderer(doc)
+    whole.begin({"kind": "dump", "xenmig_dump": 1})
+    for item in items:
+        whole.item(item)
+    whole.end()
+    assert doc.getvalue() == (json.dumps({"xenmig_dump": 1})[:-1] + ', "items": [\n'
+                              + ",\n".join(json.dumps(i) for i in items) + "\n]}\n")
+
+
+@pytest.mark.parametrize("to", ["text", "jsonl", "json"])
+def test_items_before_an_error_that_stops_the_dump_are_written(registry, to) -> None:
+    """The renderers gather their output: an error that stops the walk (here raised by an
+    observer at record 20) still leaves every item before it in the output."""
+    from xenmig_core.engine import Consumer
+    from xenmig_core.render import RENDERERS
+
+    class Stop(Exception):
+        pass
+
+    class StopAt(Consumer):
+        def on_record(self, record) -> None:
+            if record.index == 20:
+                raise Stop
+
+    out = io.StringIO()
+    with ByteSource.open(str(ROOT / "examples" / "remus-3-checkpoints.libxl")) as source, \
+            pytest.raises(Stop):
+        dump_source(registry, source, RENDERERS[to](out), DumpOptions(pages="ref"),
+                    observer=StopAt())
+    text = out.getvalue()
+    if to == "text":
+        assert "record 19 " in text and "record 20 " not in text
+    else:
+        lines = text.splitlines()[1:]          # after the metadata
+        indexes = [json.loads(line.rstrip(","))["index"] for line in lines
+                   if '"kind": "record"' in line]
+        assert indexes == list(range(20))
+
+
 # -- a third party's record type -----------------------------------------------------------
 EXTENSION = """
 xenmig_spec: 1

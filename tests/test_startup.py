@@ -88,6 +88,22 @@ def test_console_script_verify_loads_neither_typer_nor_the_api() -> None:
         assert "pathlib" not in loaded
 
 
+def test_dump_loads_only_the_renderer_it_writes() -> None:
+    stream = ROOT / "examples" / "hvm-v3.libxc"
+    loaded = modules_after(f"""
+        import io, sys
+        from xenmig_core.cli import app
+        sys.stdout = io.StringIO()
+        try:
+            app(["dump", "-q", "-t", "jsonl", {str(stream)!r}])
+        except SystemExit as exc:
+            assert exc.code == 0, exc.code
+        sys.stdout = sys.__stdout__
+    """)
+    assert "xenmig_core.render.json" in loaded
+    assert not loaded & {"xenmig_core.render.yaml", "xenmig_core.render.text"}
+
+
 def _module_name(path: Path) -> str:
     parts = path.relative_to(CORE.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)

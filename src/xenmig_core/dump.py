@@ -13,8 +13,8 @@ rest of a stream whose framing broke).
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import hashlib
 import os
 import struct
 from dataclasses import dataclass, field
@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from xenmig_core.diagnostics import Diagnostic
 from xenmig_core.engine import Consumer, Engine, MultiConsumer, Record, StreamContext
 from xenmig_core.engine.context import HeaderValue
-from xenmig_core.present import plain, present_fields
+from xenmig_core.present import plain, present_fields, presenter
 from xenmig_core.registry import Registry
 from xenmig_core.source import ByteSource
 from xenmig_core.spec.layout import Layout
@@ -62,7 +62,9 @@ class DumpOptions:
 
 
 class Renderer(Protocol):
-    """Receives the dump as it is made: ``begin(meta)``, ``item(item)`` per item, ``end()``."""
+    """Receives the dump as it is made: ``begin(meta)``, ``item(item)`` per item, ``end()``.
+    A renderer that holds output back has a ``flush()`` too, called when an error stops the
+    dump before ``end()``."""
 
     def begin(self, meta: dict[str, Any]) -> None: ...
 
@@ -79,9 +81,12 @@ class _PayloadView:
     """Accumulates one record's payload as per-page hex strings or sha256 digests."""
 
     def __init__(self, mode: str) -> None:
+        import hashlib  # here: only --pages sha256 needs it (~5 ms of start-up)
+
         self.mode = mode
         self.parts: list[str] = []
         self._page = bytearray()
+        self._new_hash = hashlib.sha256
         self._hash = hashlib.sha256()
         self._filled = 0
 
@@ -105,7 +110,7 @@ class _PayloadView:
             self._page = bytearray()
         else:
             self.parts.append(self._hash.hexdigest())
-            self._hash = hashlib.sha256()
+            self._hash = self._new_hash()
         self._filled = 0
 
     def finish(self) -> list[str]:
@@ -122,6 +127,33 @@ class _Squash:
     items: list[dict[str, Any]] = field(default_factory=list)
 
 
+class _TypePlan:
+    """What the dump needs of one record type of one format, worked out once per walk:
+    framing, the compiled field presenter, the viewer, the ids of the layout's fields."""
+
+    __slots__ = ("format", "framed", "head", "known", "layout", "present", "required",
+                 "squash", "static_size", "type", "viewer")
+
+    def __init__(self, ctx: StreamContext, record: Record) -> None:
+        spec = ctx.format.spec
+        rtype = record.rtype
+        self.format = ctx.name
+        self.type = record.name if rtype is not None else None
+        self.framed = type_length_framing(spec)
+        self.head = struct.calcsize("<" + spec.framing.header_codes) \
+            if self.framed and spec.framing is not None else 0
+        layout = self.layout = rtype.layout if rtype is not None else None
+        self.present = presenter(layout, spec.enums) if layout is not None else None
+        self.known = _field_ids(layout) if layout is not None else frozenset()
+        appended = getattr(layout, "appended", frozenset())  # a shorter body lacks them
+        self.required = tuple(f.id for f in layout.fields
+                              if not f.payload and f.id not in appended) \
+            if layout is not None else ()
+        self.static_size = layout.static_size if layout is not None else None
+        self.viewer = ctx.format.viewers.get(record.name)
+        self.squash = rtype is not None and rtype.squash is not None
+
+
 class DumpConsumer(Consumer):
     """Builds dump items during a walk and passes them to *renderer* in stream order."""
 
@@ -132,6 +164,7 @@ class DumpConsumer(Consumer):
         self.registry = registry
         self.source = source
         self.renderer = renderer
+        self._render = renderer.item
         self.options = options
         self.covered = source.offset       # end of the last byte accounted for in items
         self.emitted = 0
@@ -139,8 +172,12 @@ class DumpConsumer(Consumer):
         self._pending: list[Diagnostic] = []
         self._payload: _PayloadView | None = None
         self._fields: dict[str, Any] | None = None
-        self._view: dict[str, Any] | None = None
         self._squash: _Squash | None = None
+        #: (id of the format, type id) -> what the dump needs of that record type
+        self._plans: dict[tuple[int, int], _TypePlan] = {}
+        self._last_plan: tuple[Record, _TypePlan] | None = None
+        #: no --type nor --offset: every item is selected
+        self._everything = not options.types and options.start <= 0 and options.end is None
         # references point into the file: not for a decompressed one (offsets differ)
         self.path = os.path.abspath(source.name) \
             if os.path.isfile(source.name) and source.compression is None else None
@@ -167,6 +204,8 @@ class DumpConsumer(Consumer):
                 raise _LimitReached
 
     def _flush_diagnostics(self) -> None:
+        if not self._pending:
+            return
         pending, self._pending = self._pending, []
         for diag in pending:
             if diag.offset is None or self._in_range(diag.offset):
@@ -233,13 +272,27 @@ class DumpConsumer(Consumer):
             item["view"] = view
         self._emit(item, counted=True)
 
+    def _plan(self, record: Record) -> _TypePlan:
+        last = self._last_plan
+        if last is not None and last[0] is record:      # on_record_end after on_record
+            return last[1]
+        ctx = record.context
+        key = (id(ctx.format), record.type_id)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = _TypePlan(ctx, record)
+        self._last_plan = (record, plan)
+        return plan
+
     def on_record(self, record: Record) -> None:
         self.records_seen += 1
-        self._fields = self._view = None
+        self._fields = None
         self._payload = None
-        if not self._selected(record.name, record.offset):
+        if not self._everything and not self._selected(record.name, record.offset):
             return
-        self._fields = present_record_fields(record)
+        present = self._plan(record).present
+        if present is not None and record.decoded:
+            self._fields = present(record.fields)
 
     def wants_payload(self, record: Record) -> bool:
         if self.options.pages not in ("hex", "sha256"):
@@ -254,16 +307,17 @@ class DumpConsumer(Consumer):
             self._payload.feed(chunk)
 
     def on_record_end(self, record: Record) -> None:
-        self._flush_squash_if_gap(record.offset)
+        if record.offset > self.covered:
+            self._flush_squash_if_gap(record.offset)
         end = self.source.offset
         start, self.covered = self.covered, end
-        if not self._selected(record.name, record.offset):
+        if not self._everything and not self._selected(record.name, record.offset):
             return
-        self._view = derived_view(record)
-        item = self._record_item(record, start, end)
+        last = self._last_plan
+        plan = last[1] if last is not None and last[0] is record else self._plan(record)
+        item = self._record_item(record, plan, start, end)
         self._payload = None
-        rtype = record.rtype
-        if self.options.squash and rtype is not None and rtype.squash is not None \
+        if self.options.squash and plan.squash \
                 and "diagnostics" not in item and "body" not in item:
             run = self._squash
             if run is None or run.first["type"] != item["type"] \
@@ -272,81 +326,85 @@ class DumpConsumer(Consumer):
                 run = self._squash = _Squash(item)
             run.items.append(item)
             return
-        self._flush_squash()
-        self._emit(item, counted=True)
+        if self._squash is not None:
+            self._flush_squash()
+        if self._pending:       # (_emit, inlined: the path every record takes)
+            self._flush_diagnostics()
+        self._render(item)
+        self.emitted += 1
+        if self.options.limit is not None and self.emitted >= self.options.limit:
+            raise _LimitReached
 
     def _flush_squash_if_gap(self, offset: int) -> None:
         if offset > self.covered:
             self._flush_squash()
             self._gap(offset)
 
-    def _record_item(self, record: Record, start: int, end: int) -> dict[str, Any]:
-        ctx = record.context
-        framing = ctx.format.spec.framing
-        item: dict[str, Any] = {"kind": "record", "format": ctx.name, "index": record.index,
-                                "offset": record.offset}
-        if record.rtype is not None:
-            item["type"] = record.name
-        item["type_id"] = record.type_id
-        item["length"] = record.length
+    def _record_item(self, record: Record, plan: _TypePlan, start: int, end: int
+                     ) -> dict[str, Any]:
+        view = _view_of(record, plan.viewer, plan.known)
+        item: dict[str, Any] = {
+            "kind": "record", "format": plan.format, "index": record.index,
+            "offset": record.offset, "type": plan.type, "type_id": record.type_id,
+            "length": record.length} if plan.type is not None else {
+            "kind": "record", "format": plan.format, "index": record.index,
+            "offset": record.offset, "type_id": record.type_id, "length": record.length}
         if record.summary:
             item["summary"] = record.summary
-        framed = type_length_framing(ctx.format.spec)
+        framed = plan.framed
         if self._fields is not None and has_spilled(record):
-            item.update(self._large_record(record, framed, end))
-        elif self._fields is not None and self._rebuildable(record) and \
+            item.update(self._large_record(record, plan, end))
+        elif self._fields is not None and self._rebuildable(record, plan) and \
                 (framed or end - record.offset == record.length):
             item["fields"] = self._fields
             if record.payload_length:
                 item["payload"] = self._payload_item(record)
         elif framed:
-            head = struct.calcsize("<" + framing.header_codes)
             if record.length:
-                item["body"] = self._data(record.offset + head, record.length)
-            elif record.rtype is not None and record.rtype.layout is not None:
+                item["body"] = self._data(record.offset + plan.head, record.length)
+            elif plan.layout is not None:
                 item["body"] = ""    # an empty body its fields cannot describe
 
         else:
             # a walker's unit that its fields cannot rebuild: keep its bytes
             item["raw"] = self._data(record.offset, end - record.offset)
-        if framed and any(record.padding):
+        if framed and record.padding and any(record.padding):
             item["padding"] = record.padding.hex()
-        if self._view:
-            item["view"] = self._view
-        diags = [d for d in self._pending if d.record_index == record.index]
-        if diags:
-            self._pending = [d for d in self._pending if d.record_index != record.index]
-            item["diagnostics"] = [d.to_dict() for d in diags]
+        if view:
+            item["view"] = view
+        if self._pending:
+            diags = [d for d in self._pending if d.record_index == record.index]
+            if diags:
+                self._pending = [d for d in self._pending if d.record_index != record.index]
+                item["diagnostics"] = [d.to_dict() for d in diags]
         return item
 
-    def _large_record(self, record: Record, framed: bool, end: int) -> dict[str, Any]:
+    def _large_record(self, record: Record, plan: _TypePlan, end: int) -> dict[str, Any]:
         """A record with a field too large to hold (spilled, see xenmig_core.spec.spill):
         with ``--pages ref`` its body (or unit) as a reference into the source, which build
         reads back; else its fields, a spilled one as {length, sha256}. Bounded memory."""
         if self.options.pages == "ref" and self.path is not None:
-            if framed:
-                framing = record.context.format.spec.framing
-                head = struct.calcsize("<" + framing.header_codes)
-                return {"body": self._data(record.offset + head, record.length)}
+            if plan.framed:
+                return {"body": self._data(record.offset + plan.head, record.length)}
             return {"raw": self._data(record.offset, end - record.offset)}
         out: dict[str, Any] = {"fields": self._fields}
         if record.payload_length:
             out["payload"] = self._payload_item(record)
         return out
 
-    def _rebuildable(self, record: Record) -> bool:
+    @staticmethod
+    def _rebuildable(record: Record, plan: _TypePlan) -> bool:
         """True when every field was decoded and the fields (plus the payload) encode to
         exactly the body."""
-        assert record.rtype is not None and record.rtype.layout is not None
-        layout = record.rtype.layout
-        appended = getattr(layout, "appended", frozenset())  # a shorter body lacks them
-        if any(f.id not in record.fields for f in layout.fields
-               if not f.payload and f.id not in appended):
-            return False     # not (fully) decoded: e.g. a length rule stopped the decoding
-        if layout.static_size is not None:  # decoded values of fixed sizes encode to them
-            return layout.static_size + record.payload_length == record.length
+        assert plan.layout is not None
+        fields = record.fields
+        for field_id in plan.required:
+            if field_id not in fields:
+                return False  # not (fully) decoded: e.g. a length rule stopped the decoding
+        if plan.static_size is not None:  # decoded values of fixed sizes encode to them
+            return plan.static_size + record.payload_length == record.length
         try:
-            size = len(record.rtype.layout.encode(record.fields, record.context.byte_order))
+            size = len(plan.layout.encode(fields, record.context.byte_order))
         except (struct.error, TypeError, ValueError, OverflowError):
             return False
         return size + record.payload_length == record.length
@@ -449,13 +507,19 @@ def present_record_fields(record: Record) -> dict[str, Any] | None:
 def derived_view(record: Record) -> dict[str, Any] | None:
     """The viewer's values and the fields a handler or payload scanner added; complete once
     the whole record (payload included) has been read."""
-    ctx = record.context
-    viewer = ctx.format.viewers.get(record.name)
-    view = viewer(record, ctx) if viewer is not None and record.decoded else None
     layout = record.rtype.layout if record.rtype is not None else None
-    known = _field_ids(layout) if layout is not None else frozenset()
-    derived = {k: v for k, v in record.fields.items() if k not in known}
-    merged = {**derived, **(view or {})}
+    return _view_of(record, record.context.format.viewers.get(record.name),
+                    _field_ids(layout) if layout is not None else frozenset())
+
+
+def _view_of(record: Record, viewer: Any, known: frozenset[str]) -> dict[str, Any] | None:
+    """:func:`derived_view` with the record type's *viewer* and layout field ids *known*."""
+    view = viewer(record, record.context) if viewer is not None and record.decoded else None
+    fields = record.fields
+    if view is None and fields.keys() <= known:
+        return None
+    derived = {k: v for k, v in fields.items() if k not in known}
+    merged = {**derived, **view} if view else derived
     return plain(merged) if merged else None
 
 
@@ -547,13 +611,22 @@ def dump_source(registry: Registry, source: ByteSource, renderer: Renderer,
                     else MultiConsumer(consumer, observer), params=options.params)
     stopped = False
     try:
-        result = engine.run(chosen)
-    except _LimitReached:
-        stopped = True
-        result = engine.result
-    if not stopped:
-        consumer.finish_unwalked()
-        consumer._flush_diagnostics()
+        try:
+            result = engine.run(chosen)
+        except _LimitReached:
+            stopped = True
+            result = engine.result
+        if not stopped:
+            consumer.finish_unwalked()
+            consumer._flush_diagnostics()
+    except BaseException:
+        # a renderer that gathers its output writes what it holds: the items before an
+        # error that stops the dump are shown, as they would be unbuffered
+        flush = getattr(renderer, "flush", None)
+        if flush is not None:
+            with contextlib.suppress(OSError):
+                flush()
+        raise
     errors = result.error_count
     warnings = result.warning_count
     end: dict[str, Any] = {"kind": "end", "valid": not errors, "errors": errors,

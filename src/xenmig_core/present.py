@@ -10,8 +10,9 @@ to the same bytes. :func:`plain` renders derived (viewer) values, where nothing 
 from __future__ import annotations
 
 import base64
+import functools
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from xenmig_core.spec.layout import FieldSpec, Layout
@@ -20,6 +21,8 @@ from xenmig_core.spec.spill import Spilled
 
 #: bytes up to this size are written as a hex string, longer ones as base64 (or a length)
 SHORT_BYTES = 64
+#: a compiled present_fields of one layout: decoded values -> plain data
+Presenter = Callable[[dict[str, Any]], dict[str, Any]]
 #: runs of at least this many consecutive integers are folded into {first, count}
 MIN_RUN = 3
 
@@ -79,34 +82,120 @@ def enum_value(spec: FieldSpec, value: int, enums: dict[str, EnumSpec]) -> Any:
 def present_fields(layout: Layout, values: dict[str, Any], enums: dict[str, EnumSpec],
                    *, fold: bool = True) -> dict[str, Any]:
     """The layout's fields of *values* (others ignored) as plain, buildable data."""
-    out: dict[str, Any] = {}
-    for spec in layout.fields:
-        if spec.payload or spec.id not in values:
-            continue
-        value = values[spec.id]
-        if isinstance(value, Spilled):      # too large to show: what stands for it
-            out[spec.id] = value.summary()
-        elif spec.struct is not None:
-            if spec.repeat is not None:     # a list, or a lazily decoded sequence of rows
-                out[spec.id] = [present_fields(spec.struct, v, enums, fold=fold) for v in value]
-            else:
-                out[spec.id] = present_fields(spec.struct, value, enums, fold=fold)
-        elif spec.type == "bytes":
-            out[spec.id] = bytes_value(bytes(value))
-        elif spec.repeat is not None:       # a list or an array.array
-            if spec.enum is None and spec.flags is None:
-                out[spec.id] = fold_runs(value) if fold else list(value)
-            else:
-                out[spec.id] = [enum_value(spec, v, enums) for v in value]
-        else:
-            out[spec.id] = enum_value(spec, value, enums)
-    return out
+    return presenter(layout, enums, fold=fold)(values)
+
+
+#: (id(layout), id(enums), fold) -> (layout, enums, presenter); the layout and enums are kept
+#: so that their ids stay theirs while the entry lives
+_PRESENTERS: dict[tuple[int, int, bool], tuple[Layout, dict[str, EnumSpec], Presenter]] = {}
+
+
+def presenter(layout: Layout, enums: dict[str, EnumSpec], *, fold: bool = True) -> Presenter:
+    """:func:`present_fields` for one layout, compiled once (a layout and its enums never
+    change once loaded): one function that builds the whole mapping in one expression when
+    every field is there, and falls back to a field-by-field walk when some are not."""
+    key = (id(layout), id(enums), fold)
+    entry = _PRESENTERS.get(key)
+    if entry is None or entry[0] is not layout or entry[1] is not enums:
+        entry = _PRESENTERS[key] = (layout, enums, _compile(layout, enums, fold))
+    return entry[2]
+
+
+def _compile(layout: Layout, enums: dict[str, EnumSpec], fold: bool) -> Presenter:
+    fields = [f for f in layout.fields if not f.payload]
+    steps = [(f.id, _converter(f, enums, fold)) for f in fields]
+
+    def field_by_field(values: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for field_id, convert in steps:
+            if field_id in values:
+                value = values[field_id]
+                out[field_id] = value if convert is None else convert(value)
+        return out
+
+    # the generated function: {'a': values['a'], 'b': _c1(values['b']), ...}; a KeyError (a
+    # field not decoded) takes the field-by-field walk, which skips what is missing
+    namespace: dict[str, Any] = {"_walk": field_by_field}
+    parts = []
+    for i, (field_id, convert) in enumerate(steps):
+        value = f"values[{field_id!r}]"
+        if convert is not None:
+            namespace[f"_c{i}"] = convert
+            value = f"_c{i}({value})"
+        parts.append(f"{field_id!r}: {value}")
+    source = ("def present(values):\n"
+              "    try:\n"
+              f"        return {{{', '.join(parts)}}}\n"
+              "    except KeyError:\n"
+              "        return _walk(values)\n")
+    exec(compile(source, f"<presenter of {layout.name}>", "exec"), namespace)
+    present: Presenter = namespace["present"]
+    return present
+
+
+def _converter(spec: FieldSpec, enums: dict[str, EnumSpec], fold: bool
+               ) -> Callable[[Any], Any] | None:
+    """How one field's decoded value is presented (None: as it is). A field that may be
+    spilled (an array, bytes: see xenmig_core.spec.spill) shows a spilled value as what
+    stands for it (its length and sha256)."""
+    convert = _value_converter(spec, enums, fold)
+    if convert is None or (spec.repeat is None and spec.type != "bytes"):
+        return convert
+
+    def spillable(value: Any) -> Any:
+        return value.summary() if isinstance(value, Spilled) else convert(value)
+    return spillable
+
+
+def _value_converter(spec: FieldSpec, enums: dict[str, EnumSpec], fold: bool
+                     ) -> Callable[[Any], Any] | None:
+    if spec.struct is not None:
+        inner = presenter(spec.struct, enums, fold=fold)
+        if spec.repeat is not None:     # a list, or a lazily decoded sequence of rows
+            return lambda value: [inner(v) for v in value]
+        return inner
+    if spec.type == "bytes":
+        return lambda value: bytes_value(bytes(value))
+    if spec.enum is None and spec.flags is None:
+        if spec.repeat is not None:      # a list or an array.array
+            return fold_runs if fold else list
+        return None
+    table = enums.get(spec.enum) if spec.enum is not None else None
+    if table is not None:
+        entries = table.entries     # (read at each call: a spec extension may add some)
+
+        def one(value: Any) -> Any:
+            entry = entries.get(value)
+            return entry.name if entry is not None else value
+    else:      # flags (or an enum the spec lacks: enum_value says so when it is used)
+        one = functools.partial(enum_value, spec, enums=enums)
+    if spec.repeat is not None:
+        return lambda value: [one(v) for v in value]
+    return one
+
+
+#: exact types plain() returns as they are
+_SCALARS = frozenset({int, str, float, bool, type(None)})
 
 
 def plain(value: Any) -> Any:
     """Derived values as JSON-ready data: bytes as hex (short) or ``{length: N}``."""
+    kind = type(value)
+    if kind in _SCALARS:            # the common cases first, by exact type
+        return value
+    if kind is dict:                # (scalars inside are taken as they are, without a call)
+        return {k if type(k) is str else str(k): v if type(v) in _SCALARS else plain(v)
+                for k, v in value.items()}
+    if kind is list:
+        return [v if type(v) in _SCALARS else plain(v) for v in value]
+    return _plain_other(value)
+
+
+def _plain_other(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, Spilled):
+        return value.summary()
     if isinstance(value, Spilled):
         return value.summary()
     if isinstance(value, bytes | bytearray | memoryview):
@@ -114,9 +203,6 @@ def plain(value: Any) -> Any:
         return data.hex() if len(data) <= SHORT_BYTES else {"length": len(data)}
     if isinstance(value, list | tuple | array | Sequence) and not isinstance(value, str):
         return [plain(v) for v in value]
-    if isinstance(value, bytes | bytearray | memoryview):
-        data = bytes(value)
-        return data.hex() if len(data) <= SHORT_BYTES else {"length": len(data)}
     if isinstance(value, int | float | str | bool) or value is None:
         return value
     return str(value)

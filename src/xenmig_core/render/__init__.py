@@ -1,28 +1,28 @@
 """Renderers: the verify -v account, and the text/json/jsonl/yaml forms of ``dump``.
 
-``RENDERERS`` (``dump --to`` name -> renderer factory taking a text output) is built on first
-use: importing this package (as ``verify`` does, for its account) loads no renderer, and so
-neither the YAML emitter nor json.
+``RENDERERS`` maps each ``dump --to`` name to a factory taking a text output; a factory
+imports its renderer's module when it is called: importing this package (as ``verify`` does,
+for its account) loads no renderer, and a dump loads only the one it writes (``-t jsonl``
+does not load the YAML emitter).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any, TextIO
 
 
-def _renderers() -> dict[str, Callable[[TextIO], Any]]:
-    from xenmig_core.render.json import JsonlRenderer, JsonRenderer
-    from xenmig_core.render.text import TextRenderer
-    from xenmig_core.render.yaml import YamlRenderer
-
-    return {"text": TextRenderer, "json": JsonRenderer, "jsonl": JsonlRenderer,
-            "yaml": YamlRenderer}
+def _factory(module: str, name: str) -> Callable[[TextIO], Any]:
+    def make(out: TextIO) -> Any:
+        return getattr(importlib.import_module(module), name)(out)
+    make.__qualname__ = make.__name__ = name
+    return make
 
 
-def __getattr__(name: str) -> Any:
-    if name == "RENDERERS":
-        renderers = _renderers()
-        globals()["RENDERERS"] = renderers
-        return renderers
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+RENDERERS: dict[str, Callable[[TextIO], Any]] = {
+    "text": _factory("xenmig_core.render.text", "TextRenderer"),
+    "json": _factory("xenmig_core.render.json", "JsonRenderer"),
+    "jsonl": _factory("xenmig_core.render.json", "JsonlRenderer"),
+    "yaml": _factory("xenmig_core.render.yaml", "YamlRenderer"),
+}

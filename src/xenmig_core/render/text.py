@@ -12,8 +12,12 @@ from __future__ import annotations
 import base64
 from typing import Any, TextIO
 
+from xenmig_core.render.batched import Batched
+
 WIDTH = 100
 HEX_LINE = 32
+#: a simple list whose text is longer than this gets its own wrapped lines
+LONG_LIST = 60
 
 
 def number(value: int) -> str:
@@ -51,6 +55,11 @@ def _int_list(values: list[Any]) -> str:
 
 def scalar(value: Any) -> str:
     """A value that fits on one line."""
+    kind = type(value)
+    if kind is int:
+        return number(value)
+    if kind is str:
+        return value
     if isinstance(value, bool) or value is None:
         return str(value).lower()
     if isinstance(value, int):
@@ -77,7 +86,13 @@ def scalar(value: Any) -> str:
     return str(value)
 
 
+#: exact types that are always simple (one-line) values
+_SCALARS = frozenset({int, str, bool, float, type(None)})
+
+
 def _is_simple(value: Any) -> bool:
+    if type(value) in _SCALARS:
+        return True
     if _text_of(value) is not None:
         return False
     if isinstance(value, dict):
@@ -101,25 +116,21 @@ def _text_of(value: Any) -> tuple[str, int] | None:
     return None
 
 
-def _long_list(value: Any) -> bool:
-    return isinstance(value, list) and _is_simple(value) and len(scalar(value)) > 60
-
-
-class TextRenderer:
+class TextRenderer(Batched):
     """Writes the text account to *out* as items arrive."""
 
     #: raw and trailing bytes are never printed, so dump need not read them back
     shows_data = False
 
     def __init__(self, out: TextIO) -> None:
-        self.out = out
+        super().__init__(out)
         self.depth = 0
         self._depths: dict[str, int] = {}   # format -> depth of its (latest) context
 
     def _line(self, offset: int | None, text: str, depth: int | None = None) -> None:
         where = f"@{offset:#010x}" if offset is not None else " " * 11
         pad = "  " * (self.depth if depth is None else depth)
-        self.out.write(f"{where}  {pad}{text}\n")
+        self._put(f"{where}  {pad}{text}\n")
 
     def _detail(self, text: str, level: int = 1) -> None:
         self._line(None, "  " * level + text)
@@ -139,15 +150,24 @@ class TextRenderer:
     def mapping(self, values: dict[str, Any], level: int = 1) -> None:
         """Scalars as one wrapped ``k=v`` line, then nested values each on their own; a long
         list (ranges, numbers) gets its own wrapped lines."""
-        flat = [f"{k}={scalar(v)}" for k, v in values.items()
-                if _is_simple(v) and not _long_list(v)]
-        self._wrapped(flat, level)
+        flat = []
+        rest: list[tuple[str, Any, str | None]] = []   # (key, value, text of a long list)
         for key, value in values.items():
-            if _long_list(value):
-                items = scalar(value).split(", ")
+            if not _is_simple(value):
+                rest.append((key, value, None))
+                continue
+            text = scalar(value)
+            if isinstance(value, list) and len(text) > LONG_LIST:
+                rest.append((key, value, text))
+            else:
+                flat.append(f"{key}={text}")
+        self._wrapped(flat, level)
+        for key, value, text in rest:
+            if text is not None:
+                items = text.split(", ")
                 self._wrapped([i + "," for i in items[:-1]] + items[-1:], level,
                               lead=f"{key}:")
-            elif not _is_simple(value):
+            else:
                 self.nested(key, value, level)
 
     def nested(self, key: str, value: Any, level: int) -> None:
@@ -182,13 +202,21 @@ class TextRenderer:
             self._detail(f"{key}: {scalar(value)}", level)
 
     def _fields_and_view(self, item: dict[str, Any]) -> None:
-        view = dict(item.get("view") or {})
+        fields = item.get("fields")
+        view = item.get("view")
+        if not view:                # the common cases: no merging to do
+            if fields:
+                self.mapping(fields)
+            return
+        if not fields:
+            self.mapping(view)
+            return
+        rest = dict(view)
         shown: dict[str, Any] = {}
-        for key, value in (item.get("fields") or {}).items():
-            shown[key] = view.pop(key, value)
-        shown.update(view)
-        if shown:
-            self.mapping(shown)
+        for key, value in fields.items():
+            shown[key] = rest.pop(key, value)
+        shown.update(rest)
+        self.mapping(shown)
 
     def _payload(self, payload: Any) -> None:
         if isinstance(payload, list):
@@ -226,12 +254,13 @@ class TextRenderer:
         extra = " (filtered)" if meta.get("filtered") else ""
         if meta.get("compression"):
             extra += f" ({meta['compression']}-compressed: offsets in the decompressed stream)"
-        self.out.write(f"xenmig dump of {meta['source']}: {meta['format']}{extra}\n")
+        self._put(f"xenmig dump of {meta['source']}: {meta['format']}{extra}\n")
 
     def item(self, item: dict[str, Any]) -> None:
         getattr(self, "_" + item["kind"])(item)
 
     def end(self) -> None:
+        self.flush()
         self.out.flush()
 
     def _at(self, item: dict[str, Any]) -> None:
@@ -299,4 +328,4 @@ class TextRenderer:
             text += f"; {item['note']}"
         if item.get("stopped"):
             text += f"; {item['stopped']}"
-        self.out.write(text + "\n")
+        self._put(text + "\n")
