@@ -171,6 +171,12 @@ def build_cases(work: Path, quick: bool, reference: str | None,
                     floor=True)]),
         Case(f"convert legacy xl image ({mib(legacy)}) to xl, verified", [
             Command("xenmig convert", f"{xm} convert -q {q(str(legacy))} -o {out} --to xl"),
+            Command("cp", f"cp {q(str(legacy))} {out}", floor=True),
+            # what xenmig's default adds to cp: the output on disk before it is renamed
+            Command("cp, then sync of the copy", f"cp {q(str(legacy))} {out} && sync {out}")]),
+        Case(f"convert legacy xl image ({mib(legacy)}) to xl, verified, --no-sync", [
+            Command("xenmig convert --no-sync",
+                    f"{xm} convert -q --no-sync {q(str(legacy))} -o {out} --to xl"),
             Command("cp", f"cp {q(str(legacy))} {out}", floor=True)]),
         Case(f"convert legacy xl image ({mib(legacy)}) to xl, --no-verify", [
             Command("xenmig convert --no-verify",

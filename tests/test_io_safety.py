@@ -260,3 +260,62 @@ def test_the_writeback_starter_works_here(tmp_path) -> None:
         out.write(bytes(1 << 20))
         out.flush()
         start(out.fileno(), 0, 1 << 20)     # returns at once, raises nothing
+
+
+def _without(monkeypatch, *calls: str) -> None:
+    """Make the named os calls fail as a kernel without them does (ENOSYS)."""
+    import errno
+
+    def missing(*args, **kwargs):
+        raise OSError(errno.ENOSYS, "not here")
+    for name in calls:
+        monkeypatch.setattr(os, name, missing)
+
+
+@pytest.mark.parametrize("missing", [(), ("copy_file_range",),
+                                     ("copy_file_range", "sendfile")])
+@pytest.mark.parametrize("target", ["file", "pipe"])
+def test_copy_from_lands_between_buffered_writes(tmp_path, monkeypatch, missing, target
+                                                 ) -> None:
+    """``copy_from`` appends a stretch of an input file where the next write would have
+    gone, whichever means the kernel offers (and through a buffer when it offers none);
+    writes before and after it stay in order; a stretch past the input's end is short."""
+    source = tmp_path / "in"
+    source.write_bytes(bytes(range(256)) * 4096 * 3)     # 3 MiB: pieces beyond one buffer
+    _without(monkeypatch, *missing)
+    expected = b"head" + source.read_bytes()[5:5 + (3 << 20) - 9] + b"tail" + b"end"
+    with open(source, "rb") as src:
+        fd = src.fileno()
+        if target == "file":
+            with atomic_output(tmp_path / "out") as out:
+                out.write(b"head")
+                assert out.copy_from(fd, 5, (3 << 20) - 9) == (3 << 20) - 9
+                out.write(b"tail")
+                assert out.copy_from(fd, 3 << 20, 10) == 0          # the input ended
+                out.write(b"end")
+            assert (tmp_path / "out").read_bytes() == expected
+            return
+        read_end, write_end = os.pipe()
+        got = bytearray()
+        reader = threading.Thread(target=lambda: got.extend(os.fdopen(read_end, "rb").read()))
+        reader.start()
+        with open_output(f"fd:{write_end}") as out:
+            out.write(b"head")
+            out.copy_from(fd, 5, (3 << 20) - 9)
+            out.write(b"tailend")
+        os.close(write_end)
+        reader.join()
+        assert bytes(got) == expected
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_sync_false_renames_without_waiting_for_the_disk(tmp_path, monkeypatch, sync) -> None:
+    from xenmig_core import sink
+    synced: list[int] = []
+    monkeypatch.setattr(sink.os, "fsync", lambda fd: synced.append(fd))
+    target = tmp_path / "out"
+    with atomic_output(target, sync=sync) as out:
+        out.write(b"data")
+    assert target.read_bytes() == b"data"
+    assert bool(synced) == sync
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -15,6 +15,7 @@ import pytest
 from conftest import run_xenmig
 
 from xenmig_core.convert import ConvertOptions, convert
+from xenmig_core.engine import Consumer
 from xenmig_core.errors import StreamError, UsageError
 from xenmig_core.source import ByteSource
 from xenmig_core.verifier import verify_source
@@ -389,3 +390,44 @@ def test_a_pipe_output_is_verified_as_it_is_written(tmp_path) -> None:
     done = run_xenmig("convert", "-", "-o", "-", "--to", "libxl", input=bad)
     assert done.returncode == 1
     assert b"does not verify" in done.stderr and b"emulator record" in done.stderr
+
+
+class PayloadReader(Consumer):
+    """An observer that has every payload read (and so delivered to the converter too)."""
+
+    def wants_payload(self, record) -> bool:
+        return True
+
+
+def test_page_contents_are_copied_in_the_kernel_and_equal_streaming(registry, tmp_path,
+                                                                     monkeypatch) -> None:
+    """File to file, page contents (and other verbatim payloads) go from the input file
+    to the output by ``copy_from`` (the engine seeks past them); the bytes are those a
+    streamed conversion writes, with or without an observer walking along (``-v``)."""
+    from xenmig_core.sink import GuardedWriter
+    copied: list[int] = []
+    real = GuardedWriter.copy_from
+
+    def spy(self, src_fd: int, offset: int, length: int) -> int:
+        copied.append(length)
+        return real(self, src_fd, offset, length)
+    monkeypatch.setattr(GuardedWriter, "copy_from", spy)
+    image = hvm_image(width=64)
+    streamed = run_xenmig("convert", "-", "-o", "-", "--to", "xl", input=image.data)
+    assert streamed.returncode == 0, streamed.stderr
+    assert run(registry, tmp_path, image.data, "xl") == streamed.stdout
+    assert sum(copied) >= PAGE * image.pages_with_data
+    copied.clear()
+    observed = run(registry, tmp_path, image.data, "xl",
+                   extra={"observer": PayloadReader()})
+    assert observed == streamed.stdout and copied
+
+
+def test_an_input_file_cut_inside_copied_pages_is_refused(registry, tmp_path) -> None:
+    """A cut anywhere in the page contents is the usual truncation error (exit 1, nothing
+    left behind), not a short copy."""
+    data = hvm_image(width=64).data
+    for cut in range(len(data) // 3, len(data) - 1, len(data) // 7):
+        with pytest.raises(StreamError, match="truncated"):
+            run(registry, tmp_path, data[:cut], "libxl")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["in.img"]

@@ -24,6 +24,7 @@ output; xl output of a bare image gets a new header with no config.
 
 from __future__ import annotations
 
+import os
 import struct
 from collections import deque
 from typing import Any
@@ -163,6 +164,12 @@ class LegacyConverter(Consumer):
         self.libxc_ended = False
         self.format_b_words: deque[int] = deque()
         self.widen = False        # stream u32 words as u64 (32-bit p2m frame list)
+        #: with a regular input file and an output that copies from one (see run): page
+        #: contents and other verbatim payloads are copied by the kernel, never read here
+        self.copy_from: Any = None
+        self.input_fd: int | None = None
+        self.source: ByteSource | None = None
+        self.copied = False       # the current record's payload was copied already
         self.carry = b""
         self.legacy: StreamContext | None = None
         self.source_label = "legacy image"
@@ -171,6 +178,10 @@ class LegacyConverter(Consumer):
     def run(self, source: ByteSource, out: Any) -> WalkResult:
         """Walk *source* (an optional xl header, then a legacy image) once, writing to *out*."""
         self.out = out
+        self.source = source
+        self.input_fd = source.file_fd()
+        self.copy_from = getattr(out, "copy_from", None) if self.input_fd is not None \
+            else None
         self.libxc = StreamWriter(out, self.libxc_spec)
         if self.libxl_out:
             if self.libxl_spec is None:
@@ -214,7 +225,7 @@ class LegacyConverter(Consumer):
             self.done = True  # write nothing more: the conversion has failed
 
     def wants_payload(self, record: Record) -> bool:
-        return self.streaming
+        return self.streaming and not self.copied
 
     def on_payload(self, record: Record, offset: int, chunk: memoryview) -> None:
         if self.widen:
@@ -240,12 +251,28 @@ class LegacyConverter(Consumer):
                           None)
         if handler is not None:
             handler(record, record.context.state)
+            if self.streaming and not self.widen and self.copy_from is not None:
+                self._copy_payload(record)
         elif record.type_id in self.param_names.entries:
             index = self.param_index[self.param_names.name_of(record.type_id)]
             self.params[index] = record.fields["value"]
 
+    def _copy_payload(self, record: Record) -> None:
+        """Copy the payload that follows *record*'s fields in the input file straight to
+        the output (the engine then seeks past it). A payload the file does not hold whole
+        is left to the engine, which reports the truncation as it always does."""
+        assert self.source is not None and self.input_fd is not None
+        offset, length = self.source.offset, record.payload_length
+        if not length or offset + length > os.fstat(self.input_fd).st_size:
+            return
+        if self.copy_from(self.input_fd, offset, length) != length:
+            raise StreamError(f"the input file shrank while it was read: {length} bytes "
+                              f"expected at offset {offset:#x}", offset=offset)
+        self.copied = True
+
     def on_record_end(self, record: Record) -> None:
         self.widen = False
+        self.copied = False
         if self.streaming:
             self.out.write(bytes(self.padding))
             self.streaming = False

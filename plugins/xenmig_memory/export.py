@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 import tempfile
 from typing import Any
 
@@ -55,18 +54,6 @@ def directory_of(fd: int | None) -> str | None:
         directory = os.path.dirname(path)
         if path.startswith("/") and os.path.isdir(directory):
             return directory
-    return None
-
-
-def _input_fd(source: ByteSource) -> int | None:
-    """The descriptor of *source*'s file when it is a regular file, else None."""
-    raw = getattr(source, "_raw", None)
-    try:
-        fd = raw.fileno() if raw is not None else None
-        if fd is not None and source.seekable and stat.S_ISREG(os.fstat(fd).st_mode):
-            return fd
-    except (OSError, ValueError, AttributeError):
-        pass
     return None
 
 
@@ -143,7 +130,7 @@ class MemoryExport:
         with contextlib.ExitStack() as stack:
             fmt = self.source_format
             label = fmt
-            fd = _input_fd(source)
+            fd = source.file_fd()
             start = source.start if fd is not None else 0
             if fmt == LEGACY:
                 fd, result = self._legacy(source, directory, stack)

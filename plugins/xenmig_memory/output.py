@@ -12,12 +12,12 @@ one. Write failures are one-line :class:`~xenmig_core.errors.SourceError`s (exit
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import stat
 from typing import Any
 
 from xenmig_core.errors import SourceError
+from xenmig_core.filecopy import FileCopy
 
 COPY_PIECE = 1 << 30
 BUFFER = 1 << 20
@@ -41,8 +41,7 @@ class Output:
                     self.pos = os.lseek(self.fd, 0, os.SEEK_CUR)
                     self.seekable = True
         self.start = self.pos
-        self._copy_file_range = hasattr(os, "copy_file_range") and self.seekable
-        self._sendfile = hasattr(os, "sendfile") and self.fd is not None
+        self._copier = FileCopy(self.fd, name) if self.fd is not None else None
         self._count = getattr(out, "count", None)
 
     def _error(self, exc: OSError) -> SourceError:
@@ -108,35 +107,10 @@ class Output:
 
     def _copy_once(self, src_fd: int, offset: int, length: int) -> int:
         """Copy up to *length* bytes with the best means that works; returns how many."""
-        if self._copy_file_range:
-            try:
-                done = os.copy_file_range(src_fd, self.fd, length, offset, self.pos)
-            except OSError as exc:
-                if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP,
-                                     errno.EBADF, errno.EPERM):
-                    raise self._error(exc) from None
-                self._copy_file_range = False
-            else:
-                self._counted(done)
-                return done
-        if self._sendfile:
-            try:
-                if self.seekable:
-                    os.lseek(self.fd, self.pos, os.SEEK_SET)
-                done = os.sendfile(self.fd, src_fd, offset, length)
-            except BrokenPipeError:
-                raise
-            except OSError as exc:
-                if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-                    raise self._error(exc) from None
-                self._sendfile = False
-            else:
-                self._counted(done)
-                return done
-        try:
+        if self._copier is None:
             data = os.pread(src_fd, min(length, BUFFER), offset)
-        except OSError as exc:
-            raise SourceError(f"input: read error at offset {offset:#x}: "
-                              f"{exc.strerror or exc}") from None
-        self.write(data)
-        return len(data)
+            self.write(data)
+            return len(data)
+        done = self._copier.once(src_fd, offset, length, self.pos if self.seekable else None)
+        self._counted(done)
+        return done

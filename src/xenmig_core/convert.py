@@ -170,6 +170,13 @@ class _Counting:
         they report what they wrote that way with :meth:`count`."""
         return self.out.fileno()
 
+    def copy_from(self, src_fd: int, offset: int, length: int) -> int:
+        """Append *length* bytes at *offset* of the regular file *src_fd* (see
+        :meth:`xenmig_core.sink.GuardedWriter.copy_from`); returns how many were copied."""
+        done: int = self.out.copy_from(src_fd, offset, length)
+        self.count(done)
+        return done
+
     def count(self, n: int) -> None:
         self.written += n
         if self.progress is not None:
@@ -210,12 +217,14 @@ def converter_targets(registry: Registry) -> list[str]:
 
 
 def convert(registry: Registry, input_spec: str, output_spec: str, options: ConvertOptions,
-            *, source_format: str = "auto", verify: bool = True,
+            *, source_format: str = "auto", verify: bool = True, sync: bool = True,
             progress_to: TextIO | None = None, progress: bool = True) -> ConvertResult:
     """Convert *input_spec* (path, ``-``, ``fd:N``) into *output_spec* as ``options.target``.
 
     *progress* False never shows progress (``-q``); otherwise it goes to *progress_to*
-    (default stderr) when that is a terminal. Raises StreamError (exit 1) when the input
+    (default stderr) when that is a terminal. *sync* False does not wait for a path
+    output to reach the disk before renaming it into place (see
+    :func:`xenmig_core.sink.atomic_output`). Raises StreamError (exit 1) when the input
     cannot be converted or the output fails verification (nothing is left at a path
     output), UsageError for impossible requests (output = input, no converter for the
     pair), SourceError for I/O failures.
@@ -229,7 +238,7 @@ def convert(registry: Registry, input_spec: str, output_spec: str, options: Conv
             raise UsageError(f"no converter from {fmt} to {options.target}")
         shown = progress_for(source, "converting", enabled=progress, err=progress_to)
         converter = factory(registry, options)
-        with open_output(output_spec) as out:
+        with open_output(output_spec, sync=sync) as out:
             counting = _Counting(out, shown, output_spec)
             tee = None
             verify_after = False

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from xenmig_core.errors import SourceError, UsageError
+from xenmig_core.filecopy import FileCopy
 from xenmig_core.source import parse_fd
 
 #: A temporary output's data is handed to the disk in stretches of this size.
@@ -75,6 +76,7 @@ class GuardedWriter(io.BufferedIOBase):
         self._synced = 0
         self._pending = 0
         self._start_writeback = _writeback_starter() if write_behind else None
+        self._copier: FileCopy | None = None
 
     def writable(self) -> bool:
         return True
@@ -107,6 +109,23 @@ class GuardedWriter(io.BufferedIOBase):
             if self._pending >= WRITE_BEHIND:
                 self._write_behind()
         return count
+
+    def copy_from(self, src_fd: int, offset: int, length: int) -> int:
+        """Append *length* bytes found at *offset* of the regular file *src_fd*, as if
+        written, in the kernel where it can (see :mod:`xenmig_core.filecopy`: the bytes
+        need not pass through this process). Returns how many bytes were copied: fewer
+        than *length* only when the input file ends first."""
+        self.flush()
+        if self._copier is None:
+            self._copier = FileCopy(self._raw.fileno(), str(self._spec))
+        done = self._copier.copy(src_fd, offset, length)
+        if done and self.seekable():
+            self._raw.seek(0, os.SEEK_CUR)      # the buffered file learns the new position
+        if self._start_writeback is not None and done:
+            self._pending += done
+            if self._pending >= WRITE_BEHIND:
+                self._write_behind()
+        return done
 
     def _write_behind(self) -> None:
         """Start writing what is in the file so far to disk (the buffered tail excepted)."""
@@ -160,8 +179,9 @@ def _silence_stdout() -> None:
 
 
 @contextlib.contextmanager
-def open_output(spec: str | Path) -> Iterator[BinaryIO]:
-    """Yield a binary file for *spec*: ``-``, ``fd:N``, or a path written atomically.
+def open_output(spec: str | Path, *, sync: bool = True) -> Iterator[BinaryIO]:
+    """Yield a binary file for *spec*: ``-``, ``fd:N``, or a path written atomically
+    (*sync*: see :func:`atomic_output`).
 
     Every write, flush or close failure is a :class:`SourceError` naming *spec* (exit 2);
     ``BrokenPipeError`` passes through. A closed stdout is ``SourceError``.
@@ -184,7 +204,7 @@ def open_output(spec: str | Path) -> Iterator[BinaryIO]:
         with _guarded(raw, spec) as out:
             yield out
         return
-    with atomic_output(spec) as out:
+    with atomic_output(spec, sync=sync) as out:
         yield out
 
 
@@ -195,8 +215,13 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | Path) -> Iterator[BinaryIO]:
+def atomic_output(path: str | Path, *, sync: bool = True) -> Iterator[BinaryIO]:
     """Yield a binary file; on normal exit it replaces *path*, on any error it vanishes.
+
+    With *sync* (the default) the file is on disk before it is renamed into place, so
+    that a crash never leaves a partial file under the final name; *sync* False skips
+    that wait (and the write-behind), as ``cp`` does: faster where the disk is slow, and
+    a crash soon after may leave an empty or partial file under the final name.
 
     - An existing target that is not a regular file (a FIFO, a device such as /dev/null)
       is written directly: renaming over it would destroy it.
@@ -233,10 +258,11 @@ def atomic_output(path: str | Path) -> Iterator[BinaryIO]:
         else:
             os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as raw:
-            yield GuardedWriter(raw, target, write_behind=True)
+            yield GuardedWriter(raw, target, write_behind=sync)
             try:
                 raw.flush()
-                os.fsync(raw.fileno())
+                if sync:
+                    os.fsync(raw.fileno())
             except OSError as exc:
                 raise write_error(target, exc) from None
         try:

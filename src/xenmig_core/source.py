@@ -388,6 +388,18 @@ class ByteSource:
         """True when :meth:`read_at` can re-read earlier bytes."""
         return self._seekable
 
+    def file_fd(self) -> int | None:
+        """The descriptor of the regular file this source reads without transformation
+        (no decompression), for consumers that copy stretches of it at known offsets
+        (``Record.payload_offset``) in the kernel; None for pipes and anything else."""
+        if not self._seekable or self.compression is not None:
+            return None
+        try:
+            fd = self._raw.fileno()
+            return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            return None
+
     def read_at(self, offset: int, n: int) -> bytes | None:
         """Up to *n* bytes at absolute *offset*, leaving the read position unchanged; None
         when the source cannot seek (a pipe): those bytes are gone."""
