@@ -431,3 +431,19 @@ def test_an_input_file_cut_inside_copied_pages_is_refused(registry, tmp_path) ->
         with pytest.raises(StreamError, match="truncated"):
             run(registry, tmp_path, data[:cut], "libxl")
         assert sorted(p.name for p in tmp_path.iterdir()) == ["in.img"]
+
+
+@pytest.mark.parametrize("flag", [[], ["--no-sync"]])
+def test_cli_convert_syncs_the_output_unless_told_not_to(cli, registry, tmp_path, monkeypatch,
+                                                         flag) -> None:
+    from xenmig_core import sink
+    synced: list[int] = []
+    real = sink.os.fsync
+    monkeypatch.setattr(sink.os, "fsync", lambda fd: (synced.append(fd), real(fd)))
+    src = tmp_path / "in"
+    data = hvm_image().data
+    src.write_bytes(data)
+    result = cli("convert", str(src), "-o", str(tmp_path / "o"), "--to", "xl", *flag)
+    assert result.exit_code == 0, result.stderr
+    assert bool(synced) == (not flag)
+    assert (tmp_path / "o").read_bytes() == run(registry, tmp_path, data, "xl")

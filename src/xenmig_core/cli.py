@@ -283,6 +283,10 @@ def convert(
         "--skip-qemu", hidden=True, help="Same as --param skip_qemu=true.")] = False,
     no_verify: Annotated[bool, typer.Option(
         "--no-verify", help="Do not verify the output while writing it.")] = False,
+    no_sync: Annotated[bool, typer.Option(
+        "--no-sync", help="Rename a path OUTPUT into place without waiting for it to reach "
+        "the disk, as cp does (faster on a slow disk; a crash soon after may leave it "
+        "empty or partial).")] = False,
     checkpoint: Annotated[int | None, typer.Option(
         "--checkpoint", min=1, help="Memory exports: the state at the end of checkpoint N "
         "(default: the end of the stream, or its last complete checkpoint).")] = None,
@@ -311,7 +315,7 @@ def convert(
         options = ConvertOptions(target=to, params=params,
                                  extra={} if checkpoint is None else {"checkpoint": checkpoint})
         result = run_convert(registry, input_, output, options, source_format=from_,
-                             verify=not no_verify, progress=not quiet)
+                             verify=not no_verify, sync=not no_sync, progress=not quiet)
         if not quiet:
             typer.echo(f"xenmig: {summary(result)}", err=True)
         return EXIT_OK
