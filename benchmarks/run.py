@@ -100,7 +100,9 @@ def build_cases(work: Path, quick: bool, reference: str | None,
     q = shlex.quote
     xm = xenmig or xenmig_command()
     py = q(sys.executable)
-    ref = f"python3 {q(reference)}" if reference else None
+    # the reference runs on this interpreter, as `python3 -c pass` does (a `python3` found
+    # on PATH may be a slower wrapper, flattering xenmig)
+    ref = f"{py} {q(reference)}" if reference else None
 
     def stream(name: str, write: Callable[[Path], int]) -> Path:
         path = work / name
@@ -227,12 +229,17 @@ def main(argv: list[str]) -> int:
         for case in cases:
             if args.cases and not any(word in case.name for word in args.cases):
                 continue
-            results = []
             for command in case.commands:
                 timed(command, env)     # untimed warm-up: bytecode and spec caches written
-                samples = [timed(command, env) for _ in range(runs)]
-                results.append((command, statistics.median(s[0] for s in samples),
-                                max(s[1] for s in samples)))
+            # rounds of every command once, so that a change in the machine's load between
+            # rounds weighs on each command alike
+            samples: list[list[tuple[float, int]]] = [[] for _ in case.commands]
+            for _ in range(runs):
+                for command, taken in zip(case.commands, samples, strict=True):
+                    taken.append(timed(command, env))
+            results = [(command, statistics.median(s[0] for s in taken),
+                        max(s[1] for s in taken))
+                       for command, taken in zip(case.commands, samples, strict=True)]
             floor = next(seconds for command, seconds, _ in results if command.floor)
             for i, (command, seconds, rss) in enumerate(results):
                 print(f"| {case.name if i == 0 else ''} | {command.label} | {seconds:.2f} s | "
