@@ -52,6 +52,16 @@ class Case:
     commands: list[Command] = field(default_factory=list)
 
 
+def fresh_output(path: Path) -> Callable[[], None]:
+    """Remove *path* and write every dirty page to disk: each run that writes *path* starts
+    from the same state (no old file to replace, no earlier run's writes still pending)."""
+    def clear() -> None:
+        if path.exists():
+            path.unlink()
+        os.sync()
+    return clear
+
+
 def drop_cache(path: Path) -> Callable[[], None]:
     """Evict *path*'s pages from the page cache (the next read comes from the disk)."""
     def evict() -> None:
@@ -125,6 +135,7 @@ def build_cases(work: Path, quick: bool, reference: str | None,
     legacy = stream(f"legacy-{size['legacy_mib']}m.xl",
                     lambda p: streams.write_legacy_xl(p, size["legacy_mib"]))
     out = q(str(work / "converted.xl"))
+    fresh = fresh_output(work / "converted.xl")
     # memory images go to a RAM-backed folder when there is one, so that the case measures
     # the exporter (and cp, its floor, the same way) rather than the disk's write speed
     shm = Path("/dev/shm")
@@ -172,18 +183,20 @@ def build_cases(work: Path, quick: bool, reference: str | None,
             Command("cat | cat | cat", f"cat {q(str(records))} | cat | cat > /dev/null",
                     floor=True)]),
         Case(f"convert legacy xl image ({mib(legacy)}) to xl, verified", [
-            Command("xenmig convert", f"{xm} convert -q {q(str(legacy))} -o {out} --to xl"),
-            Command("cp", f"cp {q(str(legacy))} {out}", floor=True),
+            Command("xenmig convert", f"{xm} convert -q {q(str(legacy))} -o {out} --to xl",
+                    fresh),
+            Command("cp", f"cp {q(str(legacy))} {out}", fresh, floor=True),
             # what xenmig's default adds to cp: the output on disk before it is renamed
-            Command("cp, then sync of the copy", f"cp {q(str(legacy))} {out} && sync {out}")]),
+            Command("cp, then sync of the copy",
+                    f"cp {q(str(legacy))} {out} && sync {out}", fresh)]),
         Case(f"convert legacy xl image ({mib(legacy)}) to xl, verified, --no-sync", [
             Command("xenmig convert --no-sync",
-                    f"{xm} convert -q --no-sync {q(str(legacy))} -o {out} --to xl"),
-            Command("cp", f"cp {q(str(legacy))} {out}", floor=True)]),
+                    f"{xm} convert -q --no-sync {q(str(legacy))} -o {out} --to xl", fresh),
+            Command("cp", f"cp {q(str(legacy))} {out}", fresh, floor=True)]),
         Case(f"convert legacy xl image ({mib(legacy)}) to xl, --no-verify", [
             Command("xenmig convert --no-verify",
-                    f"{xm} convert -q --no-verify {q(str(legacy))} -o {out} --to xl"),
-            Command("cp", f"cp {q(str(legacy))} {out}", floor=True)]),
+                    f"{xm} convert -q --no-verify {q(str(legacy))} -o {out} --to xl", fresh),
+            Command("cp", f"cp {q(str(legacy))} {out}", fresh, floor=True)]),
         Case(f"dump -t jsonl of {n * 5:,} records", [
             Command("xenmig dump -t jsonl", f"{xm} dump -t jsonl {q(str(records))} > /dev/null"),
             Command("cat", f"cat {q(str(records))} > /dev/null", floor=True)]),
