@@ -296,3 +296,15 @@ def test_spilled_field_reads_back_unchanged(tmp_path: Path) -> None:
     assert layout.check(spilled, {}) == layout.check(held, {}) == [
         ("pfn", "[7] must be at most 4611686018427387904, found 9223372036854775808",
          "error")]
+
+
+def test_every_dump_format_of_many_entries_costs_bounded_memory(streams) -> None:
+    """An item of thousands of entries (the HVM context's view) is emitted as it is walked:
+    YAML too (PyYAML's node graph of the whole item cost 70 MiB), with the same text as
+    before (tests/golden)."""
+    path, _digest = streams("libxc-hvm-entries")
+    for fmt in ("yaml", "json", "text"):
+        code, rss, err, out = run_xenmig(["dump", "-t", fmt, str(path)], with_stdout=True)
+        assert "Traceback" not in err and code == 1, f"-t {fmt}: exit {code}: {err[-2000:]}"
+        assert rss < RSS_LIMIT, f"-t {fmt}: peak RSS {rss >> 20} MiB"
+        assert "END" in out, f"-t {fmt}: {out[-500:]}"
