@@ -14,7 +14,9 @@ is found is the only exception: page contents carry no checks). Pending bytes ar
 one record's, and never more than :data:`MAX_PENDING`.
 
 Latency: the source reads what is available (a pipe read returns what the pipe holds), and
-a record is released as soon as its checks ran, so nothing waits for the next record. After
+a record is allowed out as soon as its checks ran; what is allowed is written before the
+source reads again (a read that may wait for the sender), so nothing waits for the next
+record, and the records found in one read go out in one write. After
 the outermost stream ended cleanly, trailing bytes the format recognises (xl migrate's
 messages) are forwarded as they come.
 
@@ -116,17 +118,24 @@ class Tap:
         self._flush()
 
     def allow(self, limit: int) -> None:
-        """Every byte before *limit* may go out (unless an error froze the tap)."""
+        """Every byte before *limit* may go out (unless an error froze the tap). They go
+        out at the next :meth:`release`: the source releases before each read that may
+        wait for the sender, so that a record never waits for the next one, and many small
+        records go out in one write."""
         if self.frozen or limit <= self.limit:
             return
         self.limit = limit
+
+    def release(self) -> None:
+        """Write out the held bytes that are allowed."""
         self._flush()
 
     def freeze(self) -> None:
-        """An error was found: release nothing more, drop what is held, and end the
-        target's input (*on_freeze*)."""
+        """An error was found: the bytes allowed before it go out, nothing more does, what
+        is held is dropped, and the target's input ends (*on_freeze*)."""
         if self.frozen:
             return
+        self._flush()
         self.frozen = True
         self.pending.clear()
         if self._on_freeze is not None:
@@ -195,6 +204,8 @@ class ForwardingSource(ByteSource):
         if self.tap is not None and self.tap.frozen:
             raise ForwardStopped("forwarding stopped reading after the first error",
                                  offset=self.offset)
+        if self.tap is not None:
+            self.tap.release()             # the read may wait: what is checked goes first
         self.reading = True
         try:
             if self.stop:
@@ -208,6 +219,8 @@ class ForwardingSource(ByteSource):
 
     def _discard(self, n: int) -> int:
         tap = self.tap
+        if tap is not None:
+            tap.release()
         if tap is not None and self._in_fd is not None and (room := tap.spliceable()):
             assert tap.out_fd is not None
             got = self._splice(tap.out_fd, min(n, room, SPLICE_CHUNK))
@@ -317,6 +330,9 @@ class ForwardConsumer(Consumer):
         if not ctx.finished:
             return
         if ctx is self._root and not self.failed:
+            # the records before the END go out first: a receiver that stops taking them
+            # stopped before the stream ended
+            self.tap.release()
             # (before the END goes out: a receiver may exit as soon as it has it)
             self.ended = True
             root = ctx
@@ -365,6 +381,7 @@ def forward_source(registry: Registry, source: ByteSource, fmt: str,
                                params, account=False)
         if report.valid:
             tap.allow(_UNLIMITED)          # a clean end: whatever was read is known good
+            tap.release()
         else:
             watcher.failed = True
             tap.freeze()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,6 +52,18 @@ class GuardOutcome:
     sent: int = 0
 
 
+def _unread(fd: int) -> int:
+    """How many bytes written into the pipe *fd* were not read (0 if unknown)."""
+    try:
+        import fcntl
+        import termios
+        count = bytearray(4)
+        fcntl.ioctl(fd, termios.FIONREAD, count)
+        return int.from_bytes(count, sys.byteorder)
+    except (ImportError, OSError):
+        return 0
+
+
 def exit_status(returncode: int) -> int:
     """A Popen return code as a shell would show it (a signal N gives 128+N)."""
     return 128 - returncode if returncode < 0 else returncode
@@ -76,7 +89,7 @@ def run_guard(registry: Any, command: Sequence[str], fmt: str = "auto", *,
 
     # the handlers raise (to stop the forwarding, whatever it waits for) only while it
     # runs; the nested try below catches what they raise at any point of it
-    state = {"forwarding": True, "stopped": None}
+    state = {"forwarding": True, "stopped": None, "unread": False}
 
     def pass_on(signum: int, _frame: object) -> None:
         if child.poll() is None:
@@ -119,6 +132,11 @@ def run_guard(registry: Any, command: Sequence[str], fmt: str = "auto", *,
         except _Signalled:
             pass
         finally:
+            # a COMMAND that exited leaving bytes of the stream in its pipe stopped before
+            # the stream ended, even if every write into the pipe succeeded
+            if not closed and child.poll() is not None and _unread(pipe_fd):
+                closed = True
+                state["unread"] = True
             child.stdin.close()
             if tee is not None:
                 tee.close()
@@ -129,13 +147,14 @@ def run_guard(registry: Any, command: Sequence[str], fmt: str = "auto", *,
     stopped = "closed" if closed else state["stopped"]
     status = exit_status(returncode)
     name = os.path.basename(command[0])
-    if stopped == "closed" and opened.trailer_check is not None:
+    if stopped == "closed" and opened.trailer_check is not None and not state["unread"]:
         # the stream had ended cleanly (only what may follow its end was still awaited)
         return GuardOutcome(status, None if status == 0 else
                             f"{name} exited with status {status}", report, sent)
     if stopped == "closed":
+        why = "it left bytes of it unread" if state["unread"] else "it closed its input"
         return GuardOutcome(status or 2, f"{name} exited with status {status} before the "
-                            "stream ended (it closed its input)", report, sent)
+                            f"stream ended ({why})", report, sent)
     if stopped is not None:
         return GuardOutcome(status or 128 + signal.Signals[stopped].value,
                             f"{stopped} passed on to {name}; it exited with status {status}",
