@@ -90,3 +90,27 @@ def test_model_objects_pickle_and_compare() -> None:
     assert cond == Condition(expr=None, message=None, id="c")  # type: ignore[arg-type]
     with pytest.raises(AttributeError):
         cond.id = "d"             # type: ignore[misc]
+
+
+def test_diagnostic_init_takes_its_fields_as_the_dataclass_did() -> None:
+    """Diagnostic writes its ``__init__`` out (speed): it must take exactly its fields, in
+    order, with their defaults, and the object must stay frozen, equal and hashable."""
+    import inspect
+
+    from xenmig_core.diagnostics import Diagnostic
+
+    params = inspect.signature(Diagnostic.__init__).parameters
+    assert list(params)[1:] == list(Diagnostic.__fields__)
+    assert {n: p.default for n, p in params.items() if p.default is not p.empty} == \
+        Diagnostic.__defaults__
+    one = Diagnostic("error", "bad", 16, 2, "PAGE_DATA", "pfn[0]", "libxc", None, "R.1")
+    same = Diagnostic(severity="error", message="bad", offset=16, record_index=2,
+                      record_type="PAGE_DATA", field="pfn[0]", format="libxc", rule="R.1")
+    assert one == same and hash(one) == hash(same) and {one, same} == {one}
+    assert [getattr(one, n) for n in Diagnostic.__fields__] == \
+        ["error", "bad", 16, 2, "PAGE_DATA", "pfn[0]", "libxc", None, "R.1"]
+    assert one.to_dict() == {"severity": "error", "message": "bad", "offset": 16,
+                             "record_index": 2, "record_type": "PAGE_DATA", "field": "pfn[0]",
+                             "format": "libxc", "rule": "R.1", "text": str(one)}
+    with pytest.raises(AttributeError):
+        one.message = "other"     # type: ignore[misc]

@@ -7,15 +7,19 @@ name), the field path and a message, and renders as one line:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Any
+
+from xenmig_core.plain import Plain
 
 ERROR = "error"
 WARNING = "warning"
 
 
-@dataclass(frozen=True)
-class Diagnostic:
+class Diagnostic(Plain, frozen=True):
+    """One finding (a frozen :class:`~xenmig_core.plain.Plain` class: equal, hashable and
+    shown by its fields, as the dataclass it was). Its ``__init__`` is written out, not
+    Plain's generic one: a stream can make thousands of diagnostics."""
+
     severity: str
     message: str
     offset: int | None = None
@@ -25,6 +29,14 @@ class Diagnostic:
     format: str | None = None
     unit: str | None = None          # a header's name, when the problem is in a header
     rule: str | None = None          # the spec rule's stable id, when a spec rule found it
+
+    def __init__(self, severity: str, message: str, offset: int | None = None,
+                 record_index: int | None = None, record_type: str | None = None,
+                 field: str | None = None, format: str | None = None,
+                 unit: str | None = None, rule: str | None = None) -> None:
+        self.__dict__.update(severity=severity, message=message, offset=offset,
+                             record_index=record_index, record_type=record_type, field=field,
+                             format=format, unit=unit, rule=rule)
 
     @property
     def record(self) -> str | None:
@@ -59,6 +71,6 @@ class Diagnostic:
         return f"{self} [{self.rule}]" if self.rule else str(self)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if v is not None}
+        out = {k: v for k, v in self.__dict__.items() if v is not None}
         out["text"] = str(self)
         return out

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from xenmig_core.diagnostics import ERROR, Diagnostic
@@ -32,6 +31,7 @@ from xenmig_core.engine.dispatch import PAYLOAD_BUFFER_SIZE, Dispatch, RecordPla
 from xenmig_core.engine.framing import FOLLOWS_PEEK, MAX_HEADER_BYTES, CleanEOF, Framing
 from xenmig_core.engine.rules import RuleEvaluation
 from xenmig_core.errors import SpecError, StreamError, TruncatedError
+from xenmig_core.plain import Plain, factory
 from xenmig_core.source import ByteSource
 
 if TYPE_CHECKING:
@@ -41,21 +41,20 @@ __all__ = ["FOLLOWS_PEEK", "MAX_DIAGNOSTICS", "MAX_DIAGNOSTICS_PER_KIND", "MAX_H
            "PAYLOAD_BUFFER_SIZE", "Engine", "WalkResult", "diagnostic_kind"]
 
 
-@dataclass
-class WalkResult:
+class WalkResult(Plain):
     """What one walk found. ``valid`` is False when any error was reported."""
 
     root: StreamContext | None = None
-    contexts: list[StreamContext] = field(default_factory=list)
-    diagnostics: list[Diagnostic] = field(default_factory=list)
+    contexts: list[StreamContext] = factory(list)
+    diagnostics: list[Diagnostic] = factory(list)
     records: int = 0
     end_offset: int = 0
     eof_note: str | None = None
     #: diagnostics found but not kept (nor passed to the consumer), by severity
-    dropped: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[str] = factory(Counter)
     #: per kind with drops: (a diagnostic of that kind, how many were dropped); kinds first
     #: seen after the overall cap share one entry (the first of them is the sample)
-    dropped_like: list[tuple[Diagnostic, int]] = field(default_factory=list)
+    dropped_like: list[tuple[Diagnostic, int]] = factory(list)
 
     @property
     def diagnostics_dropped(self) -> int:

@@ -22,7 +22,6 @@ that shares them with its base is not changed with it.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections import ChainMap
 from collections.abc import Mapping
@@ -209,7 +208,7 @@ def _revalidate(ctx: Any, node: Any, fmt: FormatSpec, rtype: RecordType,
         holder.key_lines = {"valid": holder.line}
         spec = fields[fid]
         kept = [c for c in spec.checks if c.kind in ("reserved", "reserved_bits")]
-        new = dataclasses.replace(spec, checks=kept)
+        new = replace(spec, checks=kept)
         new.checks.extend(_valid(ctx, holder, new, fmt) if vnode else [])
         replaced[fid] = new
         fmt.provenance[f"valid:{rtype.name}.{fid}"] = ctx.origin(changes, str(fid))

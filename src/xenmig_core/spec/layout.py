@@ -21,10 +21,10 @@ import sys
 from array import array
 from collections import ChainMap
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from xenmig_core.errors import RecordError
+from xenmig_core.plain import Plain, factory
 from xenmig_core.spec.expr import Names, evaluate, resolve
 from xenmig_core.spec.spill import (
     SPILL_MIN,
@@ -104,8 +104,7 @@ class BytesReader:
         return n <= self.remaining
 
 
-@dataclass(frozen=True)
-class Check:
+class Check(Plain, frozen=True):
     """One field check. ``kind`` is eq, any_of, min, max, reserved, reserved_bits, known, expr.
 
     For ``known`` the argument is the set of values the field's enum names.
@@ -117,8 +116,7 @@ class Check:
     message: str | None = None
 
 
-@dataclass
-class FieldSpec:
+class FieldSpec(Plain):
     """One field of a seq, as the spec describes it."""
 
     id: str
@@ -131,7 +129,7 @@ class FieldSpec:
     flags: str | None = None
     payload: bool = False
     head: int = 0                        # payloads: expose this many first bytes as ID_head
-    checks: list[Check] = field(default_factory=list)
+    checks: list[Check] = factory(list)
     struct: Layout | None = None         # nested struct type, when type names one
 
     @property
