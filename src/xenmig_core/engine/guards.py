@@ -15,6 +15,7 @@ an ``expr`` field check) gets no guard (None) and always runs the general way.
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import CodeType
 from typing import Any
 
 from xenmig_core.spec.expr import Expression
@@ -28,10 +29,20 @@ class Unguarded(Exception):
     """Something in the phase is beyond a guard: that phase gets none."""
 
 
+#: compiled guard code by (source, file name): a guard's code depends on its text alone
+#: (its constants are in the scope it is evaluated in), and the same record types' guards
+#: are made again by every walk of a run (and by plugins checking nested entries)
+_codes: dict[tuple[str, str], CodeType] = {}
+
+
 def _compile(params: str, parts: list[str], constants: dict[str, Any], name: str) -> Guard:
     body = " and ".join(f"({p})" for p in parts) or "True"
+    key = (f"lambda {params}: {body}", f"<guard {name}>")
+    code = _codes.get(key)
+    if code is None:
+        code = _codes[key] = compile(key[0], key[1], "eval")
     scope: dict[str, Any] = {"__builtins__": {}, **constants}
-    return eval(compile(f"lambda {params}: {body}", f"<guard {name}>", "eval"), scope)  # type: ignore
+    return eval(code, scope)  # type: ignore[no-any-return]
 
 
 def _source(expr: Expression) -> str:
