@@ -32,6 +32,7 @@ from array import array
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from xenmig_core.engine.consumer import Consumer
 from xenmig_core.engine.context import CONTEXT_HELPERS, CONTINUE, Action, Record
 from xenmig_core.engine.guards import Unguarded, checked_fields, field_tests, rules_tests
 from xenmig_core.spec.expr import EVAL_ERRORS, Expression
@@ -83,18 +84,35 @@ class _Writer:
         return name
 
 
-def compile_record(plan: RecordPlan, fmt: Format, order: str) -> Compiled | None:
+def compile_record(plan: RecordPlan, fmt: Format, order: str,
+                   idle: frozenset[str] = frozenset(), summaries: bool = True
+                   ) -> Compiled | None:
     """The generated function for *plan*'s record type in byte order *order* (``<`` or
-    ``>``), or None when the type must take the general path."""
+    ``>``), or None when the type must take the general path. *idle*: the consumer
+    callbacks (``on_record``, ``wants_payload``, ``on_record_end``) that are the base
+    consumer's no-ops for the whole walk, which the function then does not call;
+    *summaries*: whether the walk renders spec summaries (fixed for a walk)."""
     try:
-        return _Builder(plan, fmt, order).build()
+        return _Builder(plan, fmt, order, idle, summaries).build()
     except Unguarded:
         return None
 
 
+def idle_callbacks(consumer: Any) -> frozenset[str]:
+    """The per-record callbacks of *consumer* that are :class:`Consumer`'s own no-ops (not
+    overridden by its class nor set on the instance)."""
+    own = getattr(consumer, "__dict__", {})
+    return frozenset(name for name in ("on_record", "wants_payload", "on_record_end")
+                     if name not in own
+                     and getattr(type(consumer), name, None) is getattr(Consumer, name))
+
+
 class _Builder:
-    def __init__(self, plan: RecordPlan, fmt: Format, order: str) -> None:
+    def __init__(self, plan: RecordPlan, fmt: Format, order: str,
+                 idle: frozenset[str] = frozenset(), summaries: bool = True) -> None:
         self.plan = plan
+        self.idle = idle
+        self.summaries = summaries
         self.rtype = plan.rtype
         self.fmt = fmt
         self.order = order
@@ -337,17 +355,21 @@ class _Builder:
             w("try:", f"    ok = {_rename(inference.when, resolve)}", "except _EVAL_ERRORS:",
               f"    ok = eng._eval(_PLAN.infer[{i}].when, {names}, ctx, record.name)",
               "if ok:", f"    ctx.marks.add({inference.mark!r})")
-        if plan.summary is not None:
-            w("if eng._summaries and record.summary is None:",
+        if plan.summary is not None and self.summaries:
+            w("if record.summary is None:",
               "    record.summary = eng._render(_RTYPE.summary, eng._names_of(ctx, record), "
               "ctx, record.name)")
-        w("eng.consumer.on_record(record)")
+        if "on_record" not in self.idle:
+            w("eng.consumer.on_record(record)")
         if plan.payload is not None:
             w("if record.payload_length:", "    record.payload_offset = src.offset")
             if self.fmt.scanners.get(rtype.name) is None:
-                w("    if eng.consumer.wants_payload(record):",
-                  "        eng._deliver_payload(record, None, True)",
-                  "    elif record.payload_length <= src._hi - src._lo:",   # buffered
+                skip = "if"
+                if "wants_payload" not in self.idle:
+                    w("    if eng.consumer.wants_payload(record):",
+                      "        eng._deliver_payload(record, None, True)")
+                    skip = "elif"
+                w(f"    {skip} record.payload_length <= src._hi - src._lo:",   # buffered
                   "        src._lo += record.payload_length",
                   "        src.offset += record.payload_length",
                   "    else:",
@@ -364,8 +386,10 @@ class _Builder:
               f"    eng._padding(ctx, record, {align}, {self.framing.padding_must_be_zero})")
         self._control()
         w(f"ctx.counts[{rtype.name!r}] += 1", f"ctx.marks.add({rtype.name!r})",
-          "ctx.last_record = record", "eng.consumer.on_record_end(record)",
-          "ctx.current = None", "return action")
+          "ctx.last_record = record")
+        if "on_record_end" not in self.idle:
+            w("eng.consumer.on_record_end(record)")
+        w("ctx.current = None", "return action")
 
     def _control(self) -> None:
         """Generated: the spec's ``control`` when the handler chose no action. A ``when``
