@@ -32,6 +32,7 @@ from array import array
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from xenmig_core.engine.caps import kind_of
 from xenmig_core.engine.consumer import Consumer
 from xenmig_core.engine.context import CONTEXT_HELPERS, CONTINUE, Action, Record
 from xenmig_core.engine.guards import Unguarded, checked_fields, field_tests, rules_tests
@@ -326,7 +327,12 @@ class _Builder:
             if "{" in cond.message.source:       # a message that needs the record's names
                 w(f"    {general}")
             else:                               # a fixed message: reported right here
-                w("    if ok is None:", f"        {general}", "    else:",
+                # (the caps' verdict on its kind, computed once: a repeated one is
+                # dropped without building anything)
+                kind = w.const(kind_of(self.fmt.name, self.rtype.name, cond.severity,
+                                       cond.field, cond.message.source), "D")
+                w("    if ok is None:", f"        {general}",
+                  f"    elif not eng._caps.drop_kind({kind}, {cond.severity!r}):",
                   f"        ctx.diagnose({cond.severity!r}, {cond.message.source!r}, "
                   f"field={cond.field!r}, record=record, rule={cond.id!r})")
 
