@@ -27,6 +27,7 @@ take the general path.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import re
 from array import array
 from collections.abc import Callable
@@ -266,11 +267,13 @@ class _Builder:
         fields = ", ".join(f"{k!r}: {v}" for k, v in self.locals.items())
         payload = "rem" if plan.payload is not None else "0"
         optional = bool(rtype.id & self.framing.optional_mask)
-        w("index = eng._next_index", "eng._next_index = index + 1",
-          f"record = _Record(index, offset, {rtype.id}, {rtype.name!r}, length, ctx, _RTYPE, "
-          f"{{{fields}}}, {payload}, None, {optional}, {plan.layout is not None})",
-          "ctx.current = record")
-        w.scope.update(_RTYPE=rtype, _PLAN=plan, _Record=Record, _array=array,
+        w("index = eng._next_index", "eng._next_index = index + 1")
+        self._new_record(index="index", offset="offset", type_id=repr(rtype.id),
+                         name=repr(rtype.name), length="length", context="ctx",
+                         rtype="_RTYPE", fields=f"{{{fields}}}", payload_length=payload,
+                         optional=repr(optional), decoded=repr(plan.layout is not None))
+        w("ctx.current = record")
+        w.scope.update(_RTYPE=rtype, _PLAN=plan, _array=array,
                        _EVAL_ERRORS=EVAL_ERRORS, _CONTINUE=CONTINUE, bytes=bytes)
         if plan.reject is not None:
             w("ctx.error(eng._render(_RTYPE.reject, ctx.names(), ctx, record.name))")
@@ -285,6 +288,26 @@ class _Builder:
             w("_marks = ctx.marks", "_counts = ctx.counts")
             self._guarded(" and ".join(f"({t})" for t in tests),
                           "eng._rules_phase(ctx, record, _PLAN)")
+
+    def _new_record(self, **values: str) -> None:
+        """Generated: ``record``, a :class:`Record` of these attribute *values* (source) and
+        the class's defaults for the others, its attributes set one by one (the class's
+        ``__init__`` binding fourteen arguments costs more)."""
+        w = self.w
+        w("record = _new(_Record)")
+        w.scope.update(_new=object.__new__, _Record=Record)
+        for spec in dataclasses.fields(Record):
+            value = values.pop(spec.name, None)
+            if value is None:
+                if spec.default_factory is not dataclasses.MISSING:
+                    value = f"{w.const(spec.default_factory, 'DF')}()"
+                elif spec.default is None or type(spec.default) in (bool, int, str, bytes):
+                    value = repr(spec.default)
+                else:       # (a default this cannot write: the general path)
+                    raise Unguarded
+            w(f"record.{spec.name} = {value}")
+        if values:
+            raise Unguarded
 
     def _guarded(self, test: str, general: str) -> None:
         """Generated: *general* runs when *test* is false or raises a spec error."""
