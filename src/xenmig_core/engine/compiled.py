@@ -147,7 +147,9 @@ class _Builder:
             return f"(_S[{name!r}] if {name!r} in _S else _H[{name!r}])"
         if name in self.fmt.helpers:
             return f"(_S[{name!r}] if {name!r} in _S else _G[{name!r}])"
-        return f"_N[{name!r}]"
+        # (a value the walk puts in state, e.g. ``nested``: found there without the
+        # names' fallback search)
+        return f"(_S[{name!r}] if {name!r} in _S else _N[{name!r}])"
 
     def _later_name(self, name: str) -> str:
         """How an expression after a plugin handler reads *name*: the record's fields as
