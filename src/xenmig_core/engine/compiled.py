@@ -51,7 +51,7 @@ Compiled = Callable[..., Any]
 #: The generated function's local names for the context's state and names (only those its
 #: body reads are set)
 _PROLOGUE = (("_S", "ctx.state"), ("_N", "ctx.bare_names"), ("_H", "ctx.helpers"),
-             ("_L", "length"))
+             ("_L", "length"), ("_marks", "ctx.marks"), ("_counts", "ctx.counts"))
 
 
 def _rename(expr: Expression, resolve: Callable[[str], str]) -> str:
@@ -287,7 +287,6 @@ class _Builder:
             except Unguarded:
                 tests = ["False"]
             w.scope.update(constants)
-            w("_marks = ctx.marks", "_counts = ctx.counts")
             self._guarded(" and ".join(f"({t})" for t in tests),
                           "eng._rules_phase(ctx, record, _PLAN)")
 
@@ -365,7 +364,10 @@ class _Builder:
         """Generated: the handler, ``set``, ``infer``, the summary, the consumer, the payload
         or the rest of the body, the padding, the control, counts and marks."""
         plan, w, rtype = self.plan, self.w, self.rtype
-        w("action = None")
+        # (no handler and no control: the action is CONTINUE, returned at the end)
+        self.fixed_action = plan.handler is None and rtype.control is None
+        if not self.fixed_action:
+            w("action = None")
         names = "eng._names_of(ctx, record)"
         resolve = self._record_name
         if plan.handler is not None:
@@ -416,11 +418,11 @@ class _Builder:
             w(f"if length % {align}:",
               f"    eng._padding(ctx, record, {align}, {self.framing.padding_must_be_zero})")
         self._control()
-        w(f"ctx.counts[{rtype.name!r}] += 1", f"ctx.marks.add({rtype.name!r})",
+        w(f"_counts[{rtype.name!r}] += 1", f"_marks.add({rtype.name!r})",
           "ctx.last_record = record")
         if "on_record_end" not in self.idle:
             w("eng.consumer.on_record_end(record)")
-        w("ctx.current = None", "return action")
+        w("ctx.current = None", "return _CONTINUE" if self.fixed_action else "return action")
 
     def _control(self) -> None:
         """Generated: the spec's ``control`` when the handler chose no action. A ``when``
@@ -428,7 +430,8 @@ class _Builder:
         ``resume`` that finds nothing to resume goes the general way, which reports it."""
         w, control = self.w, self.rtype.control
         if control is None:
-            w("if action is None:", "    action = _CONTINUE")
+            if not self.fixed_action:
+                w("if action is None:", "    action = _CONTINUE")
             return
         action = w.const(Action(control.kind, control.format), "A")   # immutable: shared
         w("if action is None:")
