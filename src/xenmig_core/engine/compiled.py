@@ -295,8 +295,11 @@ class _Builder:
         the class's defaults for the others, its attributes set one by one (the class's
         ``__init__`` binding fourteen arguments costs more)."""
         w = self.w
-        w("record = _new(_Record)")
         w.scope.update(_new=object.__new__, _Record=Record)
+        if not dataclasses.is_dataclass(Record):     # (no field list to follow: its __init__)
+            w(f"record = _Record({', '.join(f'{k}={v}' for k, v in values.items())})")
+            return
+        w("record = _new(_Record)")
         for spec in dataclasses.fields(Record):
             value = values.pop(spec.name, None)
             if value is None:
