@@ -54,6 +54,18 @@ class Trace(Consumer):
                             dict(ctx.counts), _plain(ctx.stats), ctx.finished))
 
 
+class Outcome(Consumer):
+    """Hears only diagnostics and context ends: its per-record callbacks are the base
+    consumer's no-ops, which generated code leaves out (verify -q's case)."""
+
+    def __init__(self, summaries: bool) -> None:
+        self.wants_summaries = summaries
+        self.events: list[Any] = []
+
+    on_diagnostic = Trace.on_diagnostic
+    on_context_end = Trace.on_context_end
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
@@ -67,9 +79,10 @@ def _plain(value: Any) -> Any:
 
 
 def walk(registry: Any, data: bytes, *, compiled: bool, pipe: bool = False,
-         summaries: bool = False, after: int = 1) -> Any:
-    """Everything one walk of *data* showed, or the spec error it raised."""
-    trace = Trace(summaries)
+         summaries: bool = False, after: int = 1, consumer: type[Consumer] = Trace) -> Any:
+    """Everything one walk of *data* showed (to a *consumer*), or the spec error it
+    raised."""
+    trace = consumer(summaries)
     source = ByteSource(Unseekable(data) if pipe else io.BytesIO(data), "<test>")
     try:
         fmt = choose_format(registry, source, "auto")
@@ -101,6 +114,35 @@ def test_sample_streams_walk_the_same(registry: Any, libxc: Any, summaries: bool
             general = walk(registry, data, compiled=False, pipe=pipe, summaries=summaries)
             assert walk(registry, data, compiled=True, pipe=pipe, summaries=summaries,
                         after=after) == general, name
+
+
+def test_a_consumer_without_record_callbacks_sees_the_same(registry: Any,
+                                                          libxc: Any) -> None:
+    streams = dict(all_streams(libxc))
+    streams.update({p.name: p.read_bytes() for p in EXAMPLES})
+    for name, data in streams.items():
+        general = walk(registry, data, compiled=False, consumer=Outcome)
+        assert walk(registry, data, compiled=True, consumer=Outcome) == general, name
+
+
+def test_a_record_callback_set_on_the_consumer_is_called(registry: Any) -> None:
+    """Only the base consumer's own no-ops are left out: a callback set on an instance
+    hears every record, compiled or not."""
+    data = (Path(__file__).resolve().parent.parent / "examples" / "pv64-2vcpu-v3.libxc"
+            ).read_bytes()
+    heard: dict[bool, list[Any]] = {}
+    for compiled in (False, True):
+        consumer = Consumer()
+        seen = heard[compiled] = []
+        consumer.on_record = lambda record, seen=seen: seen.append(("record", record.index))
+        consumer.on_record_end = lambda record, seen=seen: seen.append(("end", record.index))
+        source = ByteSource(io.BytesIO(data), "<test>")
+        engine = Engine(registry, source, consumer)
+        engine.compile_records = compiled
+        engine.compile_after = 1
+        result = engine.run(choose_format(registry, source, "auto"))
+    assert len(heard[True]) == 2 * result.records > 20
+    assert heard[True] == heard[False]
 
 
 def test_compiled_functions_take_the_records_of_a_valid_stream(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from array import array
+from collections import Counter
 from collections.abc import Iterator, Sequence
 
 from xenmig_core.diagnostics import ERROR
@@ -46,12 +47,14 @@ def check_page_data(record: Record, ctx: StreamContext) -> None:
     """Check each pfn word (page type known, reserved bits zero, pfn within the PV guest's
     announced maximum), count the pages that carry data, and require the body length to be
     exactly 8 + 8 * count + 4096 * pages_with_data. Adds per-type page counts to ``pages``."""
-    words = record.fields["pfn"]
-    enum = ctx.format.spec.enums["page_type"]
-    max_pfn = ctx.state["max_pfn"] if ctx.state["domain_type"] == 1 else None
+    fields = record.fields
+    words = fields["pfn"]
+    n = len(words)
+    state = ctx.state
+    max_pfn = state["max_pfn"] if state["domain_type"] == 1 else None
     if max_pfn is not None and max_pfn < 0:
         max_pfn = None
-    by_type, suspect = _scan_small(words, max_pfn) if 0 < len(words) <= SMALL_BATCH \
+    by_type, suspect = _scan_small(words, max_pfn) if 0 < n <= SMALL_BATCH \
         else _scan(words, max_pfn)
     if len(by_type) == 1:                   # one type for the whole batch: usual
         [(ptype, count)] = by_type.items()
@@ -61,18 +64,24 @@ def check_page_data(record: Record, ctx: StreamContext) -> None:
     if suspect:    # a second pass, only for a bad record: say what is wrong where
         ctx.report_capped(_pfn_problems(words, max_pfn), MAX_REPORTED,
                           more="pfn problems in this record", field="pfn")
-    expected = 8 + 8 * len(words) + PAGE_SIZE * with_data
+    expected = 8 + 8 * n + PAGE_SIZE * with_data
     if record.length != expected:
         ctx.error(f"body length {record.length}, expected {expected} "
-                  f"(8 + 8 * {len(words)} pfns + 4096 * {with_data} pages with data)",
+                  f"(8 + 8 * {n} pfns + 4096 * {with_data} pages with data)",
                   field="length")
+    pages = ctx.stats.get("pages")        # (ctx.stat's counter, looked up once a record)
+    if pages is None:
+        pages = ctx.stats["pages"] = Counter()
+    label_of = ctx.format.spec.enums["page_type"].label_of
     for ptype, count in by_type.items():
-        ctx.stat("pages", enum.label_of(ptype), count)
-    ctx.stat("pages", "with data", with_data)
-    record.fields["pages_with_data"] = with_data
-    first = words[0] & PFN_MASK if words else 0
-    last = words[-1] & PFN_MASK if words else 0
-    record.summary = f"{len(words)} pfns ({first:#x}..{last:#x}), {with_data} pages with data"
+        pages[label_of(ptype)] += count
+    pages["with data"] += with_data
+    fields["pages_with_data"] = with_data
+    if n:
+        record.summary = f"{n} pfns ({words[0] & PFN_MASK:#x}..{words[-1] & PFN_MASK:#x}), " \
+            f"{with_data} pages with data"
+    else:
+        record.summary = f"0 pfns (0x0..0x0), {with_data} pages with data"
 
 
 def _scan_small(words: Sequence[int], max_pfn: int | None) -> tuple[dict[int, int], bool]:

@@ -35,8 +35,14 @@ def diagnostic_kind(d: Diagnostic) -> tuple[str | None, ...]:
     """What makes diagnostics "alike" for the caps: format, record type (or header),
     severity, field and message, with every number replaced (``pfn[3]`` and ``pfn[4]``,
     ``record type 0x80000100`` and ``0x80000101`` are alike)."""
-    return (d.format, _shape(d.record_type or d.unit), d.severity, _shape(d.field),
-            _shape(d.message))
+    return kind_of(d.format, d.record_type or d.unit, d.severity, d.field, d.message)
+
+
+def kind_of(format_name: str | None, where: str | None, severity: str, field: str | None,
+            message: str) -> tuple[str | None, ...]:
+    """:func:`diagnostic_kind` of a diagnostic with these parts (*where*: its record type,
+    or else its unit)."""
+    return (format_name, _shape(where), severity, _shape(field), _shape(message))
 
 
 class DiagnosticCaps:
@@ -83,10 +89,14 @@ class DiagnosticCaps:
         :meth:`report` counts it, and the caller need not build it. False: build it and
         :meth:`report` it (a walk repeating one warning thousands of times then pays for
         the first few only)."""
+        return self.drop_kind(kind_of(format_name, where, severity, field, message), severity)
+
+    def drop_kind(self, kind: tuple[str | None, ...], severity: str) -> bool:
+        """:meth:`drop` for a diagnostic whose :func:`kind_of` is *kind* (generated code
+        reporting a fixed message computes it once)."""
         if severity == ERROR and not self._error_kept:
             return False
-        entry = self._kinds.get((format_name, _shape(where), severity, _shape(field),
-                                 _shape(message)))
+        entry = self._kinds.get(kind)
         if entry is None:
             if len(self.kept) < MAX_DIAGNOSTICS:
                 return False

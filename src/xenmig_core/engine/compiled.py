@@ -27,11 +27,14 @@ take the general path.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import re
 from array import array
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from xenmig_core.engine.caps import kind_of
+from xenmig_core.engine.consumer import Consumer
 from xenmig_core.engine.context import CONTEXT_HELPERS, CONTINUE, Action, Record
 from xenmig_core.engine.guards import Unguarded, checked_fields, field_tests, rules_tests
 from xenmig_core.spec.expr import EVAL_ERRORS, Expression
@@ -48,7 +51,7 @@ Compiled = Callable[..., Any]
 #: The generated function's local names for the context's state and names (only those its
 #: body reads are set)
 _PROLOGUE = (("_S", "ctx.state"), ("_N", "ctx.bare_names"), ("_H", "ctx.helpers"),
-             ("_L", "length"))
+             ("_L", "length"), ("_marks", "ctx.marks"), ("_counts", "ctx.counts"))
 
 
 def _rename(expr: Expression, resolve: Callable[[str], str]) -> str:
@@ -83,18 +86,35 @@ class _Writer:
         return name
 
 
-def compile_record(plan: RecordPlan, fmt: Format, order: str) -> Compiled | None:
+def compile_record(plan: RecordPlan, fmt: Format, order: str,
+                   idle: frozenset[str] = frozenset(), summaries: bool = True
+                   ) -> Compiled | None:
     """The generated function for *plan*'s record type in byte order *order* (``<`` or
-    ``>``), or None when the type must take the general path."""
+    ``>``), or None when the type must take the general path. *idle*: the consumer
+    callbacks (``on_record``, ``wants_payload``, ``on_record_end``) that are the base
+    consumer's no-ops for the whole walk, which the function then does not call;
+    *summaries*: whether the walk renders spec summaries (fixed for a walk)."""
     try:
-        return _Builder(plan, fmt, order).build()
+        return _Builder(plan, fmt, order, idle, summaries).build()
     except Unguarded:
         return None
 
 
+def idle_callbacks(consumer: Any) -> frozenset[str]:
+    """The per-record callbacks of *consumer* that are :class:`Consumer`'s own no-ops (not
+    overridden by its class nor set on the instance)."""
+    own = getattr(consumer, "__dict__", {})
+    return frozenset(name for name in ("on_record", "wants_payload", "on_record_end")
+                     if name not in own
+                     and getattr(type(consumer), name, None) is getattr(Consumer, name))
+
+
 class _Builder:
-    def __init__(self, plan: RecordPlan, fmt: Format, order: str) -> None:
+    def __init__(self, plan: RecordPlan, fmt: Format, order: str,
+                 idle: frozenset[str] = frozenset(), summaries: bool = True) -> None:
         self.plan = plan
+        self.idle = idle
+        self.summaries = summaries
         self.rtype = plan.rtype
         self.fmt = fmt
         self.order = order
@@ -127,7 +147,9 @@ class _Builder:
             return f"(_S[{name!r}] if {name!r} in _S else _H[{name!r}])"
         if name in self.fmt.helpers:
             return f"(_S[{name!r}] if {name!r} in _S else _G[{name!r}])"
-        return f"_N[{name!r}]"
+        # (a value the walk puts in state, e.g. ``nested``: found there without the
+        # names' fallback search)
+        return f"(_S[{name!r}] if {name!r} in _S else _N[{name!r}])"
 
     def _later_name(self, name: str) -> str:
         """How an expression after a plugin handler reads *name*: the record's fields as
@@ -247,11 +269,13 @@ class _Builder:
         fields = ", ".join(f"{k!r}: {v}" for k, v in self.locals.items())
         payload = "rem" if plan.payload is not None else "0"
         optional = bool(rtype.id & self.framing.optional_mask)
-        w("index = eng._next_index", "eng._next_index = index + 1",
-          f"record = _Record(index, offset, {rtype.id}, {rtype.name!r}, length, ctx, _RTYPE, "
-          f"{{{fields}}}, {payload}, None, {optional}, {plan.layout is not None})",
-          "ctx.current = record")
-        w.scope.update(_RTYPE=rtype, _PLAN=plan, _Record=Record, _array=array,
+        w("index = eng._next_index", "eng._next_index = index + 1")
+        self._new_record(index="index", offset="offset", type_id=repr(rtype.id),
+                         name=repr(rtype.name), length="length", context="ctx",
+                         rtype="_RTYPE", fields=f"{{{fields}}}", payload_length=payload,
+                         optional=repr(optional), decoded=repr(plan.layout is not None))
+        w("ctx.current = record")
+        w.scope.update(_RTYPE=rtype, _PLAN=plan, _array=array,
                        _EVAL_ERRORS=EVAL_ERRORS, _CONTINUE=CONTINUE, bytes=bytes)
         if plan.reject is not None:
             w("ctx.error(eng._render(_RTYPE.reject, ctx.names(), ctx, record.name))")
@@ -263,9 +287,31 @@ class _Builder:
             except Unguarded:
                 tests = ["False"]
             w.scope.update(constants)
-            w("_marks = ctx.marks", "_counts = ctx.counts")
             self._guarded(" and ".join(f"({t})" for t in tests),
                           "eng._rules_phase(ctx, record, _PLAN)")
+
+    def _new_record(self, **values: str) -> None:
+        """Generated: ``record``, a :class:`Record` of these attribute *values* (source) and
+        the class's defaults for the others, its attributes set one by one (the class's
+        ``__init__`` binding fourteen arguments costs more)."""
+        w = self.w
+        w.scope.update(_new=object.__new__, _Record=Record)
+        if not dataclasses.is_dataclass(Record):     # (no field list to follow: its __init__)
+            w(f"record = _Record({', '.join(f'{k}={v}' for k, v in values.items())})")
+            return
+        w("record = _new(_Record)")
+        for spec in dataclasses.fields(Record):
+            value = values.pop(spec.name, None)
+            if value is None:
+                if spec.default_factory is not dataclasses.MISSING:
+                    value = f"{w.const(spec.default_factory, 'DF')}()"
+                elif spec.default is None or type(spec.default) in (bool, int, str, bytes):
+                    value = repr(spec.default)
+                else:       # (a default this cannot write: the general path)
+                    raise Unguarded
+            w(f"record.{spec.name} = {value}")
+        if values:
+            raise Unguarded
 
     def _guarded(self, test: str, general: str) -> None:
         """Generated: *general* runs when *test* is false or raises a spec error."""
@@ -308,7 +354,12 @@ class _Builder:
             if "{" in cond.message.source:       # a message that needs the record's names
                 w(f"    {general}")
             else:                               # a fixed message: reported right here
-                w("    if ok is None:", f"        {general}", "    else:",
+                # (the caps' verdict on its kind, computed once: a repeated one is
+                # dropped without building anything)
+                kind = w.const(kind_of(self.fmt.name, self.rtype.name, cond.severity,
+                                       cond.field, cond.message.source), "D")
+                w("    if ok is None:", f"        {general}",
+                  f"    elif not eng._caps.drop_kind({kind}, {cond.severity!r}):",
                   f"        ctx.diagnose({cond.severity!r}, {cond.message.source!r}, "
                   f"field={cond.field!r}, record=record, rule={cond.id!r})")
 
@@ -316,7 +367,10 @@ class _Builder:
         """Generated: the handler, ``set``, ``infer``, the summary, the consumer, the payload
         or the rest of the body, the padding, the control, counts and marks."""
         plan, w, rtype = self.plan, self.w, self.rtype
-        w("action = None")
+        # (no handler and no control: the action is CONTINUE, returned at the end)
+        self.fixed_action = plan.handler is None and rtype.control is None
+        if not self.fixed_action:
+            w("action = None")
         names = "eng._names_of(ctx, record)"
         resolve = self._record_name
         if plan.handler is not None:
@@ -337,17 +391,21 @@ class _Builder:
             w("try:", f"    ok = {_rename(inference.when, resolve)}", "except _EVAL_ERRORS:",
               f"    ok = eng._eval(_PLAN.infer[{i}].when, {names}, ctx, record.name)",
               "if ok:", f"    ctx.marks.add({inference.mark!r})")
-        if plan.summary is not None:
-            w("if eng._summaries and record.summary is None:",
+        if plan.summary is not None and self.summaries:
+            w("if record.summary is None:",
               "    record.summary = eng._render(_RTYPE.summary, eng._names_of(ctx, record), "
               "ctx, record.name)")
-        w("eng.consumer.on_record(record)")
+        if "on_record" not in self.idle:
+            w("eng.consumer.on_record(record)")
         if plan.payload is not None:
             w("if record.payload_length:", "    record.payload_offset = src.offset")
             if self.fmt.scanners.get(rtype.name) is None:
-                w("    if eng.consumer.wants_payload(record):",
-                  "        eng._deliver_payload(record, None, True)",
-                  "    elif record.payload_length <= src._hi - src._lo:",   # buffered
+                skip = "if"
+                if "wants_payload" not in self.idle:
+                    w("    if eng.consumer.wants_payload(record):",
+                      "        eng._deliver_payload(record, None, True)")
+                    skip = "elif"
+                w(f"    {skip} record.payload_length <= src._hi - src._lo:",   # buffered
                   "        src._lo += record.payload_length",
                   "        src.offset += record.payload_length",
                   "    else:",
@@ -363,9 +421,11 @@ class _Builder:
             w(f"if length % {align}:",
               f"    eng._padding(ctx, record, {align}, {self.framing.padding_must_be_zero})")
         self._control()
-        w(f"ctx.counts[{rtype.name!r}] += 1", f"ctx.marks.add({rtype.name!r})",
-          "ctx.last_record = record", "eng.consumer.on_record_end(record)",
-          "ctx.current = None", "return action")
+        w(f"_counts[{rtype.name!r}] += 1", f"_marks.add({rtype.name!r})",
+          "ctx.last_record = record")
+        if "on_record_end" not in self.idle:
+            w("eng.consumer.on_record_end(record)")
+        w("ctx.current = None", "return _CONTINUE" if self.fixed_action else "return action")
 
     def _control(self) -> None:
         """Generated: the spec's ``control`` when the handler chose no action. A ``when``
@@ -373,7 +433,8 @@ class _Builder:
         ``resume`` that finds nothing to resume goes the general way, which reports it."""
         w, control = self.w, self.rtype.control
         if control is None:
-            w("if action is None:", "    action = _CONTINUE")
+            if not self.fixed_action:
+                w("if action is None:", "    action = _CONTINUE")
             return
         action = w.const(Action(control.kind, control.format), "A")   # immutable: shared
         w("if action is None:")

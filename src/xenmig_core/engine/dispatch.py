@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from xenmig_core.engine.compiled import compile_record
+from xenmig_core.engine.compiled import compile_record, idle_callbacks
 from xenmig_core.engine.context import CONTINUE, Action, Record, StreamContext
 from xenmig_core.engine.guards import Guard, conditions_guard, fields_guard, rules_guard
 from xenmig_core.engine.reader import SourceReader
@@ -153,7 +153,8 @@ class Dispatch:
         if plan is None or plan.rtype is not rtype:
             plan = ctx.plans[type_id] = self._plan(ctx.format, rtype)
         if order not in plan.compiled:
-            plan.compiled[order] = compile_record(plan, ctx.format, order)
+            plan.compiled[order] = compile_record(
+                plan, ctx.format, order, idle_callbacks(self.consumer), self._summaries)
         return plan.compiled[order]
 
     def _unit(self, ctx: StreamContext, offset: int, type_id: int, length: int,
