@@ -14,6 +14,7 @@ at most 16 MiB; a stream of long node paths checks the cap on the paths its chec
 
 from __future__ import annotations
 
+import filecmp
 import struct
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -308,3 +309,16 @@ def test_every_dump_format_of_many_entries_costs_bounded_memory(streams) -> None
         assert "Traceback" not in err and code == 1, f"-t {fmt}: exit {code}: {err[-2000:]}"
         assert rss < RSS_LIMIT, f"-t {fmt}: peak RSS {rss >> 20} MiB"
         assert "END" in out, f"-t {fmt}: {out[-500:]}"
+
+
+def test_forwarding_a_large_record_holds_it_on_disk(streams, tmp_path: Path) -> None:
+    """--forward holds a record until its checks ran: a 66 MiB HVM_CONTEXT waits in a
+    temporary file, not in memory, and goes out byte-identical."""
+    path, _digest = streams("libxc-hvm-context")
+    out = tmp_path / "forwarded"
+    for source in ("file", "pipe"):
+        args = ["verify", "-q", str(path) if source == "file" else "-", "--forward", str(out)]
+        code, rss, err = run_xenmig(args, path if source == "pipe" else None)
+        assert code == 0 and "Traceback" not in err, f"{source}: exit {code}: {err[-2000:]}"
+        assert rss < RSS_LIMIT, f"{source}: peak RSS {rss >> 20} MiB"
+        assert filecmp.cmp(out, path, shallow=False), source

@@ -11,7 +11,9 @@ end. A context's end record is held until the context's end checks passed. After
 error the limit never moves again and the walk stops reading: the target gets exactly the
 bytes before the first bad header or record (a payload already on its way when a truncation
 is found is the only exception: page contents carry no checks). Pending bytes are at most
-one record's, and never more than :data:`MAX_PENDING`.
+one record's, and never more than :data:`MAX_PENDING`; beyond :data:`HOLD_IN_MEMORY` they
+wait in an unlinked temporary file, so a record that really carries a large body costs disk,
+not memory.
 
 Latency: the source reads what is available (a pipe read returns what the pipe holds), and
 a record is allowed out as soon as its checks ran; what is allowed is written before the
@@ -45,6 +47,11 @@ if TYPE_CHECKING:
 MAGIC_CONFIDENCE = 90
 #: Never hold more than this many unreleased bytes (the engine's record cap).
 MAX_PENDING = 128 << 20
+#: Held bytes beyond this many wait in an unlinked temporary file, not in memory: a record
+#: that really carries a large body costs disk while its checks run, never 128 MiB of RAM.
+HOLD_IN_MEMORY = 4 << 20
+#: Piece in which spilled held bytes are read back and written out.
+RELEASE_PIECE = 1 << 20
 _UNLIMITED = 1 << 62
 
 
@@ -68,6 +75,59 @@ def write_all(fd: int, data: memoryview | bytes) -> None:
         view = view[written:]
 
 
+class Held:
+    """Bytes held back, in order: the first :data:`HOLD_IN_MEMORY` in memory, the rest in
+    an unlinked temporary file (made when first needed, emptied when all went out)."""
+
+    def __init__(self) -> None:
+        self.memory = bytearray()
+        self.file: Any = None
+        self.file_start = 0          # offset in the file of the first held byte there
+        self.file_end = 0
+
+    def __len__(self) -> int:
+        return len(self.memory) + self.file_end - self.file_start
+
+    def append(self, data: memoryview) -> None:
+        if self.file_end == self.file_start and len(self.memory) + len(data) <= HOLD_IN_MEMORY:
+            self.memory += data
+            return
+        if self.file is None:
+            import tempfile
+            self.file = tempfile.TemporaryFile(  # noqa: SIM115 (closed by clear)
+                prefix="xenmig-held-", buffering=0)
+        self.file.seek(self.file_end)
+        self.file.write(data)
+        self.file_end += len(data)
+
+    def emit(self, n: int, write: Callable[[memoryview | bytes], None]) -> None:
+        """Pass the first *n* held bytes to *write* (in pieces) and let them go."""
+        if self.memory:
+            take = min(n, len(self.memory))
+            with memoryview(self.memory) as view:
+                write(view[:take])
+            del self.memory[:take]
+            n -= take
+        while n > 0:
+            self.file.seek(self.file_start)
+            piece = self.file.read(min(n, RELEASE_PIECE))
+            write(piece)
+            self.file_start += len(piece)
+            n -= len(piece)
+        if self.file is not None and self.file_start == self.file_end:
+            self.file_start = self.file_end = 0
+            self.file.truncate(0)
+
+    def clear(self) -> None:
+        # a new buffer rather than resizing this one: a failed write's traceback may still
+        # hold a view of it
+        self.memory = bytearray()
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        self.file_start = self.file_end = 0
+
+
 class Tap:
     """Bytes read from a source, in order, held until allowed out.
 
@@ -88,7 +148,7 @@ class Tap:
         self.pos = start
         self.limit = start
         self.sent = start                  # offset of the first byte not yet released
-        self.pending = bytearray()
+        self.pending = Held()
         self.frozen = False                # after an error: nothing more goes out
 
     def _emit(self, data: memoryview | bytes) -> None:
@@ -110,7 +170,7 @@ class Tap:
             self.pos += n
             self._emit(data)
             return
-        self.pending += data
+        self.pending.append(data)
         self.pos += n
         if len(self.pending) > MAX_PENDING:
             raise StreamError(f"more than {MAX_PENDING} bytes unchecked at offset "
@@ -146,9 +206,7 @@ class Tap:
             return
         ready = min(self.limit - self.sent, len(self.pending))
         if ready > 0:
-            with memoryview(self.pending) as view:
-                self._emit(view[:ready])
-            del self.pending[:ready]
+            self.pending.emit(ready, self._emit)
 
     def passed(self, n: int) -> None:
         """*n* bytes at ``pos`` went to the target without passing through the process."""
@@ -386,6 +444,7 @@ def forward_source(registry: Registry, source: ByteSource, fmt: str,
             watcher.failed = True
             tap.freeze()
     finally:
+        tap.pending.clear()
         forwarding.close()
     return report, tap.sent - forwarding.start
 
