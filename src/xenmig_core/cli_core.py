@@ -24,8 +24,6 @@ if TYPE_CHECKING:
     from xenmig_core.verifying import Report
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
-#: the stream-parameter aliases the CLI keeps, and the option each is given by
-ALIASES = {"width": "--width", "guest": "--guest", "skip_qemu": "--skip-qemu"}
 #: what click strips from a message written to something that is not a terminal
 _ANSI = re.compile(r"\033\[[;?0-9]*[a-zA-Z]")
 
@@ -89,11 +87,11 @@ class StreamParams:
         self.given: dict[str, Any] = parse_assignments(param or [])
         used = {k: v for k, v in aliases.items() if v is not None and v is not False}
         self.given.update(used)
-        self.labels = {k: ALIASES[k] for k in used}
+        self.aliased = set(used)     # messages name them by the alias the plugin declares
 
     def check(self, registry: Any, command: str) -> dict[str, Any]:
         from xenmig_core.params import stream_params
-        return stream_params(registry, self.given, command, self.labels)
+        return stream_params(registry, self.given, command, self.aliased)
 
 
 def run_verify(streams: Sequence[str] | None = None, from_: str = "auto", *,

@@ -9,7 +9,7 @@ API) into checked, typed values, and refuses names no plugin declares.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from xenmig_core.errors import UsageError
@@ -77,10 +77,10 @@ def declared_params(pm: pluggy.PluginManager) -> dict[str, StreamParam]:
 
 
 def check_params(declared: Mapping[str, StreamParam], given: Mapping[str, Any],
-                 command: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+                 command: str, aliased: Collection[str] = ()) -> dict[str, Any]:
     """*given* values, typed and checked against *declared* for *command*; UsageError for
-    a name no plugin declares for it (the message lists those that are). *labels* name
-    where a value came from (``{"width": "--width"}``) for messages."""
+    a name no plugin declares for it (the message lists those that are). Messages name
+    the values of *aliased* parameters by their alias option (``--width``), as given."""
     out: dict[str, Any] = {}
     for name, value in given.items():
         param = declared.get(name)
@@ -88,15 +88,15 @@ def check_params(declared: Mapping[str, StreamParam], given: Mapping[str, Any],
             known = [p.name for p in declared.values() if command in p.commands]
             raise UsageError(f"unknown stream parameter {name!r} for {command} (known: "
                              f"{', '.join(sorted(known)) or 'none'})")
-        out[name] = param.convert(value, (labels or {}).get(name))
+        out[name] = param.convert(value, param.alias if name in aliased else None)
     return out
 
 
 def stream_params(registry: Any, given: Mapping[str, Any], command: str,
-                  labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+                  aliased: Collection[str] = ()) -> dict[str, Any]:
     """*given* checked and typed against the parameters the plugins of *registry* declare
     (see :func:`check_params`); nothing is asked of the plugins when nothing is given."""
-    return check_params(declared_params(registry.pm), given, command, labels) \
+    return check_params(declared_params(registry.pm), given, command, aliased) \
         if given else {}
 
 
