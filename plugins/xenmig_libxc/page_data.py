@@ -28,7 +28,7 @@ DATA_TYPES = frozenset({0, 1, 2, 3, 4, 9, 10, 11, 12})
 RESERVED_MASK = 0xFF << RESERVED_SHIFT
 MAX_REPORTED = 3
 #: A batch of at most this many pfns is scanned word by word in C (min and max), not
-#: through its bytes (see _scan_small)
+#: through its bytes (see _uniform)
 SMALL_BATCH = 64
 
 #: In a native-order u64's bytes: the byte of bits 63-56 (type, reserved 59-56) and the
@@ -46,7 +46,8 @@ _NEXT_PFN = bytes(b & 0x0F for b in range(256))
 def check_page_data(record: Record, ctx: StreamContext) -> None:
     """Check each pfn word (page type known, reserved bits zero, pfn within the PV guest's
     announced maximum), count the pages that carry data, and require the body length to be
-    exactly 8 + 8 * count + 4096 * pages_with_data. Adds per-type page counts to ``pages``."""
+    exactly 8 + 8 * count + 4096 * pages_with_data. Adds per-type page counts to ``pages``;
+    writes the record's summary when the walk shows summaries (``ctx.summaries``)."""
     fields = record.fields
     words = fields["pfn"]
     n = len(words)
@@ -54,13 +55,15 @@ def check_page_data(record: Record, ctx: StreamContext) -> None:
     max_pfn = state["max_pfn"] if state["domain_type"] == 1 else None
     if max_pfn is not None and max_pfn < 0:
         max_pfn = None
-    by_type, suspect = _scan_small(words, max_pfn) if 0 < n <= SMALL_BATCH \
-        else _scan(words, max_pfn)
-    if len(by_type) == 1:                   # one type for the whole batch: usual
-        [(ptype, count)] = by_type.items()
-        with_data = count if ptype in DATA_TYPES else 0
+    uniform = _uniform(words, max_pfn) if 0 < n <= SMALL_BATCH else None
+    if uniform is not None:     # a short batch of one type: usual (a checkpoint's pages)
+        ptype, suspect = uniform
+        with_data = n if ptype in DATA_TYPES else 0
+        by_type = ((ptype, n),)
     else:
-        with_data = sum(count for ptype, count in by_type.items() if ptype in DATA_TYPES)
+        types, suspect = _scan(words, max_pfn)
+        with_data = sum(count for ptype, count in types.items() if ptype in DATA_TYPES)
+        by_type = types.items()
     if suspect:    # a second pass, only for a bad record: say what is wrong where
         ctx.report_capped(_pfn_problems(words, max_pfn), MAX_REPORTED,
                           more="pfn problems in this record", field="pfn")
@@ -73,10 +76,12 @@ def check_page_data(record: Record, ctx: StreamContext) -> None:
     if pages is None:
         pages = ctx.stats["pages"] = Counter()
     label_of = ctx.format.spec.enums["page_type"].label_of
-    for ptype, count in by_type.items():
+    for ptype, count in by_type:
         pages[label_of(ptype)] += count
     pages["with data"] += with_data
     fields["pages_with_data"] = with_data
+    if not ctx.summaries:       # (nobody shows it: not worth formatting, record by record)
+        return
     if n:
         record.summary = f"{n} pfns ({words[0] & PFN_MASK:#x}..{words[-1] & PFN_MASK:#x}), " \
             f"{with_data} pages with data"
@@ -84,18 +89,18 @@ def check_page_data(record: Record, ctx: StreamContext) -> None:
         record.summary = f"0 pfns (0x0..0x0), {with_data} pages with data"
 
 
-def _scan_small(words: Sequence[int], max_pfn: int | None) -> tuple[dict[int, int], bool]:
-    """:func:`_scan` for a short batch (a checkpoint's few dirty pages): when its smallest
-    and largest words agree on their top 12 bits (type and reserved bits), every word
-    does, and those two words say it all."""
+def _uniform(words: Sequence[int], max_pfn: int | None) -> tuple[int, bool] | None:
+    """For a short batch (a checkpoint's few dirty pages) whose smallest and largest words
+    agree on their top 12 bits (type and reserved bits), so that every word does: its page
+    type and whether any word has a problem (see :func:`_scan`), from those two words
+    alone. None for a batch whose words differ there (then :func:`_scan` it)."""
     high = max(words)
     top = high >> RESERVED_SHIFT
     if min(words) >> RESERVED_SHIFT != top:
-        return _scan(words, max_pfn)
+        return None
     ptype = top >> (TYPE_SHIFT - RESERVED_SHIFT)
-    suspect = ptype in INVALID_TYPES or bool(top & 0xFF) or (
+    return ptype, ptype in INVALID_TYPES or bool(top & 0xFF) or (
         max_pfn is not None and high & PFN_MASK > max_pfn)
-    return {ptype: len(words)}, suspect
 
 
 def _scan(words: Sequence[int], max_pfn: int | None) -> tuple[dict[int, int], bool]:

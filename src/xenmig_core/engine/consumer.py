@@ -19,7 +19,9 @@ class Consumer:
 
     ``wants_summaries``: set it true to have the engine render each record's spec
     ``summary`` into ``Record.summary`` (it costs time per record, so the default is off;
-    header summaries, and summaries a plugin handler writes, are always there).
+    header summaries always are there; a plugin handler sees the choice as
+    ``StreamContext.summaries`` and may leave its own summary out when it is false, as the
+    built-in ones do).
     """
 
     wants_summaries: bool = False

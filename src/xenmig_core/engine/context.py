@@ -104,6 +104,9 @@ class StreamContext:
         self.last_record: Record | None = None
         self.current: Record | None = None
         self.walker_state: dict[str, Any] = {}
+        #: whether the walk shows record summaries (its consumer's ``wants_summaries``): a
+        #: handler may leave a summary it would write out when this is false
+        self.summaries = True
         #: the engine's record plans for this context, by record type id (engine-internal)
         self.plans: dict[int, Any] = {}
         self._report = report

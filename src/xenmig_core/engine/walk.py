@@ -133,6 +133,7 @@ class Engine(Framing, Dispatch, RuleEvaluation):
                             start_offset=self.source.offset, report=self.report,
                             drop=self._caps.drop)
         ctx.state["nested"] = parent is not None
+        ctx.summaries = self._summaries
         for key, value in self.params.items():
             if key in fmt.spec.state:
                 ctx.state[key] = value
