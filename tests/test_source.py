@@ -423,3 +423,45 @@ def test_regular_long_skips_read_the_next_stride_ahead(tmp_path, monkeypatch) ->
             source.skip(stride - 16)
         assert source.offset == 100 + 3 * stride
     assert hints == [(100 + 3 * stride, 16 << 10), (100 + 4 * stride, 16 << 10)]
+
+
+class _CountingFile(io.FileIO):
+    """A file that records the size of each read it is asked for and counts seeks."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, "rb")
+        self.reads: list[int] = []
+        self.seeks = 0
+
+    def readinto(self, buffer) -> int:
+        self.reads.append(len(buffer))
+        return super().readinto(buffer)
+
+    def seek(self, *args) -> int:
+        self.seeks += 1
+        return super().seek(*args)
+
+
+def test_strided_skips_read_only_what_lies_between_them(tmp_path) -> None:
+    """A Remus checkpoint's shape: small records around a 4 KiB body, then 16 KiB of page
+    contents. The short skip reads on (no seek); the long one seeks; once two seeks measured
+    the stride, the read after each asks for about the bytes up to the next seek, not for
+    a full buffer of page contents it would skip."""
+    small, body, pages = 100, 4096, 16384
+    stride = 2 * small + body + pages
+    data = bytes((i * 7 + i // 251) & 0xFF for i in range(12 * stride))
+    path = tmp_path / "checkpoints"
+    path.write_bytes(data)
+    raw = _CountingFile(str(path))
+    with ByteSource(raw, str(path), owned=True) as source:
+        for i in range(10):
+            assert source.read_exact(small) == data[i * stride:i * stride + small]
+            source.skip(body)
+            at = i * stride + small + body
+            assert source.read_exact(small) == data[at:at + small]
+            source.skip(pages)
+            assert source.offset == (i + 1) * stride
+        seeks = raw.seeks
+    assert seeks <= 11            # one per long skip (and one for the file's size)
+    assert raw.reads[0] == 16 << 10
+    assert all(size <= 2 * small + body + 1024 for size in raw.reads[3:])

@@ -10,7 +10,8 @@ read buffer.
 Paths, ``-`` and ``fd:N`` are read unbuffered by the OS file and buffered here, so that the
 source knows exactly which bytes it holds (a skip can then seek or splice the rest): a read
 asks the OS for at least :data:`FILE_READ_SIZE` bytes from a file (a record header and a
-1024-pfn array in one read, which on a cold cache is one disk request, not two) and
+1024-pfn array in one read, which on a cold cache is one disk request, not two; after a
+seek, what was read between the last two seeks, when that was less) and
 :data:`PIPE_READ_SIZE` from a pipe. When long skips over a file come at a regular stride
 (page batches), the OS is asked to start reading the next record's head one stride ahead,
 so that on a cold cache the disk works while the current record is checked.
@@ -31,8 +32,17 @@ from xenmig_core.errors import SourceError, TruncatedError
 
 #: The reusable buffer that skips (and reads) bytes when neither seeking nor splicing can.
 SKIP_BUFFER_SIZE = 1 << 20
-#: At least this much is asked of a seekable file per read (what follows a skip).
+#: At least this much is asked of a seekable file per read (what follows a skip)...
 FILE_READ_SIZE = 16 << 10
+#: ... except by the first read after a seek that followed another one: it asks for what
+#: was read between the two (plus :data:`READ_HINT_SLACK`, rounded up to this) when that is
+#: less. Skips at a regular stride (a checkpoint's page contents, 16 KiB) then copy only the
+#: records between them (4 KiB), not a full read of the bytes the next skip jumps over.
+READ_HINT_ROUND = 1 << 10
+READ_HINT_SLACK = 512
+#: A skip over a file of at most this many bytes reads those not yet buffered (with what
+#: follows, in one read) instead of seeking: a seek and the read after it cost more.
+READ_THROUGH_MAX = 8 << 10
 #: A skip at least this long over a file is a stride (page batches); the next is read ahead.
 PREFETCH_MIN_SKIP = 1 << 20
 #: At least this much is asked of a pipe or other unseekable source per read.
@@ -105,6 +115,10 @@ class ByteSource:
         #: for read-ahead hints after long skips: the fd, and where the last one landed
         self._advise_fd = self._file_fd(raw) if self._seekable else None
         self._landed: int | None = None
+        #: where the last seek landed, and the size of the first read after the last one
+        #: (0: the whole buffer; see READ_HINT_ROUND)
+        self._seek_landed: int | None = None
+        self._read_hint = 0
         # the read buffer: bytes [_lo, _hi) of _buf are the next unread ones
         self._min_read = FILE_READ_SIZE if self._seekable else PIPE_READ_SIZE
         self._buf = bytearray(self._min_read)
@@ -241,11 +255,16 @@ class ByteSource:
             self._view.release()
             self._buf = bytearray(n)
             self._view = memoryview(self._buf)
+        end = len(self._buf)
+        if self._read_hint:         # the first read after a seek: what the last stride read
+            end = min(end, self._hi + max(n - (self._hi - self._lo), self._read_hint))
+            self._read_hint = 0
         while self._hi - self._lo < n:
-            got = self._raw_read_into(self._view[self._hi:])
+            got = self._raw_read_into(self._view[self._hi:end])
             if not got:
                 break
             self._hi += got
+            end = len(self._buf)
         return self._hi - self._lo
 
     def _take(self, n: int) -> bytes:
@@ -430,7 +449,8 @@ class ByteSource:
         if n <= 0:
             return
         have = self._hi - self._lo
-        if n <= have:
+        if n <= have or (self._seekable and n <= READ_THROUGH_MAX
+                         and n <= len(self._buf) and self._fill(n) >= n):
             self._lo += n
             self.offset += n
             return
@@ -464,6 +484,12 @@ class ByteSource:
             raise SourceError(f"{self.name}: seek error at offset {self.offset}: "
                               f"{exc.strerror or exc}") from None
         self.offset = target
+        if self._seek_landed is not None and start >= self._seek_landed:
+            # read since the last seek: about what the first read after this one needs
+            span = start - self._seek_landed + READ_HINT_SLACK
+            self._read_hint = min(-(-span // READ_HINT_ROUND) * READ_HINT_ROUND,
+                                  FILE_READ_SIZE)
+        self._seek_landed = target
         if n >= PREFETCH_MIN_SKIP and self._advise_fd is not None:
             self._prefetch(target)
 
