@@ -257,7 +257,10 @@ class ByteSource:
             self._view = memoryview(self._buf)
         end = len(self._buf)
         if self._read_hint:         # the first read after a seek: what the last stride read
-            end = min(end, self._hi + max(n - (self._hi - self._lo), self._read_hint))
+            want = self._hi + (self._read_hint if self._read_hint > n - (self._hi - self._lo)
+                               else n - (self._hi - self._lo))
+            if want < end:
+                end = want
             self._read_hint = 0
         while self._hi - self._lo < n:
             got = self._raw_read_into(self._view[self._hi:end])
@@ -486,9 +489,9 @@ class ByteSource:
         self.offset = target
         if self._seek_landed is not None and start >= self._seek_landed:
             # read since the last seek: about what the first read after this one needs
-            span = start - self._seek_landed + READ_HINT_SLACK
-            self._read_hint = min(-(-span // READ_HINT_ROUND) * READ_HINT_ROUND,
-                                  FILE_READ_SIZE)
+            span = start - self._seek_landed + READ_HINT_SLACK + READ_HINT_ROUND - 1
+            self._read_hint = span - span % READ_HINT_ROUND if span < FILE_READ_SIZE \
+                else FILE_READ_SIZE
         self._seek_landed = target
         if n >= PREFETCH_MIN_SKIP and self._advise_fd is not None:
             self._prefetch(target)
