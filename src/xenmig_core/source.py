@@ -237,12 +237,19 @@ class ByteSource:
     def _fill(self, n: int) -> int:
         """Make at least *n* unread bytes buffered (fewer only at end of stream); return
         how many are buffered. The buffer grows only for a peek beyond its size."""
-        have = self._hi - self._lo
+        hi = self._hi
+        have = hi - self._lo
         if have >= n:
             return have
+        end = len(self._buf)
         if not have:
-            self._lo = self._hi = 0
-        elif n > len(self._buf) - self._lo:        # make room: move the rest to the front
+            self._lo = self._hi = hi = 0
+            if n > end:                            # an empty buffer, a large peek
+                self._view.release()
+                self._buf = bytearray(n)
+                self._view = memoryview(self._buf)
+                end = n
+        elif n > end - self._lo:                   # make room: move the rest to the front
             if n > len(self._buf):
                 fresh = bytearray(n)
                 fresh[:have] = self._view[self._lo:self._hi]
@@ -251,24 +258,22 @@ class ByteSource:
             else:
                 self._buf[:have] = self._view[self._lo:self._hi]
             self._lo, self._hi = 0, have
-        if n > len(self._buf):                     # an empty buffer, a large peek
-            self._view.release()
-            self._buf = bytearray(n)
-            self._view = memoryview(self._buf)
-        end = len(self._buf)
+            hi, end = have, len(self._buf)
         if self._read_hint:         # the first read after a seek: what the last stride read
-            want = self._hi + (self._read_hint if self._read_hint > n - (self._hi - self._lo)
-                               else n - (self._hi - self._lo))
+            want = hi + (self._read_hint if self._read_hint > n - have else n - have)
             if want < end:
                 end = want
             self._read_hint = 0
-        while self._hi - self._lo < n:
-            got = self._raw_read_into(self._view[self._hi:end])
+        while True:
+            got = self._raw_read_into(self._view[hi:end])
             if not got:
                 break
-            self._hi += got
+            self._hi = hi = hi + got
+            have += got
+            if have >= n:
+                break
             end = len(self._buf)
-        return self._hi - self._lo
+        return have
 
     def _take(self, n: int) -> bytes:
         """The next *n* buffered bytes (n <= buffered), consumed."""
@@ -447,8 +452,10 @@ class ByteSource:
         return not self._fill(1)
 
     # -- skipping ------------------------------------------------------------------------
-    def skip(self, n: int, what: str = "data") -> None:
-        """Move forward *n* bytes, seeking when possible; TruncatedError if they are not there."""
+    def skip(self, n: int, what: str = "data", *what_args: object) -> None:
+        """Move forward *n* bytes, seeking when possible; TruncatedError if they are not there
+        (naming *what*, or ``what % what_args`` when there are *what_args*: formatted only
+        then)."""
         if n <= 0:
             return
         have = self._hi - self._lo
@@ -458,10 +465,14 @@ class ByteSource:
             self.offset += n
             return
         start = self.offset
-        n -= self._drop_buffer()
+        self._lo = self._hi = 0          # the buffered bytes are skipped too
+        self.offset = start + have
+        n -= have
         if self._seekable:
-            self._seek_forward(start, n, what)
+            self._seek_forward(start, n, what % what_args if what_args else what)
             return
+        if what_args:
+            what = what % what_args
         while n:
             got = self._discard(n)
             if not got:

@@ -409,13 +409,13 @@ class _Builder:
                   "        src._lo += record.payload_length",
                   "        src.offset += record.payload_length",
                   "    else:",
-                  f"        src.skip(record.payload_length, f'record {{index}} ({rtype.name}) "
-                  "payload')")
+                  "        src.skip(record.payload_length, "
+                  f"{'record %d (' + rtype.name.replace('%', '%%') + ') payload'!r}, index)")
             else:
                 w.scope["_SCANNER"] = self.fmt.scanners[rtype.name]
                 w("    eng._deliver_payload(record, _SCANNER(record, ctx))")
         elif plan.layout is None:
-            w("if length:", "    src.skip(length, f'record {index} body')")
+            w("if length:", "    src.skip(length, 'record %d body', index)")
         align = self.framing.align
         if align > 1:
             w(f"if length % {align}:",
