@@ -44,14 +44,16 @@ if TYPE_CHECKING:
     from xenmig_core.engine.dispatch import RecordPlan
     from xenmig_core.registry import Format
 
-#: The generated signature: the engine, the context, the source, its read buffer as
-#: ``source.buffered`` gave it (the record header at ``lo``), the header's length field and
-#: the record's offset. Returns the record's action, or None (nothing consumed).
+#: What :func:`compile_record` generates: called with the engine, a context and the
+#: engine's source, it returns the record function bound to them (one per context), whose
+#: arguments are the source's read buffer as ``source.buffered`` gave it (the record header
+#: at ``lo``, ``have`` bytes buffered) and the header's length field. That returns the
+#: record's action, or None (nothing consumed).
 Compiled = Callable[..., Any]
-#: The generated function's local names for the context's state and names (only those its
-#: body reads are set)
+#: The names, bound once per context, by which the record function reads the context's
+#: state, names, marks and counts (only those its body reads are bound)
 _PROLOGUE = (("_S", "ctx.state"), ("_N", "ctx.bare_names"), ("_H", "ctx.helpers"),
-             ("_L", "length"), ("_marks", "ctx.marks"), ("_counts", "ctx.counts"))
+             ("_marks", "ctx.marks"), ("_counts", "ctx.counts"))
 
 
 def _rename(expr: Expression, resolve: Callable[[str], str]) -> str:
@@ -75,7 +77,7 @@ class _Writer:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.scope: dict[str, Any] = {}
-        self.depth = 1
+        self.depth = 2          # (the record function's body, inside the one that binds it)
 
     def __call__(self, *lines: str) -> None:
         self.lines.extend("    " * self.depth + line for line in lines)
@@ -89,8 +91,8 @@ class _Writer:
 def compile_record(plan: RecordPlan, fmt: Format, order: str,
                    idle: frozenset[str] = frozenset(), summaries: bool = True
                    ) -> Compiled | None:
-    """The generated function for *plan*'s record type in byte order *order* (``<`` or
-    ``>``), or None when the type must take the general path. *idle*: the consumer
+    """The generated code for *plan*'s record type in byte order *order* (``<`` or ``>``;
+    see :data:`Compiled`), or None when the type must take the general path. *idle*: the consumer
     callbacks (``on_record``, ``wants_payload``, ``on_record_end``) that are the base
     consumer's no-ops for the whole walk, which the function then does not call;
     *summaries*: whether the walk renders spec summaries (fixed for a walk)."""
@@ -265,7 +267,7 @@ class _Builder:
         taken = "p - lo" if plan.layout is not None else \
             str(self.fmt.record_header(self.order).size)
         w(f"src._lo = {'p' if plan.layout is not None else f'lo + {taken}'}",
-          f"src.offset += {taken}")       # consumed (all buffered)
+          "offset = src.offset", f"src.offset = offset + {taken}")   # consumed (all buffered)
         fields = ", ".join(f"{k!r}: {v}" for k, v in self.locals.items())
         payload = "rem" if plan.payload is not None else "0"
         optional = bool(rtype.id & self.framing.optional_mask)
@@ -468,10 +470,17 @@ class _Builder:
         body = "\n".join(self.w.lines)
         prologue = [f"    {name} = {value}\n" for name, value in _PROLOGUE
                     if re.search(rf"\b{name}\b", body)]       # only what the body reads
-        source = "def _record(eng, ctx, src, buf, lo, have, length, offset):\n" + \
-            "".join(prologue) + body + "\n"
+        source = "def _bind(eng, ctx, src):\n" + "".join(prologue) + \
+            "    def _record(buf, lo, have, length):\n" + \
+            ("        _L = length\n" if re.search(r"\b_L\b", body) else "") + \
+            body + "\n    return _record\n"
         scope: dict[str, Any] = {"__builtins__": {}, **self.w.scope}
         exec(compile(source, f"<record {self.fmt.name}.{self.rtype.name}>", "exec"), scope)
-        function = scope["_record"]
-        function.source = source      # for debugging: what was generated
-        return function  # type: ignore[no-any-return]
+        bind = scope["_bind"]
+
+        def bound(eng: Any, ctx: Any, src: Any) -> Callable[..., Any]:
+            function = bind(eng, ctx, src)
+            function.source = source      # for debugging: what was generated
+            return function  # type: ignore[no-any-return]
+        bound.source = source  # type: ignore[attr-defined]
+        return bound

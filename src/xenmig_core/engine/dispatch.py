@@ -144,8 +144,9 @@ class Dispatch:
         return plan
 
     def _compiled(self, ctx: StreamContext, type_id: int, order: str) -> Any:
-        """The compiled function of *ctx*'s record type *type_id* in byte order *order*, or
-        None (an unknown type, or one the generated code cannot express)."""
+        """The compiled function of *ctx*'s record type *type_id* in byte order *order*,
+        bound to *ctx* and the engine's source, or None (an unknown type, or one the
+        generated code cannot express)."""
         rtype = ctx.format.spec.records.get(type_id)
         if rtype is None:
             return None
@@ -155,7 +156,8 @@ class Dispatch:
         if order not in plan.compiled:
             plan.compiled[order] = compile_record(
                 plan, ctx.format, order, idle_callbacks(self.consumer), self._summaries)
-        return plan.compiled[order]
+        bind = plan.compiled[order]
+        return None if bind is None else bind(self, ctx, self.source)
 
     def _unit(self, ctx: StreamContext, offset: int, type_id: int, length: int,
               align: int) -> tuple[Record, Action]:

@@ -41,6 +41,37 @@ class CleanEOF(Exception):
     """The source ended exactly at a record boundary."""
 
 
+def _general(buf: Any, lo: int, have: int, length: int) -> None:
+    """The "compiled function" of a type that has none: every record the general way."""
+    return None
+
+
+class _Pending:
+    """What takes the records of a type of one context (and byte order) until the type has
+    been met :attr:`Framing.compile_after` times: the general dispatch (returns None),
+    counting them in ``seen``; then the type's compiled function (bound to the context),
+    which replaces this in the context's table (``_general`` for a type without one)."""
+
+    __slots__ = ("ctx", "engine", "order", "seen", "table", "type_id")
+
+    def __init__(self, engine: Framing, ctx: StreamContext, table: dict[int, Any],
+                 type_id: int, order: str) -> None:
+        self.engine = engine
+        self.ctx = ctx
+        self.table = table
+        self.type_id = type_id
+        self.order = order
+        self.seen = 0
+
+    def __call__(self, buf: Any, lo: int, have: int, length: int) -> Any:
+        self.seen += 1
+        if self.seen < self.engine.compile_after:
+            return None
+        function = self.table[self.type_id] = \
+            self.engine._compiled(self.ctx, self.type_id, self.order) or _general
+        return function(buf, lo, have, length)
+
+
 class Framing:
     """The engine's framing (a part of :class:`~xenmig_core.engine.walk.Engine`)."""
 
@@ -186,19 +217,16 @@ class Framing:
                 buf, lo, have = source.buffered(size)
             if have >= size:
                 type_id, length = unpack(buf, lo)
-                function = compiled.get(type_id, 0)
-                if type(function) is int:      # records of this type so far: not compiled
-                    if function + 1 < self.compile_after:
-                        compiled[type_id] = function + 1
-                        function = None
-                    else:
-                        function = compiled[type_id] = self._compiled(ctx, type_id, order)
-                if function is not None:
-                    action = function(self, ctx, source, buf, lo, have, length, source.offset)
-                    if action is not None:
-                        if action is CONTINUE or (root and action.kind == "yield"):
-                            continue   # (the outermost stream has nothing to yield to)
-                        return action
+                function = compiled.get(type_id)
+                if function is None:        # the first record of this type
+                    function = compiled[type_id] = _Pending(self, ctx, compiled, type_id, order)
+                action = function(buf, lo, have, length)
+                if action is CONTINUE:
+                    continue
+                if action is not None:
+                    if root and action.kind == "yield":
+                        continue   # (the outermost stream has nothing to yield to)
+                    return action
             action = self._read_record(ctx, align)
             if action is not CONTINUE:
                 return action
