@@ -197,3 +197,39 @@ def test_a_type_is_compiled_from_its_eighth_record(registry: Any) -> None:
 @given(data=mutated(), pipe=...)
 def test_mutated_streams_walk_the_same(registry: Any, data: bytes, pipe: bool) -> None:
     same_walks(registry, data, pipe=pipe, summaries=True)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_a_handler_raising_in_generated_code_is_the_same_plugin_error(compiled: bool) -> None:
+    """Generated code calls a plugin handler inside the registry's guard, inline: a plain
+    exception is the PluginError naming the plugin that the general dispatch raises, and
+    the project's own errors (and OSError) pass through unchanged."""
+    import xenmig_testbroken
+
+    from xenmig_core.errors import PluginError, StreamError
+    from xenmig_core.session import open_registry
+    data = (Path(__file__).resolve().parent.parent / "examples" / "pv64-2vcpu-v3.libxc"
+            ).read_bytes()
+
+    def run(registry: Any) -> Any:
+        source = ByteSource(io.BytesIO(data), "<test>")
+        engine = Engine(registry, source)
+        engine.compile_records = compiled
+        engine.compile_after = 1
+        return engine.run(choose_format(registry, source, "auto"))
+
+    registry = open_registry(plugins=[xenmig_testbroken], autoload=False)
+    with pytest.raises(PluginError) as info:
+        run(registry)
+    assert str(info.value).startswith("plugin 'xenmig_testbroken': handler for libxc "
+                                      "X86_TSC_INFO raised ValueError: cannot cope with record")
+    assert isinstance(info.value.__cause__, ValueError)
+
+    def stream_error(record: Any, ctx: Any) -> None:
+        raise StreamError("the handler's own verdict", offset=record.offset)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(xenmig_testbroken, "explode", stream_error)
+        registry = open_registry(plugins=[xenmig_testbroken], autoload=False)
+        result = run(registry)
+    assert any("the handler's own verdict" in d.message for d in result.diagnostics)

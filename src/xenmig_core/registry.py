@@ -144,18 +144,31 @@ def _bind(hook: str, plugin: str, fmt: str, unit: str, found: Callable[..., Any]
                   found)
 
 
+#: The exceptions a guarded plugin function lets through as they are: the project's own,
+#: and OSError (output I/O, a closed pipe or a full disk, reached through a walker calling
+#: back into the engine and its consumer; not the plugin's fault)
+PASSED_THROUGH = (XenmigError, OSError)
+
+
 def _guard(plugin: str, fmt: str, name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    """*func*, wrapped so that an exception other than :data:`PASSED_THROUGH` becomes a
+    PluginError naming the plugin. The wrapper carries *func* (``__wrapped__``) and, as
+    ``guard``, the exceptions it passes through and the error it raises for any other,
+    for the engine's generated code to call *func* inside the same guard without a second
+    call per record."""
+    def plugin_error(exc: Exception) -> PluginError:
+        return PluginError(f"plugin {plugin!r}: handler for {fmt} {name} raised "
+                           f"{type(exc).__name__}: {exc}")
+
     @functools.wraps(func)
     def call(*args: Any) -> Any:
         try:
             return func(*args)
-        except (XenmigError, OSError):
-            # OSError: output I/O (a closed pipe, a full disk) reached through a walker
-            # calling back into the engine and its consumer; not the plugin's fault
+        except PASSED_THROUGH:
             raise
         except Exception as exc:
-            raise PluginError(f"plugin {plugin!r}: handler for {fmt} {name} raised "
-                              f"{type(exc).__name__}: {exc}") from exc
+            raise plugin_error(exc) from exc
+    call.guard = (PASSED_THROUGH, plugin_error)  # type: ignore[attr-defined]
     return call
 
 

@@ -129,6 +129,10 @@ class _Builder:
         self.state = frozenset(spec.state)
         self.locals: dict[str, str] = {}      # field id -> local variable
         self.w = _Writer()
+        #: the body length a static ``exact`` rule fixes (the function takes no other), or None
+        self.exact: int | None = next(
+            (rule.arg for rule in plan.static_length if rule.kind == "exact"
+             and isinstance(rule.arg, int) and not isinstance(rule.arg, bool)), None)
 
     # -- names ---------------------------------------------------------------------------
     def _record_name(self, name: str) -> str:
@@ -171,7 +175,8 @@ class _Builder:
     # -- the function --------------------------------------------------------------------
     def build(self) -> Compiled:
         plan, w = self.plan, self.w
-        w(f"if length > {self.framing.max_length}:", "    return None")
+        if self.exact is None or self.exact > self.framing.max_length:
+            w(f"if length > {self.framing.max_length}:", "    return None")
         for rule in plan.static_length:
             w(f"if not ({self._length_test(rule)}):", "    return None")
         w.scope["_G"] = self.fmt.helpers
@@ -369,16 +374,32 @@ class _Builder:
         """Generated: the handler, ``set``, ``infer``, the summary, the consumer, the payload
         or the rest of the body, the padding, the control, counts and marks."""
         plan, w, rtype = self.plan, self.w, self.rtype
-        # (no handler and no control: the action is CONTINUE, returned at the end)
-        self.fixed_action = plan.handler is None and rtype.control is None
-        if not self.fixed_action:
+        # (no handler, and no control or one that always applies: the action is fixed,
+        # returned at the end)
+        control = rtype.control
+        self.fixed_action: str | None = None
+        if plan.handler is None and control is None:
+            self.fixed_action = "_CONTINUE"
+        elif plan.handler is None and control.when is None and control.kind != "resume":
+            self.fixed_action = w.const(Action(control.kind, control.format), "A")
+        if self.fixed_action is None:
             w("action = None")
         names = "eng._names_of(ctx, record)"
         resolve = self._record_name
         if plan.handler is not None:
-            w.scope["_HANDLER"] = plan.handler
-            w("result = _HANDLER(record, ctx)", "if result is not None:",
-              "    action = result")
+            handler = plan.handler
+            raw = getattr(handler, "__wrapped__", None)
+            guard = getattr(handler, "guard", None)
+            if raw is not None and guard is not None:   # the registry's guard, inline
+                w.scope.update(_HANDLER=raw, _PASSED=guard[0], _PLUGIN_ERROR=guard[1],
+                               _Exception=Exception)
+                w("try:", "    result = _HANDLER(record, ctx)", "except _PASSED:",
+                  "    raise", "except _Exception as exc:",
+                  "    raise _PLUGIN_ERROR(exc) from exc")
+            else:
+                w.scope["_HANDLER"] = handler
+                w("result = _HANDLER(record, ctx)")
+            w("if result is not None:", "    action = result")
             if plan.set or plan.infer:       # what the handler added to the fields is seen
                 w("_F = record.fields")
                 resolve = self._later_name
@@ -400,43 +421,44 @@ class _Builder:
         if "on_record" not in self.idle:
             w("eng.consumer.on_record(record)")
         if plan.payload is not None:
-            w("if record.payload_length:", "    record.payload_offset = src.offset")
+            w("pl = record.payload_length", "if pl:", "    record.payload_offset = src.offset")
             if self.fmt.scanners.get(rtype.name) is None:
                 skip = "if"
                 if "wants_payload" not in self.idle:
                     w("    if eng.consumer.wants_payload(record):",
                       "        eng._deliver_payload(record, None, True)")
                     skip = "elif"
-                w(f"    {skip} record.payload_length <= src._hi - src._lo:",   # buffered
-                  "        src._lo += record.payload_length",
-                  "        src.offset += record.payload_length",
+                w(f"    {skip} pl <= src._hi - src._lo:",   # buffered
+                  "        src._lo += pl",
+                  "        src.offset += pl",
                   "    else:",
-                  "        src.skip(record.payload_length, "
+                  "        src.skip(pl, "
                   f"{'record %d (' + rtype.name.replace('%', '%%') + ') payload'!r}, index)")
             else:
                 w.scope["_SCANNER"] = self.fmt.scanners[rtype.name]
                 w("    eng._deliver_payload(record, _SCANNER(record, ctx))")
-        elif plan.layout is None:
+        elif plan.layout is None and self.exact != 0:
             w("if length:", "    src.skip(length, 'record %d body', index)")
         align = self.framing.align
-        if align > 1:
+        if align > 1 and (self.exact is None or self.exact % align):
             w(f"if length % {align}:",
               f"    eng._padding(ctx, record, {align}, {self.framing.padding_must_be_zero})")
         self._control()
-        w(f"_counts[{rtype.name!r}] += 1", f"_marks.add({rtype.name!r})",
-          "ctx.last_record = record")
+        w(f"_counts[{rtype.name!r}] += 1", f"if {rtype.name!r} not in _marks:",
+          f"    _marks.add({rtype.name!r})", "ctx.last_record = record")
         if "on_record_end" not in self.idle:
             w("eng.consumer.on_record_end(record)")
-        w("ctx.current = None", "return _CONTINUE" if self.fixed_action else "return action")
+        w("ctx.current = None", f"return {self.fixed_action or 'action'}")
 
     def _control(self) -> None:
         """Generated: the spec's ``control`` when the handler chose no action. A ``when``
         is evaluated inline (with ``next_type`` peeked as the general code peeks it); a
         ``resume`` that finds nothing to resume goes the general way, which reports it."""
         w, control = self.w, self.rtype.control
+        if self.fixed_action is not None:
+            return
         if control is None:
-            if not self.fixed_action:
-                w("if action is None:", "    action = _CONTINUE")
+            w("if action is None:", "    action = _CONTINUE")
             return
         action = w.const(Action(control.kind, control.format), "A")   # immutable: shared
         w("if action is None:")
