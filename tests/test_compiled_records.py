@@ -233,3 +233,23 @@ def test_a_handler_raising_in_generated_code_is_the_same_plugin_error(compiled: 
         registry = open_registry(plugins=[xenmig_testbroken], autoload=False)
         result = run(registry)
     assert any("the handler's own verdict" in d.message for d in result.diagnostics)
+
+
+def test_counts_and_stats_stay_counters(registry: Any) -> None:
+    """Counts and statistics are updated record by record through dict's own item
+    assignment (engine.Tally), and remain Counters to the plugins reading them: a missing
+    key counts 0, ``+=`` and arithmetic work as for any Counter."""
+    from collections import Counter
+    data = (Path(__file__).resolve().parent.parent / "examples" / "pv64-2vcpu-v3.libxc"
+            ).read_bytes()
+    source = ByteSource(io.BytesIO(data), "<test>")
+    engine = Engine(registry, source)
+    engine.compile_after = 1
+    ctx = engine.run(choose_format(registry, source, "auto")).contexts[0]
+    pages = ctx.stats["pages"]
+    for counter in (ctx.counts, pages):
+        assert isinstance(counter, Counter) and counter["NO_SUCH_KEY"] == 0
+    assert ctx.counts["PAGE_DATA"] > 1 and pages["with data"] > 1
+    assert (ctx.counts + Counter(PAGE_DATA=1))["PAGE_DATA"] == ctx.counts["PAGE_DATA"] + 1
+    ctx.stat("pages", "with data", 2)
+    assert ctx.stats["pages"] is pages and pages["with data"] > 3

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import sys
 from array import array
-from collections import Counter
 from collections.abc import Iterator, Sequence
 
 from xenmig_core.diagnostics import ERROR
-from xenmig_core.engine import Record, StreamContext
+from xenmig_core.engine import Record, StreamContext, Tally
 from xenmig_core.spec.spill import SpilledArray, pieces
 
 PAGE_SIZE = 4096
@@ -74,7 +73,7 @@ def check_page_data(record: Record, ctx: StreamContext) -> None:
                   field="length")
     pages = ctx.stats.get("pages")        # (ctx.stat's counter, looked up once a record)
     if pages is None:
-        pages = ctx.stats["pages"] = Counter()
+        pages = ctx.stats["pages"] = Tally()
     label_of = ctx.format.spec.enums["page_type"].label_of
     for ptype, count in by_type:
         pages[label_of(ptype)] += count

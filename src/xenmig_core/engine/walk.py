@@ -26,7 +26,7 @@ from xenmig_core.engine.caps import (
     diagnostic_kind,
 )
 from xenmig_core.engine.consumer import Consumer
-from xenmig_core.engine.context import CONTINUE, Action, StreamContext
+from xenmig_core.engine.context import CONTINUE, Action, StreamContext, Tally
 from xenmig_core.engine.dispatch import PAYLOAD_BUFFER_SIZE, Dispatch, RecordPlan
 from xenmig_core.engine.framing import FOLLOWS_PEEK, MAX_HEADER_BYTES, CleanEOF, Framing
 from xenmig_core.engine.rules import RuleEvaluation
@@ -51,7 +51,7 @@ class WalkResult(Plain):
     end_offset: int = 0
     eof_note: str | None = None
     #: diagnostics found but not kept (nor passed to the consumer), by severity
-    dropped: Counter[str] = factory(Counter)
+    dropped: Counter[str] = factory(Tally)
     #: per kind with drops: (a diagnostic of that kind, how many were dropped); kinds first
     #: seen after the overall cap share one entry (the first of them is the sample)
     dropped_like: list[tuple[Diagnostic, int]] = factory(list)
