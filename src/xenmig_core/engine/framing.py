@@ -215,21 +215,25 @@ class Framing:
                 buf = source._buf
             else:
                 buf, lo, have = source.buffered(size)
-            if have >= size:
-                type_id, length = unpack(buf, lo)
-                function = compiled.get(type_id)
-                if function is None:        # the first record of this type
-                    function = compiled[type_id] = _Pending(self, ctx, compiled, type_id, order)
-                action = function(buf, lo, have, length)
+                if have < size:     # the end of the source (or a short header)
+                    action = self._read_record(ctx, align)
+                    if action is not CONTINUE:
+                        return action
+                    continue
+            type_id, length = unpack(buf, lo)
+            function = compiled.get(type_id)
+            if function is None:        # the first record of this type
+                function = compiled[type_id] = _Pending(self, ctx, compiled, type_id, order)
+            action = function(buf, lo, have, length)
+            if action is CONTINUE:
+                continue
+            if action is None:          # not taken: the general way
+                action = self._read_record(ctx, align)
                 if action is CONTINUE:
                     continue
-                if action is not None:
-                    if root and action.kind == "yield":
-                        continue   # (the outermost stream has nothing to yield to)
-                    return action
-            action = self._read_record(ctx, align)
-            if action is not CONTINUE:
-                return action
+            elif root and action.kind == "yield":
+                continue       # (the outermost stream has nothing to yield to)
+            return action
         return CONTINUE
 
     def _read_record(self, ctx: StreamContext, align: int) -> Action:
