@@ -18,8 +18,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-import pluggy
-
 from xenmig_core.detection import Detection
 from xenmig_core.errors import PluginError, UsageError, XenmigError
 from xenmig_core.plugins import call_each, first_result
@@ -30,6 +28,9 @@ from xenmig_core.spec.model import FormatSpec
 if TYPE_CHECKING:
     from pathlib import Path
 
+    #: pluggy's manager, or its hook tables replayed (:mod:`xenmig_core.recorded`)
+    Plugins = Any
+
 
 _UNASKED = object()
 
@@ -39,7 +40,7 @@ class Bindings(Mapping[str, Callable[..., Any]]):
     asked of the plugins on first look-up and kept (the format's own plugins first, then,
     for a variant, its base format's). A mapping of the units that have an answer."""
 
-    def __init__(self, pm: pluggy.PluginManager, hook: str, fmt: FormatSpec) -> None:
+    def __init__(self, pm: Plugins, hook: str, fmt: FormatSpec) -> None:
         self._pm = pm
         self._hook = hook
         self._spec = fmt
@@ -94,7 +95,7 @@ class Format:
     """A compiled format: its spec, its handlers, viewers and payload scanners by name
     (:class:`Bindings`), and an optional custom walker (asked of the plugins on first use)."""
 
-    def __init__(self, spec: FormatSpec, pm: pluggy.PluginManager) -> None:
+    def __init__(self, spec: FormatSpec, pm: Plugins) -> None:
         self.spec = spec
         self.name = spec.name
         self._pm = pm
@@ -178,7 +179,7 @@ def _guard_scanner(plugin: str, fmt: str, name: str,
 class Registry:
     """All formats of a run. ``get(name)`` returns a Format or raises UsageError."""
 
-    def __init__(self, pm: pluggy.PluginManager, extra_specs: Iterable[Path] = ()) -> None:
+    def __init__(self, pm: Plugins, extra_specs: Iterable[Path] = ()) -> None:
         self.pm = pm
         sources: list[Any] = []
         for _plugin, files in call_each(pm, "xenmig_spec_files"):

@@ -204,8 +204,8 @@ def _compile(sources: list[Any]) -> dict[str, FormatSpec]:
     return build_formats([load_spec_file(s) for s in sources])
 
 
-def _path(folder: str | os.PathLike[str], key: str) -> str:
-    return os.path.join(folder, f"{_PREFIX}{key}{_SUFFIX}")
+def _path(folder: str | os.PathLike[str], key: str, prefix: str = _PREFIX) -> str:
+    return os.path.join(folder, f"{prefix}{key}{_SUFFIX}")
 
 
 def _private(st: os.stat_result) -> bool:
@@ -224,14 +224,15 @@ def trusted_folder(folder: str | os.PathLike[str]) -> bool:
     return stat.S_ISDIR(st.st_mode) and _private(st)
 
 
-def read_cache(folder: str | os.PathLike[str], key: str) -> dict[str, FormatSpec] | None:
-    """The formats stored under *key* in *folder*, or None when there is no such file or it
-    cannot be trusted, read or validated."""
+def read_private(folder: str | os.PathLike[str], key: str, prefix: str = _PREFIX
+                 ) -> bytes | None:
+    """The contents of the cache file of *key* (and *prefix*) in *folder*, or None when
+    there is none or it cannot be trusted (see the module's docstring) or read."""
     if not trusted_folder(folder):
         return None
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(_path(folder, key), flags)
+        fd = os.open(_path(folder, key, prefix), flags)
     except OSError:
         return None
     try:
@@ -239,8 +240,16 @@ def read_cache(folder: str | os.PathLike[str], key: str) -> dict[str, FormatSpec
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode) or not _private(st):
                 return None
-            data = f.read()
+            return f.read()
     except OSError:
+        return None
+
+
+def read_cache(folder: str | os.PathLike[str], key: str) -> dict[str, FormatSpec] | None:
+    """The formats stored under *key* in *folder*, or None when there is no such file or it
+    cannot be trusted, read or validated."""
+    data = read_private(folder, key)
+    if data is None:
         return None
     header = MAGIC + key.encode() + b"\n"
     if not data.startswith(header):
@@ -266,46 +275,55 @@ def write_cache(folder: str | os.PathLike[str], key: str, specs: dict[str, Forma
                 ) -> bool:
     """Store *specs* under *key* in *folder* (created, private, when missing), atomically.
     False when it could not be done; never raises."""
-    from pathlib import Path
-    folder = Path(folder)
     try:
         buffer = io.BytesIO()
         buffer.write(MAGIC + key.encode() + b"\n")
         _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(specs)
     except Exception:   # something of the model pickle cannot store: run uncached
         return False
+    return write_private(folder, key, buffer.getbuffer())
+
+
+def write_private(folder: str | os.PathLike[str], key: str, data: bytes | memoryview,
+                  prefix: str = _PREFIX) -> bool:
+    """Store *data* as the cache file of *key* (and *prefix*) in *folder* (created, private,
+    when missing), atomically, keeping the newest :data:`KEEP_FILES` files of *prefix*.
+    False when it could not be done; never raises."""
+    from pathlib import Path
+    folder = Path(folder)
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not trusted_folder(folder):
             return False
-        final = Path(_path(folder, key))
+        final = Path(_path(folder, key, prefix))
         temporary = folder / f".{final.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | \
             getattr(os, "O_CLOEXEC", 0)
         fd = os.open(temporary, flags, 0o600)
         try:
             with open(fd, "wb") as f:
-                f.write(buffer.getbuffer())
+                f.write(data)
             os.replace(temporary, final)
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
-        _prune(folder, final)
+        _prune(folder, final, prefix)
     except OSError:
         return False
     return True
 
 
-def _prune(folder: Path, keep: Path) -> None:
-    """Keep the newest :data:`KEEP_FILES` cache files; drop temporaries a killed run left."""
+def _prune(folder: Path, keep: Path, prefix: str) -> None:
+    """Keep the newest :data:`KEEP_FILES` cache files of *prefix*; drop temporaries a killed
+    run left."""
     files: list[tuple[float, Path]] = []
     now = time.time()
     for path in folder.iterdir():
         try:
             mtime = path.lstat().st_mtime
-            if path.name.startswith(_PREFIX) and path.name.endswith(_SUFFIX):
+            if path.name.startswith(prefix) and path.name.endswith(_SUFFIX):
                 files.append((mtime, path))
-            elif path.name.startswith(f".{_PREFIX}") and path.name.endswith(".tmp") and \
+            elif path.name.startswith(f".{prefix}") and path.name.endswith(".tmp") and \
                     now - mtime > 3600:
                 path.unlink()
         except OSError:
