@@ -33,8 +33,7 @@ if TYPE_CHECKING:
 
 ENTRY_POINT_GROUP = "xenmig.plugins"
 DISTRIBUTION = "xenmig"
-_METADATA_DIR = re.compile(r"^(?P<name>[^-]+)(?:-(?P<version>[^-]+))?.*\.(?:dist|egg)-info$",
-                           re.IGNORECASE)
+_METADATA_SUFFIXES = (".dist-info", ".egg-info")
 
 
 class PluginEntryPoint(NamedTuple):
@@ -130,7 +129,22 @@ def package_file(package: str, name: str) -> Any:
 
 
 def _normalise(name: str) -> str:
+    """A distribution's name as compared: runs of ``-``, ``_`` and ``.`` as one ``_``,
+    lower case."""
+    if "-" not in name and "." not in name and "__" not in name:
+        return name.lower()     # (a metadata folder's name: already so, but for the case)
     return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def _metadata_dir(name: str) -> tuple[str, str] | None:
+    """(distribution name, version) of a ``NAME-VERSION[-...].dist-info`` (or ``.egg-info``)
+    folder *name*, the version empty when the name has none; None for another name."""
+    lowered = name.lower()
+    for suffix in _METADATA_SUFFIXES:
+        if lowered.endswith(suffix):
+            dist, _, rest = name[:-len(suffix)].partition("-")
+            return (dist, rest.partition("-")[0]) if dist else None
+    return None
 
 
 def _entry_lines(text: str, group: str) -> Iterator[tuple[str, str]]:
@@ -174,22 +188,22 @@ def find_entry_points(group: str = ENTRY_POINT_GROUP,
             continue
         for name in names:
             if name[-5:].lower() != "-info":
-                continue         # (most names: the regular expression is not needed)
-            match = _METADATA_DIR.match(name)
-            if match is None:
+                continue         # (most names)
+            parsed = _metadata_dir(name)
+            if parsed is None:
                 continue
-            dist = _normalise(match["name"])
+            dist, version = _normalise(parsed[0]), parsed[1]
             if dist in seen:
                 continue
             seen.add(dist)
             if versions is not None:
-                versions[dist] = match["version"] or ""
+                versions[dist] = version
             try:
                 with open(os.path.join(folder, name, "entry_points.txt"), encoding="utf-8") as f:
                     text = f.read()
             except (OSError, UnicodeDecodeError):
                 continue
-            found.extend(PluginEntryPoint(ep_name, value, dist, match["version"] or "")
+            found.extend(PluginEntryPoint(ep_name, value, dist, version)
                          for ep_name, value in _entry_lines(text, group))
     return found
 

@@ -51,7 +51,6 @@ import gc
 import io
 import marshal
 import os
-import pickle
 import stat
 import struct
 import sys
@@ -66,6 +65,13 @@ from xenmig_core.version import __version__
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+try:   # pickle.py adds only a pure-Python fallback and constants to its C core (a millisecond)
+    from _pickle import Pickler, PicklingError, Unpickler, UnpicklingError
+except ImportError:  # pragma: no cover - an interpreter without the C core
+    from pickle import Pickler, PicklingError, Unpickler, UnpicklingError
+#: the pickle protocol of cache files (pickle.HIGHEST_PROTOCOL on every Python xenmig runs on)
+PROTOCOL = 5
 
 try:   # hashlib would load OpenSSL first (milliseconds); blake2 is built into Python
     from _blake2 import blake2b
@@ -278,7 +284,7 @@ def write_cache(folder: str | os.PathLike[str], key: str, specs: dict[str, Forma
     try:
         buffer = io.BytesIO()
         buffer.write(MAGIC + key.encode() + b"\n")
-        _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(specs)
+        _Pickler(buffer, protocol=PROTOCOL).dump(specs)
     except Exception:   # something of the model pickle cannot store: run uncached
         return False
     return write_private(folder, key, buffer.getbuffer())
@@ -337,7 +343,7 @@ def _prune(folder: Path, keep: Path, prefix: str) -> None:
 def _load_function(code: types.CodeType) -> types.FunctionType:
     """A compiled expression's function: *code* with no builtins and no other globals."""
     if type(code) is not types.CodeType:
-        raise pickle.UnpicklingError("expected a code object")
+        raise UnpicklingError("expected a code object")
     return types.FunctionType(code, dict(_SANDBOX))
 
 
@@ -369,7 +375,7 @@ class _Deferred:
                 gc.enable()
         if not isinstance(fields, dict) or not all(
                 name in FormatSpec.__fields__ and name not in LIGHT_FIELDS for name in fields):
-            raise pickle.UnpicklingError("not the fields of a format")
+            raise UnpicklingError("not the fields of a format")
         return fields
 
 
@@ -382,7 +388,7 @@ def _format_state(spec: FormatSpec) -> dict[str, Any]:
     spec.restore()
     heavy = {name: getattr(spec, name) for name in spec.__fields__ if name not in LIGHT_FIELDS}
     buffer = io.BytesIO()
-    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(heavy)
+    _Pickler(buffer, protocol=PROTOCOL).dump(heavy)
     state = {name: getattr(spec, name) for name in LIGHT_FIELDS}
     state["_deferred"] = _Deferred(buffer.getvalue())
     return state
@@ -392,7 +398,7 @@ def _slots_of(cls: type) -> list[str]:
     return [name for klass in cls.__mro__ for name in getattr(klass, "__slots__", ())]
 
 
-class _Pickler(pickle.Pickler):
+class _Pickler(Pickler):
     """Stores what makes compiled specs fast to load, as it is: expressions with their
     compiled code (:meth:`~xenmig_core.spec.expr.Expression.cache_state`), code objects as
     marshal data, functions with sandboxed globals and no closure by their code,
@@ -415,7 +421,7 @@ class _Pickler(pickle.Pickler):
         if kind is types.FunctionType and obj is not _load_function:  # (that one by name)
             if obj.__globals__ != _SANDBOX or obj.__closure__ or obj.__defaults__ \
                     or obj.__kwdefaults__:
-                raise pickle.PicklingError(f"cannot store function {obj.__qualname__}")
+                raise PicklingError(f"cannot store function {obj.__qualname__}")
             return _load_function, (obj.__code__,)
         if kind is struct.Struct:
             return struct.Struct, (obj.format,)
@@ -426,7 +432,7 @@ class _Pickler(pickle.Pickler):
         return NotImplemented
 
 
-class _Unpickler(pickle.Unpickler):
+class _Unpickler(Unpickler):
     """Builds nothing but classes of the spec model and :data:`_ALLOWED_GLOBALS`."""
 
     def find_class(self, module: str, name: str) -> Any:
@@ -436,4 +442,4 @@ class _Unpickler(pickle.Unpickler):
             found = super().find_class(module, name)
             if isinstance(found, type):
                 return found
-        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a spec cache")
+        raise UnpicklingError(f"{module}.{name} is not allowed in a spec cache")
