@@ -18,7 +18,6 @@ compression's magic (a legacy image's first word is a page count, and could).
 from __future__ import annotations
 
 import io
-import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -33,6 +32,7 @@ ZSTD_EXTRA = "pip install 'xenmig[zstd]'"
 
 
 def _gzip_trial(data: bytes) -> None:
+    import zlib  # (a shared library too: only for a stream that starts like gzip)
     zlib.decompressobj(wbits=31).decompress(data, 1)
 
 
