@@ -20,11 +20,12 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from xenmig_core.detect import SpecDetector
 from xenmig_core.errors import PluginError, XenmigError
 from xenmig_core.markers import hookimpl as hookimpl  # the documented import of the marker
+from xenmig_core.plain import Plain
 
 if TYPE_CHECKING:
     import pluggy
@@ -36,8 +37,10 @@ DISTRIBUTION = "xenmig"
 _METADATA_SUFFIXES = (".dist-info", ".egg-info")
 
 
-class PluginEntryPoint(NamedTuple):
-    """One ``name = module[:attr]`` line of a distribution's ``entry_points.txt``."""
+class PluginEntryPoint(Plain, frozen=True):
+    """One ``name = module[:attr]`` line of a distribution's ``entry_points.txt``. (A
+    :class:`~xenmig_core.plain.Plain` class: a NamedTuple's class is generated and compiled
+    at every start.)"""
 
     name: str
     value: str
