@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from xenmig_core.engine import Record, StreamContext
 from xenmig_core.errors import RecordError
@@ -27,6 +26,10 @@ from xenmig_core.plain import Plain
 from xenmig_core.spec.layout import BytesReader, Layout, Reader
 from xenmig_core.spec.model import FormatSpec
 from xenmig_core.spec.spill import SpilledBytes
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: an HVM_CONTEXT blob: in memory, or spilled to a temporary file when it is large
 Blob = bytes | SpilledBytes

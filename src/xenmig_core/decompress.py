@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, BinaryIO
 
 from xenmig_core.errors import SourceError
 
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
 if TYPE_CHECKING:
+    from typing import Any, BinaryIO
+
     from xenmig_core.source import ByteSource
 
 #: How many bytes the trial decode looks at.

@@ -15,7 +15,10 @@ the cache (:mod:`xenmig_core.recorded`) never needs.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: pluggy project name of xenmig's hooks
 PROJECT = "xenmig"

@@ -20,14 +20,16 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
 
 from xenmig_core.detect import SpecDetector
 from xenmig_core.errors import PluginError, XenmigError
 from xenmig_core.markers import hookimpl as hookimpl  # the documented import of the marker
 from xenmig_core.plain import Plain
 
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
 if TYPE_CHECKING:
+    from typing import Any
+
     import pluggy
 
     from xenmig_core.pluggy_manager import XenmigPluginManager

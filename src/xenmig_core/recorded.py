@@ -39,13 +39,15 @@ import marshal
 import os
 import sys
 from types import FunctionType, MethodType, ModuleType
-from typing import TYPE_CHECKING, Any
 
 from xenmig_core.markers import IMPL_ATTRIBUTE
 from xenmig_core.spec.cache import _cache_folder, blake2b, read_private, write_private
 from xenmig_core.version import __version__
 
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
 if TYPE_CHECKING:
+    from typing import Any
+
     from xenmig_core.plugins import PluginEntryPoint
 
 #: bump when what is recorded, or how, changes
@@ -56,7 +58,7 @@ _MAGIC = b"xenmig hook tables\n"
 _CONTRACT = ("hookspecs.py", "plugins.py", "pluggy_manager.py", "markers.py", "recorded.py")
 
 #: a plugin as the run loads it: (name, plugin object, origin)
-Plugin = tuple[str, Any, str]
+Plugin = tuple[str, "Any", str]
 
 
 class RecordedHooks:

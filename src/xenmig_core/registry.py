@@ -16,7 +16,6 @@ import functools
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
 
 from xenmig_core.detection import Detection
 from xenmig_core.errors import PluginError, UsageError, XenmigError
@@ -25,8 +24,10 @@ from xenmig_core.spec.cache import load_formats
 from xenmig_core.spec.expr import FUNCTIONS
 from xenmig_core.spec.model import FormatSpec
 
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any
 
     #: pluggy's manager, or its hook tables replayed (:mod:`xenmig_core.recorded`)
     Plugins = Any
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 _UNASKED = object()
 
 
-class Bindings(Mapping[str, Callable[..., Any]]):
+class Bindings(Mapping[str, Callable[..., "Any"]]):
     """What one hook answers for each unit (header or record type) of a format, by name,
     asked of the plugins on first look-up and kept (the format's own plugins first, then,
     for a variant, its base format's). A mapping of the units that have an answer."""

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
 
 from xenmig_core.plugins import load_plugins
 from xenmig_core.registry import Registry
 
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any
 
 SPEC_PATH_ENV = "XENMIG_SPEC_PATH"
 

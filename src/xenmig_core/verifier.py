@@ -10,7 +10,6 @@ from __future__ import annotations
 from array import array
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
 
 from xenmig_core.detect import DETECT_BYTES, detect
 from xenmig_core.diagnostics import Diagnostic
@@ -22,6 +21,10 @@ from xenmig_core.registry import Registry
 from xenmig_core.render.account import AccountConsumer
 from xenmig_core.source import ByteSource
 from xenmig_core.spec.layout import StructRows
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 REPORT_SCHEMA_VERSION = 1
 

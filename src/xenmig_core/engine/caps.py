@@ -11,11 +11,13 @@ from __future__ import annotations
 import functools
 import re
 from collections import Counter
-from typing import TYPE_CHECKING, Any
 
 from xenmig_core.diagnostics import ERROR, Diagnostic
 
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
 if TYPE_CHECKING:
+    from typing import Any
+
     from xenmig_core.engine.consumer import Consumer
 
 #: At most this many diagnostics of one kind (see :func:`diagnostic_kind`) are kept...

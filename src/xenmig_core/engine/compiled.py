@@ -30,7 +30,6 @@ import ast
 import re
 from array import array
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from xenmig_core.engine.caps import kind_of
 from xenmig_core.engine.consumer import Consumer
@@ -45,14 +44,17 @@ from xenmig_core.engine.guards import Unguarded, checked_fields, field_tests, ru
 from xenmig_core.spec.expr import EVAL_ERRORS, Expression
 from xenmig_core.spec.layout import NATIVE_ORDER, _Bytes, _FixedRun, _IntArray
 
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
 if TYPE_CHECKING:
+    from typing import Any
+
     from xenmig_core.engine.dispatch import RecordPlan
     from xenmig_core.registry import Format
 
 #: The generated signature: the engine, the context, the source, its read buffer as
 #: ``source.buffered`` gave it (the record header at ``lo``), the header's length field and
 #: the record's offset. Returns the record's action, or None (nothing consumed).
-Compiled = Callable[..., Any]
+Compiled = Callable[..., "Any"]
 #: The generated function's local names for the context's state and names (only those its
 #: body reads are set)
 _PROLOGUE = (("_S", "ctx.state"), ("_N", "ctx.bare_names"), ("_H", "ctx.helpers"),

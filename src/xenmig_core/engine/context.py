@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
 
 from xenmig_core.diagnostics import ERROR, WARNING, Diagnostic
 from xenmig_core.plain import Plain
 from xenmig_core.spec.expr import Names
 
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
 if TYPE_CHECKING:
+    from typing import Any
+
     from xenmig_core.registry import Format
     from xenmig_core.spec.model import RecordType
 

@@ -57,14 +57,15 @@ import sys
 import time
 import types
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
 
 from xenmig_core.spec.expr import Expression
 from xenmig_core.spec.model import LIGHT_FIELDS, FormatSpec
 from xenmig_core.version import __version__
 
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any
 
 try:   # pickle.py adds only a pure-Python fallback and constants to its C core (a millisecond)
     from _pickle import Pickler, PicklingError, Unpickler, UnpicklingError

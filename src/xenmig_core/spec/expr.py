@@ -21,9 +21,12 @@ import marshal
 import re
 from collections.abc import Callable, Mapping
 from types import FunctionType
-from typing import Any
 
 from xenmig_core.errors import SpecError
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 _ALLOWED_NODES = (
     ast.Expression, ast.BoolOp, ast.BinOp, ast.UnaryOp, ast.Compare, ast.IfExp, ast.Call,
@@ -49,7 +52,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
 }
 
 
-class Names(dict[str, Any]):
+class Names(dict[str, "Any"]):
     """The names an expression sees, as one dict with fallbacks: its own items (record
     fields and extras such as ``body_length``) first, then each mapping of *fallback* in
     order (stream state, helper functions), looked up live when a name is not its own.
