@@ -26,7 +26,6 @@ take the general path.
 
 from __future__ import annotations
 
-import ast
 import re
 from array import array
 from collections.abc import Callable
@@ -65,6 +64,7 @@ def _rename(expr: Expression, resolve: Callable[[str], str]) -> str:
     """Python source of *expr* with every name replaced by ``resolve(name)``."""
     if expr.scoped:
         raise Unguarded
+    import ast  # (here: a run that generates no record code needs no ast)
 
     class _Names(ast.NodeTransformer):
         def visit_Name(self, node: ast.Name) -> ast.AST:
