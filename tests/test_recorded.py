@@ -142,3 +142,20 @@ def test_plugin_changed_without_a_new_version_is_not_served_old_tables(tmp_path)
     module.write_text(PLUGIN_V1)
     done = run_xenmig("verify", str(STREAM), env=env)
     assert done.returncode == 0, done.stderr
+
+
+def test_unusable_cache_folder_gives_pluggys_manager(tmp_path, monkeypatch) -> None:
+    """A cache folder that cannot be made (a file is in the way) or is writable by others:
+    nothing is recorded nor replayed, and the run has pluggy's manager, which works."""
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    for folder in (blocked, shared):
+        monkeypatch.setenv("XENMIG_CACHE_DIR", str(folder))
+        for _ in range(2):
+            pm = load_plugins()
+            assert isinstance(pm, XenmigPluginManager)
+            assert _tables(pm) == _tables(get_plugin_manager())
+    assert not list(shared.glob("hooks-*"))
