@@ -24,13 +24,15 @@ if TYPE_CHECKING:
 MAX_DIAGNOSTICS_PER_KIND = 20
 #: ... and at most this many in all (plus the first error and a fatal one, always kept).
 MAX_DIAGNOSTICS = 1000
-_NUMBER = re.compile(r"0x[0-9a-fA-F]+|\d+")
+#: a number in a message (compiled by ``re`` when first used: a run without diagnostics
+#: needs it not)
+_NUMBER = r"0x[0-9a-fA-F]+|\d+"
 
 
 @functools.lru_cache(maxsize=4096)
 def _shape(text: str | None) -> str | None:
     """*text* with every number replaced by ``#`` (a stream repeats its messages: cached)."""
-    return _NUMBER.sub("#", text) if text is not None else None
+    return re.sub(_NUMBER, "#", text) if text is not None else None
 
 
 def diagnostic_kind(d: Diagnostic) -> tuple[str | None, ...]:

@@ -275,7 +275,9 @@ class Expression:
         return f"Expression({self.source!r})"
 
 
-_TEMPLATE_PART = re.compile(r"\{([^{}]+)\}")
+#: a template's ``{...}`` part (compiled by ``re`` when a template is first made: a run
+#: whose formats come from the cache makes none)
+_TEMPLATE_PART = r"\{([^{}]+)\}"
 
 
 class Template:
@@ -288,7 +290,7 @@ class Template:
         self.where = where
         self._parts: list[str | tuple[Expression, str]] = []
         pos = 0
-        for match in _TEMPLATE_PART.finditer(source):
+        for match in re.finditer(_TEMPLATE_PART, source):
             self._parts.append(source[pos:match.start()])
             body = match.group(1)
             expr, fmt = _split_format(body)
