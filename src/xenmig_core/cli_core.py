@@ -16,16 +16,19 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
 
 from xenmig_core.errors import UsageError, XenmigError
 
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
 if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
     from xenmig_core.verifying import Report
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
-#: what click strips from a message written to something that is not a terminal
-_ANSI = re.compile(r"\033\[[;?0-9]*[a-zA-Z]")
+#: what click strips from a message written to something that is not a terminal (a pattern
+#: compiled by ``re`` when first used: not at every start)
+_ANSI = r"\033\[[;?0-9]*[a-zA-Z]"
 
 
 def echo(message: str, *, err: bool = False) -> None:
@@ -36,7 +39,7 @@ def echo(message: str, *, err: bool = False) -> None:
         return
     text = message + "\n"
     if "\033" in text and not stream.isatty():
-        text = _ANSI.sub("", text)
+        text = re.sub(_ANSI, "", text)
     stream.write(text)
     stream.flush()
 

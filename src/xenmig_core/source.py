@@ -25,9 +25,12 @@ import io
 import os
 import stat
 import sys
-from typing import BinaryIO
 
 from xenmig_core.errors import SourceError, TruncatedError
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 #: The reusable buffer that skips (and reads) bytes when neither seeking nor splicing can.
 SKIP_BUFFER_SIZE = 1 << 20
