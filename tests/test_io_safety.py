@@ -308,6 +308,60 @@ def test_copy_from_lands_between_buffered_writes(tmp_path, monkeypatch, missing,
         assert bytes(got) == expected
 
 
+@pytest.mark.parametrize("missing", [(), ("copy_file_range",)])
+@pytest.mark.parametrize("target", ["file", "fd"])
+def test_copy_later_lands_where_copy_from_would(tmp_path, monkeypatch, missing, target
+                                                ) -> None:
+    """``copy_later`` copies in a second thread into an atomic output (at once into any
+    other) while later writes go after the stretch; the file the rename brings is the one
+    writes and copies in order make, and the write-behind never runs ahead of the copies."""
+    from xenmig_core import sink
+    source = tmp_path / "in"
+    source.write_bytes(bytes(range(256)) * 4096 * 40)    # 40 MiB: beyond one write-behind
+    _without(monkeypatch, *missing)
+    monkeypatch.setattr(sink, "WRITE_BEHIND", 1 << 20)
+    data = source.read_bytes()
+    # more stretches than the copier queues (so that some are done before the last write)
+    stretches = [(5, 3 << 20), (7 << 20, 5 << 20), (1, 1)] + \
+        [((i * 7919) % (39 << 20), 1 << 20) for i in range(30)]
+    expected = b"".join(b"<%d>" % i + data[o:o + n] for i, (o, n) in enumerate(stretches))
+    handed: list[bool] = []        # each stretch given to the disk was final by then
+
+    def starter():
+        return lambda fd, offset, length: handed.append(
+            os.pread(fd, length, offset) == expected[offset:offset + length])
+    monkeypatch.setattr(sink, "_writeback_starter", starter)
+    out_path = tmp_path / "out"
+    with open(source, "rb") as src:
+        if target == "file":
+            opened = atomic_output(out_path)
+        else:
+            handle = open(out_path, "wb")      # noqa: SIM115 - closed below
+            opened = open_output(f"fd:{handle.fileno()}")
+        with opened as out:
+            for i, (offset, length) in enumerate(stretches):
+                out.write(b"<%d>" % i)
+                out.copy_later(src.fileno(), offset, length)
+        if target == "fd":
+            handle.close()
+    assert out_path.read_bytes() == expected
+    assert all(handed) and bool(handed) == (target == "file")
+
+
+def test_copy_later_of_what_the_input_no_longer_holds_fails_and_leaves_nothing(tmp_path
+                                                                            ) -> None:
+    """A background copy that comes up short (the input shrank) is a one-line
+    SourceError when the output is finished, and the output never appears."""
+    source = tmp_path / "in"
+    source.write_bytes(bytes(1 << 20))
+    with open(source, "rb") as src, pytest.raises(SourceError, match="shrank"), \
+            atomic_output(tmp_path / "out") as out:
+        out.write(b"head")
+        out.copy_later(src.fileno(), 1000, 1 << 20)
+        out.write(b"tail")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
 @pytest.mark.parametrize("sync", [True, False])
 def test_sync_false_renames_without_waiting_for_the_disk(tmp_path, monkeypatch, sync) -> None:
     from xenmig_core import sink

@@ -177,6 +177,13 @@ class _Counting:
         self.count(done)
         return done
 
+    def copy_later(self, src_fd: int, offset: int, length: int) -> None:
+        """Append *length* bytes at *offset* of the regular file *src_fd*, which holds
+        them, without waiting for the copy (see
+        :meth:`xenmig_core.sink.GuardedWriter.copy_later`)."""
+        self.out.copy_later(src_fd, offset, length)
+        self.count(length)
+
     def count(self, n: int) -> None:
         self.written += n
         if self.progress is not None:

@@ -6,13 +6,20 @@ the filesystem can, across filesystems on older kernels), ``sendfile`` where tha
 (another filesystem, a pipe output), and a read and write through one buffer where neither
 works. A :class:`FileCopy` remembers which means failed so that later copies go straight
 to one that works.
+
+A :class:`BackgroundCopy` does such copies in a second thread, in the order they were
+queued, while the caller goes on (the kernel's copy does not hold the interpreter's lock):
+a converter parses and writes the next record while the previous one's pages move.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import queue
 import stat
+import threading
+from collections import deque
 
 from xenmig_core.errors import SourceError
 
@@ -26,11 +33,16 @@ BUFFER = 1 << 20
 
 
 class FileCopy:
-    """Copies to the output descriptor *dst_fd* (named *name* in errors)."""
+    """Copies to the output descriptor *dst_fd* (named *name* in errors). With
+    *keep_offset*, copies to a given position never move ``dst_fd``'s file offset (another
+    thread writes through a descriptor sharing it): ``sendfile``, which can only write at
+    the offset, is then not used for them."""
 
-    def __init__(self, dst_fd: int, name: str = "output") -> None:
+    def __init__(self, dst_fd: int, name: str = "output", *, keep_offset: bool = False
+                 ) -> None:
         self.dst_fd = dst_fd
         self.name = name
+        self.keep_offset = keep_offset
         try:
             regular = stat.S_ISREG(os.fstat(dst_fd).st_mode)
         except OSError:
@@ -53,7 +65,7 @@ class FileCopy:
                 if exc.errno not in NO_COPY_FILE_RANGE:
                     raise self._write_error(exc) from None
                 self._copy_file_range = False
-        if self._sendfile:
+        if self._sendfile and not (self.keep_offset and dst_pos is not None):
             try:
                 if dst_pos is not None:
                     os.lseek(self.dst_fd, dst_pos, os.SEEK_SET)
@@ -92,3 +104,91 @@ class FileCopy:
                 break
             done += n
         return done
+
+
+#: Copies queued ahead of the one under way, at most (the caller waits beyond that).
+QUEUED = 16
+
+
+class BackgroundCopy:
+    """Copies to the regular file *dst_fd* (named *name* in errors) done in order by one
+    worker thread: :meth:`submit` returns at once. The worker uses its own descriptors
+    (duplicates), so closing the caller's never pulls a file from under a copy under way;
+    it writes only at the positions given and never moves the file offset.
+
+    A failure (a write error, or a copy that comes up short: the input file shrank) stops
+    the copies still queued and is raised, once, by the next :meth:`submit` or by
+    :meth:`wait`. :meth:`close` must follow (it ends the worker)."""
+
+    def __init__(self, dst_fd: int, name: str = "output") -> None:
+        self.name = name
+        self._fd = os.dup(dst_fd)
+        self._copier = FileCopy(self._fd, name, keep_offset=True)
+        self._jobs: queue.Queue[tuple[int, int, int, int] | None] = queue.Queue(QUEUED)
+        self._error: BaseException | None = None
+        self._failed = False
+        self._stopping = False
+        self._positions: deque[int] = deque()      # of the copies queued or under way
+        self._thread = threading.Thread(target=self._work, name="xenmig-copy", daemon=True)
+        self._thread.start()
+
+    def submit(self, src_fd: int, offset: int, length: int, dst_pos: int) -> None:
+        """Queue a copy of *length* bytes at *offset* of the regular file *src_fd*, which
+        the caller knows holds them, to *dst_pos* of the output."""
+        self._raise()
+        try:
+            src = os.dup(src_fd)
+        except OSError as exc:
+            raise SourceError(f"input: cannot copy from it: {exc.strerror or exc}") from None
+        self._positions.append(dst_pos)
+        self._jobs.put((src, offset, length, dst_pos))
+
+    def settled(self) -> int | None:
+        """Where the oldest copy not done yet goes (what lies before it is in the file
+        as far as the copies go), or None when none is pending."""
+        try:
+            return self._positions[0]
+        except IndexError:
+            return None
+
+    def wait(self) -> None:
+        """Return once every queued copy is done; raise the failure of one that failed."""
+        self._jobs.join()
+        self._raise()
+
+    def close(self) -> None:
+        """Drop the copies not started yet, wait for the one under way, end the worker."""
+        self._stopping = True
+        self._jobs.put(None)
+        self._thread.join()
+        os.close(self._fd)
+
+    def _raise(self) -> None:
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                if job is None:
+                    return
+                src, offset, length, dst_pos = job
+                try:
+                    if not (self._failed or self._stopping):
+                        self._copy(src, offset, length, dst_pos)
+                except BaseException as exc:   # handed to the caller's thread
+                    self._failed = True
+                    self._error = exc
+                finally:
+                    os.close(src)
+                    self._positions.popleft()
+            finally:
+                self._jobs.task_done()
+
+    def _copy(self, src: int, offset: int, length: int, dst_pos: int) -> None:
+        done = self._copier.copy(src, offset, length, dst_pos)
+        if done != length:
+            raise SourceError(f"input: the file shrank while it was copied: {length} bytes "
+                              f"expected at offset {offset:#x}, {done} found")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from xenmig_core.errors import SourceError, UsageError
-from xenmig_core.filecopy import FileCopy
+from xenmig_core.filecopy import BackgroundCopy, FileCopy
 from xenmig_core.source import parse_fd
 
 #: A temporary output's data is handed to the disk in stretches of this size.
@@ -64,10 +64,14 @@ def write_error(spec: str | Path, exc: OSError) -> SourceError:
 class GuardedWriter(io.BufferedIOBase):
     """A binary writer over *raw* whose write/flush failures are :class:`SourceError`
     naming *spec* (exit 2). ``BrokenPipeError`` passes through unchanged (the reader went
-    away: the CLI exits quietly). Closing it does not close *raw*: its opener does."""
+    away: the CLI exits quietly). Closing it does not close *raw*: its opener does.
 
-    def __init__(self, raw: BinaryIO, spec: str | Path, *, write_behind: bool = False
-                 ) -> None:
+    *copies_later*: *raw* is a regular file of the opener's own, written only through this
+    writer (not in append mode), so that :meth:`copy_later` may copy in a second thread;
+    the opener then calls :meth:`end_copies` before closing *raw*."""
+
+    def __init__(self, raw: BinaryIO, spec: str | Path, *, write_behind: bool = False,
+                 copies_later: bool = False) -> None:
         super().__init__()
         self._raw = raw
         self._spec = spec
@@ -77,6 +81,9 @@ class GuardedWriter(io.BufferedIOBase):
         self._pending = 0
         self._start_writeback = _writeback_starter() if write_behind else None
         self._copier: FileCopy | None = None
+        #: copies under way in a second thread (copy_later), and whether there can be any
+        self._later: BackgroundCopy | None = None
+        self._later_ok = copies_later
 
     def writable(self) -> bool:
         return True
@@ -127,6 +134,38 @@ class GuardedWriter(io.BufferedIOBase):
                 self._write_behind()
         return done
 
+    def copy_later(self, src_fd: int, offset: int, length: int) -> None:
+        """Append *length* bytes found at *offset* of the regular file *src_fd*, which the
+        caller knows holds them all, as :meth:`copy_from` does, but without waiting: a
+        second thread copies them (:class:`~xenmig_core.filecopy.BackgroundCopy`) while
+        later writes go on after them. :meth:`flush` waits until they are in the file;
+        a failed copy (an input file that shrank meanwhile: :class:`SourceError`) is
+        raised by the next ``copy_later`` or ``flush``. Without *copies_later* (see the
+        class) the bytes are copied at once, as by :meth:`copy_from`."""
+        if not self._later_ok:
+            if self.copy_from(src_fd, offset, length) != length:
+                raise SourceError(f"input: the file shrank while it was copied: {length} "
+                                  f"bytes expected at offset {offset:#x}")
+            return
+        if self._later is None:
+            self._later = BackgroundCopy(self._raw.fileno(), str(self._spec))
+        try:
+            position = self._raw.seek(length, os.SEEK_CUR) - length   # writes the buffer
+        except OSError as exc:
+            raise write_error(self._spec, exc) from None
+        self._later.submit(src_fd, offset, length, position)
+        if self._start_writeback is not None:
+            self._pending += length
+            if self._pending >= WRITE_BEHIND:
+                self._write_behind()
+
+    def end_copies(self) -> None:
+        """Stop the copies of :meth:`copy_later` not started yet and end their thread (the
+        output is being abandoned); its opener calls this before closing the file."""
+        later, self._later = self._later, None
+        if later is not None:
+            later.close()
+
     def _write_behind(self) -> None:
         """Start writing what is in the file so far to disk (the buffered tail excepted)."""
         assert self._start_writeback is not None
@@ -136,6 +175,9 @@ class GuardedWriter(io.BufferedIOBase):
         except (OSError, ValueError):
             self._start_writeback = None
             return
+        settled = self._later.settled() if self._later is not None else None
+        if settled is not None:
+            end = min(end, settled)       # beyond it, copies are still under way
         end -= end % (1 << 20)
         if end > self._synced:
             self._start_writeback(fd, self._synced, end - self._synced)
@@ -149,6 +191,8 @@ class GuardedWriter(io.BufferedIOBase):
             super().close()
 
     def flush(self) -> None:
+        """Everything written so far is in the file (the copies of :meth:`copy_later`
+        too, or their failure raised)."""
         if self.closed or getattr(self._raw, "closed", False):
             return
         try:
@@ -157,6 +201,8 @@ class GuardedWriter(io.BufferedIOBase):
             raise
         except OSError as exc:
             raise write_error(self._spec, exc) from None
+        if self._later is not None:
+            self._later.wait()
 
 
 def _stdout_buffer() -> BinaryIO:
@@ -258,13 +304,17 @@ def atomic_output(path: str | Path, *, sync: bool = True) -> Iterator[BinaryIO]:
         else:
             os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as raw:
-            yield GuardedWriter(raw, target, write_behind=sync)
+            out = GuardedWriter(raw, target, write_behind=sync, copies_later=True)
             try:
-                raw.flush()
-                if sync:
-                    os.fsync(raw.fileno())
-            except OSError as exc:
-                raise write_error(target, exc) from None
+                yield out
+                out.flush()                 # (queued copies done: see copy_later)
+                try:
+                    if sync:
+                        os.fsync(raw.fileno())
+                except OSError as exc:
+                    raise write_error(target, exc) from None
+            finally:
+                out.end_copies()
         try:
             os.replace(tmp, real)
         except OSError as exc:
