@@ -348,6 +348,37 @@ def test_copy_later_lands_where_copy_from_would(tmp_path, monkeypatch, missing, 
     assert all(handed) and bool(handed) == (target == "file")
 
 
+def test_reading_back_waits_for_the_copies_below_what_it_reads(tmp_path, monkeypatch
+                                                               ) -> None:
+    """``written()`` reads the output back while a background copy is held: what lies
+    before the copy reads at once, what lies after it waits for it (never a hole's zeros),
+    and the writer's position is left alone."""
+    from xenmig_core import filecopy
+    source = tmp_path / "in"
+    source.write_bytes(bytes(range(1, 256)) * 4112)
+    release = threading.Event()
+    real = filecopy.FileCopy.copy
+
+    def held(self, *args):
+        assert release.wait(30)
+        return real(self, *args)
+    monkeypatch.setattr(filecopy.FileCopy, "copy", held)
+    size = source.stat().st_size
+    with open(source, "rb") as src, atomic_output(tmp_path / "out") as out:
+        out.write(b"head")
+        out.copy_later(src.fileno(), 0, size)
+        out.write(b"tail")
+        reader = out.written()
+        assert reader.read(4) == b"head"           # the copy is still held
+        assert reader.seek(0, os.SEEK_END) == size + 8
+        reader.seek(4)
+        threading.Timer(0.2, release.set).start()
+        assert reader.read() == source.read_bytes() + b"tail"
+        reader.close()
+        out.write(b"more")
+    assert (tmp_path / "out").read_bytes() == b"head" + source.read_bytes() + b"tailmore"
+
+
 def test_copy_later_of_what_the_input_no_longer_holds_fails_and_leaves_nothing(tmp_path
                                                                             ) -> None:
     """A background copy that comes up short (the input shrank) is a one-line

@@ -129,6 +129,7 @@ class BackgroundCopy:
         self._failed = False
         self._stopping = False
         self._positions: deque[int] = deque()      # of the copies queued or under way
+        self._progress = threading.Condition()     # notified as each copy ends
         self._thread = threading.Thread(target=self._work, name="xenmig-copy", daemon=True)
         self._thread.start()
 
@@ -150,6 +151,16 @@ class BackgroundCopy:
             return self._positions[0]
         except IndexError:
             return None
+
+    def wait_below(self, end: int) -> None:
+        """Return once no copy not done yet goes below *end* (the output's bytes before
+        *end* are then as the copies make them; copies are queued in output order)."""
+        with self._progress:
+            while True:
+                settled = self.settled()
+                if settled is None or settled >= end:
+                    return
+                self._progress.wait()
 
     def wait(self) -> None:
         """Return once every queued copy is done; raise the failure of one that failed."""
@@ -183,7 +194,9 @@ class BackgroundCopy:
                     self._error = exc
                 finally:
                     os.close(src)
-                    self._positions.popleft()
+                    with self._progress:
+                        self._positions.popleft()
+                        self._progress.notify_all()
             finally:
                 self._jobs.task_done()
 

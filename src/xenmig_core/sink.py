@@ -159,6 +159,23 @@ class GuardedWriter(io.BufferedIOBase):
             if self._pending >= WRITE_BEHIND:
                 self._write_behind()
 
+    def written(self) -> io.RawIOBase:
+        """A reader of what was written so far, from the start of the file, for reading
+        it back while :meth:`copy_later` copies may still be under way: a read waits
+        until no copy is pending below the end of what it asks for. The writer's own
+        position is untouched (the reader reads at positions); its end is where the next
+        write would go. Closing it does not close the file."""
+        self.flush_buffer()
+        return _WrittenReader(self._raw.fileno(), self._raw.tell(), self._later)
+
+    def flush_buffer(self) -> None:
+        """Hand the buffered bytes to the file without waiting for :meth:`copy_later`
+        copies (see :meth:`flush`)."""
+        try:
+            self._raw.flush()
+        except OSError as exc:
+            raise write_error(self._spec, exc) from None
+
     def end_copies(self) -> None:
         """Stop the copies of :meth:`copy_later` not started yet and end their thread (the
         output is being abandoned); its opener calls this before closing the file."""
@@ -203,6 +220,44 @@ class GuardedWriter(io.BufferedIOBase):
             raise write_error(self._spec, exc) from None
         if self._later is not None:
             self._later.wait()
+
+
+class _WrittenReader(io.RawIOBase):
+    """See :meth:`GuardedWriter.written`."""
+
+    def __init__(self, fd: int, end: int, copies: BackgroundCopy | None) -> None:
+        super().__init__()
+        self._fd = fd
+        self._end = end
+        self._copies = copies
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._end}[whence]
+        if base + offset < 0:
+            raise OSError(22, "Invalid argument")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:   # type: ignore[override]
+        n = max(min(len(buffer), self._end - self._pos), 0)
+        if not n:
+            return 0
+        if self._copies is not None:
+            self._copies.wait_below(self._pos + n)
+        with memoryview(buffer) as view:
+            got = os.preadv(self._fd, [view[:n]], self._pos)
+        self._pos += got
+        return got
 
 
 def _stdout_buffer() -> BinaryIO:
