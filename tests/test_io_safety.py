@@ -321,7 +321,7 @@ def test_copy_later_lands_where_copy_from_would(tmp_path, monkeypatch, missing, 
     _without(monkeypatch, *missing)
     monkeypatch.setattr(sink, "WRITE_BEHIND", 1 << 20)
     data = source.read_bytes()
-    # more stretches than the copier queues (so that some are done before the last write)
+    # many stretches: the disk is handed finished ones as the copies end
     stretches = [(5, 3 << 20), (7 << 20, 5 << 20), (1, 1)] + \
         [((i * 7919) % (39 << 20), 1 << 20) for i in range(30)]
     expected = b"".join(b"<%d>" % i + data[o:o + n] for i, (o, n) in enumerate(stretches))

@@ -20,6 +20,7 @@ import queue
 import stat
 import threading
 from collections import deque
+from collections.abc import Callable
 
 from xenmig_core.errors import SourceError
 
@@ -106,24 +107,30 @@ class FileCopy:
         return done
 
 
-#: Copies queued ahead of the one under way, at most (the caller waits beyond that).
-QUEUED = 16
+#: Copies queued ahead of the one under way, at most (the caller waits beyond that): far
+#: enough for a converter to finish its walk while the kernel still copies.
+QUEUED = 1 << 16
 
 
 class BackgroundCopy:
     """Copies to the regular file *dst_fd* (named *name* in errors) done in order by one
     worker thread: :meth:`submit` returns at once. The worker uses its own descriptors
-    (duplicates), so closing the caller's never pulls a file from under a copy under way;
-    it writes only at the positions given and never moves the file offset.
+    (duplicates, one per input file), so closing the caller's never pulls a file from under
+    a copy; it writes only at the positions given and never moves the file offset.
+    *after(end)*, if given, is called in the worker as each copy ends: the output's bytes
+    before *end* are then final (the caller wrote those before it queued the copy).
 
     A failure (a write error, or a copy that comes up short: the input file shrank) stops
     the copies still queued and is raised, once, by the next :meth:`submit` or by
     :meth:`wait`. :meth:`close` must follow (it ends the worker)."""
 
-    def __init__(self, dst_fd: int, name: str = "output") -> None:
+    def __init__(self, dst_fd: int, name: str = "output",
+                 after: Callable[[int], None] | None = None) -> None:
         self.name = name
         self._fd = os.dup(dst_fd)
         self._copier = FileCopy(self._fd, name, keep_offset=True)
+        self._after = after
+        self._sources: dict[tuple[int, int, int], int] = {}   # (fd, dev, inode) -> dup
         self._jobs: queue.Queue[tuple[int, int, int, int] | None] = queue.Queue(QUEUED)
         self._error: BaseException | None = None
         self._failed = False
@@ -135,10 +142,14 @@ class BackgroundCopy:
 
     def submit(self, src_fd: int, offset: int, length: int, dst_pos: int) -> None:
         """Queue a copy of *length* bytes at *offset* of the regular file *src_fd*, which
-        the caller knows holds them, to *dst_pos* of the output."""
+        the caller knows holds them, to *dst_pos* of the output (past what was queued)."""
         self._raise()
         try:
-            src = os.dup(src_fd)
+            info = os.fstat(src_fd)
+            key = (src_fd, info.st_dev, info.st_ino)
+            src = self._sources.get(key)
+            if src is None:
+                src = self._sources[key] = os.dup(src_fd)
         except OSError as exc:
             raise SourceError(f"input: cannot copy from it: {exc.strerror or exc}") from None
         self._positions.append(dst_pos)
@@ -172,7 +183,9 @@ class BackgroundCopy:
         self._stopping = True
         self._jobs.put(None)
         self._thread.join()
-        os.close(self._fd)
+        for fd in (self._fd, *self._sources.values()):
+            os.close(fd)
+        self._sources.clear()
 
     def _raise(self) -> None:
         error, self._error = self._error, None
@@ -189,11 +202,12 @@ class BackgroundCopy:
                 try:
                     if not (self._failed or self._stopping):
                         self._copy(src, offset, length, dst_pos)
+                        if self._after is not None:
+                            self._after(dst_pos + length)
                 except BaseException as exc:   # handed to the caller's thread
                     self._failed = True
                     self._error = exc
                 finally:
-                    os.close(src)
                     with self._progress:
                         self._positions.popleft()
                         self._progress.notify_all()

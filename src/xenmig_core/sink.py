@@ -20,6 +20,7 @@ import os
 import stat
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, TextIO
@@ -84,6 +85,7 @@ class GuardedWriter(io.BufferedIOBase):
         #: copies under way in a second thread (copy_later), and whether there can be any
         self._later: BackgroundCopy | None = None
         self._later_ok = copies_later
+        self._behind_lock = threading.Lock()     # the copies' thread hands stretches too
 
     def writable(self) -> bool:
         return True
@@ -148,16 +150,27 @@ class GuardedWriter(io.BufferedIOBase):
                                   f"bytes expected at offset {offset:#x}")
             return
         if self._later is None:
-            self._later = BackgroundCopy(self._raw.fileno(), str(self._spec))
+            self._later_fd = self._raw.fileno()     # open until end_copies has run
+            self._later = BackgroundCopy(
+                self._raw.fileno(), str(self._spec),
+                after=self._copied if self._start_writeback is not None else None)
         try:
             position = self._raw.seek(length, os.SEEK_CUR) - length   # writes the buffer
         except OSError as exc:
             raise write_error(self._spec, exc) from None
         self._later.submit(src_fd, offset, length, position)
-        if self._start_writeback is not None:
-            self._pending += length
-            if self._pending >= WRITE_BEHIND:
-                self._write_behind()
+
+    def _copied(self, end: int) -> None:
+        """(In the copies' thread) the output is final up to *end*: hand it to the disk in
+        stretches of WRITE_BEHIND."""
+        start = self._start_writeback
+        if start is None:
+            return
+        with self._behind_lock:
+            end -= end % (1 << 20)
+            if end - self._synced >= WRITE_BEHIND:
+                start(self._later_fd, self._synced, end - self._synced)
+                self._synced = end
 
     def written(self) -> io.RawIOBase:
         """A reader of what was written so far, from the start of the file, for reading
@@ -196,9 +209,10 @@ class GuardedWriter(io.BufferedIOBase):
         if settled is not None:
             end = min(end, settled)       # beyond it, copies are still under way
         end -= end % (1 << 20)
-        if end > self._synced:
-            self._start_writeback(fd, self._synced, end - self._synced)
-            self._synced = end
+        with self._behind_lock:
+            if end > self._synced:
+                self._start_writeback(fd, self._synced, end - self._synced)
+                self._synced = end
         self._pending = 0
 
     def close(self) -> None:
