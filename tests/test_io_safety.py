@@ -379,6 +379,40 @@ def test_reading_back_waits_for_the_copies_below_what_it_reads(tmp_path, monkeyp
     assert (tmp_path / "out").read_bytes() == b"head" + source.read_bytes() + b"tailmore"
 
 
+def test_an_error_with_copies_queued_drops_them_and_leaves_nothing(tmp_path, monkeypatch
+                                                                   ) -> None:
+    """A failure (Ctrl-C, a bad record) while background copies are queued: the copies not
+    started are dropped, the one under way ends, and the temporary file vanishes."""
+    from xenmig_core import filecopy
+    source = tmp_path / "in"
+    source.write_bytes(bytes(1 << 20))
+    release, began = threading.Event(), threading.Event()
+    started: list[int] = []
+    real = filecopy.FileCopy.copy
+
+    def held(self, src, offset, length, dst_pos=None):
+        started.append(offset)
+        began.set()
+        assert release.wait(30)
+        return real(self, src, offset, length, dst_pos)
+    monkeypatch.setattr(filecopy.FileCopy, "copy", held)
+    close = filecopy.BackgroundCopy.close
+
+    def closing(self):          # the first copy is let go only once the output is given up
+        self._stopping = True
+        release.set()
+        close(self)
+    monkeypatch.setattr(filecopy.BackgroundCopy, "close", closing)
+    with open(source, "rb") as src, pytest.raises(KeyboardInterrupt), \
+            atomic_output(tmp_path / "out") as out:
+        for offset in range(0, 1 << 20, 1 << 16):
+            out.copy_later(src.fileno(), offset, 1 << 16)
+        assert began.wait(30)
+        raise KeyboardInterrupt
+    assert started == [0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
 def test_copy_later_of_what_the_input_no_longer_holds_fails_and_leaves_nothing(tmp_path
                                                                             ) -> None:
     """A background copy that comes up short (the input shrank) is a one-line
