@@ -230,6 +230,28 @@ def test_converter_targets_ask_the_registry() -> None:
     assert converter_targets(Stub()) == ["c"]     # type: ignore[arg-type]
 
 
+def test_converts_to_agrees_with_converter_targets_and_loads_only_what_it_asks(registry
+                                                                           ) -> None:
+    """``converts_to(t)`` is ``t in converter_targets()`` for every target, known or not;
+    asked about a stream format it does not load the memory exporter (which only a
+    memory image target needs)."""
+    import subprocess
+
+    from xenmig_core.convert import converter_targets, converts_to
+    targets = converter_targets(registry)
+    assert {"xl", "raw"} <= set(targets)
+    for target in [*registry.formats, *targets, "nope", "legacy"]:
+        assert converts_to(registry, target) == (target in targets), target
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys\n"
+         "from xenmig_core.session import open_registry\n"
+         "from xenmig_core.convert import converts_to\n"
+         "assert converts_to(open_registry(), 'xl')\n"
+         "print('xenmig_memory.export' in sys.modules)"],
+        capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "False", loaded.stderr
+
+
 def test_a_large_output_is_handed_to_the_disk_as_it_grows(tmp_path, monkeypatch) -> None:
     """Finished stretches of a temporary output are handed to the disk while it is written
     (so the final sync has little left): in order, without gaps, never past what was

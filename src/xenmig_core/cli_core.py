@@ -166,13 +166,13 @@ def run_convert(input_: str, output: str, to: str, from_: str = "auto", *,
     is called once the plugins and formats are loaded, before the input is opened."""
     def body() -> int:
         given = StreamParams(param, width=width, guest=guest, skip_qemu=skip_qemu)
-        from xenmig_core.convert import ConvertOptions, converter_targets, summary
+        from xenmig_core.convert import ConvertOptions, converter_targets, converts_to, summary
         from xenmig_core.convert import convert as convert_stream
         from xenmig_core.session import open_registry
         registry = open_registry(spec or [])
         params = given.check(registry, "convert")
-        targets = converter_targets(registry)
-        if to not in targets:
+        if not converts_to(registry, to):
+            targets = converter_targets(registry)
             raise UsageError(f"--to {to!r}: no converter to it; expected one of "
                              f"{', '.join(targets) or '(none installed)'}")
         options = ConvertOptions(target=to, params=params,

@@ -212,16 +212,31 @@ def _sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def converter_targets(registry: Registry) -> list[str]:
-    """The formats some installed plugin converts into (from any known format), sorted,
-    then the other targets plugins name in ``xenmig_converter_targets`` (memory images),
-    sorted: what the ``xenmig_converter`` hook answers for."""
+def _candidates(registry: Registry) -> tuple[list[str], list[str]]:
+    """The known formats, sorted, and the targets to ask about: those formats, then the
+    other targets plugins name in ``xenmig_converter_targets``, sorted."""
     names = sorted(registry.formats)
     pm = getattr(registry, "pm", None)        # None: a registry without plugins
     extra = {t for _plugin, targets in call_each(pm, "xenmig_converter_targets")
              for t in targets} if pm is not None else set()
-    return [target for target in names + sorted(extra - set(names))
+    return names, names + sorted(extra - set(names))
+
+
+def converter_targets(registry: Registry) -> list[str]:
+    """The formats some installed plugin converts into (from any known format), sorted,
+    then the other targets plugins name in ``xenmig_converter_targets`` (memory images),
+    sorted: what the ``xenmig_converter`` hook answers for."""
+    names, candidates = _candidates(registry)
+    return [target for target in candidates
             if any(registry.converter(source, target) is not None for source in names)]
+
+
+def converts_to(registry: Registry, target: str) -> bool:
+    """``target in converter_targets(registry)``, asking the plugins about *target* only
+    (a plugin may load its converter to answer: a memory export's, for a memory image)."""
+    names, candidates = _candidates(registry)
+    return target in candidates and \
+        any(registry.converter(source, target) is not None for source in names)
 
 
 def convert(registry: Registry, input_spec: str, output_spec: str, options: ConvertOptions,

@@ -19,7 +19,6 @@ import io
 import os
 import stat
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -329,6 +328,24 @@ def _umask() -> int:
     return umask
 
 
+#: flags of a new temporary output (as tempfile.mkstemp opens one; that module, with what
+#: it imports, costs more than the rest of a small conversion's output handling)
+_CREATE = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | \
+    getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _create_beside(directory: Path, name: str) -> tuple[int, Path]:
+    """A new file ``.NAME.RANDOM.tmp`` in *directory*, mode 0600, that did not exist:
+    its descriptor and path. OSError when none can be made."""
+    for _attempt in range(100):
+        path = directory / f".{name}.{os.urandom(6).hex()}.tmp"
+        try:
+            return os.open(path, _CREATE, 0o600), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no unused temporary name in {directory}")
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | Path, *, sync: bool = True) -> Iterator[BinaryIO]:
     """Yield a binary file; on normal exit it replaces *path*, on any error it vanishes.
@@ -359,11 +376,9 @@ def atomic_output(path: str | Path, *, sync: bool = True) -> Iterator[BinaryIO]:
     real = Path(os.path.realpath(target))
     directory = real.parent
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".tmp",
-                                        dir=directory)
+        fd, tmp = _create_beside(directory, real.name)
     except OSError as exc:
         raise SourceError(f"{target}: cannot create output: {exc.strerror or exc}") from None
-    tmp = Path(tmp_name)
     try:
         if existing is not None:
             os.chmod(tmp, stat.S_IMODE(existing.st_mode))
