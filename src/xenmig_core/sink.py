@@ -35,9 +35,20 @@ WRITE_BEHIND = 32 << 20
 def _writeback_starter() -> Callable[[int, int, int], None] | None:
     """``start(fd, offset, length)``: Linux's sync_file_range(SYNC_FILE_RANGE_WRITE), which
     starts writing a stretch of a file to disk and returns; None where it is not available
-    (then the final fsync does all the work, as everywhere)."""
+    (then the final fsync does all the work, as everywhere). The call is looked up (and
+    ctypes loaded) at the first start: most outputs end before their first stretch."""
     if not sys.platform.startswith("linux"):
         return None
+    found: list[Callable[..., int]] = []
+
+    def start(fd: int, offset: int, length: int) -> None:
+        if not found:
+            found.append(_sync_file_range() or (lambda *args: 0))
+        found[0](fd, offset, length, 2)   # SYNC_FILE_RANGE_WRITE; a failure only costs speed
+    return start
+
+
+def _sync_file_range() -> Callable[..., int] | None:
     try:
         import ctypes
         call = ctypes.CDLL(None, use_errno=True).sync_file_range
@@ -45,10 +56,7 @@ def _writeback_starter() -> Callable[[int, int, int], None] | None:
         return None
     call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
     call.restype = ctypes.c_int
-
-    def start(fd: int, offset: int, length: int) -> None:
-        call(fd, offset, length, 2)   # SYNC_FILE_RANGE_WRITE; a failure only costs speed
-    return start
+    return call  # type: ignore[no-any-return]
 
 
 def is_stream_target(spec: str | Path) -> bool:
