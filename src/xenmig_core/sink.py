@@ -158,9 +158,12 @@ class GuardedWriter(io.BufferedIOBase):
             return
         if self._later is None:
             self._later_fd = self._raw.fileno()     # open until end_copies has run
-            self._later = BackgroundCopy(
-                self._raw.fileno(), str(self._spec),
-                after=self._copied if self._start_writeback is not None else None)
+            try:
+                self._later = BackgroundCopy(
+                    self._later_fd, str(self._spec),
+                    after=self._copied if self._start_writeback is not None else None)
+            except OSError as exc:                   # no descriptor left to duplicate
+                raise write_error(self._spec, exc) from None
         try:
             position = self._raw.seek(length, os.SEEK_CUR) - length   # writes the buffer
         except OSError as exc:
