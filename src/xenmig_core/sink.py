@@ -278,10 +278,11 @@ class _WrittenReader(io.RawIOBase):
             return 0
         if self._copies is not None:
             self._copies.wait_below(self._pos + n)
+        data = os.pread(self._fd, n, self._pos)
         with memoryview(buffer) as view:
-            got = os.preadv(self._fd, [view[:n]], self._pos)
-        self._pos += got
-        return got
+            view[:len(data)] = data
+        self._pos += len(data)
+        return len(data)
 
 
 def _stdout_buffer() -> BinaryIO:
