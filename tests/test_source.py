@@ -423,3 +423,22 @@ def test_regular_long_skips_read_the_next_stride_ahead(tmp_path, monkeypatch) ->
             source.skip(stride - 16)
         assert source.offset == 100 + 3 * stride
     assert hints == [(100 + 3 * stride, 16 << 10), (100 + 4 * stride, 16 << 10)]
+
+
+def test_holds_answers_without_raising_and_sees_a_file_grow(tmp_path) -> None:
+    """``holds(n)``: True only for a file known to hold *n* more bytes (asking again once
+    the size it knew falls short, as a growing file needs); False for a short file, never
+    TruncatedError; False for a pipe, which cannot tell."""
+    path = tmp_path / "f"
+    path.write_bytes(bytes(100))
+    with open(path, "rb") as raw, ByteSource(raw, "f") as source:
+        source.read_exact(10)
+        assert source.holds(90) and not source.holds(91)
+        with open(path, "ab") as more:
+            more.write(bytes(50))
+        assert source.holds(140) and not source.holds(141)
+    read_end, write_end = os.pipe()
+    with os.fdopen(write_end, "wb") as w:
+        w.write(bytes(10))
+    with io.FileIO(read_end, "rb") as raw, ByteSource(raw, "pipe") as source:
+        assert not source.holds(1)

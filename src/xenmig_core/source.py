@@ -327,6 +327,12 @@ class ByteSource:
                                   f"{exc.strerror or exc}") from None
         return max(end - self.offset, 0)
 
+    def holds(self, n: int) -> bool:
+        """True when the source is known to hold *n* more bytes (a seekable file that does;
+        its size is asked of the OS only when the last one known falls short); False
+        otherwise, a pipe included. Never raises for a short file (see :meth:`check_left`)."""
+        return self._seekable and self._left(n) >= n
+
     def check_left(self, n: int, what: str = "data") -> bool:
         """Before allocating for *n* bytes: True when the source is known to hold them (a
         seekable file), False when it cannot tell (a pipe: read them as they arrive);
