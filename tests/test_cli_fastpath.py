@@ -1,6 +1,6 @@
-"""The console script's fast path for ``verify`` (no typer) against the typer app: the same
-invocation gives the same stdout, stderr and exit status either way, and the fast path
-takes only what it is sure of (the rest goes to the typer app)."""
+"""The console script's fast path for ``verify`` and ``convert`` (no typer) against the typer
+app: the same invocation gives the same stdout, stderr, exit status (and output file) either
+way, and the fast path takes only what it is sure of (the rest goes to the typer app)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from xenmig_core import entry
 from xenmig_core.cli import app
+from xenmig_legacy.samples import hvm_image, xl_header
 from xenmig_libxc.samples import assemble, pv_sample
 
 PV = ROOT / "examples" / "pv64-2vcpu-v3.libxc"
@@ -28,7 +29,11 @@ def files(tmp_path_factory, registry) -> dict[str, str]:
     broken.steps[5].payload = broken.steps[5].payload[:-4096]
     broken.steps[7].fields["reserved"] = 1
     paths = {"broken": folder / "broken.libxc", "be": folder / "be.libxc",
-             "empty": folder / "empty", "junk": folder / "junk"}
+             "empty": folder / "empty", "junk": folder / "junk",
+             "legacy": folder / "legacy.img", "cut": folder / "cut.img"}
+    legacy = xl_header() + hvm_image(width=64).data
+    paths["legacy"].write_bytes(legacy)
+    paths["cut"].write_bytes(legacy[:len(legacy) * 2 // 3])
     paths["broken"].write_bytes(assemble(libxc, broken))
     paths["be"].write_bytes(assemble(libxc, pv_sample(), "big"))
     paths["empty"].write_bytes(b"")
@@ -81,8 +86,74 @@ INVOCATIONS = [
 ]
 
 
+#: the same for convert; {out} is an output path of each side's own
+CONVERSIONS = [
+    ("convert {legacy} -o {out} --to xl", None, True),
+    ("convert -q {legacy} -o {out} --to xl --no-sync", None, True),
+    ("convert {legacy} --output={out} --to=libxc -f legacy --no-verify", None, True),
+    ("convert --quiet --to libxl -o {out} -- {legacy}", None, True),
+    ("convert {legacy} -o - --to libxl -q", None, True),
+    ("convert - -o {out} --to xl", "legacy", True),
+    ("convert {legacy} -o {out} --to xl --to nope", None, True),
+    ("convert {legacy} -o {out} --to libxc -f libxc", None, True),
+    ("convert {pv} -o {out} --to xl", None, True),
+    ("convert {cut} -o {out} --to xl", None, True),
+    ("convert {junk} -o {out} --to xl", None, True),
+    ("convert {missing} -o {out} --to xl", None, True),
+    ("convert {legacy} -o {legacy} --to xl", None, True),
+    ("convert {legacy} -o {dir} --to xl", None, True),
+    # left to the typer app
+    ("convert {legacy} -o {out}", None, False),
+    ("convert {legacy} --to xl", None, False),
+    ("convert {legacy} {pv} -o {out} --to xl", None, False),
+    ("convert {legacy} -o {out} --to xl --param width=64", None, False),
+    ("convert {legacy} -o {out} --to xl --skip-qemu", None, False),
+    ("convert {legacy} -o -q --to xl", None, False),
+    ("convert {legacy} -qo {out} --to xl", None, False),
+    ("convert --help", None, False),
+]
+
+
 def _args(template: str, files: dict[str, str]) -> list[str]:
     return [word.format(**files) for word in template.split()]
+
+
+def _both_ways(args: list[str], data: bytes | None) -> tuple[tuple, tuple]:
+    """(stdout, stderr, exit status) of the typer app, then of the console script's entry."""
+    runner = CliRunner()
+    typed = runner.invoke(app, args, input=data, catch_exceptions=False)
+    with runner.isolation(input=data) as (out, err, _mixed):
+        try:
+            entry.main(args)
+            code = 0
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        finally:    # what the fast path does to the collector, undone for the test process
+            gc.unfreeze()
+            gc.enable()
+        stdout, stderr = out.getvalue(), err.getvalue()
+    return (typed.stdout_bytes, typed.stderr_bytes, typed.exit_code), (stdout, stderr, code)
+
+
+@pytest.mark.parametrize(("template", "stdin", "fast"), CONVERSIONS,
+                         ids=[t for t, _s, _f in CONVERSIONS])
+def test_convert_fast_path_writes_and_exits_as_the_typer_app(files, tmp_path, monkeypatch,
+                                                             template, stdin, fast) -> None:
+    monkeypatch.chdir(tmp_path)     # "-o -q" writes a file named -q, here
+    data = Path(files[stdin]).read_bytes() if stdin else None
+    outputs = [tmp_path / "typed.out", tmp_path / "entry.out"]
+    sides = [_args(template, {**files, "out": str(path)}) for path in outputs]
+    assert (entry.parse_convert(sides[1]) is not None) is fast
+    assert entry.parse_verify(sides[1]) is None
+    typed, _ = _both_ways(sides[0], data)
+    _, fasted = _both_ways(sides[1], data)
+    # the messages name each side's output path: make them alike
+    same = [part.replace(b"typed.out", b"entry.out") for part in typed[:2]]
+    assert (same[0], same[1], typed[2]) == fasted, fasted[1]
+    assert b"Traceback" not in fasted[1]
+    made = [path.read_bytes() if path.exists() else None for path in outputs]
+    assert made[0] == made[1]
+    assert (made[1] is not None) == (fasted[2] == 0 and "{out}" in template)
 
 
 @pytest.mark.parametrize(("template", "stdin", "fast"), INVOCATIONS,
@@ -118,6 +189,21 @@ def test_parse_verify_reads_options_as_click_does() -> None:
     for other in (["dump", "a"], [], ["verify", "-j", "2"], ["verify", "--from"],
                   ["verify", "-fx"], ["verify", "--tee", "x"], ["verify", "-h"]):
         assert entry.parse_verify(other) is None, other
+
+
+def test_parse_convert_reads_options_as_click_does() -> None:
+    assert entry.parse_convert(["convert", "a", "-o", "-", "--to", "xl"]) == \
+        {"input_": "a", "output": "-", "to": "xl", "from_": "auto"}
+    assert entry.parse_convert(["convert", "-q", "--to=x", "--to", "y", "--output=o",
+                                "--from=l", "-", "--no-verify", "--no-sync"]) == \
+        {"input_": "-", "output": "o", "to": "y", "from_": "l", "quiet": True,
+         "no_verify": True, "no_sync": True}
+    for other in (["convert"], ["convert", "a", "-o", "o"], ["convert", "a", "--to", "x"],
+                  ["convert", "-o", "o", "--to", "x"], ["convert", "a", "-o=o", "--to", "x"],
+                  ["convert", "a", "-o", "o", "--to", "-"], ["convert", "a", "-oo", "--to",
+                  "x"], ["convert", "a", "-o", "o", "--to", "x", "--checkpoint", "2"],
+                  ["verify", "a", "-o", "o", "--to", "x"], ["convert", "a", "-o"]):
+        assert entry.parse_convert(other) is None, other
 
 
 def test_completion_goes_to_the_typer_app(monkeypatch) -> None:

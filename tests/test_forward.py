@@ -22,7 +22,8 @@ import pytest
 from streams import SAMPLES, _edit, all_streams
 
 import xenmig_core
-from xenmig_libxc.samples import assemble
+from xenmig_core.source import PIPE_SIZE
+from xenmig_libxc.samples import assemble, pv_sample
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -280,8 +281,10 @@ def test_guard_passes_the_commands_stdout_on() -> None:
     assert run.returncode == 0 and run.stdout.split() == [str(len(data)).encode()]
 
 
-def test_guard_a_command_that_exits_early() -> None:
-    data = (EXAMPLES / "pv64-2vcpu-v3.libxc").read_bytes()    # more than a pipe holds
+def test_guard_a_command_that_exits_early(registry) -> None:
+    # more than the grown pipe holds (PIPE_SIZE): the writes must meet the closed input
+    data = assemble(registry.specs["libxc"], pv_sample(pages=1024))
+    assert len(data) > 2 * PIPE_SIZE
     run = guard(["sh", "-c", "head -c 100 >/dev/null; exit 4"], data)
     _out, err = run.communicate(data, timeout=60)
     assert run.returncode == 4
@@ -316,6 +319,22 @@ def test_guard_a_command_that_exits_after_the_end_while_the_sender_waits(
         _out, err = run.communicate(timeout=10)
     assert run.returncode == 0, err
     assert err == b""
+    del sender
+
+
+def test_guard_a_command_that_exits_leaving_the_stream_unread_while_the_sender_waits(
+        tmp_path: Path) -> None:
+    """The whole stream fits in the pipe and went out; the command read 100 bytes of it and
+    exited while xenmig waited for what may follow the end: not a normal end."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    data = (EXAMPLES / "hvm-guest.xl").read_bytes()
+    sender = SlowSender(fifo, [data], pause=0, linger=20)
+    with open(fifo, "rb") as stdin:
+        run = guard(["sh", "-c", "head -c 100 >/dev/null; sleep 1; exit 0"], stdin=stdin)
+        _out, err = run.communicate(timeout=10)
+    assert run.returncode == 2, err
+    assert b"exited with status 0 before the stream ended" in err
     del sender
 
 

@@ -230,6 +230,28 @@ def test_converter_targets_ask_the_registry() -> None:
     assert converter_targets(Stub()) == ["c"]     # type: ignore[arg-type]
 
 
+def test_converts_to_agrees_with_converter_targets_and_loads_only_what_it_asks(registry
+                                                                           ) -> None:
+    """``converts_to(t)`` is ``t in converter_targets()`` for every target, known or not;
+    asked about a stream format it does not load the memory exporter (which only a
+    memory image target needs)."""
+    import subprocess
+
+    from xenmig_core.convert import converter_targets, converts_to
+    targets = converter_targets(registry)
+    assert {"xl", "raw"} <= set(targets)
+    for target in [*registry.formats, *targets, "nope", "legacy"]:
+        assert converts_to(registry, target) == (target in targets), target
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys\n"
+         "from xenmig_core.session import open_registry\n"
+         "from xenmig_core.convert import converts_to\n"
+         "assert converts_to(open_registry(), 'xl')\n"
+         "print('xenmig_memory.export' in sys.modules)"],
+        capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "False", loaded.stderr
+
+
 def test_a_large_output_is_handed_to_the_disk_as_it_grows(tmp_path, monkeypatch) -> None:
     """Finished stretches of a temporary output are handed to the disk while it is written
     (so the final sync has little left): in order, without gaps, never past what was
@@ -253,7 +275,8 @@ def test_a_large_output_is_handed_to_the_disk_as_it_grows(tmp_path, monkeypatch)
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sync_file_range is Linux's")
 def test_the_writeback_starter_works_here(tmp_path) -> None:
-    from xenmig_core.sink import _writeback_starter
+    from xenmig_core.sink import _sync_file_range, _writeback_starter
+    assert _sync_file_range() is not None
     start = _writeback_starter()
     assert start is not None
     with open(tmp_path / "f", "wb") as out:
@@ -306,6 +329,125 @@ def test_copy_from_lands_between_buffered_writes(tmp_path, monkeypatch, missing,
         os.close(write_end)
         reader.join()
         assert bytes(got) == expected
+
+
+@pytest.mark.parametrize("missing", [(), ("copy_file_range",)])
+@pytest.mark.parametrize("target", ["file", "fd"])
+def test_copy_later_lands_where_copy_from_would(tmp_path, monkeypatch, missing, target
+                                                ) -> None:
+    """``copy_later`` copies in a second thread into an atomic output (at once into any
+    other) while later writes go after the stretch; the file the rename brings is the one
+    writes and copies in order make, and the write-behind never runs ahead of the copies."""
+    from xenmig_core import sink
+    source = tmp_path / "in"
+    source.write_bytes(bytes(range(256)) * 4096 * 40)    # 40 MiB: beyond one write-behind
+    _without(monkeypatch, *missing)
+    monkeypatch.setattr(sink, "WRITE_BEHIND", 1 << 20)
+    data = source.read_bytes()
+    # many stretches: the disk is handed finished ones as the copies end
+    stretches = [(5, 3 << 20), (7 << 20, 5 << 20), (1, 1)] + \
+        [((i * 7919) % (39 << 20), 1 << 20) for i in range(30)]
+    expected = b"".join(b"<%d>" % i + data[o:o + n] for i, (o, n) in enumerate(stretches))
+    handed: list[bool] = []        # each stretch given to the disk was final by then
+
+    def starter():
+        return lambda fd, offset, length: handed.append(
+            os.pread(fd, length, offset) == expected[offset:offset + length])
+    monkeypatch.setattr(sink, "_writeback_starter", starter)
+    out_path = tmp_path / "out"
+    with open(source, "rb") as src:
+        if target == "file":
+            opened = atomic_output(out_path)
+        else:
+            handle = open(out_path, "wb")      # noqa: SIM115 - closed below
+            opened = open_output(f"fd:{handle.fileno()}")
+        with opened as out:
+            for i, (offset, length) in enumerate(stretches):
+                out.write(b"<%d>" % i)
+                out.copy_later(src.fileno(), offset, length)
+        if target == "fd":
+            handle.close()
+    assert out_path.read_bytes() == expected
+    assert all(handed) and bool(handed) == (target == "file")
+
+
+def test_reading_back_waits_for_the_copies_below_what_it_reads(tmp_path, monkeypatch
+                                                               ) -> None:
+    """``written()`` reads the output back while a background copy is held: what lies
+    before the copy reads at once, what lies after it waits for it (never a hole's zeros),
+    and the writer's position is left alone."""
+    from xenmig_core import filecopy
+    source = tmp_path / "in"
+    source.write_bytes(bytes(range(1, 256)) * 4112)
+    release = threading.Event()
+    real = filecopy.FileCopy.copy
+
+    def held(self, *args):
+        assert release.wait(30)
+        return real(self, *args)
+    monkeypatch.setattr(filecopy.FileCopy, "copy", held)
+    size = source.stat().st_size
+    with open(source, "rb") as src, atomic_output(tmp_path / "out") as out:
+        out.write(b"head")
+        out.copy_later(src.fileno(), 0, size)
+        out.write(b"tail")
+        reader = out.written()
+        assert reader.read(4) == b"head"           # the copy is still held
+        assert reader.seek(0, os.SEEK_END) == size + 8
+        reader.seek(4)
+        threading.Timer(0.2, release.set).start()
+        assert reader.read() == source.read_bytes() + b"tail"
+        reader.close()
+        out.write(b"more")
+    assert (tmp_path / "out").read_bytes() == b"head" + source.read_bytes() + b"tailmore"
+
+
+def test_an_error_with_copies_queued_drops_them_and_leaves_nothing(tmp_path, monkeypatch
+                                                                   ) -> None:
+    """A failure (Ctrl-C, a bad record) while background copies are queued: the copies not
+    started are dropped, the one under way ends, and the temporary file vanishes."""
+    from xenmig_core import filecopy
+    source = tmp_path / "in"
+    source.write_bytes(bytes(1 << 20))
+    release, began = threading.Event(), threading.Event()
+    started: list[int] = []
+    real = filecopy.FileCopy.copy
+
+    def held(self, src, offset, length, dst_pos=None):
+        started.append(offset)
+        began.set()
+        assert release.wait(30)
+        return real(self, src, offset, length, dst_pos)
+    monkeypatch.setattr(filecopy.FileCopy, "copy", held)
+    close = filecopy.BackgroundCopy.close
+
+    def closing(self):          # the first copy is let go only once the output is given up
+        self._stopping = True
+        release.set()
+        close(self)
+    monkeypatch.setattr(filecopy.BackgroundCopy, "close", closing)
+    with open(source, "rb") as src, pytest.raises(KeyboardInterrupt), \
+            atomic_output(tmp_path / "out") as out:
+        for offset in range(0, 1 << 20, 1 << 16):
+            out.copy_later(src.fileno(), offset, 1 << 16)
+        assert began.wait(30)
+        raise KeyboardInterrupt
+    assert started == [0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_copy_later_of_what_the_input_no_longer_holds_fails_and_leaves_nothing(tmp_path
+                                                                            ) -> None:
+    """A background copy that comes up short (the input shrank) is a one-line
+    SourceError when the output is finished, and the output never appears."""
+    source = tmp_path / "in"
+    source.write_bytes(bytes(1 << 20))
+    with open(source, "rb") as src, pytest.raises(SourceError, match="shrank"), \
+            atomic_output(tmp_path / "out") as out:
+        out.write(b"head")
+        out.copy_later(src.fileno(), 1000, 1 << 20)
+        out.write(b"tail")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 
 
 @pytest.mark.parametrize("sync", [True, False])

@@ -402,16 +402,17 @@ class PayloadReader(Consumer):
 def test_page_contents_are_copied_in_the_kernel_and_equal_streaming(registry, tmp_path,
                                                                      monkeypatch) -> None:
     """File to file, page contents (and other verbatim payloads) go from the input file
-    to the output by ``copy_from`` (the engine seeks past them); the bytes are those a
-    streamed conversion writes, with or without an observer walking along (``-v``)."""
+    to the output by ``copy_later`` (in the background; the engine seeks past them); the
+    bytes are those a streamed conversion writes, with or without an observer walking along
+    (``-v``)."""
     from xenmig_core.sink import GuardedWriter
     copied: list[int] = []
-    real = GuardedWriter.copy_from
+    real = GuardedWriter.copy_later
 
-    def spy(self, src_fd: int, offset: int, length: int) -> int:
+    def spy(self, src_fd: int, offset: int, length: int) -> None:
         copied.append(length)
-        return real(self, src_fd, offset, length)
-    monkeypatch.setattr(GuardedWriter, "copy_from", spy)
+        real(self, src_fd, offset, length)
+    monkeypatch.setattr(GuardedWriter, "copy_later", spy)
     image = hvm_image(width=64)
     streamed = run_xenmig("convert", "-", "-o", "-", "--to", "xl", input=image.data)
     assert streamed.returncode == 0, streamed.stderr

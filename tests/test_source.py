@@ -465,3 +465,22 @@ def test_strided_skips_read_only_what_lies_between_them(tmp_path) -> None:
     assert seeks <= 11            # one per long skip (and one for the file's size)
     assert raw.reads[0] == 16 << 10
     assert all(size <= 2 * small + body + 1024 for size in raw.reads[3:])
+
+
+def test_holds_answers_without_raising_and_sees_a_file_grow(tmp_path) -> None:
+    """``holds(n)``: True only for a file known to hold *n* more bytes (asking again once
+    the size it knew falls short, as a growing file needs); False for a short file, never
+    TruncatedError; False for a pipe, which cannot tell."""
+    path = tmp_path / "f"
+    path.write_bytes(bytes(100))
+    with open(path, "rb") as raw, ByteSource(raw, "f") as source:
+        source.read_exact(10)
+        assert source.holds(90) and not source.holds(91)
+        with open(path, "ab") as more:
+            more.write(bytes(50))
+        assert source.holds(140) and not source.holds(141)
+    read_end, write_end = os.pipe()
+    with os.fdopen(write_end, "wb") as w:
+        w.write(bytes(10))
+    with io.FileIO(read_end, "rb") as raw, ByteSource(raw, "pipe") as source:
+        assert not source.holds(1)

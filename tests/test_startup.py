@@ -87,6 +87,12 @@ def test_console_script_verify_loads_neither_typer_nor_the_api() -> None:
     # editable install's import finder loads it)
     if "pathlib" not in modules_after("pass"):
         assert "pathlib" not in loaded
+    # nor typing, pluggy (its hook tables are replayed from the cache: test_recorded.py),
+    # inspect or dataclasses: modules import typing's names under TYPE_CHECKING only
+    # nor ast (expressions come from the cache compiled) nor the account consumer (-q)
+    heavy = {"typing", "pluggy", "inspect", "dataclasses", "ast",
+             "xenmig_core.render.account"} - modules_after("pass")
+    assert not loaded & heavy, sorted(loaded & heavy)
 
 
 def test_dump_loads_only_the_renderer_it_writes() -> None:

@@ -10,7 +10,6 @@ streams (:mod:`.convert`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from xenmig_core.detect import Detection
 from xenmig_core.engine import StreamContext
@@ -18,6 +17,10 @@ from xenmig_core.params import StreamParam
 from xenmig_core.plugins import hookimpl, package_file
 from xenmig_core.spec.model import FormatSpec
 from xenmig_legacy.detect import FORMAT, detect_legacy
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @hookimpl

@@ -24,7 +24,6 @@ output; xl output of a bare image gets a new header with no config.
 
 from __future__ import annotations
 
-import os
 import struct
 from collections import deque
 from typing import Any
@@ -166,7 +165,9 @@ class LegacyConverter(Consumer):
         self.widen = False        # stream u32 words as u64 (32-bit p2m frame list)
         #: with a regular input file and an output that copies from one (see run): page
         #: contents and other verbatim payloads are copied by the kernel, never read here
+        #: (copy_later: in the background, where the output can)
         self.copy_from: Any = None
+        self.copy_later: Any = None
         self.input_fd: int | None = None
         self.source: ByteSource | None = None
         self.copied = False       # the current record's payload was copied already
@@ -180,8 +181,9 @@ class LegacyConverter(Consumer):
         self.out = out
         self.source = source
         self.input_fd = source.file_fd()
-        self.copy_from = getattr(out, "copy_from", None) if self.input_fd is not None \
-            else None
+        if self.input_fd is not None:
+            self.copy_from = getattr(out, "copy_from", None)
+            self.copy_later = getattr(out, "copy_later", None)
         self.libxc = StreamWriter(out, self.libxc_spec)
         if self.libxl_out:
             if self.libxl_spec is None:
@@ -259,13 +261,17 @@ class LegacyConverter(Consumer):
 
     def _copy_payload(self, record: Record) -> None:
         """Copy the payload that follows *record*'s fields in the input file straight to
-        the output (the engine then seeks past it). A payload the file does not hold whole
-        is left to the engine, which reports the truncation as it always does."""
+        the output (the engine then seeks past it), in the background where the output
+        can (``copy_later``: the walk goes on while the kernel copies). A payload the
+        file does not hold whole is left to the engine, which reports the truncation as
+        it always does."""
         assert self.source is not None and self.input_fd is not None
         offset, length = self.source.offset, record.payload_length
-        if not length or offset + length > os.fstat(self.input_fd).st_size:
+        if not length or not self.source.holds(length):
             return
-        if self.copy_from(self.input_fd, offset, length) != length:
+        if self.copy_later is not None:
+            self.copy_later(self.input_fd, offset, length)
+        elif self.copy_from(self.input_fd, offset, length) != length:
             raise StreamError(f"the input file shrank while it was read: {length} bytes "
                               f"expected at offset {offset:#x}", offset=offset)
         self.copied = True

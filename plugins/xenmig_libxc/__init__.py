@@ -10,10 +10,12 @@ PAGE_DATA (pfn runs) and HVM_CONTEXT (entries decoded with the spec's ``types``)
 
 from __future__ import annotations
 
-from typing import Any
-
 from xenmig_core.engine import Record, StreamContext
 from xenmig_core.plugins import hookimpl, package_file, resolve
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 FORMAT = "libxc"
 

@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
 
 from xenmig_core.engine import Record, StreamContext
 from xenmig_core.errors import RecordError
+from xenmig_core.plain import Plain
 from xenmig_core.spec.layout import BytesReader, Layout, Reader
 from xenmig_core.spec.model import FormatSpec
 from xenmig_core.spec.spill import SpilledBytes
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: an HVM_CONTEXT blob: in memory, or spilled to a temporary file when it is large
 Blob = bytes | SpilledBytes
@@ -43,9 +46,10 @@ MAX_TRACKED = 1 << 16
 MAX_CHECKED = 1 << 14
 
 
-@dataclass
-class Entry:
-    """One save record: its descriptor and where its body lies in the blob."""
+class Entry(Plain):
+    """One save record: its descriptor and where its body lies in the blob. (A
+    :class:`~xenmig_core.plain.Plain` class with its ``__init__`` written out: a dataclass
+    would cost every run its module and code generation.)"""
 
     index: int
     typecode: int
@@ -56,16 +60,29 @@ class Entry:
     name: str | None             # None: a typecode no spec names
     overruns: bool = False       # the body runs past the blob's end
 
+    def __init__(self, index: int, typecode: int, instance: int, length: int,
+                 desc_offset: int, offset: int, name: str | None,
+                 overruns: bool = False) -> None:
+        self.__dict__.update(index=index, typecode=typecode, instance=instance,
+                             length=length, desc_offset=desc_offset, offset=offset, name=name,
+                             overruns=overruns)
 
-@dataclass
-class Decoded:
+
+class Decoded(Plain):
     """An entry's body decoded with the layout that fits it (``layout`` None: none does)."""
 
     layout_name: str | None = None
     layout: Layout | None = None
-    fields: dict[str, Any] = field(default_factory=dict)
+    fields: dict[str, Any]       # (a new dict when none is given)
     zero_extended_from: int | None = None
     problem: str | None = None   # why the length does not fit what restore reads
+
+    def __init__(self, layout_name: str | None = None, layout: Layout | None = None,
+                 fields: dict[str, Any] | None = None, zero_extended_from: int | None = None,
+                 problem: str | None = None) -> None:
+        self.__dict__.update(layout_name=layout_name, layout=layout,
+                             fields={} if fields is None else fields,
+                             zero_extended_from=zero_extended_from, problem=problem)
 
 
 class EntryRules:

@@ -9,11 +9,13 @@ may end.
 
 from __future__ import annotations
 
-from typing import Any
-
 from xenmig_core.engine import StreamContext
 from xenmig_core.plugins import hookimpl, package_file
 from xenmig_libxl.checkpoints import checkpoint_eof, checkpoint_truncated
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 FORMAT = "libxl"
 

@@ -12,9 +12,11 @@ docs/memory.md is the user's guide.
 
 from __future__ import annotations
 
-from typing import Any
-
 from xenmig_core.plugins import hookimpl
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: the memory image formats (xenmig_memory.export.WRITERS has one writer for each); the
 #: exporter itself is imported only by a conversion, so that verify does not load it

@@ -9,9 +9,11 @@ as it streams by (``device_state.py``). ``xenmig dump`` shows what it found in t
 
 from __future__ import annotations
 
-from typing import Any
-
 from xenmig_core.plugins import hookimpl, package_file
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @hookimpl

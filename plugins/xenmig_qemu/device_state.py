@@ -22,11 +22,14 @@ scanned, and at most :data:`MAX_REJECTED` header-shaped byte runs examined in va
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from xenmig_core.engine import Record, StreamContext
 from xenmig_core.errors import RecordError
 from xenmig_core.spec.layout import BytesReader, Layout
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 MAGIC = 0x5145564D                  # "QEVM"
 #: the longest section header: type, id, name length, 255 name bytes, instance, version

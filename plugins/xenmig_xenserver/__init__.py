@@ -9,12 +9,15 @@ signatures. The libxc (or legacy) stream inside is verified by its own plugin, n
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from xenmig_core.detect import Detection
 from xenmig_core.engine import StreamContext
 from xenmig_core.plugins import hookimpl, package_file
 from xenmig_core.spec.model import FormatSpec
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 FORMAT = "xenserver"
 SIGNATURES = {b"XenSavedDomv2-\n": "a XenServer/XCP-ng suspend image",

@@ -7,10 +7,12 @@ transactions, nodes' parents, domains, quota names) and what dump shows (:mod:`.
 
 from __future__ import annotations
 
-from typing import Any
-
 from xenmig_core.engine import StreamContext
 from xenmig_core.plugins import hookimpl, package_file
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 FORMAT = "xenstore"
 _NAMES = ("END", "GLOBAL_DATA", "CONNECTION_DATA", "WATCH_DATA", "TRANSACTION_DATA",

@@ -11,10 +11,12 @@ with the stream, and recognises xl migrate's closing message after a captured st
 
 from __future__ import annotations
 
-from typing import Any
-
 from xenmig_core.engine import StreamContext
 from xenmig_core.plugins import hookimpl, package_file, resolve
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: xl migrate's sender writes this after the libxl stream (xl_migrate.c).
 CLEARED_TO_UNPAUSE = b"domain is yours, you are cleared to unpause\0"

@@ -10,11 +10,12 @@ are imported on first use, so that ``import xenmig_core`` (and the CLI's start-u
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from xenmig_core.version import __version__
 
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
 if TYPE_CHECKING:
+    from typing import Any
+
     from xenmig_core.api import (
         Records,
         Report,

@@ -20,6 +20,7 @@ from xenmig_core.cli_core import (
     EXIT_OK,
     StreamParams,
     guarded,
+    run_convert,
     run_verify,
 )
 from xenmig_core.cli_help import Command, Group, ParamsCommand
@@ -300,26 +301,10 @@ def convert(
     A path OUTPUT appears only once the conversion succeeded and the result verified;
     exit 0 done, 1 the input cannot be converted, 2 usage or I/O error, 3 internal error.
     """
-    from xenmig_core.convert import ConvertOptions, converter_targets, summary
-    from xenmig_core.convert import convert as run_convert
-
-    def body() -> int:
-        given = StreamParams(param, width=width, guest=guest, skip_qemu=skip_qemu)
-        from xenmig_core.session import open_registry
-        registry = open_registry(spec or [])
-        params = given.check(registry, "convert")
-        targets = converter_targets(registry)
-        if to not in targets:
-            raise UsageError(f"--to {to!r}: no converter to it; expected one of "
-                             f"{', '.join(targets) or '(none installed)'}")
-        options = ConvertOptions(target=to, params=params,
-                                 extra={} if checkpoint is None else {"checkpoint": checkpoint})
-        result = run_convert(registry, input_, output, options, source_format=from_,
-                             verify=not no_verify, sync=not no_sync, progress=not quiet)
-        if not quiet:
-            typer.echo(f"xenmig: {summary(result)}", err=True)
-        return EXIT_OK
-    raise typer.Exit(guarded(body))
+    raise typer.Exit(run_convert(
+        input_, output, to, from_, param=param, width=width, guest=guest,
+        skip_qemu=skip_qemu, no_verify=no_verify, no_sync=no_sync, checkpoint=checkpoint,
+        quiet=quiet, spec=spec))
 
 
 @specs_app.command("list", cls=Command)

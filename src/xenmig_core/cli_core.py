@@ -3,8 +3,9 @@
 Messages, exit codes and error handling shared by every command (:func:`echo`,
 :func:`fail`, :func:`guarded`), and the whole of ``xenmig verify`` (:func:`run_verify`).
 The typer app (:mod:`xenmig_core.cli`) parses options and calls these; so does the
-console script's fast path (:mod:`xenmig_core.entry`) for the plain ``verify`` invocations,
-which then never imports typer. Both therefore print the same bytes and exit alike.
+console script's fast path (:mod:`xenmig_core.entry`) for the plain ``verify`` invocations
+and the plain ``convert`` ones (:func:`run_convert`), which then never import typer. Both
+therefore print the same bytes and exit alike.
 
 Exit codes: 0 success / valid, 1 invalid stream, 2 usage or I/O error, 3 internal error.
 Data goes to stdout; messages go to stderr as one line each, never a traceback.
@@ -16,16 +17,19 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
 
 from xenmig_core.errors import UsageError, XenmigError
 
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
 if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
     from xenmig_core.verifying import Report
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
-#: what click strips from a message written to something that is not a terminal
-_ANSI = re.compile(r"\033\[[;?0-9]*[a-zA-Z]")
+#: what click strips from a message written to something that is not a terminal (a pattern
+#: compiled by ``re`` when first used: not at every start)
+_ANSI = r"\033\[[;?0-9]*[a-zA-Z]"
 
 
 def echo(message: str, *, err: bool = False) -> None:
@@ -36,7 +40,7 @@ def echo(message: str, *, err: bool = False) -> None:
         return
     text = message + "\n"
     if "\033" in text and not stream.isatty():
-        text = _ANSI.sub("", text)
+        text = re.sub(_ANSI, "", text)
     stream.write(text)
     stream.flush()
 
@@ -151,6 +155,38 @@ def run_verify(streams: Sequence[str] | None = None, from_: str = "auto", *,
             if consumer is not None:
                 consumer.close()
             return _verify_output(report, verbose=verbose, quiet=quiet, as_json=as_json)
+    return guarded(body)
+
+
+def run_convert(input_: str, output: str, to: str, from_: str = "auto", *,
+                param: Sequence[str] | None = None, width: str | None = None,
+                guest: str | None = None, skip_qemu: bool = False, no_verify: bool = False,
+                no_sync: bool = False, checkpoint: int | None = None, quiet: bool = False,
+                spec: Sequence[Any] | None = None,
+                started: Callable[[], None] | None = None) -> int:
+    """``xenmig convert``: convert *input_* into *output* as *to*; the exit code. The
+    arguments are the command's options, named as in ``xenmig convert --help``; *started*
+    is called once the plugins and formats are loaded, before the input is opened."""
+    def body() -> int:
+        given = StreamParams(param, width=width, guest=guest, skip_qemu=skip_qemu)
+        from xenmig_core.convert import ConvertOptions, converter_targets, converts_to, summary
+        from xenmig_core.convert import convert as convert_stream
+        from xenmig_core.session import open_registry
+        registry = open_registry(spec or [])
+        params = given.check(registry, "convert")
+        if not converts_to(registry, to):
+            targets = converter_targets(registry)
+            raise UsageError(f"--to {to!r}: no converter to it; expected one of "
+                             f"{', '.join(targets) or '(none installed)'}")
+        options = ConvertOptions(target=to, params=params,
+                                 extra={} if checkpoint is None else {"checkpoint": checkpoint})
+        if started is not None:
+            started()
+        result = convert_stream(registry, input_, output, options, source_format=from_,
+                                verify=not no_verify, sync=not no_sync, progress=not quiet)
+        if not quiet:
+            echo(f"xenmig: {summary(result)}", err=True)
+        return EXIT_OK
     return guarded(body)
 
 

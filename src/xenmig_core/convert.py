@@ -11,9 +11,12 @@ this module owns what every conversion needs:
   pipe cannot be taken back: on error the consumer sees a short stream and a non-zero exit).
 - **Verification.** A regular-file output is verified once written, before the rename: a
   verify walk of the temporary file, which seeks past page contents (they are in the page
-  cache, and only headers and pfn arrays are read). Any other output (a pipe, ``-``,
-  ``fd:N``, a device) is verified as it is written: the bytes are also fed, through an OS
-  pipe, to a verify walk in a second thread. ``verify=False`` skips both.
+  cache, and only headers and pfn arrays are read). Page contents a converter has the
+  kernel copy in the background (``copy_later``) may still be on their way: the walk
+  goes along behind them, a read waiting only for the copies below it. Any other output
+  (a pipe, ``-``, ``fd:N``, a device) is verified as it is written: the bytes are also
+  fed, through an OS pipe, to a verify walk in a second thread. ``verify=False`` skips
+  both.
 - **Progress** on stderr (:mod:`xenmig_core.progress`), only when stderr is a terminal, the
   caller wants it (not ``-q``) and the conversion lasts more than a second.
 """
@@ -127,21 +130,19 @@ def _regular_file(out: Any) -> bool:
 
 
 def _verify_written(registry: Registry, out: Any, fmt: str) -> VerifyReport:
-    """Verify what was written to the regular file *out* from its start, through a second
-    descriptor (seeking past page contents); *out* is left at its end."""
-    out.flush()
+    """Verify what was written to the regular file *out* (a
+    :class:`~xenmig_core.sink.GuardedWriter`) from its start, seeking past page contents,
+    while the copies still under way finish (a read waits only for those below what it
+    reads: see :meth:`~xenmig_core.sink.GuardedWriter.written`). A failed copy is raised
+    once all are done, before the report is returned."""
+    raw = out.written()
     try:
-        raw = io.FileIO(os.dup(out.fileno()), "rb")
-    except OSError as exc:
-        raise SourceError(f"cannot read back the converted output: "
-                          f"{exc.strerror or exc}") from None
-    try:
-        raw.seek(0)
         with ByteSource(raw, "<converted output>") as source:
-            return verify_source(registry, source, fmt)
+            report = verify_source(registry, source, fmt)
     finally:
         raw.close()
-        out.seek(0, os.SEEK_END)
+    out.flush()
+    return report
 
 
 class _Counting:
@@ -177,6 +178,13 @@ class _Counting:
         self.count(done)
         return done
 
+    def copy_later(self, src_fd: int, offset: int, length: int) -> None:
+        """Append *length* bytes at *offset* of the regular file *src_fd*, which holds
+        them, without waiting for the copy (see
+        :meth:`xenmig_core.sink.GuardedWriter.copy_later`)."""
+        self.out.copy_later(src_fd, offset, length)
+        self.count(length)
+
     def count(self, n: int) -> None:
         self.written += n
         if self.progress is not None:
@@ -204,16 +212,31 @@ def _sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def converter_targets(registry: Registry) -> list[str]:
-    """The formats some installed plugin converts into (from any known format), sorted,
-    then the other targets plugins name in ``xenmig_converter_targets`` (memory images),
-    sorted: what the ``xenmig_converter`` hook answers for."""
+def _candidates(registry: Registry) -> tuple[list[str], list[str]]:
+    """The known formats, sorted, and the targets to ask about: those formats, then the
+    other targets plugins name in ``xenmig_converter_targets``, sorted."""
     names = sorted(registry.formats)
     pm = getattr(registry, "pm", None)        # None: a registry without plugins
     extra = {t for _plugin, targets in call_each(pm, "xenmig_converter_targets")
              for t in targets} if pm is not None else set()
-    return [target for target in names + sorted(extra - set(names))
+    return names, names + sorted(extra - set(names))
+
+
+def converter_targets(registry: Registry) -> list[str]:
+    """The formats some installed plugin converts into (from any known format), sorted,
+    then the other targets plugins name in ``xenmig_converter_targets`` (memory images),
+    sorted: what the ``xenmig_converter`` hook answers for."""
+    names, candidates = _candidates(registry)
+    return [target for target in candidates
             if any(registry.converter(source, target) is not None for source in names)]
+
+
+def converts_to(registry: Registry, target: str) -> bool:
+    """``target in converter_targets(registry)``, asking the plugins about *target* only
+    (a plugin may load its converter to answer: a memory export's, for a memory image)."""
+    names, candidates = _candidates(registry)
+    return target in candidates and \
+        any(registry.converter(source, target) is not None for source in names)
 
 
 def convert(registry: Registry, input_spec: str, output_spec: str, options: ConvertOptions,

@@ -18,13 +18,14 @@ compression's magic (a legacy image's first word is a page count, and could).
 from __future__ import annotations
 
 import io
-import zlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, BinaryIO
 
 from xenmig_core.errors import SourceError
 
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
 if TYPE_CHECKING:
+    from typing import Any, BinaryIO
+
     from xenmig_core.source import ByteSource
 
 #: How many bytes the trial decode looks at.
@@ -33,6 +34,7 @@ ZSTD_EXTRA = "pip install 'xenmig[zstd]'"
 
 
 def _gzip_trial(data: bytes) -> None:
+    import zlib  # (a shared library too: only for a stream that starts like gzip)
     zlib.decompressobj(wbits=31).decompress(data, 1)
 
 

@@ -6,11 +6,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from xenmig_core.detection import Detection
 from xenmig_core.markers import hookimpl
 
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
 if TYPE_CHECKING:
     from xenmig_core.registry import Registry
     from xenmig_core.spec.model import FormatSpec

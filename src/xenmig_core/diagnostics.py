@@ -7,9 +7,11 @@ name), the field path and a message, and renders as one line:
 
 from __future__ import annotations
 
-from typing import Any
-
 from xenmig_core.plain import Plain
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 ERROR = "error"
 WARNING = "warning"

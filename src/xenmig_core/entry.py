@@ -1,4 +1,4 @@
-"""The ``xenmig`` console script: plain ``verify`` runs without loading typer.
+"""The ``xenmig`` console script: plain ``verify`` and ``convert`` run without loading typer.
 
 Importing typer (and click with it) and building the app from the commands' signatures
 costs more than verifying a small stream. :func:`main` therefore recognises the common
@@ -13,6 +13,13 @@ order, by stream names (``-`` for stdin; not starting with ``-`` otherwise), the
 (X not starting with ``-``; the last one wins), and ``--`` after which every word is a
 stream name. Anything else, even what click would accept (``-qv``, ``-fX``, ``--param``),
 is left to the typer app: the fast path only ever takes what it is sure of.
+
+Likewise :func:`parse_convert` takes ``convert`` followed, in any order, by one INPUT (``-``,
+or a word not starting with ``-``), ``-o X``/``--output X``/``--output=X`` (X ``-`` or not
+starting with ``-``), ``--to X``/``--to=X``, ``-f X``/``--from X``/``--from=X`` (X not
+starting with ``-``; for each, the last one wins), the flags ``-q``/``--quiet``,
+``--no-verify`` and ``--no-sync``, and ``--``; both ``-o`` and ``--to`` must be there. Those
+go to :func:`xenmig_core.cli_core.run_convert`.
 """
 
 from __future__ import annotations
@@ -21,7 +28,10 @@ import gc
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 _FLAGS = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose",
           "--json": "as_json"}
@@ -54,6 +64,46 @@ def parse_verify(args: Sequence[str]) -> dict[str, Any] | None:
     return options
 
 
+_CONVERT_FLAGS = {"-q": "quiet", "--quiet": "quiet", "--no-verify": "no_verify",
+                  "--no-sync": "no_sync"}
+_CONVERT_VALUES = {"-o": "output", "--output": "output", "--to": "to", "-f": "from_",
+                   "--from": "from_"}
+
+
+def parse_convert(args: Sequence[str]) -> dict[str, Any] | None:
+    """The keyword arguments of :func:`~xenmig_core.cli_core.run_convert` for the command
+    line *args* (without the program name), or None when *args* is not a ``convert``
+    invocation this module handles (see the module's docstring)."""
+    if not args or args[0] != "convert":
+        return None
+    options: dict[str, Any] = {"from_": "auto"}
+    inputs: list[str] = []
+    words = iter(args[1:])
+    for word in words:
+        if word == "--":
+            inputs.extend(words)
+            break
+        name, equals, value = word.partition("=")
+        if word in _CONVERT_FLAGS:
+            options[_CONVERT_FLAGS[word]] = True
+        elif (word in _CONVERT_VALUES) or (equals and name.startswith("--")
+                                           and name in _CONVERT_VALUES):
+            key = _CONVERT_VALUES[name if equals else word]
+            given = value if equals else next(words, None)
+            if given is None or (given.startswith("-") and
+                                 not (given == "-" and key == "output")):
+                return None
+            options[key] = given
+        elif word.startswith("-") and word != "-":
+            return None
+        else:
+            inputs.append(word)
+    if len(inputs) != 1 or "output" not in options or "to" not in options:
+        return None
+    options["input_"] = inputs[0]
+    return options
+
+
 def _completing() -> bool:
     """True when a shell's completion asks (``_XENMIG_COMPLETE`` and the like)."""
     return any(k.startswith("_") and k.endswith("_COMPLETE") for k in os.environ)
@@ -63,7 +113,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point: exits with the command's status."""
     args = sys.argv[1:] if argv is None else list(argv)
     options = None if _completing() else parse_verify(args)
-    if options is None:
+    converting = None if options is not None or _completing() else parse_convert(args)
+    if options is None and converting is None:
         from xenmig_core.cli import app
         if argv is None:
             app()       # click reads sys.argv itself (and names the program from it)
@@ -74,6 +125,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     # the compiled formats) and next to no garbage: the collector would only walk them, a
     # tenth of a short run. It runs again once they are made (_started).
     gc.disable()
+    if converting is not None:
+        from xenmig_core.cli_core import run_convert
+        sys.exit(run_convert(**converting, started=_started))
     from xenmig_core.cli_core import run_verify
     sys.exit(run_verify(**options, started=_started))
 

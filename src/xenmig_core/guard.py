@@ -133,8 +133,12 @@ def run_guard(registry: Any, command: Sequence[str], fmt: str = "auto", *,
             pass
         finally:
             # a COMMAND that exited leaving bytes of the stream in its pipe stopped before
-            # the stream ended, even if every write into the pipe succeeded
-            if not closed and child.poll() is not None and _unread(pipe_fd):
+            # the stream ended, even if every write into the pipe succeeded (also when its
+            # exit interrupted the wait for what may follow the stream's end). One still
+            # running when the stream is all in its pipe is not asked: closing the pipe is
+            # what ends its input, and what it reads after that is no longer known here.
+            if (not closed or opened.trailer_check is not None) and \
+                    child.poll() is not None and _unread(pipe_fd):
                 closed = True
                 state["unread"] = True
             child.stdin.close()

@@ -10,12 +10,14 @@ API) into checked, typed values, and refuses names no plugin declares.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
 
 from xenmig_core.errors import UsageError
 from xenmig_core.plain import Plain, replace
 
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
 if TYPE_CHECKING:
+    from typing import Any
+
     import pluggy
 
 #: the commands a parameter applies to unless its plugin says otherwise

@@ -23,10 +23,10 @@ hash by their fields, a mutable one's are unhashable. :func:`replace` is
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
 
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
 if TYPE_CHECKING:
-    from typing import TypeVar
+    from typing import Any, ClassVar, TypeVar
 
     T = TypeVar("T", bound="Plain")   # (at run time, a TypeVar's bound compiles its text)
 _MISSING = object()

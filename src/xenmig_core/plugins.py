@@ -20,25 +20,29 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
-from types import FunctionType, ModuleType
-from typing import Any, NamedTuple
 
-import pluggy
-
-import xenmig_core.hookspecs as hookspecs
 from xenmig_core.detect import SpecDetector
 from xenmig_core.errors import PluginError, XenmigError
-from xenmig_core.markers import PROJECT
 from xenmig_core.markers import hookimpl as hookimpl  # the documented import of the marker
+from xenmig_core.plain import Plain
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
+
+    import pluggy
+
+    from xenmig_core.pluggy_manager import XenmigPluginManager
 
 ENTRY_POINT_GROUP = "xenmig.plugins"
 DISTRIBUTION = "xenmig"
-_METADATA_DIR = re.compile(r"^(?P<name>[^-]+)(?:-(?P<version>[^-]+))?.*\.(?:dist|egg)-info$",
-                           re.IGNORECASE)
+_METADATA_SUFFIXES = (".dist-info", ".egg-info")
 
 
-class PluginEntryPoint(NamedTuple):
-    """One ``name = module[:attr]`` line of a distribution's ``entry_points.txt``."""
+class PluginEntryPoint(Plain, frozen=True):
+    """One ``name = module[:attr]`` line of a distribution's ``entry_points.txt``. (A
+    :class:`~xenmig_core.plain.Plain` class: a NamedTuple's class is generated and compiled
+    at every start.)"""
 
     name: str
     value: str
@@ -130,7 +134,22 @@ def package_file(package: str, name: str) -> Any:
 
 
 def _normalise(name: str) -> str:
+    """A distribution's name as compared: runs of ``-``, ``_`` and ``.`` as one ``_``,
+    lower case."""
+    if "-" not in name and "." not in name and "__" not in name:
+        return name.lower()     # (a metadata folder's name: already so, but for the case)
     return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def _metadata_dir(name: str) -> tuple[str, str] | None:
+    """(distribution name, version) of a ``NAME-VERSION[-...].dist-info`` (or ``.egg-info``)
+    folder *name*, the version empty when the name has none; None for another name."""
+    lowered = name.lower()
+    for suffix in _METADATA_SUFFIXES:
+        if lowered.endswith(suffix):
+            dist, _, rest = name[:-len(suffix)].partition("-")
+            return (dist, rest.partition("-")[0]) if dist else None
+    return None
 
 
 def _entry_lines(text: str, group: str) -> Iterator[tuple[str, str]]:
@@ -156,10 +175,12 @@ def _from_importlib(group: str) -> list[PluginEntryPoint]:
 
 
 def find_entry_points(group: str = ENTRY_POINT_GROUP,
-                      path: Sequence[str] | None = None) -> list[PluginEntryPoint]:
+                      path: Sequence[str] | None = None, *,
+                      versions: dict[str, str] | None = None) -> list[PluginEntryPoint]:
     """Every entry point of *group* of the distributions on *path* (default ``sys.path``),
     in path order; a distribution found again later on the path is skipped, as Python's
-    import system would shadow it."""
+    import system would shadow it. *versions*, when given, gets the (normalised) name and
+    version of every distribution found in a folder."""
     found: list[PluginEntryPoint] = []
     seen: set[str] = set()
     for entry in sys.path if path is None else path:
@@ -172,76 +193,72 @@ def find_entry_points(group: str = ENTRY_POINT_GROUP,
             continue
         for name in names:
             if name[-5:].lower() != "-info":
-                continue         # (most names: the regular expression is not needed)
-            match = _METADATA_DIR.match(name)
-            if match is None:
+                continue         # (most names)
+            parsed = _metadata_dir(name)
+            if parsed is None:
                 continue
-            dist = _normalise(match["name"])
+            dist, version = _normalise(parsed[0]), parsed[1]
             if dist in seen:
                 continue
             seen.add(dist)
+            if versions is not None:
+                versions[dist] = version
             try:
                 with open(os.path.join(folder, name, "entry_points.txt"), encoding="utf-8") as f:
                     text = f.read()
             except (OSError, UnicodeDecodeError):
                 continue
-            found.extend(PluginEntryPoint(ep_name, value, dist, match["version"] or "")
+            found.extend(PluginEntryPoint(ep_name, value, dist, version)
                          for ep_name, value in _entry_lines(text, group))
     return found
 
 
-class XenmigPluginManager(pluggy.PluginManager):
-    """pluggy's manager, plus where each plugin came from: ``origins`` maps a plugin's name
-    to ``dist==version`` for an entry-point plugin, or to its module for one given directly.
-    The compiled-spec cache keys on it."""
-
-    def __init__(self) -> None:
-        super().__init__(PROJECT)
-        self.origins: dict[str, str] = {}
-        self._marker = f"{PROJECT}_impl"
-        self._spec_marker = f"{PROJECT}_spec"
-
-    def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
-        """pluggy's answer, with short cuts past what pluggy would look up statically one
-        by one at every start-up, to find no hook: a module's names that are not functions
-        marked as hook implementations (its imports and constants), and an object's
-        ``__dunder__`` names (every hook is named ``xenmig_...``)."""
-        if isinstance(plugin, ModuleType):
-            value = plugin.__dict__.get(name)
-            if type(value) is not FunctionType or not hasattr(value, self._marker):
-                return None
-        elif name[:2] == "__" == name[-2:]:
-            return None
-        return super().parse_hookimpl_opts(plugin, name)
-
-    def parse_hookspec_opts(self, module_or_class: Any, name: str) -> Any:
-        """pluggy's answer, with the same short cut for the hook specs' module."""
-        if isinstance(module_or_class, ModuleType):
-            value = module_or_class.__dict__.get(name)
-            if type(value) is not FunctionType or not hasattr(value, self._spec_marker):
-                return None
-        return super().parse_hookspec_opts(module_or_class, name)
+def _autoload(autoload: bool | None) -> bool:
+    """Whether third-party plugins are loaded: *autoload*, else unless
+    ``XENMIG_DISABLE_PLUGIN_AUTOLOAD`` is set."""
+    return not os.environ.get("XENMIG_DISABLE_PLUGIN_AUTOLOAD") if autoload is None \
+        else autoload
 
 
-def get_plugin_manager(extra_plugins: Iterable[Any] = (), *,
-                       autoload: bool | None = None) -> XenmigPluginManager:
-    """A new manager with the hook specs, the entry-point plugins and *extra_plugins*."""
-    pm = XenmigPluginManager()
-    pm.add_hookspecs(hookspecs)
-    if autoload is None:
-        autoload = not os.environ.get("XENMIG_DISABLE_PLUGIN_AUTOLOAD")
-    for ep in find_entry_points():
-        if not autoload and ep.dist != DISTRIBUTION:
-            continue
-        if pm.has_plugin(ep.name):
+def _plugins_of_the_run(autoload: bool | None, entry_points: list[PluginEntryPoint]
+                        ) -> list[tuple[str, Any, str]]:
+    """(name, plugin, origin) of every plugin a run registers before any given by hand, in
+    registration order: the entry-point plugins (imported) of *entry_points* (those of
+    xenmig's own distribution only, without *autoload*), then the spec detector."""
+    autoload = _autoload(autoload)
+    plugins: dict[str, tuple[str, Any, str]] = {}
+    for ep in entry_points:
+        if (not autoload and ep.dist != DISTRIBUTION) or ep.name in plugins:
             continue
         try:
             plugin = ep.load()
         except Exception as exc:
             raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to load: "
                               f"{type(exc).__name__}: {exc}") from exc
-        _register(pm, plugin, ep.name, f"{ep.dist}=={ep.version}")
-    _register(pm, SpecDetector(), "xenmig.spec-detector", DISTRIBUTION)
+        plugins[ep.name] = (ep.name, plugin, f"{ep.dist}=={ep.version}")
+    detector = "xenmig.spec-detector"
+    return [*plugins.values(), (detector, SpecDetector(), DISTRIBUTION)]
+
+
+def get_plugin_manager(extra_plugins: Iterable[Any] = (), *,
+                       autoload: bool | None = None) -> XenmigPluginManager:
+    """A new manager with the hook specs, the entry-point plugins and *extra_plugins*."""
+    return _pluggy_manager(_plugins_of_the_run(autoload, find_entry_points()), extra_plugins)
+
+
+def _pluggy_manager(plugins: list[tuple[str, Any, str]], extra_plugins: Iterable[Any] = ()
+                    ) -> XenmigPluginManager:
+    """pluggy's manager with the hook specs, *plugins* ((name, plugin, origin) in order) and
+    *extra_plugins*; a plugin pluggy refuses is a PluginError naming it."""
+    import pluggy
+
+    import xenmig_core.hookspecs as hookspecs
+    from xenmig_core.pluggy_manager import XenmigPluginManager
+
+    pm = XenmigPluginManager()
+    pm.add_hookspecs(hookspecs)
+    for name, plugin, origin in plugins:
+        _register(pm, plugin, name, origin)
     for plugin in extra_plugins:
         if not pm.is_registered(plugin):   # e.g. an installed plugin, also given by hand
             _register(pm, plugin, getattr(plugin, "__name__", None),
@@ -254,12 +271,38 @@ def get_plugin_manager(extra_plugins: Iterable[Any] = (), *,
     return pm
 
 
+def load_plugins(extra_plugins: Iterable[Any] = (), *, autoload: bool | None = None) -> Any:
+    """The plugins of a run, for :func:`call_each` and :func:`first_result`: pluggy's hook
+    tables replayed from the cache (:class:`~xenmig_core.recorded.RecordedHooks`, without
+    importing pluggy) when a recording of them is there and the plugins are as recorded,
+    else :func:`get_plugin_manager`'s manager (whose tables are then recorded). Plugins
+    given by hand (*extra_plugins*) always get pluggy's manager."""
+    extra_plugins = list(extra_plugins)
+    if extra_plugins:
+        return get_plugin_manager(extra_plugins, autoload=autoload)
+    from xenmig_core.recorded import read_table, record, replay, table_key, write_table
+
+    versions: dict[str, str] = {}
+    entry_points = find_entry_points(versions=versions)
+    key = table_key(entry_points, _autoload(autoload), versions)
+    table = read_table(key)
+    plugins = _plugins_of_the_run(autoload, entry_points)
+    replayed = None if table is None else replay(table, plugins)
+    if replayed is not None:
+        return replayed
+    pm = _pluggy_manager(plugins)
+    write_table(key, record(pm, plugins))
+    return pm
+
+
 def _one_line(exc: BaseException) -> str:
     """pluggy's messages span lines; a xenmig error is one line."""
     return " ".join(str(exc).split())
 
 
 def _register(pm: XenmigPluginManager, plugin: Any, name: str | None, origin: str) -> None:
+    import pluggy
+
     try:
         registered = pm.register(plugin, name=name)
     except (pluggy.PluginValidationError, ValueError) as exc:
@@ -268,7 +311,7 @@ def _register(pm: XenmigPluginManager, plugin: Any, name: str | None, origin: st
         pm.origins[registered] = origin
 
 
-def call_each(pm: pluggy.PluginManager, hook_name: str, *, only_with: str | None = None,
+def call_each(pm: Any, hook_name: str, *, only_with: str | None = None,
               **kwargs: Any) -> Iterator[tuple[str, Any]]:
     """Call every implementation of a hook in pluggy's order, yielding (plugin, result).
 
@@ -276,22 +319,25 @@ def call_each(pm: pluggy.PluginManager, hook_name: str, *, only_with: str | None
     argument are skipped. An implementation that raises anything but a xenmig error
     becomes a PluginError naming the plugin and the hook.
     """
-    hook = getattr(pm.hook, hook_name)
-    for impl in reversed(hook.get_hookimpls()):
-        if only_with is not None and only_with not in impl.argnames:
+    replayed = getattr(pm, "hookimpls", None)
+    impls = replayed(hook_name) if replayed is not None else \
+        [(i.plugin_name, i.function, i.argnames)
+         for i in reversed(getattr(pm.hook, hook_name).get_hookimpls())]
+    for plugin, function, argnames in impls:
+        if only_with is not None and only_with not in argnames:
             continue
         try:
-            result = impl.function(**{k: kwargs[k] for k in impl.argnames})
+            result = function(**{k: kwargs[k] for k in argnames})
         except XenmigError:
             raise
         except Exception as exc:
-            raise PluginError(f"plugin {impl.plugin_name!r} failed in {hook_name}: "
+            raise PluginError(f"plugin {plugin!r} failed in {hook_name}: "
                               f"{type(exc).__name__}: {exc}") from exc
         if result is not None:
-            yield impl.plugin_name, result
+            yield plugin, result
 
 
-def first_result(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> tuple[str, Any]:
+def first_result(pm: Any, hook_name: str, **kwargs: Any) -> tuple[str, Any]:
     """(plugin, result) of the first implementation answering non-None, or ("", None)."""
     for found in call_each(pm, hook_name, **kwargs):
         return found

@@ -16,9 +16,6 @@ import functools
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
-
-import pluggy
 
 from xenmig_core.detection import Detection
 from xenmig_core.errors import PluginError, UsageError, XenmigError
@@ -27,19 +24,24 @@ from xenmig_core.spec.cache import load_formats
 from xenmig_core.spec.expr import FUNCTIONS
 from xenmig_core.spec.model import FormatSpec
 
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any
+
+    #: pluggy's manager, or its hook tables replayed (:mod:`xenmig_core.recorded`)
+    Plugins = Any
 
 
 _UNASKED = object()
 
 
-class Bindings(Mapping[str, Callable[..., Any]]):
+class Bindings(Mapping[str, Callable[..., "Any"]]):
     """What one hook answers for each unit (header or record type) of a format, by name,
     asked of the plugins on first look-up and kept (the format's own plugins first, then,
     for a variant, its base format's). A mapping of the units that have an answer."""
 
-    def __init__(self, pm: pluggy.PluginManager, hook: str, fmt: FormatSpec) -> None:
+    def __init__(self, pm: Plugins, hook: str, fmt: FormatSpec) -> None:
         self._pm = pm
         self._hook = hook
         self._spec = fmt
@@ -94,7 +96,7 @@ class Format:
     """A compiled format: its spec, its handlers, viewers and payload scanners by name
     (:class:`Bindings`), and an optional custom walker (asked of the plugins on first use)."""
 
-    def __init__(self, spec: FormatSpec, pm: pluggy.PluginManager) -> None:
+    def __init__(self, spec: FormatSpec, pm: Plugins) -> None:
         self.spec = spec
         self.name = spec.name
         self._pm = pm
@@ -191,7 +193,7 @@ def _guard_scanner(plugin: str, fmt: str, name: str,
 class Registry:
     """All formats of a run. ``get(name)`` returns a Format or raises UsageError."""
 
-    def __init__(self, pm: pluggy.PluginManager, extra_specs: Iterable[Path] = ()) -> None:
+    def __init__(self, pm: Plugins, extra_specs: Iterable[Path] = ()) -> None:
         self.pm = pm
         sources: list[Any] = []
         for _plugin, files in call_each(pm, "xenmig_spec_files"):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
 
-from xenmig_core.plugins import get_plugin_manager
+from xenmig_core.plugins import load_plugins
 from xenmig_core.registry import Registry
 
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any
 
 SPEC_PATH_ENV = "XENMIG_SPEC_PATH"
 
@@ -34,5 +35,5 @@ def spec_paths(extra: Iterable[str | Path] = ()) -> list[Path]:
 def open_registry(extra_specs: Iterable[str | Path] = (), plugins: Iterable[Any] = (),
                   autoload: bool | None = None) -> Registry:
     """A registry with every installed plugin, *plugins*, and the user's spec files."""
-    pm = get_plugin_manager(plugins, autoload=autoload)
+    pm = load_plugins(plugins, autoload=autoload)
     return Registry(pm, spec_paths(extra_specs))

@@ -19,13 +19,13 @@ import io
 import os
 import stat
 import sys
-import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from xenmig_core.errors import SourceError, UsageError
-from xenmig_core.filecopy import FileCopy
+from xenmig_core.filecopy import BackgroundCopy, FileCopy
 from xenmig_core.source import parse_fd
 
 #: A temporary output's data is handed to the disk in stretches of this size.
@@ -35,9 +35,20 @@ WRITE_BEHIND = 32 << 20
 def _writeback_starter() -> Callable[[int, int, int], None] | None:
     """``start(fd, offset, length)``: Linux's sync_file_range(SYNC_FILE_RANGE_WRITE), which
     starts writing a stretch of a file to disk and returns; None where it is not available
-    (then the final fsync does all the work, as everywhere)."""
+    (then the final fsync does all the work, as everywhere). The call is looked up (and
+    ctypes loaded) at the first start: most outputs end before their first stretch."""
     if not sys.platform.startswith("linux"):
         return None
+    found: list[Callable[..., int]] = []
+
+    def start(fd: int, offset: int, length: int) -> None:
+        if not found:
+            found.append(_sync_file_range() or (lambda *args: 0))
+        found[0](fd, offset, length, 2)   # SYNC_FILE_RANGE_WRITE; a failure only costs speed
+    return start
+
+
+def _sync_file_range() -> Callable[..., int] | None:
     try:
         import ctypes
         call = ctypes.CDLL(None, use_errno=True).sync_file_range
@@ -45,10 +56,7 @@ def _writeback_starter() -> Callable[[int, int, int], None] | None:
         return None
     call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
     call.restype = ctypes.c_int
-
-    def start(fd: int, offset: int, length: int) -> None:
-        call(fd, offset, length, 2)   # SYNC_FILE_RANGE_WRITE; a failure only costs speed
-    return start
+    return call  # type: ignore[no-any-return]
 
 
 def is_stream_target(spec: str | Path) -> bool:
@@ -64,10 +72,14 @@ def write_error(spec: str | Path, exc: OSError) -> SourceError:
 class GuardedWriter(io.BufferedIOBase):
     """A binary writer over *raw* whose write/flush failures are :class:`SourceError`
     naming *spec* (exit 2). ``BrokenPipeError`` passes through unchanged (the reader went
-    away: the CLI exits quietly). Closing it does not close *raw*: its opener does."""
+    away: the CLI exits quietly). Closing it does not close *raw*: its opener does.
 
-    def __init__(self, raw: BinaryIO, spec: str | Path, *, write_behind: bool = False
-                 ) -> None:
+    *copies_later*: *raw* is a regular file of the opener's own, written only through this
+    writer (not in append mode), so that :meth:`copy_later` may copy in a second thread;
+    the opener then calls :meth:`end_copies` before closing *raw*."""
+
+    def __init__(self, raw: BinaryIO, spec: str | Path, *, write_behind: bool = False,
+                 copies_later: bool = False) -> None:
         super().__init__()
         self._raw = raw
         self._spec = spec
@@ -77,6 +89,10 @@ class GuardedWriter(io.BufferedIOBase):
         self._pending = 0
         self._start_writeback = _writeback_starter() if write_behind else None
         self._copier: FileCopy | None = None
+        #: copies under way in a second thread (copy_later), and whether there can be any
+        self._later: BackgroundCopy | None = None
+        self._later_ok = copies_later
+        self._behind_lock = threading.Lock()     # the copies' thread hands stretches too
 
     def writable(self) -> bool:
         return True
@@ -127,6 +143,69 @@ class GuardedWriter(io.BufferedIOBase):
                 self._write_behind()
         return done
 
+    def copy_later(self, src_fd: int, offset: int, length: int) -> None:
+        """Append *length* bytes found at *offset* of the regular file *src_fd*, which the
+        caller knows holds them all, as :meth:`copy_from` does, but without waiting: a
+        second thread copies them (:class:`~xenmig_core.filecopy.BackgroundCopy`) while
+        later writes go on after them. :meth:`flush` waits until they are in the file;
+        a failed copy (an input file that shrank meanwhile: :class:`SourceError`) is
+        raised by the next ``copy_later`` or ``flush``. Without *copies_later* (see the
+        class) the bytes are copied at once, as by :meth:`copy_from`."""
+        if not self._later_ok:
+            if self.copy_from(src_fd, offset, length) != length:
+                raise SourceError(f"input: the file shrank while it was copied: {length} "
+                                  f"bytes expected at offset {offset:#x}")
+            return
+        if self._later is None:
+            self._later_fd = self._raw.fileno()     # open until end_copies has run
+            try:
+                self._later = BackgroundCopy(
+                    self._later_fd, str(self._spec),
+                    after=self._copied if self._start_writeback is not None else None)
+            except OSError as exc:                   # no descriptor left to duplicate
+                raise write_error(self._spec, exc) from None
+        try:
+            position = self._raw.seek(length, os.SEEK_CUR) - length   # writes the buffer
+        except OSError as exc:
+            raise write_error(self._spec, exc) from None
+        self._later.submit(src_fd, offset, length, position)
+
+    def _copied(self, end: int) -> None:
+        """(In the copies' thread) the output is final up to *end*: hand it to the disk in
+        stretches of WRITE_BEHIND."""
+        start = self._start_writeback
+        if start is None:
+            return
+        with self._behind_lock:
+            end -= end % (1 << 20)
+            if end - self._synced >= WRITE_BEHIND:
+                start(self._later_fd, self._synced, end - self._synced)
+                self._synced = end
+
+    def written(self) -> io.RawIOBase:
+        """A reader of what was written so far, from the start of the file, for reading
+        it back while :meth:`copy_later` copies may still be under way: a read waits
+        until no copy is pending below the end of what it asks for. The writer's own
+        position is untouched (the reader reads at positions); its end is where the next
+        write would go. Closing it does not close the file."""
+        self.flush_buffer()
+        return _WrittenReader(self._raw.fileno(), self._raw.tell(), self._later)
+
+    def flush_buffer(self) -> None:
+        """Hand the buffered bytes to the file without waiting for :meth:`copy_later`
+        copies (see :meth:`flush`)."""
+        try:
+            self._raw.flush()
+        except OSError as exc:
+            raise write_error(self._spec, exc) from None
+
+    def end_copies(self) -> None:
+        """Stop the copies of :meth:`copy_later` not started yet and end their thread (the
+        output is being abandoned); its opener calls this before closing the file."""
+        later, self._later = self._later, None
+        if later is not None:
+            later.close()
+
     def _write_behind(self) -> None:
         """Start writing what is in the file so far to disk (the buffered tail excepted)."""
         assert self._start_writeback is not None
@@ -136,10 +215,14 @@ class GuardedWriter(io.BufferedIOBase):
         except (OSError, ValueError):
             self._start_writeback = None
             return
+        settled = self._later.settled() if self._later is not None else None
+        if settled is not None:
+            end = min(end, settled)       # beyond it, copies are still under way
         end -= end % (1 << 20)
-        if end > self._synced:
-            self._start_writeback(fd, self._synced, end - self._synced)
-            self._synced = end
+        with self._behind_lock:
+            if end > self._synced:
+                self._start_writeback(fd, self._synced, end - self._synced)
+                self._synced = end
         self._pending = 0
 
     def close(self) -> None:
@@ -149,6 +232,8 @@ class GuardedWriter(io.BufferedIOBase):
             super().close()
 
     def flush(self) -> None:
+        """Everything written so far is in the file (the copies of :meth:`copy_later`
+        too, or their failure raised)."""
         if self.closed or getattr(self._raw, "closed", False):
             return
         try:
@@ -157,6 +242,47 @@ class GuardedWriter(io.BufferedIOBase):
             raise
         except OSError as exc:
             raise write_error(self._spec, exc) from None
+        if self._later is not None:
+            self._later.wait()
+
+
+class _WrittenReader(io.RawIOBase):
+    """See :meth:`GuardedWriter.written`."""
+
+    def __init__(self, fd: int, end: int, copies: BackgroundCopy | None) -> None:
+        super().__init__()
+        self._fd = fd
+        self._end = end
+        self._copies = copies
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._end}[whence]
+        if base + offset < 0:
+            raise OSError(22, "Invalid argument")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:   # type: ignore[override]
+        n = max(min(len(buffer), self._end - self._pos), 0)
+        if not n:
+            return 0
+        if self._copies is not None:
+            self._copies.wait_below(self._pos + n)
+        data = os.pread(self._fd, n, self._pos)
+        with memoryview(buffer) as view:
+            view[:len(data)] = data
+        self._pos += len(data)
+        return len(data)
 
 
 def _stdout_buffer() -> BinaryIO:
@@ -214,6 +340,24 @@ def _umask() -> int:
     return umask
 
 
+#: flags of a new temporary output (as tempfile.mkstemp opens one; that module, with what
+#: it imports, costs more than the rest of a small conversion's output handling)
+_CREATE = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | \
+    getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _create_beside(directory: Path, name: str) -> tuple[int, Path]:
+    """A new file ``.NAME.RANDOM.tmp`` in *directory*, mode 0600, that did not exist:
+    its descriptor and path. OSError when none can be made."""
+    for _attempt in range(100):
+        path = directory / f".{name}.{os.urandom(6).hex()}.tmp"
+        try:
+            return os.open(path, _CREATE, 0o600), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no unused temporary name in {directory}")
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | Path, *, sync: bool = True) -> Iterator[BinaryIO]:
     """Yield a binary file; on normal exit it replaces *path*, on any error it vanishes.
@@ -244,11 +388,9 @@ def atomic_output(path: str | Path, *, sync: bool = True) -> Iterator[BinaryIO]:
     real = Path(os.path.realpath(target))
     directory = real.parent
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".tmp",
-                                        dir=directory)
+        fd, tmp = _create_beside(directory, real.name)
     except OSError as exc:
         raise SourceError(f"{target}: cannot create output: {exc.strerror or exc}") from None
-    tmp = Path(tmp_name)
     try:
         if existing is not None:
             os.chmod(tmp, stat.S_IMODE(existing.st_mode))
@@ -258,13 +400,17 @@ def atomic_output(path: str | Path, *, sync: bool = True) -> Iterator[BinaryIO]:
         else:
             os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as raw:
-            yield GuardedWriter(raw, target, write_behind=sync)
+            out = GuardedWriter(raw, target, write_behind=sync, copies_later=True)
             try:
-                raw.flush()
-                if sync:
-                    os.fsync(raw.fileno())
-            except OSError as exc:
-                raise write_error(target, exc) from None
+                yield out
+                out.flush()                 # (queued copies done: see copy_later)
+                try:
+                    if sync:
+                        os.fsync(raw.fileno())
+                except OSError as exc:
+                    raise write_error(target, exc) from None
+            finally:
+                out.end_copies()
         try:
             os.replace(tmp, real)
         except OSError as exc:

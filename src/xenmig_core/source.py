@@ -26,9 +26,12 @@ import io
 import os
 import stat
 import sys
-from typing import BinaryIO
 
 from xenmig_core.errors import SourceError, TruncatedError
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 #: The reusable buffer that skips (and reads) bytes when neither seeking nor splicing can.
 SKIP_BUFFER_SIZE = 1 << 20
@@ -350,6 +353,12 @@ class ByteSource:
                 raise SourceError(f"{self.name}: seek error at offset {self.offset}: "
                                   f"{exc.strerror or exc}") from None
         return max(end - self.offset, 0)
+
+    def holds(self, n: int) -> bool:
+        """True when the source is known to hold *n* more bytes (a seekable file that does;
+        its size is asked of the OS only when the last one known falls short); False
+        otherwise, a pipe included. Never raises for a short file (see :meth:`check_left`)."""
+        return self._seekable and self._left(n) >= n
 
     def check_left(self, n: int, what: str = "data") -> bool:
         """Before allocating for *n* bytes: True when the source is known to hold them (a

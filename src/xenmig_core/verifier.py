@@ -10,7 +10,6 @@ from __future__ import annotations
 from array import array
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
 
 from xenmig_core.detect import DETECT_BYTES, detect
 from xenmig_core.diagnostics import Diagnostic
@@ -19,9 +18,14 @@ from xenmig_core.errors import StreamError, UsageError
 from xenmig_core.plain import Plain, factory
 from xenmig_core.plugins import call_each
 from xenmig_core.registry import Registry
-from xenmig_core.render.account import AccountConsumer
 from xenmig_core.source import ByteSource
 from xenmig_core.spec.layout import StructRows
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from xenmig_core.render.account import AccountConsumer
 
 REPORT_SCHEMA_VERSION = 1
 
@@ -187,7 +191,10 @@ def verify_source(registry: Registry, source: ByteSource, fmt: str = "auto",
         if consumer is not None:
             consumer.on_diagnostic(result.diagnostics[0])
         return VerifyReport(source.name, fmt, result, start=source.start)
-    accounting = AccountConsumer() if account else None
+    accounting = None
+    if account:        # (-q and a plain verdict need no account: nor its module)
+        from xenmig_core.render.account import AccountConsumer
+        accounting = AccountConsumer()
     # report sections (what a plugin adds to --json) go with the account: a verdict alone
     # does not pay for them
     sections = [found for _plugin, found in call_each(registry.pm, "xenmig_report_section")

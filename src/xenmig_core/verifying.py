@@ -9,18 +9,31 @@ from __future__ import annotations
 
 import io
 import os
-from typing import TYPE_CHECKING, Any, BinaryIO, Union
 
 from xenmig_core.source import ByteSource
 from xenmig_core.verifier import VerifyReport, verify_source
 
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
 if TYPE_CHECKING:
+    from typing import Any, BinaryIO
+
     from xenmig_core.diagnostics import Diagnostic
     from xenmig_core.engine import Consumer, WalkResult
     from xenmig_core.registry import Registry
 
-#: What the API accepts as a stream.
-Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, BinaryIO]
+if TYPE_CHECKING:
+    #: What the API accepts as a stream.
+    Source = str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO
+
+
+def __getattr__(name: str) -> Any:
+    """``Source`` (what the API accepts as a stream), made when first asked for: it needs
+    ``typing``, which ``xenmig verify`` does not otherwise import."""
+    if name == "Source":
+        from typing import BinaryIO, Union
+        # (the very object this name has always been at run time)
+        return Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, BinaryIO]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def open_source(source: Source, *, decompress: bool = True) -> ByteSource:

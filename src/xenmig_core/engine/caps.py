@@ -11,24 +11,28 @@ from __future__ import annotations
 import functools
 import re
 from collections import Counter
-from typing import TYPE_CHECKING, Any
 
 from xenmig_core.diagnostics import ERROR, Diagnostic
 
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
 if TYPE_CHECKING:
+    from typing import Any
+
     from xenmig_core.engine.consumer import Consumer
 
 #: At most this many diagnostics of one kind (see :func:`diagnostic_kind`) are kept...
 MAX_DIAGNOSTICS_PER_KIND = 20
 #: ... and at most this many in all (plus the first error and a fatal one, always kept).
 MAX_DIAGNOSTICS = 1000
-_NUMBER = re.compile(r"0x[0-9a-fA-F]+|\d+")
+#: a number in a message (compiled by ``re`` when first used: a run without diagnostics
+#: needs it not)
+_NUMBER = r"0x[0-9a-fA-F]+|\d+"
 
 
 @functools.lru_cache(maxsize=4096)
 def _shape(text: str | None) -> str | None:
     """*text* with every number replaced by ``#`` (a stream repeats its messages: cached)."""
-    return _NUMBER.sub("#", text) if text is not None else None
+    return re.sub(_NUMBER, "#", text) if text is not None else None
 
 
 def diagnostic_kind(d: Diagnostic) -> tuple[str | None, ...]:

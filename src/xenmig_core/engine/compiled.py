@@ -26,21 +26,27 @@ take the general path.
 
 from __future__ import annotations
 
-import ast
-import dataclasses
 import re
 from array import array
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from xenmig_core.engine.caps import kind_of
 from xenmig_core.engine.consumer import Consumer
-from xenmig_core.engine.context import CONTEXT_HELPERS, CONTINUE, Action, Record
+from xenmig_core.engine.context import (
+    CONTEXT_HELPERS,
+    CONTINUE,
+    RECORD_FIELDS,
+    Action,
+    Record,
+)
 from xenmig_core.engine.guards import Unguarded, checked_fields, field_tests, rules_tests
 from xenmig_core.spec.expr import EVAL_ERRORS, Expression
 from xenmig_core.spec.layout import NATIVE_ORDER, _Bytes, _FixedRun, _IntArray
 
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
 if TYPE_CHECKING:
+    from typing import Any
+
     from xenmig_core.engine.dispatch import RecordPlan
     from xenmig_core.registry import Format
 
@@ -49,7 +55,7 @@ if TYPE_CHECKING:
 #: arguments are the source's read buffer as ``source.buffered`` gave it (the record header
 #: at ``lo``, ``have`` bytes buffered) and the header's length field. That returns the
 #: record's action, or None (nothing consumed).
-Compiled = Callable[..., Any]
+Compiled = Callable[..., "Any"]
 #: The names, bound once per context, by which the record function reads the context's
 #: state, names, marks and counts (only those its body reads are bound)
 _PROLOGUE = (("_S", "ctx.state"), ("_N", "ctx.bare_names"), ("_H", "ctx.helpers"),
@@ -60,6 +66,7 @@ def _rename(expr: Expression, resolve: Callable[[str], str]) -> str:
     """Python source of *expr* with every name replaced by ``resolve(name)``."""
     if expr.scoped:
         raise Unguarded
+    import ast  # (here: a run that generates no record code needs no ast)
 
     class _Names(ast.NodeTransformer):
         def visit_Name(self, node: ast.Name) -> ast.AST:
@@ -303,20 +310,17 @@ class _Builder:
         ``__init__`` binding fourteen arguments costs more)."""
         w = self.w
         w.scope.update(_new=object.__new__, _Record=Record)
-        if not dataclasses.is_dataclass(Record):     # (no field list to follow: its __init__)
-            w(f"record = _Record({', '.join(f'{k}={v}' for k, v in values.items())})")
-            return
         w("record = _new(_Record)")
-        for spec in dataclasses.fields(Record):
-            value = values.pop(spec.name, None)
+        for name, default in RECORD_FIELDS:
+            value = values.pop(name, None)
             if value is None:
-                if spec.default_factory is not dataclasses.MISSING:
-                    value = f"{w.const(spec.default_factory, 'DF')}()"
-                elif spec.default is None or type(spec.default) in (bool, int, str, bytes):
-                    value = repr(spec.default)
-                else:       # (a default this cannot write: the general path)
+                if default is dict:
+                    value = "{}"
+                elif default is None or type(default) in (bool, int, str, bytes):
+                    value = repr(default)
+                else:       # (a required field not given: the general path)
                     raise Unguarded
-            w(f"record.{spec.name} = {value}")
+            w(f"record.{name} = {value}")
         if values:
             raise Unguarded
 

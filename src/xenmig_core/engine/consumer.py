@@ -7,8 +7,7 @@ through :meth:`Consumer.on_payload`, as views of one reusable buffer (copy what 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
 if TYPE_CHECKING:
     from xenmig_core.diagnostics import Diagnostic
     from xenmig_core.engine.context import HeaderValue, Record, StreamContext

@@ -9,25 +9,29 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 from xenmig_core.diagnostics import ERROR, WARNING, Diagnostic
+from xenmig_core.plain import Plain
 from xenmig_core.spec.expr import Names
 
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
 if TYPE_CHECKING:
+    from typing import Any
+
     from xenmig_core.registry import Format
     from xenmig_core.spec.model import RecordType
 
 
-@dataclass(frozen=True)
-class Action:
+class Action(Plain, frozen=True):
     """What happens after a record: ``continue``, ``end`` this context, ``yield`` to the
     enclosing context (keeping this one for later), start a ``nested`` context of
     ``format``, or ``resume`` the suspended nested context of ``format``."""
 
     kind: str
     format: str | None = None
+
+    def __init__(self, kind: str, format: str | None = None) -> None:
+        self.__dict__.update(kind=kind, format=format)   # (frozen: not through setattr)
 
 
 CONTINUE = Action("continue")
@@ -42,27 +46,62 @@ class Tally(Counter):  # type: ignore[type-arg]
     __delitem__ = dict.__delitem__
 #: the names of the functions each context adds for its expressions (see helpers)
 CONTEXT_HELPERS = ("child_state", "child_status")
+#: a field of :class:`Record` without a default (see :data:`RECORD_FIELDS`)
+REQUIRED: Any = object()
 
 
-@dataclass(slots=True)
+#: :class:`Record`'s fields in order, each with its default (:data:`REQUIRED`: none; ``dict``:
+#: a new empty dict), for code that makes records without calling ``__init__``
+RECORD_FIELDS: tuple[tuple[str, Any], ...] = (
+    ("index", REQUIRED), ("offset", REQUIRED), ("type_id", REQUIRED), ("name", REQUIRED),
+    ("length", REQUIRED), ("context", REQUIRED), ("rtype", None), ("fields", dict),
+    ("payload_length", 0), ("payload_offset", None), ("optional", False), ("decoded", False),
+    ("summary", None), ("padding", b""))
+
+
 class Record:
-    """One framed record, its decoded (non-payload) fields and where it stood."""
+    """One framed record, its decoded (non-payload) fields and where it stood.
 
-    index: int
-    offset: int
-    type_id: int
-    name: str
-    length: int
-    context: StreamContext
-    rtype: RecordType | None = None
-    fields: dict[str, Any] = field(default_factory=dict)
-    payload_length: int = 0
-    payload_offset: int | None = None
-    optional: bool = False
-    decoded: bool = False
-    summary: str | None = None
-    #: the alignment bytes read after the body (empty when the body was already aligned)
-    padding: bytes = b""
+    A class with ``__slots__`` and the ``__init__``, ``__eq__`` and ``__repr__`` that
+    ``@dataclass(slots=True)`` would write for its fields (:data:`RECORD_FIELDS`), written
+    out: a dataclass costs its module (and ``inspect``) and code generation at every start.
+    """
+
+    __slots__ = tuple(name for name, _default in RECORD_FIELDS)
+
+    def __init__(self, index: int, offset: int, type_id: int, name: str, length: int,
+                 context: StreamContext, rtype: RecordType | None = None,
+                 fields: dict[str, Any] | None = None, payload_length: int = 0,
+                 payload_offset: int | None = None, optional: bool = False,
+                 decoded: bool = False, summary: str | None = None,
+                 padding: bytes = b"") -> None:
+        self.index = index
+        self.offset = offset
+        self.type_id = type_id
+        self.name = name
+        self.length = length
+        self.context = context
+        self.rtype = rtype
+        #: the decoded fields (a new dict when none are given)
+        self.fields = {} if fields is None else fields
+        self.payload_length = payload_length
+        self.payload_offset = payload_offset
+        self.optional = optional
+        self.decoded = decoded
+        self.summary = summary
+        #: the alignment bytes read after the body (empty when the body was already aligned)
+        self.padding = padding
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]   # (mutable and compared by value)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
+        return f"Record({shown})"
 
     @property
     def format(self) -> str:
@@ -73,8 +112,7 @@ class Record:
         return self.rtype.title if self.rtype else self.name
 
 
-@dataclass
-class HeaderValue:
+class HeaderValue(Plain):
     """A decoded header."""
 
     name: str

@@ -9,8 +9,6 @@ is the same for every record type (see :meth:`Dispatch._dispatch`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from xenmig_core.engine.compiled import compile_record, idle_callbacks
 from xenmig_core.engine.context import CONTINUE, Action, Record, StreamContext
 from xenmig_core.engine.guards import Guard, conditions_guard, fields_guard, rules_guard
@@ -18,8 +16,10 @@ from xenmig_core.engine.reader import SourceReader
 from xenmig_core.errors import RecordError, StreamError
 from xenmig_core.spec.expr import EVAL_ERRORS, Names
 
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
     from xenmig_core.engine.consumer import Consumer
     from xenmig_core.registry import Format

@@ -13,8 +13,6 @@ raises :class:`CleanEOF`, which the walk turns into an end-of-stream verdict.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from xenmig_core.diagnostics import WARNING
 from xenmig_core.engine.context import CONTINUE, Action, HeaderValue, Record, StreamContext
 from xenmig_core.engine.reader import SourceReader
@@ -22,8 +20,10 @@ from xenmig_core.errors import RecordError, SpecError, StreamError, TruncatedErr
 from xenmig_core.spec.expr import resolve
 from xenmig_core.spec.layout import ORDER_PREFIXES
 
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
     from xenmig_core.engine.consumer import Consumer
     from xenmig_core.registry import Registry

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import CodeType
-from typing import Any
 
 from xenmig_core.spec.expr import Expression
 from xenmig_core.spec.layout import FieldSpec, Layout
 from xenmig_core.spec.model import Condition, LayoutRule
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 Guard = Callable[..., bool]
 

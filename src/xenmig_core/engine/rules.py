@@ -8,13 +8,13 @@ the context (:meth:`StreamContext.diagnose`), at the current record unless said 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from xenmig_core.diagnostics import ERROR, Diagnostic
 from xenmig_core.spec.expr import EVAL_ERRORS, Expression, evaluate, render
 
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
     from xenmig_core.engine.context import Record, StreamContext
     from xenmig_core.spec.model import Condition, HeaderSpec, LayoutRule, LengthRule, RecordType

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
 
 from xenmig_core.diagnostics import ERROR, Diagnostic
 from xenmig_core.engine.caps import (
@@ -34,7 +33,10 @@ from xenmig_core.errors import SpecError, StreamError, TruncatedError
 from xenmig_core.plain import Plain, factory
 from xenmig_core.source import ByteSource
 
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
 if TYPE_CHECKING:
+    from typing import Any
+
     from xenmig_core.registry import Format, Registry
 
 __all__ = ["FOLLOWS_PEEK", "MAX_DIAGNOSTICS", "MAX_DIAGNOSTICS_PER_KIND", "MAX_HEADER_BYTES",

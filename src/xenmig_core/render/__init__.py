@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import Any, TextIO
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 
 def _factory(module: str, name: str) -> Callable[[TextIO], Any]:

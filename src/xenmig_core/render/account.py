@@ -6,10 +6,12 @@ rest are only counted.
 
 from __future__ import annotations
 
-from typing import Any
-
 from xenmig_core.engine import Consumer, Record, StreamContext
 from xenmig_core.engine.context import HeaderValue
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 ACCOUNT_LIMIT = 10_000
 

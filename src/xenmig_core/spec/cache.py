@@ -51,21 +51,28 @@ import gc
 import io
 import marshal
 import os
-import pickle
 import stat
 import struct
 import sys
 import time
 import types
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
 
 from xenmig_core.spec.expr import Expression
 from xenmig_core.spec.model import LIGHT_FIELDS, FormatSpec
 from xenmig_core.version import __version__
 
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any
+
+try:   # pickle.py adds only a pure-Python fallback and constants to its C core (a millisecond)
+    from _pickle import Pickler, PicklingError, Unpickler, UnpicklingError
+except ImportError:  # pragma: no cover - an interpreter without the C core
+    from pickle import Pickler, PicklingError, Unpickler, UnpicklingError
+#: the pickle protocol of cache files (pickle.HIGHEST_PROTOCOL on every Python xenmig runs on)
+PROTOCOL = 5
 
 try:   # hashlib would load OpenSSL first (milliseconds); blake2 is built into Python
     from _blake2 import blake2b
@@ -204,8 +211,8 @@ def _compile(sources: list[Any]) -> dict[str, FormatSpec]:
     return build_formats([load_spec_file(s) for s in sources])
 
 
-def _path(folder: str | os.PathLike[str], key: str) -> str:
-    return os.path.join(folder, f"{_PREFIX}{key}{_SUFFIX}")
+def _path(folder: str | os.PathLike[str], key: str, prefix: str = _PREFIX) -> str:
+    return os.path.join(folder, f"{prefix}{key}{_SUFFIX}")
 
 
 def _private(st: os.stat_result) -> bool:
@@ -224,14 +231,15 @@ def trusted_folder(folder: str | os.PathLike[str]) -> bool:
     return stat.S_ISDIR(st.st_mode) and _private(st)
 
 
-def read_cache(folder: str | os.PathLike[str], key: str) -> dict[str, FormatSpec] | None:
-    """The formats stored under *key* in *folder*, or None when there is no such file or it
-    cannot be trusted, read or validated."""
+def read_private(folder: str | os.PathLike[str], key: str, prefix: str = _PREFIX
+                 ) -> bytes | None:
+    """The contents of the cache file of *key* (and *prefix*) in *folder*, or None when
+    there is none or it cannot be trusted (see the module's docstring) or read."""
     if not trusted_folder(folder):
         return None
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(_path(folder, key), flags)
+        fd = os.open(_path(folder, key, prefix), flags)
     except OSError:
         return None
     try:
@@ -239,8 +247,16 @@ def read_cache(folder: str | os.PathLike[str], key: str) -> dict[str, FormatSpec
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode) or not _private(st):
                 return None
-            data = f.read()
+            return f.read()
     except OSError:
+        return None
+
+
+def read_cache(folder: str | os.PathLike[str], key: str) -> dict[str, FormatSpec] | None:
+    """The formats stored under *key* in *folder*, or None when there is no such file or it
+    cannot be trusted, read or validated."""
+    data = read_private(folder, key)
+    if data is None:
         return None
     header = MAGIC + key.encode() + b"\n"
     if not data.startswith(header):
@@ -266,46 +282,55 @@ def write_cache(folder: str | os.PathLike[str], key: str, specs: dict[str, Forma
                 ) -> bool:
     """Store *specs* under *key* in *folder* (created, private, when missing), atomically.
     False when it could not be done; never raises."""
-    from pathlib import Path
-    folder = Path(folder)
     try:
         buffer = io.BytesIO()
         buffer.write(MAGIC + key.encode() + b"\n")
-        _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(specs)
+        _Pickler(buffer, protocol=PROTOCOL).dump(specs)
     except Exception:   # something of the model pickle cannot store: run uncached
         return False
+    return write_private(folder, key, buffer.getbuffer())
+
+
+def write_private(folder: str | os.PathLike[str], key: str, data: bytes | memoryview,
+                  prefix: str = _PREFIX) -> bool:
+    """Store *data* as the cache file of *key* (and *prefix*) in *folder* (created, private,
+    when missing), atomically, keeping the newest :data:`KEEP_FILES` files of *prefix*.
+    False when it could not be done; never raises."""
+    from pathlib import Path
+    folder = Path(folder)
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not trusted_folder(folder):
             return False
-        final = Path(_path(folder, key))
+        final = Path(_path(folder, key, prefix))
         temporary = folder / f".{final.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | \
             getattr(os, "O_CLOEXEC", 0)
         fd = os.open(temporary, flags, 0o600)
         try:
             with open(fd, "wb") as f:
-                f.write(buffer.getbuffer())
+                f.write(data)
             os.replace(temporary, final)
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
-        _prune(folder, final)
+        _prune(folder, final, prefix)
     except OSError:
         return False
     return True
 
 
-def _prune(folder: Path, keep: Path) -> None:
-    """Keep the newest :data:`KEEP_FILES` cache files; drop temporaries a killed run left."""
+def _prune(folder: Path, keep: Path, prefix: str) -> None:
+    """Keep the newest :data:`KEEP_FILES` cache files of *prefix*; drop temporaries a killed
+    run left."""
     files: list[tuple[float, Path]] = []
     now = time.time()
     for path in folder.iterdir():
         try:
             mtime = path.lstat().st_mtime
-            if path.name.startswith(_PREFIX) and path.name.endswith(_SUFFIX):
+            if path.name.startswith(prefix) and path.name.endswith(_SUFFIX):
                 files.append((mtime, path))
-            elif path.name.startswith(f".{_PREFIX}") and path.name.endswith(".tmp") and \
+            elif path.name.startswith(f".{prefix}") and path.name.endswith(".tmp") and \
                     now - mtime > 3600:
                 path.unlink()
         except OSError:
@@ -319,7 +344,7 @@ def _prune(folder: Path, keep: Path) -> None:
 def _load_function(code: types.CodeType) -> types.FunctionType:
     """A compiled expression's function: *code* with no builtins and no other globals."""
     if type(code) is not types.CodeType:
-        raise pickle.UnpicklingError("expected a code object")
+        raise UnpicklingError("expected a code object")
     return types.FunctionType(code, dict(_SANDBOX))
 
 
@@ -351,7 +376,7 @@ class _Deferred:
                 gc.enable()
         if not isinstance(fields, dict) or not all(
                 name in FormatSpec.__fields__ and name not in LIGHT_FIELDS for name in fields):
-            raise pickle.UnpicklingError("not the fields of a format")
+            raise UnpicklingError("not the fields of a format")
         return fields
 
 
@@ -364,7 +389,7 @@ def _format_state(spec: FormatSpec) -> dict[str, Any]:
     spec.restore()
     heavy = {name: getattr(spec, name) for name in spec.__fields__ if name not in LIGHT_FIELDS}
     buffer = io.BytesIO()
-    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(heavy)
+    _Pickler(buffer, protocol=PROTOCOL).dump(heavy)
     state = {name: getattr(spec, name) for name in LIGHT_FIELDS}
     state["_deferred"] = _Deferred(buffer.getvalue())
     return state
@@ -374,7 +399,7 @@ def _slots_of(cls: type) -> list[str]:
     return [name for klass in cls.__mro__ for name in getattr(klass, "__slots__", ())]
 
 
-class _Pickler(pickle.Pickler):
+class _Pickler(Pickler):
     """Stores what makes compiled specs fast to load, as it is: expressions with their
     compiled code (:meth:`~xenmig_core.spec.expr.Expression.cache_state`), code objects as
     marshal data, functions with sandboxed globals and no closure by their code,
@@ -397,7 +422,7 @@ class _Pickler(pickle.Pickler):
         if kind is types.FunctionType and obj is not _load_function:  # (that one by name)
             if obj.__globals__ != _SANDBOX or obj.__closure__ or obj.__defaults__ \
                     or obj.__kwdefaults__:
-                raise pickle.PicklingError(f"cannot store function {obj.__qualname__}")
+                raise PicklingError(f"cannot store function {obj.__qualname__}")
             return _load_function, (obj.__code__,)
         if kind is struct.Struct:
             return struct.Struct, (obj.format,)
@@ -408,7 +433,7 @@ class _Pickler(pickle.Pickler):
         return NotImplemented
 
 
-class _Unpickler(pickle.Unpickler):
+class _Unpickler(Unpickler):
     """Builds nothing but classes of the spec model and :data:`_ALLOWED_GLOBALS`."""
 
     def find_class(self, module: str, name: str) -> Any:
@@ -418,4 +443,4 @@ class _Unpickler(pickle.Unpickler):
             found = super().find_class(module, name)
             if isinstance(found, type):
                 return found
-        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a spec cache")
+        raise UnpicklingError(f"{module}.{name} is not allowed in a spec cache")

@@ -16,24 +16,39 @@ cache stores them compiled instead: :meth:`Expression.cache_state`).
 
 from __future__ import annotations
 
-import ast
 import marshal
 import re
 from collections.abc import Callable, Mapping
 from types import FunctionType
-from typing import Any
 
 from xenmig_core.errors import SpecError
 
-_ALLOWED_NODES = (
-    ast.Expression, ast.BoolOp, ast.BinOp, ast.UnaryOp, ast.Compare, ast.IfExp, ast.Call,
-    ast.Name, ast.Load, ast.Store, ast.Constant, ast.Subscript, ast.Tuple, ast.List,
-    ast.GeneratorExp, ast.ListComp, ast.comprehension, ast.Slice,
-    ast.And, ast.Or, ast.Not, ast.USub, ast.UAdd, ast.Invert,
-    ast.Add, ast.Sub, ast.Mult, ast.FloorDiv, ast.Mod, ast.Pow, ast.LShift, ast.RShift,
-    ast.BitAnd, ast.BitOr, ast.BitXor,
-    ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn, ast.Is, ast.IsNot,
-)
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    import ast
+    from typing import Any
+
+# ``ast`` (a millisecond and more to import) is imported where expressions are parsed,
+# rewritten or compiled: a run whose formats come from the compiled-spec cache, their
+# expressions stored compiled, never does.
+_syntax: dict[str, Any] = {}
+
+
+def _allowed_nodes() -> tuple[type, ...]:
+    """The syntax nodes an expression may hold (made once)."""
+    if "allowed" not in _syntax:
+        import ast
+        _syntax["allowed"] = (
+            ast.Expression, ast.BoolOp, ast.BinOp, ast.UnaryOp, ast.Compare, ast.IfExp,
+            ast.Call, ast.Name, ast.Load, ast.Store, ast.Constant, ast.Subscript, ast.Tuple,
+            ast.List, ast.GeneratorExp, ast.ListComp, ast.comprehension, ast.Slice,
+            ast.And, ast.Or, ast.Not, ast.USub, ast.UAdd, ast.Invert,
+            ast.Add, ast.Sub, ast.Mult, ast.FloorDiv, ast.Mod, ast.Pow, ast.LShift,
+            ast.RShift, ast.BitAnd, ast.BitOr, ast.BitXor,
+            ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn, ast.Is,
+            ast.IsNot,
+        )
+    return _syntax["allowed"]  # type: ignore[no-any-return]
 
 
 def _bits(value: int, low: int, count: int) -> int:
@@ -49,7 +64,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
 }
 
 
-class Names(dict[str, Any]):
+class Names(dict[str, "Any"]):
     """The names an expression sees, as one dict with fallbacks: its own items (record
     fields and extras such as ``body_length``) first, then each mapping of *fallback* in
     order (stream state, helper functions), looked up live when a name is not its own.
@@ -96,29 +111,39 @@ class Names(dict[str, Any]):
         return names
 
 
-class _Rename(ast.NodeTransformer):
-    """Rewrites every free name ``x`` to ``_N["x"]`` (names a comprehension binds stay)."""
+def _rename_class() -> Any:
+    """The transformer that rewrites every free name ``x`` to ``_N["x"]`` (names a
+    comprehension binds stay); made once."""
+    if "rename" not in _syntax:
+        import ast
 
-    def __init__(self, bound: frozenset[str]) -> None:
-        self.bound = bound
+        class _Rename(ast.NodeTransformer):
+            def __init__(self, bound: frozenset[str]) -> None:
+                self.bound = bound
 
-    def visit_Name(self, node: ast.Name) -> ast.AST:
-        if node.id in self.bound or not isinstance(node.ctx, ast.Load):
-            return node
-        return ast.copy_location(ast.Subscript(value=ast.Name("_N", ast.Load()),
-                                               slice=ast.Constant(node.id), ctx=ast.Load()),
-                                 node)
+            def visit_Name(self, node: ast.Name) -> ast.AST:
+                if node.id in self.bound or not isinstance(node.ctx, ast.Load):
+                    return node
+                return ast.copy_location(ast.Subscript(value=ast.Name("_N", ast.Load()),
+                                                       slice=ast.Constant(node.id),
+                                                       ctx=ast.Load()), node)
+        _syntax["rename"] = _Rename
+    return _syntax["rename"]
 
 
 def _renamed(tree: ast.Expression) -> ast.expr:
     """*tree*'s body with every free name ``x`` read as ``_N["x"]``."""
+    import ast
+
     bound = frozenset(n.id for n in ast.walk(tree)
                       if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store))
-    return _Rename(bound).visit(ast.parse(ast.unparse(tree), mode="eval")).body
+    return _rename_class()(bound).visit(ast.parse(ast.unparse(tree), mode="eval")).body
 
 
 def _function(body: ast.expr, filename: str) -> Callable[[Names], Any]:
     """Compile *body* (names already read from ``_N``) to ``lambda _N: <body>``."""
+    import ast
+
     args = ast.arguments(posonlyargs=[], args=[ast.arg("_N")], kwonlyargs=[], kw_defaults=[],
                          defaults=[])
     wrapper = ast.fix_missing_locations(ast.Expression(ast.Lambda(args, body)))
@@ -145,9 +170,12 @@ class Expression:
     def __init__(self, source: str, *, where: str = "<expr>") -> None:
         self.source = source
         self.where = where
+        import ast
+
         tree = self._tree()
+        allowed = _allowed_nodes()
         for node in ast.walk(tree):
-            if not isinstance(node, _ALLOWED_NODES):
+            if not isinstance(node, allowed):
                 raise SpecError(f"expression {source!r} uses {type(node).__name__}, "
                                 "which specs do not allow", path=where)
             if isinstance(node, ast.Call) and not isinstance(node.func, ast.Name):
@@ -167,6 +195,8 @@ class Expression:
         self._stored: bytes | None = None
 
     def _tree(self) -> ast.Expression:
+        import ast
+
         try:
             return ast.parse(self.source.strip(), mode="eval")
         except SyntaxError as exc:
@@ -184,6 +214,8 @@ class Expression:
         """Python source of the expression reading every name from a :class:`Names` ``_N``
         (generated code embeds it: see :mod:`xenmig_core.engine.guards`)."""
         if self._fast_source is None:
+            import ast
+
             self._fast_source = ast.unparse(_renamed(self._tree()))
         return self._fast_source
 
@@ -208,6 +240,8 @@ class Expression:
             if self._stored is not None:
                 self._fn = FunctionType(marshal.loads(self._stored), {"__builtins__": {}})
             else:
+                import ast
+
                 self._fn = _function(ast.parse(self.fast_source, mode="eval").body,
                                      f"<spec {self.where}>")
         return self._fn
@@ -218,8 +252,8 @@ class Expression:
         if self._code is None:
             if self._scoped and self._stored is not None:
                 self._code = marshal.loads(self._stored)
-            else:
-                self._code = compile(self._tree(), f"<spec {self.where}>", "eval")
+            else:   # (from the text, already checked: the same code as from its tree)
+                self._code = compile(self.source.strip(), f"<spec {self.where}>", "eval")
         return self._code
 
     def evaluate(self, names: Mapping[str, Any]) -> Any:
@@ -241,7 +275,9 @@ class Expression:
         return f"Expression({self.source!r})"
 
 
-_TEMPLATE_PART = re.compile(r"\{([^{}]+)\}")
+#: a template's ``{...}`` part (compiled by ``re`` when a template is first made: a run
+#: whose formats come from the cache makes none)
+_TEMPLATE_PART = r"\{([^{}]+)\}"
 
 
 class Template:
@@ -254,7 +290,7 @@ class Template:
         self.where = where
         self._parts: list[str | tuple[Expression, str]] = []
         pos = 0
-        for match in _TEMPLATE_PART.finditer(source):
+        for match in re.finditer(_TEMPLATE_PART, source):
             self._parts.append(source[pos:match.start()])
             body = match.group(1)
             expr, fmt = _split_format(body)

@@ -21,7 +21,6 @@ import sys
 from array import array
 from collections import ChainMap
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Protocol
 
 from xenmig_core.errors import RecordError
 from xenmig_core.plain import Plain, factory
@@ -35,6 +34,12 @@ from xenmig_core.spec.spill import (
     spill_from,
     unpacker,
 )
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any, Protocol
+else:
+    Protocol = object   # (Reader documents an interface; only type checkers enforce it)
 
 #: Arrays longer than this are allocated up front only when the reader holds their bytes.
 GROW_STEP = 1 << 20
@@ -211,7 +216,7 @@ class _IntArray:
         return items.tobytes()
 
 
-class StructRows(Sequence[dict[str, Any]]):
+class StructRows(Sequence[dict[str, "Any"]]):
     """An array of fixed structs, decoded lazily: the raw bytes are kept and each item is
     unpacked into a dict when accessed. A 4 MiB body of 16-byte entries costs 4 MiB,
     not a quarter of a million dicts (larger ones are spilled). Compares equal to a list

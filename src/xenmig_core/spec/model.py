@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from typing import Any
 
 from xenmig_core.plain import Plain, factory
 from xenmig_core.spec.expr import Expression, Template
 from xenmig_core.spec.layout import INT_CODES, Layout
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Origin(Plain, frozen=True):

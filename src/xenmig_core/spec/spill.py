@@ -23,9 +23,12 @@ import os
 import struct
 from array import array
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
 
 from xenmig_core.errors import RecordError
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: A field that loads more bytes than this is spilled to a temporary file.
 SPILL_MIN = 4 << 20
@@ -311,7 +314,7 @@ class SpilledArray(Spilled, Sequence[int]):
         return NotImplemented
 
 
-class SpilledRows(Spilled, Sequence[dict[str, Any]]):
+class SpilledRows(Spilled, Sequence[dict[str, "Any"]]):
     """An array of fixed-size structs held in a temporary file; each item is decoded when
     read (*unpack* turns a run of whole items' bytes into their dicts)."""
 
