@@ -13,7 +13,7 @@ from conftest import run_xenmig, verify_bytes
 
 from xenmig_core.errors import SpecError
 from xenmig_core.session import open_registry
-from xenmig_core.spec.expr import Expression, Template
+from xenmig_core.spec.expr import Expression, Names, Template
 from xenmig_core.spec.layout import BytesReader
 from xenmig_core.spec.loader import build_formats, load_spec_file
 from xenmig_libxc.samples import Step, assemble, hvm_sample
@@ -367,3 +367,27 @@ def test_expressions_and_templates() -> None:
     assert text == "0xff big-endian 1"
     with pytest.raises(NameError):
         Expression("open").evaluate({})
+
+
+@pytest.mark.parametrize("source", [
+    "{count:#x} {'big' if b else 'little'}-endian {n}", "plain text", "", "{n}",
+    "it's {n:>4}% \\ {{}} \"{join(str(x) for x in items)}\" {plural(n, 'page')}",
+    "{missing} after"])
+def test_templates_render_the_same_compiled(source) -> None:
+    """Against Names a template renders through one compiled function: the same text as
+    part by part over a plain mapping, and the same error for an unknown name."""
+    own = {"count": 255, "b": False, "n": 1, "items": [3, 4]}
+    helpers = {"join": lambda items, sep=", ": sep.join(items),
+               "plural": lambda n, word: f"{n} {word}" + ("" if n == 1 else "s")}
+    template = Template(source)
+    try:
+        expected: object = template.render({**own, **helpers})
+    except (NameError, KeyError):
+        expected = NameError
+    names = Names(own, (helpers,))
+    if expected is NameError:
+        with pytest.raises(NameError):
+            template.render(names)
+    else:
+        assert template.render(names) == expected
+        assert template._fn is not None      # (the compiled path was taken)
