@@ -335,6 +335,28 @@ def test_layouts_round_trip_in_both_orders(libxc, order) -> None:
     assert rtype.layout.decode(BytesReader(raw), order) == values
 
 
+@pytest.mark.parametrize("order", ["<", ">"])
+@pytest.mark.parametrize(("name", "values"), [
+    ("PAGE_DATA", {"count": 3, "reserved": 0, "pfn": [5, 6, 1 << 63]}),
+    ("HVM_PARAMS", {"count": 2, "reserved": 0,
+                    "params": [{"index": 1, "value": 2}, {"index": 17, "value": 3}]}),
+    ("HVM_CONTEXT", {"context": b"\1" * 37}),
+    ("SHARED_INFO", {})])
+def test_encoded_size_is_the_length_of_the_encoding(libxc, name, values, order) -> None:
+    """encoded_size (what dump checks a record's rebuilding with) is len(encode), for decoded
+    values (arrays, struct rows, bytes) and for values as a description gives them."""
+    layout = libxc.record_by_name(name).layout
+    raw = layout.encode(values, order)
+    decoded = layout.decode(BytesReader(raw), order)
+    assert layout.encoded_size(decoded, order) == len(raw)
+    assert layout.encoded_size(values, order) == len(raw)
+    if "pfn" in values:          # one item more than count, and a value out of range
+        assert layout.encoded_size({**decoded, "pfn": [*decoded["pfn"], 7]}, order) \
+            == len(raw) + 8
+        with pytest.raises(OverflowError):
+            layout.encoded_size({**values, "pfn": [-1]}, order)
+
+
 def test_layout_stops_before_the_payload(libxc) -> None:
     rtype = libxc.record_by_name("PAGE_DATA")
     raw = rtype.layout.encode({"count": 2, "pfn": [5, 6]}, "<") + b"P" * 8192

@@ -404,7 +404,7 @@ class DumpConsumer(Consumer):
         if plan.static_size is not None:  # decoded values of fixed sizes encode to them
             return plan.static_size + record.payload_length == record.length
         try:
-            size = len(plan.layout.encode(fields, record.context.byte_order))
+            size = plan.layout.encoded_size(fields, record.context.byte_order)
         except (struct.error, TypeError, ValueError, OverflowError):
             return False
         return size + record.payload_length == record.length
