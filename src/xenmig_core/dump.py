@@ -324,11 +324,11 @@ class DumpConsumer(Consumer):
             return
         plan = self._plan(record)
         shape = self._shape(record, plan, end)
-        if self._render_json is not None and shape == "fields" and not (
+        if self._render_json is not None and shape in ("fields", "bare") and not (
                 self._squash is not None or (self.options.squash and plan.squash)
                 or self._pending or (plan.framed and record.padding and any(record.padding))):
             # the common case of a JSON dump, as its text: what _record_item would make
-            text = self._record_json(record, plan)
+            text = self._record_json(record, plan, shape)
             self._payload = None
             self._render_json(text)
         else:
@@ -360,28 +360,33 @@ class DumpConsumer(Consumer):
     def _shape(self, record: Record, plan: _TypePlan, end: int) -> str:
         """How a record item keeps its bytes: ``large`` (a spilled field: _large_record),
         ``fields`` (its fields, and payload, rebuild its body), ``body`` (the body's bytes),
-        ``raw`` (a walker's unit, as bytes)."""
+        ``raw`` (a walker's unit, as bytes), ``bare`` (nothing to keep: an empty body of a
+        type without fields)."""
         if plan.present is not None and record.decoded:
             if has_spilled(record):
                 return "large"
             if self._rebuildable(record, plan) and \
                     (plan.framed or end - record.offset == record.length):
                 return "fields"
-        return "body" if plan.framed else "raw"
+        if plan.framed:
+            return "body" if record.length or plan.layout is not None else "bare"
+        return "raw"
 
-    def _record_json(self, record: Record, plan: _TypePlan) -> str:
-        """The JSON text of the item _record_item makes for a record of shape ``fields`` with
-        no padding to keep and no diagnostics, as the JSON renderer's encoder writes it."""
-        if plan.json is None:
+    def _record_json(self, record: Record, plan: _TypePlan, shape: str) -> str:
+        """The JSON text of the item _record_item makes for a record of shape ``fields`` or
+        ``bare`` with no padding to keep and no diagnostics, as the JSON renderer's encoder
+        writes it."""
+        if not plan.text_head:
             plan.for_json(record, self._quote)
-            assert plan.json is not None
         text = f"{plan.text_head}{record.index}, \"offset\": {record.offset}" \
             f"{plan.text_type}{record.length}"
         summary = record.summary
         if summary:
             text += ', "summary": ' + (self._quote(summary) if type(summary) is str
                                        else self._encode(summary))
-        text += ', "fields": ' + plan.json(record.fields)
+        if shape == "fields":
+            assert plan.json is not None
+            text += ', "fields": ' + plan.json(record.fields)
         if record.payload_length:
             if self._payload is None and self.options.pages == "ref" and self.path is not None:
                 text += f', "payload": {self._ref_head}{record.payload_offset}, ' \
