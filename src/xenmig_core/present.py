@@ -29,9 +29,12 @@ MIN_RUN = 3
 
 def fold_runs(values: Sequence[int]) -> list[Any]:
     """[5, 6, 7, 9] -> [{first: 5, count: 3}, 9]: runs of +1 steps of MIN_RUN or more."""
+    n = len(values)
+    if n >= MIN_RUN and type(values) is array and values[-1] - values[0] == n - 1 and \
+            values == array(values.typecode, range(values[0], values[0] + n)):
+        return [{"first": values[0], "count": n}]     # one run (an int array, as decoded)
     out: list[Any] = []
     i = 0
-    n = len(values)
     while i < n:
         j = i + 1
         while j < n and values[j] == values[j - 1] + 1:
