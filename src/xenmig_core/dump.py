@@ -184,6 +184,8 @@ class DumpConsumer(Consumer):
         self.records_seen = 0
         self._pending: list[Diagnostic] = []
         self._payload: _PayloadView | None = None
+        if options.pages in ("hex", "sha256"):
+            self.wants_payload = self._wants_payload    # type: ignore[method-assign]
         self._squash: _Squash | None = None
         #: (id of the format, type id) -> what the dump needs of that record type
         self._plans: dict[tuple[int, int], _TypePlan] = {}
@@ -299,13 +301,10 @@ class DumpConsumer(Consumer):
             plan = self._plans[key] = _TypePlan(ctx, record)
         return plan
 
-    def on_record(self, record: Record) -> None:
-        self.records_seen += 1
+    def _wants_payload(self, record: Record) -> bool:
+        """``wants_payload`` when payloads are shown (--pages hex or sha256): set on the
+        instance then, so that a dump that shows none is not asked for each record."""
         self._payload = None
-
-    def wants_payload(self, record: Record) -> bool:
-        if self.options.pages not in ("hex", "sha256"):
-            return False
         if not self._selected(record.name, record.offset):
             return False
         self._payload = _PayloadView(self.options.pages)
@@ -316,13 +315,16 @@ class DumpConsumer(Consumer):
             self._payload.feed(chunk)
 
     def on_record_end(self, record: Record) -> None:
+        self.records_seen += 1
         if record.offset > self.covered:
             self._flush_squash_if_gap(record.offset)
         end = self.source.offset
         start, self.covered = self.covered, end
         if not self._everything and not self._selected(record.name, record.offset):
+            self._payload = None
             return
-        plan = self._plan(record)
+        plan = self._plans.get((id(record.context.format), record.type_id)) \
+            or self._plan(record)
         shape = self._shape(record, plan, end)
         if self._render_json is not None and shape in ("fields", "bare") and not (
                 self._squash is not None or (self.options.squash and plan.squash)
@@ -393,9 +395,10 @@ class DumpConsumer(Consumer):
                     f'"length": {record.payload_length}}}'
             else:
                 text += ', "payload": ' + self._encode(self._payload_item(record))
-        view = _view_of(record, plan.viewer, plan.known)
-        if view:
-            text += ', "view": ' + self._encode(view)
+        if plan.viewer is not None or not record.fields.keys() <= plan.known:
+            view = _view_of(record, plan.viewer, plan.known)
+            if view:
+                text += ', "view": ' + self._encode(view)
         return text + "}"
 
     def _record_item(self, record: Record, plan: _TypePlan, shape: str, start: int, end: int

@@ -438,12 +438,10 @@ class Layout:
     def encoded_size(self, values: Mapping[str, Any], order: str) -> int:
         """``len(self.encode(values, order))``, raising what it raises, without building
         the bytes of values as decoding made them (an int array, struct rows, bytes)."""
-        segments = self._segments
-        if not segments:
-            return 0
-        if len(segments) == 1:
-            return segments[0].size_of(values, order)
-        return sum(segment.size_of(values, order) for segment in segments)
+        size = 0
+        for segment in self._segments:
+            size += segment.size_of(values, order)
+        return size
 
     def check(self, values: Mapping[str, Any], names: Mapping[str, Any],
               prefix: str = "") -> list[tuple[str, str, str]]:
