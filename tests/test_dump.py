@@ -292,6 +292,24 @@ def test_pages_hex_sha256_ref(registry, monkeypatch) -> None:
     assert data[ref["offset"]:ref["offset"] + 4096] == page_bytes(32)
 
 
+def test_pages_shown_alike_with_an_observer(registry, monkeypatch) -> None:
+    """With an observer of the walk (the progress display), the consumers are asked whether
+    they want a payload before each of its chunks: the pages gathered so far are kept."""
+    from xenmig_core.engine import Consumer
+    monkeypatch.setattr(dispatch, "PAYLOAD_BUFFER_SIZE", 1000)   # many chunks a payload
+    path = ROOT / "examples" / "hvm-v3.libxc"
+    for pages in ("hex", "sha256"):
+        outs = []
+        for observer in (None, Consumer()):
+            out = io.StringIO()
+            with ByteSource.open(str(path)) as source:
+                dump_source(registry, source, JsonlRenderer(out), DumpOptions(pages=pages),
+                            observer=observer)
+            outs.append(out.getvalue())
+        assert outs[0] == outs[1], pages
+        assert '"sha256": ["' in outs[0] or '"hex": "' in outs[0]
+
+
 def test_text_hexdump_of_pages(registry) -> None:
     text, _ = dump_file(registry, ROOT / "examples" / "hvm-v3.libxc", pages="hex",
                         types=frozenset({"PAGE_DATA"}), limit=1)

@@ -184,6 +184,7 @@ class DumpConsumer(Consumer):
         self.records_seen = 0
         self._pending: list[Diagnostic] = []
         self._payload: _PayloadView | None = None
+        self._payload_of: tuple[int, int] | None = None     # (index, offset) of its record
         if options.pages in ("hex", "sha256"):
             self.wants_payload = self._wants_payload    # type: ignore[method-assign]
         self._squash: _Squash | None = None
@@ -303,7 +304,12 @@ class DumpConsumer(Consumer):
 
     def _wants_payload(self, record: Record) -> bool:
         """``wants_payload`` when payloads are shown (--pages hex or sha256): set on the
-        instance then, so that a dump that shows none is not asked for each record."""
+        instance then, so that a dump that shows none is not asked for each record. Asked
+        again for the same record (a MultiConsumer asks before each chunk), the same answer,
+        and the payload gathered so far is kept."""
+        if self._payload_of == (record.index, record.offset):
+            return self._payload is not None
+        self._payload_of = (record.index, record.offset)
         self._payload = None
         if not self._selected(record.name, record.offset):
             return False
