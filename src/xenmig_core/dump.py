@@ -128,6 +128,10 @@ class _Squash:
     items: list[dict[str, Any]] = field(default_factory=list)
 
 
+#: the shapes of record items (_shape) a JSON dump writes as text (_record_json)
+_TEXT_SHAPES = ("fields", "bare")
+
+
 class _TypePlan:
     """What the dump needs of one record type of one format, worked out once per walk:
     framing, the compiled field presenter, the viewer, the ids of the layout's fields."""
@@ -147,9 +151,9 @@ class _TypePlan:
         self.present = presenter(layout, spec.enums) if layout is not None else None
         self.known = _field_ids(layout) if layout is not None else frozenset()
         appended = getattr(layout, "appended", frozenset())  # a shorter body lacks them
-        self.required = tuple(f.id for f in layout.fields
-                              if not f.payload and f.id not in appended) \
-            if layout is not None else ()
+        self.required = frozenset(f.id for f in layout.fields
+                                  if not f.payload and f.id not in appended) \
+            if layout is not None else frozenset()
         self.static_size = layout.static_size if layout is not None else None
         self.viewer = ctx.format.viewers.get(record.name)
         self.squash = rtype is not None and rtype.squash is not None
@@ -185,6 +189,9 @@ class DumpConsumer(Consumer):
         self._pending: list[Diagnostic] = []
         self._payload: _PayloadView | None = None
         self._payload_of: tuple[int, int] | None = None     # (index, offset) of its record
+        self._squashing = options.squash
+        #: the number of items after which the walk stops (--limit), or None
+        self._limit = options.limit
         if options.pages in ("hex", "sha256"):
             self.wants_payload = self._wants_payload    # type: ignore[method-assign]
         self._squash: _Squash | None = None
@@ -200,6 +207,8 @@ class DumpConsumer(Consumer):
         #: a renderer that takes items as their JSON text (json, jsonl): a record whose
         #: fields rebuild it is written as text directly (_record_json)
         self._render_json: Callable[[str], None] | None = getattr(renderer, "item_json", None)
+        #: payloads are references into the source file
+        self._refs = options.pages == "ref" and self.path is not None
         if self._render_json is not None:
             from xenmig_core.render.json import encode, quote
             self._encode, self._quote = encode, quote
@@ -332,9 +341,9 @@ class DumpConsumer(Consumer):
         plan = self._plans.get((id(record.context.format), record.type_id)) \
             or self._plan(record)
         shape = self._shape(record, plan, end)
-        if self._render_json is not None and shape in ("fields", "bare") and not (
-                self._squash is not None or (self.options.squash and plan.squash)
-                or self._pending or (plan.framed and record.padding and any(record.padding))):
+        if self._render_json is not None and shape in _TEXT_SHAPES and not (
+                self._squash is not None or (self._squashing and plan.squash)
+                or self._pending or (record.padding and plan.framed and any(record.padding))):
             # the common case of a JSON dump, as its text: what _record_item would make
             text = self._record_json(record, plan, shape)
             self._payload = None
@@ -357,7 +366,7 @@ class DumpConsumer(Consumer):
                 self._flush_diagnostics()
             self._render(item)
         self.emitted += 1
-        if self.options.limit is not None and self.emitted >= self.options.limit:
+        if self._limit is not None and self.emitted >= self._limit:
             raise _LimitReached
 
     def _flush_squash_if_gap(self, offset: int) -> None:
@@ -396,7 +405,7 @@ class DumpConsumer(Consumer):
             assert plan.json is not None
             text += ', "fields": ' + plan.json(record.fields)
         if record.payload_length:
-            if self._payload is None and self.options.pages == "ref" and self.path is not None:
+            if self._payload is None and self._refs:
                 text += f', "payload": {self._ref_head}{record.payload_offset}, ' \
                     f'"length": {record.payload_length}}}'
             else:
@@ -466,9 +475,8 @@ class DumpConsumer(Consumer):
         exactly the body."""
         assert plan.layout is not None
         fields = record.fields
-        for field_id in plan.required:
-            if field_id not in fields:
-                return False  # not (fully) decoded: e.g. a length rule stopped the decoding
+        if not fields.keys() >= plan.required:
+            return False  # not (fully) decoded: e.g. a length rule stopped the decoding
         if plan.static_size is not None:  # decoded values of fixed sizes encode to them
             return plan.static_size + record.payload_length == record.length
         try:
