@@ -7,6 +7,7 @@ import io
 import json
 import os
 import tracemalloc
+from array import array
 from importlib.resources import files
 
 import jsonschema
@@ -418,6 +419,9 @@ def test_json_presenter_writes_what_the_presented_fields_encode_to(libxc) -> Non
                               "reserved": 0}),                       # not ints
             ("X86_TSC_INFO", {"mode": 1, "khz": 1}),                 # fields missing
             ("PAGE_DATA", {"count": 4, "reserved": 0, "pfn": [1, 2, 3, 4, 9]}),
+            ("PAGE_DATA", {"count": 4, "reserved": 0, "pfn": array("Q", [7, 8, 9, 10])}),
+            ("PAGE_DATA", {"count": 4, "reserved": 0, "pfn": array("Q", [7, 8, 10, 11])}),
+            ("PAGE_DATA", {"count": 2, "reserved": 0, "pfn": array("Q", [7, 8])}),
             ("HVM_PARAMS", {"count": 1, "reserved": 0,
                             "params": [{"index": 1, "value": 2}]}),
             ("X86_PV_INFO", {"guest_width": 8, "pt_levels": 4, "reserved1": 0,
@@ -426,6 +430,11 @@ def test_json_presenter_writes_what_the_presented_fields_encode_to(libxc) -> Non
         layout = libxc.record_by_name(name).layout
         assert json_presenter(layout, enums)(values) == \
             encode(presenter(layout, enums)(values)), (name, values)
+    from xenmig_core.spec.layout import FieldSpec, Layout
+    modes = Layout("modes", [FieldSpec(id="modes", type="u32", repeat=3, enum="tsc_mode")])
+    values = {"modes": array("I", [0, 1, 2])}        # a run of values, but enum names
+    assert json_presenter(modes, enums)(values) == encode(presenter(modes, enums)(values))
+    assert '"default"' in json_presenter(modes, enums)(values)
     tsc = libxc.record_by_name("X86_TSC_INFO").layout
     assert '"mode": "default"' in json_presenter(tsc, enums)({"mode": 0, "khz": 1, "nsec": 1,
                                                                "incarnation": 0,

@@ -29,10 +29,9 @@ MIN_RUN = 3
 
 def fold_runs(values: Sequence[int]) -> list[Any]:
     """[5, 6, 7, 9] -> [{first: 5, count: 3}, 9]: runs of +1 steps of MIN_RUN or more."""
+    if _one_run(values):
+        return [{"first": values[0], "count": len(values)}]
     n = len(values)
-    if n >= MIN_RUN and type(values) is array and values[-1] - values[0] == n - 1 and \
-            values == array(values.typecode, range(values[0], values[0] + n)):
-        return [{"first": values[0], "count": n}]     # one run (an int array, as decoded)
     out: list[Any] = []
     i = 0
     while i < n:
@@ -45,6 +44,16 @@ def fold_runs(values: Sequence[int]) -> list[Any]:
             out.extend(values[i:j])
         i = j
     return out
+
+
+def _one_run(values: Sequence[int]) -> bool:
+    """True when *values* is an int array (as decoded) of one run to fold: MIN_RUN or more
+    values of +1 steps (checked at once, not value by value)."""
+    if type(values) is not array:
+        return False
+    n = len(values)
+    return n >= MIN_RUN and values[-1] - values[0] == n - 1 and \
+        values == array(values.typecode, range(values[0], values[0] + n))
 
 
 def _as_text(data: bytes) -> str | None:
@@ -171,7 +180,8 @@ def _compile_json(layout: Layout, enums: dict[str, EnumSpec]
             ints.append(f"type(v{i}) is not _int")
             value = f"{{v{i}}}"
         else:
-            namespace[f"_j{i}"] = _enum_json(spec, enums, encode, quote) or (
+            namespace[f"_j{i}"] = _enum_json(spec, enums, encode, quote) or \
+                _runs_json(spec, convert, encode) or (
                 lambda value, convert=convert: encode(value if convert is None
                                                       else convert(value)))
             value = f"{{_j{i}(v{i})}}"
@@ -202,6 +212,21 @@ def _enum_json(spec: FieldSpec, enums: dict[str, EnumSpec], encode: Callable[[An
         entry = entries.get(value)
         return quote(entry.name) if entry is not None else encode(value)
     return enum_json
+
+
+def _runs_json(spec: FieldSpec, convert: Callable[[Any], Any] | None,
+               encode: Callable[[Any], str]) -> Callable[[Any], str] | None:
+    """An int array field's JSON text: one run (the usual pfn batch) written at once, other
+    values as their folded runs encoded (None: not an int array field)."""
+    if not spec.is_int or spec.repeat is None or spec.enum is not None \
+            or spec.flags is not None or convert is None:
+        return None
+
+    def runs_json(value: Any) -> str:
+        if _one_run(value):
+            return f'[{{"first": {value[0]}, "count": {len(value)}}}]'
+        return encode(convert(value))
+    return runs_json
 
 
 def _literal(text: str) -> str:
