@@ -395,26 +395,28 @@ class DumpConsumer(Consumer):
         writes it."""
         if not plan.text_head:
             plan.for_json(record, self._quote)
-        text = f"{plan.text_head}{record.index}, \"offset\": {record.offset}" \
-            f"{plan.text_type}{record.length}"
         summary = record.summary
         if summary:
-            text += ', "summary": ' + (self._quote(summary) if type(summary) is str
-                                       else self._encode(summary))
+            summary = ', "summary": ' + (self._quote(summary) if type(summary) is str
+                                         else self._encode(summary))
+        fields = record.fields
         if shape == "fields":
             assert plan.json is not None
-            text += ', "fields": ' + plan.json(record.fields)
-        if record.payload_length:
-            if self._payload is None and self._refs:
-                text += f', "payload": {self._ref_head}{record.payload_offset}, ' \
-                    f'"length": {record.payload_length}}}'
-            else:
-                text += ', "payload": ' + self._encode(self._payload_item(record))
-        if plan.viewer is not None or not record.fields.keys() <= plan.known:
-            view = _view_of(record, plan.viewer, plan.known)
-            if view:
-                text += ', "view": ' + self._encode(view)
-        return text + "}"
+            shown = f', "fields": {plan.json(fields)}'
+            if record.payload_length:
+                if self._payload is None and self._refs:
+                    shown += f', "payload": {self._ref_head}{record.payload_offset}, ' \
+                        f'"length": {record.payload_length}}}'
+                else:
+                    shown += ', "payload": ' + self._encode(self._payload_item(record))
+        else:
+            shown = ""
+        view = _view_of(record, plan.viewer, plan.known) \
+            if plan.viewer is not None or not fields.keys() <= plan.known else None
+        viewed = ', "view": ' + self._encode(view) if view else ""
+        return f'{plan.text_head}{record.index}, "offset": {record.offset}{plan.text_type}' \
+            f'{record.length}{summary or ""}{shown}{viewed}}}'
+
 
     def _record_item(self, record: Record, plan: _TypePlan, shape: str, start: int, end: int
                      ) -> dict[str, Any]:
