@@ -437,7 +437,11 @@ class Layout:
 
     def encoded_size(self, values: Mapping[str, Any], order: str) -> int:
         """``len(self.encode(values, order))``, raising what it raises, without building
-        the bytes of values as decoding made them (an int array, struct rows, bytes)."""
+        the bytes of values as decoding made them (an int array, struct rows, bytes). A
+        subclass that encodes otherwise (appended fields: spec.extend) is measured by its
+        encode."""
+        if type(self).encode is not Layout.encode:
+            return len(self.encode(values, order))
         size = 0
         for segment in self._segments:
             size += segment.size_of(values, order)
