@@ -65,7 +65,8 @@ class DumpOptions:
 class Renderer(Protocol):
     """Receives the dump as it is made: ``begin(meta)``, ``item(item)`` per item, ``end()``.
     A renderer that holds output back has a ``flush()`` too, called when an error stops the
-    dump before ``end()``."""
+    dump before ``end()``. A JSON renderer may have ``item_json(text)`` too: it is then given
+    most records as their JSON text (exactly ``json.dumps(item)``) instead of the mapping."""
 
     def begin(self, meta: dict[str, Any]) -> None: ...
 
