@@ -7,6 +7,7 @@ import io
 import json
 import os
 import tracemalloc
+from array import array
 from importlib.resources import files
 
 import jsonschema
@@ -292,6 +293,24 @@ def test_pages_hex_sha256_ref(registry, monkeypatch) -> None:
     assert data[ref["offset"]:ref["offset"] + 4096] == page_bytes(32)
 
 
+def test_pages_shown_alike_with_an_observer(registry, monkeypatch) -> None:
+    """With an observer of the walk (the progress display), the consumers are asked whether
+    they want a payload before each of its chunks: the pages gathered so far are kept."""
+    from xenmig_core.engine import Consumer
+    monkeypatch.setattr(dispatch, "PAYLOAD_BUFFER_SIZE", 1000)   # many chunks a payload
+    path = ROOT / "examples" / "hvm-v3.libxc"
+    for pages in ("hex", "sha256"):
+        outs = []
+        for observer in (None, Consumer()):
+            out = io.StringIO()
+            with ByteSource.open(str(path)) as source:
+                dump_source(registry, source, JsonlRenderer(out), DumpOptions(pages=pages),
+                            observer=observer)
+            outs.append(out.getvalue())
+        assert outs[0] == outs[1], pages
+        assert '"sha256": ["' in outs[0] or '"hex": "' in outs[0]
+
+
 def test_text_hexdump_of_pages(registry) -> None:
     text, _ = dump_file(registry, ROOT / "examples" / "hvm-v3.libxc", pages="hex",
                         types=frozenset({"PAGE_DATA"}), limit=1)
@@ -344,6 +363,82 @@ def test_jsonl_streams_with_bounded_memory(libxc, registry, tmp_path) -> None:
     # meta, stream, 2 headers, SDE, the records, HVM_CONTEXT, END, end: no diagnostic
     assert sink.lines == records + 8
     assert peak < 4 << 20, f"peak {peak} bytes for a {size}-byte stream"
+
+
+# -- records written as JSON text ----------------------------------------------------------
+class _ItemsOnly(JsonlRenderer):
+    """A JSON Lines renderer that takes items as mappings only: the dump makes every item
+    and has it encoded (the way before records were written as their JSON text)."""
+
+    item_json = None
+
+
+def _both_ways(registry, data: bytes, name: str, path=None, **options) -> tuple[str, str]:
+    outs = []
+    for renderer in (JsonlRenderer, _ItemsOnly):
+        out = io.StringIO()
+        source = ByteSource.open(str(path)) if path is not None \
+            else ByteSource.from_bytes(data, name)
+        with source:
+            dump_source(registry, source, renderer(out), DumpOptions(**options))
+        outs.append(out.getvalue())
+    return outs[0], outs[1]
+
+
+def test_records_as_json_text_are_what_their_items_encode_to(registry, streams) -> None:
+    """A JSON dump writes most records' text directly (no mapping made, no encoder): the
+    same bytes as encoding the items, for every sample stream (valid, broken, big-endian,
+    with padding and diagnostics), every --pages mode and squashed runs, and for files
+    (payload references); and a path not taken never goes unnoticed (both ways run)."""
+    texts = 0
+    for name, data in streams.items():
+        for pages, squash in (("ref", False), ("hex", False), ("sha256", True)):
+            direct, items = _both_ways(registry, data, name, pages=pages, squash=squash)
+            assert direct == items, f"{name} --pages {pages}"
+            texts += direct.count('"kind": "record"')
+    for name in EXAMPLES:
+        direct, items = _both_ways(registry, b"", name, ROOT / "examples" / name, pages="ref")
+        assert direct == items, name
+        assert '"payload": {"ref": ' in direct or "PAGE_DATA" not in direct
+    assert texts > 1000
+
+
+def test_json_presenter_writes_what_the_presented_fields_encode_to(libxc) -> None:
+    """The JSON presenter of a layout: ints and enum names written directly, other fields
+    encoded; a value of another type than decoding gives, a missing field or an unknown
+    enum value come out as encoding the presented mapping gives them."""
+    from xenmig_core.present import json_presenter, presenter
+    from xenmig_core.render.json import encode
+    enums = libxc.enums
+    for name, values in [
+            ("X86_TSC_INFO", {"mode": 1, "khz": 2400000, "nsec": 5, "incarnation": 1,
+                              "reserved": 0}),
+            ("X86_TSC_INFO", {"mode": 77, "khz": 1, "nsec": 2, "incarnation": 3,
+                              "reserved": 0}),                       # no such mode
+            ("X86_TSC_INFO", {"mode": 1, "khz": True, "nsec": 1.5, "incarnation": "x",
+                              "reserved": 0}),                       # not ints
+            ("X86_TSC_INFO", {"mode": 1, "khz": 1}),                 # fields missing
+            ("PAGE_DATA", {"count": 4, "reserved": 0, "pfn": [1, 2, 3, 4, 9]}),
+            ("PAGE_DATA", {"count": 4, "reserved": 0, "pfn": array("Q", [7, 8, 9, 10])}),
+            ("PAGE_DATA", {"count": 4, "reserved": 0, "pfn": array("Q", [7, 8, 10, 11])}),
+            ("PAGE_DATA", {"count": 2, "reserved": 0, "pfn": array("Q", [7, 8])}),
+            ("HVM_PARAMS", {"count": 1, "reserved": 0,
+                            "params": [{"index": 1, "value": 2}]}),
+            ("X86_PV_INFO", {"guest_width": 8, "pt_levels": 4, "reserved1": 0,
+                             "reserved2": 0}),
+            ("SHARED_INFO", {})]:
+        layout = libxc.record_by_name(name).layout
+        assert json_presenter(layout, enums)(values) == \
+            encode(presenter(layout, enums)(values)), (name, values)
+    from xenmig_core.spec.layout import FieldSpec, Layout
+    modes = Layout("modes", [FieldSpec(id="modes", type="u32", repeat=3, enum="tsc_mode")])
+    values = {"modes": array("I", [0, 1, 2])}        # a run of values, but enum names
+    assert json_presenter(modes, enums)(values) == encode(presenter(modes, enums)(values))
+    assert '"default"' in json_presenter(modes, enums)(values)
+    tsc = libxc.record_by_name("X86_TSC_INFO").layout
+    assert '"mode": "default"' in json_presenter(tsc, enums)({"mode": 0, "khz": 1, "nsec": 1,
+                                                               "incarnation": 0,
+                                                               "reserved": 0})
 
 
 # -- output written in large pieces --------------------------------------------------------

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import random
 from array import array
+from types import SimpleNamespace
 
 import pytest
 
+from xenmig_core.present import fold_runs
 from xenmig_libxc.page_data import (
     INVALID_TYPES,
     PFN_MASK,
@@ -16,6 +18,7 @@ from xenmig_libxc.page_data import (
     _scan,
     _uniform,
 )
+from xenmig_libxc.views import view_page_data
 
 
 def by_definition(words: list[int], max_pfn: int | None) -> tuple[dict[int, int], bool]:
@@ -77,3 +80,25 @@ def test_each_reserved_bit_and_the_largest_pfn() -> None:
     assert _uniform(array("Q", [3, PFN_MASK]), PFN_MASK - 1) == (0, True)
     assert _uniform(array("Q", [3, PFN_MASK]), PFN_MASK) == (0, False)
     assert _uniform(array("Q", [3, 1 << 52]), None) is None     # reserved bits differ
+
+
+@pytest.mark.parametrize("words", [
+    [5, 6, 7, 8], [9], [], [1 << TYPE_SHIFT | 3, 1 << TYPE_SHIFT | 4],
+    [(2 << TYPE_SHIFT) | (1 << 53) | 7, (2 << TYPE_SHIFT) | (1 << 53) | 8],   # reserved bits
+    [PFN_MASK - 1, PFN_MASK], [PFN_MASK, PFN_MASK + 1],     # the last pfn, then a carry
+    [5, 6, 8, 9, 10], [3, 2, 1], [0xF << TYPE_SHIFT | 1, 2]])
+def test_page_data_view_of_one_run_is_the_runs_view(libxc, words) -> None:
+    """The view of a batch of consecutive pfns (one run, made at once) is what the run by
+    run walk makes of the same words (given as a list, which takes that walk)."""
+    ctx = SimpleNamespace(format=SimpleNamespace(spec=libxc))
+
+    def view(pfn):
+        return view_page_data(SimpleNamespace(fields={"pfn": pfn}), ctx)
+    assert view(array("Q", words)) == view(list(words))
+
+
+@pytest.mark.parametrize("values", [[5, 6, 7], [5, 6, 7, 9], [1, 2], [7, 6, 5], [0, 2, 4],
+                                    [], [3, 4, 5, 6, 7, 8, 9, 10], [2**64 - 3, 2**64 - 2,
+                                                                     2**64 - 1]])
+def test_fold_runs_of_an_array_is_that_of_its_list(values) -> None:
+    assert fold_runs(array("Q", values)) == fold_runs(list(values))

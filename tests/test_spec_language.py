@@ -13,7 +13,7 @@ from conftest import run_xenmig, verify_bytes
 
 from xenmig_core.errors import SpecError
 from xenmig_core.session import open_registry
-from xenmig_core.spec.expr import Expression, Template
+from xenmig_core.spec.expr import Expression, Names, Template
 from xenmig_core.spec.layout import BytesReader
 from xenmig_core.spec.loader import build_formats, load_spec_file
 from xenmig_libxc.samples import Step, assemble, hvm_sample
@@ -335,6 +335,28 @@ def test_layouts_round_trip_in_both_orders(libxc, order) -> None:
     assert rtype.layout.decode(BytesReader(raw), order) == values
 
 
+@pytest.mark.parametrize("order", ["<", ">"])
+@pytest.mark.parametrize(("name", "values"), [
+    ("PAGE_DATA", {"count": 3, "reserved": 0, "pfn": [5, 6, 1 << 63]}),
+    ("HVM_PARAMS", {"count": 2, "reserved": 0,
+                    "params": [{"index": 1, "value": 2}, {"index": 17, "value": 3}]}),
+    ("HVM_CONTEXT", {"context": b"\1" * 37}),
+    ("SHARED_INFO", {})])
+def test_encoded_size_is_the_length_of_the_encoding(libxc, name, values, order) -> None:
+    """encoded_size (what dump checks a record's rebuilding with) is len(encode), for decoded
+    values (arrays, struct rows, bytes) and for values as a description gives them."""
+    layout = libxc.record_by_name(name).layout
+    raw = layout.encode(values, order)
+    decoded = layout.decode(BytesReader(raw), order)
+    assert layout.encoded_size(decoded, order) == len(raw)
+    assert layout.encoded_size(values, order) == len(raw)
+    if "pfn" in values:          # one item more than count, and a value out of range
+        assert layout.encoded_size({**decoded, "pfn": [*decoded["pfn"], 7]}, order) \
+            == len(raw) + 8
+        with pytest.raises(OverflowError):
+            layout.encoded_size({**values, "pfn": [-1]}, order)
+
+
 def test_layout_stops_before_the_payload(libxc) -> None:
     rtype = libxc.record_by_name("PAGE_DATA")
     raw = rtype.layout.encode({"count": 2, "pfn": [5, 6]}, "<") + b"P" * 8192
@@ -367,3 +389,27 @@ def test_expressions_and_templates() -> None:
     assert text == "0xff big-endian 1"
     with pytest.raises(NameError):
         Expression("open").evaluate({})
+
+
+@pytest.mark.parametrize("source", [
+    "{count:#x} {'big' if b else 'little'}-endian {n}", "plain text", "", "{n}",
+    "it's {n:>4}% \\ {{}} \"{join(str(x) for x in items)}\" {plural(n, 'page')}",
+    "{missing} after"])
+def test_templates_render_the_same_compiled(source) -> None:
+    """Against Names a template renders through one compiled function: the same text as
+    part by part over a plain mapping, and the same error for an unknown name."""
+    own = {"count": 255, "b": False, "n": 1, "items": [3, 4]}
+    helpers = {"join": lambda items, sep=", ": sep.join(items),
+               "plural": lambda n, word: f"{n} {word}" + ("" if n == 1 else "s")}
+    template = Template(source)
+    try:
+        expected: object = template.render({**own, **helpers})
+    except (NameError, KeyError):
+        expected = NameError
+    names = Names(own, (helpers,))
+    if expected is NameError:
+        with pytest.raises(NameError):
+            template.render(names)
+    else:
+        assert template.render(names) == expected
+        assert template._fn is not None      # (the compiled path was taken)

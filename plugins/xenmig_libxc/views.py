@@ -28,8 +28,17 @@ MAX_DECODED_BYTES = 512 << 10
 def view_page_data(record: Record, ctx: StreamContext) -> dict[str, Any]:
     """``pfn``: runs {first, last, count, type[, reserved]}, the first :data:`MAX_RUNS`
     (``pfns_not_shown`` counts the pfns after them); ``pages``: count per type. A piece of
-    consecutive words (Xen's saver sends such batches) is taken in one step."""
+    consecutive words (Xen's saver sends such batches) is taken in one step, and a batch
+    that is one such piece (the usual case) is one run made at once."""
     enum = ctx.format.spec.enums["page_type"]
+    words = record.fields["pfn"]
+    if type(words) is array and words:
+        first = words[0]
+        n = len(words)
+        if (first & PFN_MASK) + n <= PFN_MASK + 1 and \
+                words == array(words.typecode, range(first, first + n)):
+            run = _run(first, n, enum.name_of(first >> TYPE_SHIFT))
+            return {"pfn": [run], "pages": {run["type"]: n}}
     runs: list[dict[str, Any]] = []
     pages: dict[str, int] = {}
     dropped = 0
@@ -49,12 +58,8 @@ def view_page_data(record: Record, ctx: StreamContext) -> dict[str, Any]:
         if len(runs) >= MAX_RUNS:
             dropped += count
             return
-        run: dict[str, Any] = {"first": pfn, "last": pfn + count - 1, "count": count,
-                               "type": type_name}
-        if reserved:
-            run["reserved"] = reserved
-        runs.append(run)
-    for piece in pieces(record.fields["pfn"]):
+        runs.append(_run(word, count, type_name))
+    for piece in pieces(words):
         first = piece[0] if len(piece) > 1 else 0
         if len(piece) > 1 and (first & PFN_MASK) + len(piece) <= PFN_MASK + 1 and \
                 array("Q", piece) == array("Q", range(first, first + len(piece))):
@@ -65,6 +70,17 @@ def view_page_data(record: Record, ctx: StreamContext) -> dict[str, Any]:
     if dropped:
         return {"pfn": runs, "pfns_not_shown": dropped, "pages": pages}
     return {"pfn": runs, "pages": pages}
+
+
+def _run(word: int, count: int, type_name: str) -> dict[str, Any]:
+    """A run of *count* pfns from *word*'s, of one page type (and reserved bits)."""
+    pfn = word & PFN_MASK
+    run: dict[str, Any] = {"first": pfn, "last": pfn + count - 1, "count": count,
+                           "type": type_name}
+    reserved = (word >> RESERVED_SHIFT) & 0xFF
+    if reserved:
+        run["reserved"] = reserved
+    return run
 
 
 def view_hvm_context(record: Record, ctx: StreamContext) -> dict[str, Any]:

@@ -17,13 +17,14 @@ import contextlib
 import functools
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from xenmig_core.diagnostics import Diagnostic
 from xenmig_core.engine import Consumer, Engine, MultiConsumer, Record, StreamContext
 from xenmig_core.engine.context import HeaderValue
-from xenmig_core.present import plain, present_fields, presenter
+from xenmig_core.present import json_presenter, plain, present_fields, presenter
 from xenmig_core.registry import Registry
 from xenmig_core.source import ByteSource
 from xenmig_core.spec.layout import Layout
@@ -64,7 +65,8 @@ class DumpOptions:
 class Renderer(Protocol):
     """Receives the dump as it is made: ``begin(meta)``, ``item(item)`` per item, ``end()``.
     A renderer that holds output back has a ``flush()`` too, called when an error stops the
-    dump before ``end()``."""
+    dump before ``end()``. A JSON renderer may have ``item_json(text)`` too: it is then given
+    most records as their JSON text (exactly ``json.dumps(item)``) instead of the mapping."""
 
     def begin(self, meta: dict[str, Any]) -> None: ...
 
@@ -127,12 +129,16 @@ class _Squash:
     items: list[dict[str, Any]] = field(default_factory=list)
 
 
+#: the shapes of record items (_shape) a JSON dump writes as text (_record_json)
+_TEXT_SHAPES = ("fields", "bare")
+
+
 class _TypePlan:
     """What the dump needs of one record type of one format, worked out once per walk:
     framing, the compiled field presenter, the viewer, the ids of the layout's fields."""
 
-    __slots__ = ("format", "framed", "head", "known", "layout", "present", "required",
-                 "squash", "static_size", "type", "viewer")
+    __slots__ = ("format", "framed", "head", "json", "known", "layout", "present", "required",
+                 "squash", "static_size", "text_head", "text_type", "type", "viewer")
 
     def __init__(self, ctx: StreamContext, record: Record) -> None:
         spec = ctx.format.spec
@@ -146,12 +152,24 @@ class _TypePlan:
         self.present = presenter(layout, spec.enums) if layout is not None else None
         self.known = _field_ids(layout) if layout is not None else frozenset()
         appended = getattr(layout, "appended", frozenset())  # a shorter body lacks them
-        self.required = tuple(f.id for f in layout.fields
-                              if not f.payload and f.id not in appended) \
-            if layout is not None else ()
+        self.required = frozenset(f.id for f in layout.fields
+                                  if not f.payload and f.id not in appended) \
+            if layout is not None else frozenset()
         self.static_size = layout.static_size if layout is not None else None
         self.viewer = ctx.format.viewers.get(record.name)
         self.squash = rtype is not None and rtype.squash is not None
+        #: for a renderer that takes items as JSON text: the fields' JSON presenter, and the
+        #: item's text before its index, and between its offset and its length
+        self.json: Callable[[dict[str, Any]], str] | None = None
+        self.text_head = self.text_type = ""
+
+    def for_json(self, record: Record, quote: Callable[[str], str]) -> None:
+        """Make what writing this type's record items as JSON text needs (see __init__)."""
+        self.text_head = f'{{"kind": "record", "format": {quote(self.format)}, "index": '
+        named = f', "type": {quote(self.type)}' if self.type is not None else ""
+        self.text_type = f'{named}, "type_id": {int(record.type_id)}, "length": '
+        if self.layout is not None:
+            self.json = json_presenter(self.layout, record.context.format.spec.enums)
 
 
 class DumpConsumer(Consumer):
@@ -171,11 +189,15 @@ class DumpConsumer(Consumer):
         self.records_seen = 0
         self._pending: list[Diagnostic] = []
         self._payload: _PayloadView | None = None
-        self._fields: dict[str, Any] | None = None
+        self._payload_of: tuple[int, int] | None = None     # (index, offset) of its record
+        self._squashing = options.squash
+        #: the number of items after which the walk stops (--limit), or None
+        self._limit = options.limit
+        if options.pages in ("hex", "sha256"):
+            self.wants_payload = self._wants_payload    # type: ignore[method-assign]
         self._squash: _Squash | None = None
         #: (id of the format, type id) -> what the dump needs of that record type
         self._plans: dict[tuple[int, int], _TypePlan] = {}
-        self._last_plan: tuple[Record, _TypePlan] | None = None
         #: no --type nor --offset: every item is selected
         self._everything = not options.types and options.start <= 0 and options.end is None
         # references point into the file: not for a decompressed one (offsets differ)
@@ -183,6 +205,16 @@ class DumpConsumer(Consumer):
             if os.path.isfile(source.name) and source.compression is None else None
         #: a renderer that shows no bytes (text) spares reading raw regions back
         self.shows_data: bool = getattr(renderer, "shows_data", True)
+        #: a renderer that takes items as their JSON text (json, jsonl): a record whose
+        #: fields rebuild it is written as text directly (_record_json)
+        self._render_json: Callable[[str], None] | None = getattr(renderer, "item_json", None)
+        #: payloads are references into the source file
+        self._refs = options.pages == "ref" and self.path is not None
+        if self._render_json is not None:
+            from xenmig_core.render.json import encode, quote
+            self._encode, self._quote = encode, quote
+            self._ref_head = f'{{"ref": {quote(self.path)}, "offset": ' \
+                if self.path is not None else ""
 
     # -- filters -------------------------------------------------------------------------
     def _in_range(self, offset: int) -> bool:
@@ -273,30 +305,22 @@ class DumpConsumer(Consumer):
         self._emit(item, counted=True)
 
     def _plan(self, record: Record) -> _TypePlan:
-        last = self._last_plan
-        if last is not None and last[0] is record:      # on_record_end after on_record
-            return last[1]
         ctx = record.context
         key = (id(ctx.format), record.type_id)
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = _TypePlan(ctx, record)
-        self._last_plan = (record, plan)
         return plan
 
-    def on_record(self, record: Record) -> None:
-        self.records_seen += 1
-        self._fields = None
+    def _wants_payload(self, record: Record) -> bool:
+        """``wants_payload`` when payloads are shown (--pages hex or sha256): set on the
+        instance then, so that a dump that shows none is not asked for each record. Asked
+        again for the same record (a MultiConsumer asks before each chunk), the same answer,
+        and the payload gathered so far is kept."""
+        if self._payload_of == (record.index, record.offset):
+            return self._payload is not None
+        self._payload_of = (record.index, record.offset)
         self._payload = None
-        if not self._everything and not self._selected(record.name, record.offset):
-            return
-        present = self._plan(record).present
-        if present is not None and record.decoded:
-            self._fields = present(record.fields)
-
-    def wants_payload(self, record: Record) -> bool:
-        if self.options.pages not in ("hex", "sha256"):
-            return False
         if not self._selected(record.name, record.offset):
             return False
         self._payload = _PayloadView(self.options.pages)
@@ -307,32 +331,43 @@ class DumpConsumer(Consumer):
             self._payload.feed(chunk)
 
     def on_record_end(self, record: Record) -> None:
+        self.records_seen += 1
         if record.offset > self.covered:
             self._flush_squash_if_gap(record.offset)
         end = self.source.offset
         start, self.covered = self.covered, end
         if not self._everything and not self._selected(record.name, record.offset):
+            self._payload = None
             return
-        last = self._last_plan
-        plan = last[1] if last is not None and last[0] is record else self._plan(record)
-        item = self._record_item(record, plan, start, end)
-        self._payload = None
-        if self.options.squash and plan.squash \
-                and "diagnostics" not in item and "body" not in item:
-            run = self._squash
-            if run is None or run.first["type"] != item["type"] \
-                    or run.first["format"] != item["format"]:
+        plan = self._plans.get((id(record.context.format), record.type_id)) \
+            or self._plan(record)
+        shape = self._shape(record, plan, end)
+        if self._render_json is not None and shape in _TEXT_SHAPES and not (
+                self._squash is not None or (self._squashing and plan.squash)
+                or self._pending or (record.padding and plan.framed and any(record.padding))):
+            # the common case of a JSON dump, as its text: what _record_item would make
+            text = self._record_json(record, plan, shape)
+            self._payload = None
+            self._render_json(text)
+        else:
+            item = self._record_item(record, plan, shape, start, end)
+            self._payload = None
+            if self.options.squash and plan.squash \
+                    and "diagnostics" not in item and "body" not in item:
+                run = self._squash
+                if run is None or run.first["type"] != item["type"] \
+                        or run.first["format"] != item["format"]:
+                    self._flush_squash()
+                    run = self._squash = _Squash(item)
+                run.items.append(item)
+                return
+            if self._squash is not None:
                 self._flush_squash()
-                run = self._squash = _Squash(item)
-            run.items.append(item)
-            return
-        if self._squash is not None:
-            self._flush_squash()
-        if self._pending:       # (_emit, inlined: the path every record takes)
-            self._flush_diagnostics()
-        self._render(item)
+            if self._pending:       # (_emit, inlined: the path every record takes)
+                self._flush_diagnostics()
+            self._render(item)
         self.emitted += 1
-        if self.options.limit is not None and self.emitted >= self.options.limit:
+        if self._limit is not None and self.emitted >= self._limit:
             raise _LimitReached
 
     def _flush_squash_if_gap(self, offset: int) -> None:
@@ -340,7 +375,51 @@ class DumpConsumer(Consumer):
             self._flush_squash()
             self._gap(offset)
 
-    def _record_item(self, record: Record, plan: _TypePlan, start: int, end: int
+    def _shape(self, record: Record, plan: _TypePlan, end: int) -> str:
+        """How a record item keeps its bytes: ``large`` (a spilled field: _large_record),
+        ``fields`` (its fields, and payload, rebuild its body), ``body`` (the body's bytes),
+        ``raw`` (a walker's unit, as bytes), ``bare`` (nothing to keep: an empty body of a
+        type without fields)."""
+        if plan.present is not None and record.decoded:
+            if has_spilled(record):
+                return "large"
+            if self._rebuildable(record, plan) and \
+                    (plan.framed or end - record.offset == record.length):
+                return "fields"
+        if plan.framed:
+            return "body" if record.length or plan.layout is not None else "bare"
+        return "raw"
+
+    def _record_json(self, record: Record, plan: _TypePlan, shape: str) -> str:
+        """The JSON text of the item _record_item makes for a record of shape ``fields`` or
+        ``bare`` with no padding to keep and no diagnostics, as the JSON renderer's encoder
+        writes it."""
+        if not plan.text_head:
+            plan.for_json(record, self._quote)
+        summary = record.summary
+        if summary:
+            summary = ', "summary": ' + (self._quote(summary) if type(summary) is str
+                                         else self._encode(summary))
+        fields = record.fields
+        if shape == "fields":
+            assert plan.json is not None
+            shown = f', "fields": {plan.json(fields)}'
+            if record.payload_length:
+                if self._payload is None and self._refs:
+                    shown += f', "payload": {self._ref_head}{record.payload_offset}, ' \
+                        f'"length": {record.payload_length}}}'
+                else:
+                    shown += ', "payload": ' + self._encode(self._payload_item(record))
+        else:
+            shown = ""
+        view = _view_of(record, plan.viewer, plan.known) \
+            if plan.viewer is not None or not fields.keys() <= plan.known else None
+        viewed = ', "view": ' + self._encode(view) if view else ""
+        return f'{plan.text_head}{record.index}, "offset": {record.offset}{plan.text_type}' \
+            f'{record.length}{summary or ""}{shown}{viewed}}}'
+
+
+    def _record_item(self, record: Record, plan: _TypePlan, shape: str, start: int, end: int
                      ) -> dict[str, Any]:
         view = _view_of(record, plan.viewer, plan.known)
         item: dict[str, Any] = {
@@ -352,11 +431,11 @@ class DumpConsumer(Consumer):
         if record.summary:
             item["summary"] = record.summary
         framed = plan.framed
-        if self._fields is not None and has_spilled(record):
+        if shape == "large":
             item.update(self._large_record(record, plan, end))
-        elif self._fields is not None and self._rebuildable(record, plan) and \
-                (framed or end - record.offset == record.length):
-            item["fields"] = self._fields
+        elif shape == "fields":
+            assert plan.present is not None
+            item["fields"] = plan.present(record.fields)
             if record.payload_length:
                 item["payload"] = self._payload_item(record)
         elif framed:
@@ -387,7 +466,8 @@ class DumpConsumer(Consumer):
             if plan.framed:
                 return {"body": self._data(record.offset + plan.head, record.length)}
             return {"raw": self._data(record.offset, end - record.offset)}
-        out: dict[str, Any] = {"fields": self._fields}
+        assert plan.present is not None
+        out: dict[str, Any] = {"fields": plan.present(record.fields)}
         if record.payload_length:
             out["payload"] = self._payload_item(record)
         return out
@@ -398,13 +478,12 @@ class DumpConsumer(Consumer):
         exactly the body."""
         assert plan.layout is not None
         fields = record.fields
-        for field_id in plan.required:
-            if field_id not in fields:
-                return False  # not (fully) decoded: e.g. a length rule stopped the decoding
+        if not fields.keys() >= plan.required:
+            return False  # not (fully) decoded: e.g. a length rule stopped the decoding
         if plan.static_size is not None:  # decoded values of fixed sizes encode to them
             return plan.static_size + record.payload_length == record.length
         try:
-            size = len(plan.layout.encode(fields, record.context.byte_order))
+            size = plan.layout.encoded_size(fields, record.context.byte_order)
         except (struct.error, TypeError, ValueError, OverflowError):
             return False
         return size + record.payload_length == record.length

@@ -29,9 +29,11 @@ MIN_RUN = 3
 
 def fold_runs(values: Sequence[int]) -> list[Any]:
     """[5, 6, 7, 9] -> [{first: 5, count: 3}, 9]: runs of +1 steps of MIN_RUN or more."""
+    if _one_run(values):
+        return [{"first": values[0], "count": len(values)}]
+    n = len(values)
     out: list[Any] = []
     i = 0
-    n = len(values)
     while i < n:
         j = i + 1
         while j < n and values[j] == values[j - 1] + 1:
@@ -42,6 +44,16 @@ def fold_runs(values: Sequence[int]) -> list[Any]:
             out.extend(values[i:j])
         i = j
     return out
+
+
+def _one_run(values: Sequence[int]) -> bool:
+    """True when *values* is an int array (as decoded) of one run to fold: MIN_RUN or more
+    values of +1 steps (checked at once, not value by value)."""
+    if type(values) is not array:
+        return False
+    n = len(values)
+    return n >= MIN_RUN and values[-1] - values[0] == n - 1 and \
+        values == array(values.typecode, range(values[0], values[0] + n))
 
 
 def _as_text(data: bytes) -> str | None:
@@ -131,6 +143,96 @@ def _compile(layout: Layout, enums: dict[str, EnumSpec], fold: bool) -> Presente
     exec(compile(source, f"<presenter of {layout.name}>", "exec"), namespace)
     present: Presenter = namespace["present"]
     return present
+
+
+#: (id(layout), id(enums)) -> (layout, enums, JSON presenter), kept as _PRESENTERS keeps its
+_JSON_PRESENTERS: dict[tuple[int, int], tuple[Layout, dict[str, EnumSpec],
+                                              Callable[[dict[str, Any]], str]]] = {}
+
+
+def json_presenter(layout: Layout, enums: dict[str, EnumSpec]
+                   ) -> Callable[[dict[str, Any]], str]:
+    """The JSON text of ``presenter(layout, enums)(values)``, exactly as ``json.dumps`` writes
+    that mapping, for a dump that writes JSON: compiled once per layout into one f-string
+    that writes an int field's value as it is and an enum field's name as text, without
+    making the mapping; other fields go through their converter and the JSON encoder. Values
+    of another type than decoding gives (an int field that holds no int), or a field not
+    decoded, take the general way: the mapping, encoded."""
+    key = (id(layout), id(enums))
+    entry = _JSON_PRESENTERS.get(key)
+    if entry is None or entry[0] is not layout or entry[1] is not enums:
+        entry = _JSON_PRESENTERS[key] = (layout, enums, _compile_json(layout, enums))
+    return entry[2]
+
+
+def _compile_json(layout: Layout, enums: dict[str, EnumSpec]
+                  ) -> Callable[[dict[str, Any]], str]:
+    from xenmig_core.render.json import encode, quote  # (only a JSON dump needs them)
+
+    present = presenter(layout, enums)
+    namespace: dict[str, Any] = {"_general": lambda values: encode(present(values)),
+                                 "_int": int}
+    fetch, ints, parts = [], [], []
+    for i, spec in enumerate(f for f in layout.fields if not f.payload):
+        fetch.append(f"v{i} = values[{spec.id!r}]")
+        convert = _converter(spec, enums, True)
+        if convert is None and spec.is_int:
+            ints.append(f"type(v{i}) is not _int")
+            value = f"{{v{i}}}"
+        else:
+            namespace[f"_j{i}"] = _enum_json(spec, enums, encode, quote) or \
+                _runs_json(spec, convert, encode) or (
+                lambda value, convert=convert: encode(value if convert is None
+                                                      else convert(value)))
+            value = f"{{_j{i}(v{i})}}"
+        parts.append(_literal(quote(spec.id) + ": ") + value)
+    text = "f'{{" + _literal(", ").join(parts) + "}}'"
+    source = "def present_json(values):\n"
+    if fetch:
+        source += ("    try:\n" + "".join(f"        {line}\n" for line in fetch) +
+                   "    except KeyError:\n        return _general(values)\n")
+    if ints:
+        source += f"    if {' or '.join(ints)}:\n        return _general(values)\n"
+    source += f"    return {text}\n"
+    exec(compile(source, f"<JSON presenter of {layout.name}>", "exec"), namespace)
+    present_json: Callable[[dict[str, Any]], str] = namespace["present_json"]
+    return present_json
+
+
+def _enum_json(spec: FieldSpec, enums: dict[str, EnumSpec], encode: Callable[[Any], str],
+               quote: Callable[[str], str]) -> Callable[[Any], str] | None:
+    """An enum field's JSON text: its entry's name, else the value encoded (None: not an
+    enum field the spec has)."""
+    table = enums.get(spec.enum) if spec.enum is not None and spec.repeat is None else None
+    if table is None:
+        return None
+    entries = table.entries     # (read at each call: a spec extension may add some)
+
+    def enum_json(value: Any) -> str:
+        entry = entries.get(value)
+        return quote(entry.name) if entry is not None else encode(value)
+    return enum_json
+
+
+def _runs_json(spec: FieldSpec, convert: Callable[[Any], Any] | None,
+               encode: Callable[[Any], str]) -> Callable[[Any], str] | None:
+    """An int array field's JSON text: one run (the usual pfn batch) written at once, other
+    values as their folded runs encoded (None: not an int array field)."""
+    if not spec.is_int or spec.repeat is None or spec.enum is not None \
+            or spec.flags is not None or convert is None:
+        return None
+
+    def runs_json(value: Any) -> str:
+        if _one_run(value):
+            return f'[{{"first": {value[0]}, "count": {len(value)}}}]'
+        return encode(convert(value))
+    return runs_json
+
+
+def _literal(text: str) -> str:
+    """*text* as it is written inside a generated f'...' string."""
+    return text.replace("\\", "\\\\").replace("'", "\\'").replace("{", "{{") \
+        .replace("}", "}}")
 
 
 def _converter(spec: FieldSpec, enums: dict[str, EnumSpec], fold: bool

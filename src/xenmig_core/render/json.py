@@ -3,7 +3,9 @@
 Both write as items arrive. JSON: one document ``{"xenmig_dump": 1, ..., "items": [...]}``
 with one item per line; JSON Lines: the metadata on the first line, then one item per line.
 Every item is written exactly as ``json.dumps(item)`` writes it; lines are gathered and
-written in large pieces (:mod:`xenmig_core.render.batched`).
+written in large pieces (:mod:`xenmig_core.render.batched`). A producer that writes an
+item's JSON text itself (the dump's records, :func:`xenmig_core.present.json_presenter`)
+hands it to ``item_json``.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ def _make_encoder() -> Callable[[Any], str]:
 
 #: item -> its JSON text, as json.dumps(item)
 encode = _make_encoder()
+#: a str -> its JSON text (quoted, non-ASCII escaped), as json.dumps writes a str
+quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 
 class JsonRenderer(Batched):
@@ -52,11 +56,15 @@ class JsonRenderer(Batched):
         self._put(encode(head)[:-1] + ', "items": [\n')
 
     def item(self, item: dict[str, Any]) -> None:
+        self.item_json(encode(item))
+
+    def item_json(self, text: str) -> None:
+        """An item given as its JSON text (``encode(item)``)."""
         if self._first:
             self._first = False
-            self._put(encode(item))
+            self._put(text)
         else:
-            self._put(",\n" + encode(item))
+            self._put(",\n" + text)
 
     def end(self) -> None:
         self._put("\n]}\n")
@@ -71,6 +79,10 @@ class JsonlRenderer(Batched):
 
     def item(self, item: dict[str, Any]) -> None:
         self._put(encode(item) + "\n")
+
+    def item_json(self, text: str) -> None:
+        """An item given as its JSON text (``encode(item)``)."""
+        self._put(text + "\n")
 
     def end(self) -> None:
         self.flush()

@@ -171,6 +171,9 @@ class _FixedRun:
     def encode(self, values: Mapping[str, Any], order: str) -> bytes:
         return self.structs[order].pack(*(values.get(name, 0) for name in self.names))
 
+    def size_of(self, values: Mapping[str, Any], order: str) -> int:
+        return len(self.encode(values, order))
+
 
 class _IntArray:
     def __init__(self, spec: FieldSpec) -> None:
@@ -214,6 +217,12 @@ class _IntArray:
         if order != NATIVE_ORDER:
             items.byteswap()
         return items.tobytes()
+
+    def size_of(self, values: Mapping[str, Any], order: str) -> int:
+        value = values.get(self.spec.id)
+        if type(value) is array and value.typecode == self.array_code:   # as decoded
+            return len(value) * self.itemsize
+        return len(self.encode(values, order))
 
 
 class StructRows(Sequence[dict[str, "Any"]]):
@@ -305,6 +314,12 @@ class _StructArray:
         _held(values.get(self.spec.id))
         return b"".join(self.layout.encode(item, order) for item in values.get(self.spec.id, []))
 
+    def size_of(self, values: Mapping[str, Any], order: str) -> int:
+        value = values.get(self.spec.id)
+        if type(value) is StructRows and self.layout.fixed_size is not None:   # as decoded
+            return len(value) * self.layout.fixed_size
+        return len(self.encode(values, order))
+
 
 def _held(value: Any) -> None:
     """Encoding builds the body in memory: a spilled value is refused (TooLarge)."""
@@ -325,6 +340,9 @@ class _Struct:
         assert self.spec.struct is not None
         return self.spec.struct.encode(values.get(self.spec.id, {}), order)
 
+    def size_of(self, values: Mapping[str, Any], order: str) -> int:
+        return len(self.encode(values, order))
+
 
 class _Bytes:
     def __init__(self, spec: FieldSpec) -> None:
@@ -339,6 +357,10 @@ class _Bytes:
 
     def encode(self, values: Mapping[str, Any], order: str) -> bytes:
         return bytes(values.get(self.spec.id, b""))
+
+    def size_of(self, values: Mapping[str, Any], order: str) -> int:
+        value = values.get(self.spec.id, b"")
+        return len(value) if type(value) is bytes else len(self.encode(values, order))
 
 
 class Layout:
@@ -417,6 +439,18 @@ class Layout:
     def encode(self, values: Mapping[str, Any], order: str) -> bytes:
         """Encode the non-payload fields (a payload is appended by the writer)."""
         return b"".join(segment.encode(values, order) for segment in self._segments)
+
+    def encoded_size(self, values: Mapping[str, Any], order: str) -> int:
+        """``len(self.encode(values, order))``, raising what it raises, without building
+        the bytes of values as decoding made them (an int array, struct rows, bytes). A
+        subclass that encodes otherwise (appended fields: spec.extend) is measured by its
+        encode."""
+        if type(self).encode is not Layout.encode:
+            return len(self.encode(values, order))
+        size = 0
+        for segment in self._segments:
+            size += segment.size_of(values, order)
+        return size
 
     def check(self, values: Mapping[str, Any], names: Mapping[str, Any],
               prefix: str = "") -> list[tuple[str, str, str]]:
