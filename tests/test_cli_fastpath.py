@@ -118,8 +118,9 @@ def _args(template: str, files: dict[str, str]) -> list[str]:
     return [word.format(**files) for word in template.split()]
 
 
-def _both_ways(args: list[str], data: bytes | None) -> tuple[tuple, tuple]:
-    """(stdout, stderr, exit status) of the typer app, then of the console script's entry."""
+def _both_ways(args: list[str], data: bytes | None, fast: bool = False) -> tuple[tuple, tuple]:
+    """(stdout, stderr, exit status) of the typer app, then of the console script's entry
+    (*fast*: the entry takes its fast path, which must have enabled the collector again)."""
     runner = CliRunner()
     typed = runner.invoke(app, args, input=data, catch_exceptions=False)
     with runner.isolation(input=data) as (out, err, _mixed):
@@ -129,6 +130,7 @@ def _both_ways(args: list[str], data: bytes | None) -> tuple[tuple, tuple]:
         except SystemExit as done:
             code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
         finally:    # what the fast path does to the collector, undone for the test process
+            assert gc.isenabled() or code == 2 or not fast
             gc.unfreeze()
             gc.enable()
         stdout, stderr = out.getvalue(), err.getvalue()
@@ -162,22 +164,9 @@ def test_fast_path_prints_and_exits_as_the_typer_app(files, template, stdin, fas
     args = _args(template, files)
     data = Path(files[stdin]).read_bytes() if stdin else None
     assert (entry.parse_verify(args) is not None) is fast
-    runner = CliRunner()
-    typed = runner.invoke(app, args, input=data, catch_exceptions=False)
-    with runner.isolation(input=data) as (out, err, _mixed):
-        try:
-            entry.main(args)
-            code = 0
-        except SystemExit as done:
-            code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
-        finally:    # what the fast path does to the collector, undone for the test process
-            assert gc.isenabled() or code == 2 or not fast
-            gc.unfreeze()
-            gc.enable()
-        stdout, stderr = out.getvalue(), err.getvalue()
-    assert (stdout.decode(), stderr.decode(), code) == \
-        (typed.stdout, typed.stderr, typed.exit_code)
-    assert "Traceback" not in stderr.decode()
+    typed, fasted = _both_ways(args, data, fast)
+    assert fasted == typed
+    assert b"Traceback" not in fasted[1]
 
 
 def test_parse_verify_reads_options_as_click_does() -> None:
