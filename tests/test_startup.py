@@ -234,3 +234,28 @@ def test_console_script_verify_keeps_start_up_out_of_the_collector() -> None:
     enabled, frozen, deepest = done.stdout.split()
     assert enabled == "True" and int(frozen) > 10_000
     assert int(deepest) < 2, "a full collection ran during a short verify"
+
+
+def test_console_script_convert_loads_no_more_than_it_uses(tmp_path) -> None:
+    """A plain legacy-to-xl ``convert`` runs without typer, and its read-back verification
+    without an account: neither typing, dataclasses (nor inspect with them), pluggy, the
+    account consumer nor the memory plugin's export preview are loaded."""
+    stream = ROOT / "examples" / "hvm64-legacy.xl"
+    output = tmp_path / "out.xl"
+    run = f"""
+        import os
+        from xenmig_core.entry import main
+        if os.path.exists({str(output)!r}):
+            os.unlink({str(output)!r})
+        try:
+            main(["convert", "-q", {str(stream)!r}, "-o", {str(output)!r}, "--to", "xl"])
+        except SystemExit as exc:
+            assert exc.code in (0, None), exc.code
+    """
+    modules_after(run)     # the first run may fill the cache
+    loaded = modules_after(run)
+    assert output.stat().st_size > stream.stat().st_size // 2
+    assert "xenmig_core.convert" in loaded and "xenmig_legacy.convert" in loaded
+    heavy = {"typer", "click", "typing", "dataclasses", "inspect", "pluggy",
+             "xenmig_core.render.account", "xenmig_memory.preview"} - modules_after("pass")
+    assert not loaded & heavy, sorted(loaded & heavy)

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
 from xenmig_core.spec.spill import SpilledBytes
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 PAGE = 4096
 WORD = 4
@@ -35,13 +37,31 @@ class DeltaError(ValueError):
     """The compressed data are malformed; the message says where (offset in the data)."""
 
 
-@dataclass(frozen=True)
 class PageEntry:
-    """One page's entry: its *kind*, and where it lies in the data (``start``..``end``)."""
+    """One page's entry: its *kind*, and where it lies in the data (``start``..``end``).
+    Read-only by convention; compared and hashed by value. (A hand-written class: one is
+    made per page, and a dataclass would load ``dataclasses`` into every legacy run.)"""
 
-    kind: str
-    start: int
-    end: int
+    __slots__ = ("end", "kind", "start")
+
+    def __init__(self, kind: str, start: int, end: int) -> None:
+        self.kind = kind
+        self.start = start
+        self.end = end
+
+    def _key(self) -> tuple[str, int, int]:
+        return (self.kind, self.start, self.end)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._key() == other._key()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"PageEntry(kind={self.kind!r}, start={self.start!r}, end={self.end!r})"
 
 
 def iter_pages(data: Any) -> Iterator[PageEntry]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import struct
 from collections import deque
-from typing import Any
 
 from xenmig_core.convert import ConvertOptions
 from xenmig_core.diagnostics import ERROR, Diagnostic
@@ -43,6 +42,10 @@ from xenmig_legacy.detect import FORMAT
 from xenmig_legacy.pfnwords import to_v2
 from xenmig_legacy.physmap import PhysmapError, iter_physmap, xenstore_data
 from xenmig_legacy.walker import FILLER, FIRST_DATALESS_TYPE, TYPE_MASK
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Written as the libxc domain header's xen_minor (xen_major 0 = "converted"); Xen's own
 #: converter writes 1.

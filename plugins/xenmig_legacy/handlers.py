@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Callable
-from typing import Any
 
 from xenmig_core.engine import Record, StreamContext
 from xenmig_legacy.compression import DeltaError, count_kinds
@@ -17,6 +16,10 @@ from xenmig_legacy.walker import (
     TYPE_MASK,
     data_pages,
 )
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_REPORTED = 3
 _LOW_NIBBLE = bytes(b & 0x0F for b in range(256))

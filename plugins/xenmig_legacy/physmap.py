@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+
+from xenmig_core.plain import Plain
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 ENTRY = struct.Struct("<QQQI")
 #: the longest name an entry may have: XENSTORE_PAYLOAD_MAX, the most a xenstore write
@@ -26,8 +30,7 @@ class PhysmapError(ValueError):
     """The blob is not valid version-1 physmap data; the message says why."""
 
 
-@dataclass(frozen=True)
-class PhysmapEntry:
+class PhysmapEntry(Plain, frozen=True):
     phys_offset: int
     start_addr: int
     size: int

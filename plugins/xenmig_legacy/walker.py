@@ -19,12 +19,15 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
-from typing import Any
 
 from xenmig_core.engine import Action, Record, StreamContext
 from xenmig_core.errors import StreamError, TruncatedError
 from xenmig_legacy.detect import MAX_BATCH, decide
 from xenmig_legacy.pfnwords import FILLER, FIRST_DATALESS_TYPE, TYPE_MASK, data_pages
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["FILLER", "FIRST_DATALESS_TYPE", "TYPE_MASK", "data_pages", "walk"]
 

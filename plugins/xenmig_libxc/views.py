@@ -9,13 +9,16 @@ fits is shown with its length only.
 from __future__ import annotations
 
 from array import array
-from typing import Any
 
 from xenmig_core.engine import Record, StreamContext
 from xenmig_core.present import present_fields
 from xenmig_core.spec.spill import pieces
 from xenmig_libxc.hvm_context import MAX_KEPT_ENTRIES, EntryRules, body_reader, iter_entries
 from xenmig_libxc.page_data import PFN_MASK, RESERVED_SHIFT, TYPE_SHIFT
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: a PAGE_DATA view shows at most this many runs (a real batch of 1024 pfns has a few)
 MAX_RUNS = 4096

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import string
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 from xenmig_core.diagnostics import ERROR, WARNING
 from xenmig_core.engine import Record, StreamContext
 from xenmig_core.spec.spill import Spilled
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 KEY_CHARS = frozenset(string.ascii_letters + string.digits + "-/_@")
 PRINTABLE = frozenset(range(0x20, 0x7F))

@@ -19,11 +19,14 @@ format ``legacy``, the rest is skipped with a warning.
 from __future__ import annotations
 
 import struct
-from typing import Any
 
 from xenmig_core.engine import Action, StreamContext
 from xenmig_core.errors import StreamError, TruncatedError
 from xenmig_core.spec.spill import SPILL_MIN
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 HEADER = struct.Struct("<QQ")
 #: Types written with length 0 whose data, if any, is another stream that follows.

@@ -8,10 +8,12 @@ state values the summary and ``verify --json`` report (VM name, uuid, type, word
 
 from __future__ import annotations
 
-from typing import Any
-
 from xenmig_core.engine import Record, StreamContext
 from xenmig_xenserver.sexp import SexpError, XenopsRecord, parse, text, xenops_record
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def decode(record: Record) -> XenopsRecord:

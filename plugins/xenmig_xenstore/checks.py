@@ -15,11 +15,14 @@ xenstored's reader ignores (transactions) or that the receiver's own database ma
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from xenmig_core.engine import Record, StreamContext
 from xenmig_core.spec.layout import BytesReader
 from xenmig_core.spec.spill import head
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_IDS = 1 << 16
 MAX_PATH_BYTES = 8 << 20     # with MAX_IDS: the book stays far below the 64 MiB bound

@@ -4,11 +4,14 @@ connection type, paths and values as text, permissions as xenstore-ls writes the
 from __future__ import annotations
 
 import struct
-from typing import Any
 
 from xenmig_core.engine import Record, StreamContext
 from xenmig_core.spec.spill import head
 from xenmig_xenstore.checks import check_names, ring_or_socket, text
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 VALUE_SHOWN = 256
 

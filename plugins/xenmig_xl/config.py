@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 import re
 import struct
-from typing import Any
 
 from xenmig_core.engine import StreamContext
 from xenmig_core.engine.context import HeaderValue
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any
 
 TEXT_SHOWN = 64 << 10
 #: a configuration longer than this is not parsed: its parse (JSON objects) could take many

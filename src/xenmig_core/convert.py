@@ -30,10 +30,9 @@ import signal
 import stat
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any, BinaryIO, TextIO
 
 from xenmig_core.errors import SourceError, StreamError, UsageError
+from xenmig_core.plain import Plain, factory
 from xenmig_core.plugins import call_each
 from xenmig_core.progress import Progress, progress_for
 from xenmig_core.registry import Registry
@@ -41,22 +40,26 @@ from xenmig_core.sink import is_stream_target, open_output
 from xenmig_core.source import ByteSource, parse_fd
 from xenmig_core.verifier import VerifyReport, choose_format, verify_source
 
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO, TextIO
 
-@dataclass
-class ConvertOptions:
+
+class ConvertOptions(Plain):
     """What a conversion is asked to do. *params* are the stream parameters the plugins
     declare (``--param``: the legacy plugin's ``width``, ``guest``, ``skip_qemu``); *extra*
     carries converter-specific choices (e.g. the compatibility script's handling of an xl
     header, a memory export's checkpoint)."""
 
     target: str
-    params: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = factory(dict)
+    extra: dict[str, Any] = factory(dict)
 
 
-@dataclass
-class ConvertResult:
-    """What a successful conversion wrote."""
+class ConvertResult(Plain):
+    """What a successful conversion wrote. *verify* is the verdict of reading the output
+    back (None with ``verify=False``): valid, format, size and diagnostics, without an
+    account of the records (``verify --json`` of the output gives that)."""
 
     source_format: str
     target: str
@@ -96,7 +99,7 @@ class _Tee:
     def _verify(self, registry: Registry, fmt: str) -> None:
         try:
             source = ByteSource(self._reader, "<converted output>")
-            self.report = verify_source(registry, source, fmt)
+            self.report = verify_source(registry, source, fmt, account=False)
         except BaseException as exc:  # reported by close(); the writer must never block
             self.crash = exc
         finally:
@@ -138,7 +141,7 @@ def _verify_written(registry: Registry, out: Any, fmt: str) -> VerifyReport:
     raw = out.written()
     try:
         with ByteSource(raw, "<converted output>") as source:
-            report = verify_source(registry, source, fmt)
+            report = verify_source(registry, source, fmt, account=False)
     finally:
         raw.close()
     out.flush()

@@ -15,10 +15,13 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any, TextIO
 
 from xenmig_core.engine import Consumer
 from xenmig_core.source import ByteSource
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 #: seconds before the first progress line
 DELAY = 1.0

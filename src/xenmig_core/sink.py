@@ -22,11 +22,14 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO, TextIO
 
 from xenmig_core.errors import SourceError, UsageError
 from xenmig_core.filecopy import BackgroundCopy, FileCopy
 from xenmig_core.source import parse_fd
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import BinaryIO, TextIO
 
 #: A temporary output's data is handed to the disk in stretches of this size.
 WRITE_BEHIND = 32 << 20

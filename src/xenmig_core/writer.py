@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import struct
 from collections import ChainMap
-from typing import Any, BinaryIO
 
 from xenmig_core.errors import UsageError
 from xenmig_core.spec.expr import FUNCTIONS
 from xenmig_core.spec.layout import ORDER_PREFIXES
 from xenmig_core.spec.model import FormatSpec
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
 
 _ORDERS = ORDER_PREFIXES
 
