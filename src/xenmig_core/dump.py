@@ -189,7 +189,6 @@ class DumpConsumer(Consumer):
         self.records_seen = 0
         self._pending: list[Diagnostic] = []
         self._payload: _PayloadView | None = None
-        self._payload_of: tuple[int, int] | None = None     # (index, offset) of its record
         self._squashing = options.squash
         #: the number of items after which the walk stops (--limit), or None
         self._limit = options.limit
@@ -314,12 +313,7 @@ class DumpConsumer(Consumer):
 
     def _wants_payload(self, record: Record) -> bool:
         """``wants_payload`` when payloads are shown (--pages hex or sha256): set on the
-        instance then, so that a dump that shows none is not asked for each record. Asked
-        again for the same record (a MultiConsumer asks before each chunk), the same answer,
-        and the payload gathered so far is kept."""
-        if self._payload_of == (record.index, record.offset):
-            return self._payload is not None
-        self._payload_of = (record.index, record.offset)
+        instance then, so that a dump that shows none is not asked for each record."""
         self._payload = None
         if not self._selected(record.name, record.offset):
             return False

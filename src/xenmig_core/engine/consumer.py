@@ -35,7 +35,8 @@ class Consumer:
         """A record's non-payload fields were decoded and checked."""
 
     def wants_payload(self, record: Record) -> bool:
-        """Return True to receive this record's payload bytes."""
+        """Return True to receive this record's payload bytes. Asked once per record with a
+        payload, before its first chunk."""
         return False
 
     def on_payload(self, record: Record, offset: int, chunk: memoryview) -> None:
@@ -66,6 +67,9 @@ class MultiConsumer(Consumer):
     def __init__(self, *consumers: Consumer) -> None:
         self.consumers = consumers
         self.wants_summaries = any(getattr(c, "wants_summaries", False) for c in consumers)
+        #: the record last asked about, and those of *consumers* that want its payload
+        self._asked: Record | None = None
+        self._wanting: list[Consumer] = []
 
     def on_context_start(self, ctx: StreamContext) -> None:
         for c in self.consumers:
@@ -80,12 +84,16 @@ class MultiConsumer(Consumer):
             c.on_record(record)
 
     def wants_payload(self, record: Record) -> bool:
-        return any(c.wants_payload(record) for c in self.consumers)
+        """Each consumer is asked once (its answer kept for the payload's chunks)."""
+        self._asked = record
+        self._wanting = [c for c in self.consumers if c.wants_payload(record)]
+        return bool(self._wanting)
 
     def on_payload(self, record: Record, offset: int, chunk: memoryview) -> None:
-        for c in self.consumers:
-            if c.wants_payload(record):
-                c.on_payload(record, offset, chunk)
+        if record is not self._asked:
+            self.wants_payload(record)
+        for c in self._wanting:
+            c.on_payload(record, offset, chunk)
 
     def on_record_end(self, record: Record) -> None:
         for c in self.consumers:
