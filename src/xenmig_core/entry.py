@@ -33,62 +33,34 @@ TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
 if TYPE_CHECKING:
     from typing import Any
 
-_FLAGS = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose",
-          "--json": "as_json"}
-_FROM = ("-f", "--from")
-
-
-def parse_verify(args: Sequence[str]) -> dict[str, Any] | None:
-    """The keyword arguments of :func:`~xenmig_core.cli_core.run_verify` for the command
-    line *args* (without the program name), or None when *args* is not a ``verify``
-    invocation this module handles (see the module's docstring)."""
-    if not args or args[0] != "verify":
-        return None
-    options: dict[str, Any] = {"streams": [], "from_": "auto"}
-    words = iter(args[1:])
-    for word in words:
-        if word == "--":
-            options["streams"].extend(words)
-            break
-        if word in _FLAGS:
-            options[_FLAGS[word]] = True
-        elif word in _FROM or word.startswith("--from="):
-            value = word.partition("=")[2] if "=" in word else next(words, None)
-            if value is None or value.startswith("-"):
-                return None
-            options["from_"] = value
-        elif word.startswith("-") and word != "-":
-            return None
-        else:
-            options["streams"].append(word)
-    return options
-
-
+_VERIFY_FLAGS = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose",
+                 "--json": "as_json"}
+_VERIFY_VALUES = {"-f": "from_", "--from": "from_"}
 _CONVERT_FLAGS = {"-q": "quiet", "--quiet": "quiet", "--no-verify": "no_verify",
                   "--no-sync": "no_sync"}
-_CONVERT_VALUES = {"-o": "output", "--output": "output", "--to": "to", "-f": "from_",
-                   "--from": "from_"}
+_CONVERT_VALUES = {"-o": "output", "--output": "output", "--to": "to", **_VERIFY_VALUES}
 
 
-def parse_convert(args: Sequence[str]) -> dict[str, Any] | None:
-    """The keyword arguments of :func:`~xenmig_core.cli_core.run_convert` for the command
-    line *args* (without the program name), or None when *args* is not a ``convert``
-    invocation this module handles (see the module's docstring)."""
-    if not args or args[0] != "convert":
+def _parse(args: Sequence[str], command: str, flags: dict[str, str],
+           values: dict[str, str]) -> tuple[dict[str, Any], list[str]] | None:
+    """(options, operands) of *command*'s words in *args*: *flags* and *values* map option
+    words to keywords (a value as the next word, or after ``=`` for a long option; never
+    starting with ``-`` but for ``-`` as the output), ``--`` ends the options, ``-`` and
+    words not starting with ``-`` are operands. None for anything else."""
+    if not args or args[0] != command:
         return None
     options: dict[str, Any] = {"from_": "auto"}
-    inputs: list[str] = []
+    operands: list[str] = []
     words = iter(args[1:])
     for word in words:
         if word == "--":
-            inputs.extend(words)
+            operands.extend(words)
             break
         name, equals, value = word.partition("=")
-        if word in _CONVERT_FLAGS:
-            options[_CONVERT_FLAGS[word]] = True
-        elif (word in _CONVERT_VALUES) or (equals and name.startswith("--")
-                                           and name in _CONVERT_VALUES):
-            key = _CONVERT_VALUES[name if equals else word]
+        if word in flags:
+            options[flags[word]] = True
+        elif word in values or (equals and name.startswith("--") and name in values):
+            key = values[name if equals else word]
             given = value if equals else next(words, None)
             if given is None or (given.startswith("-") and
                                  not (given == "-" and key == "output")):
@@ -97,7 +69,30 @@ def parse_convert(args: Sequence[str]) -> dict[str, Any] | None:
         elif word.startswith("-") and word != "-":
             return None
         else:
-            inputs.append(word)
+            operands.append(word)
+    return options, operands
+
+
+def parse_verify(args: Sequence[str]) -> dict[str, Any] | None:
+    """The keyword arguments of :func:`~xenmig_core.cli_core.run_verify` for the command
+    line *args* (without the program name), or None when *args* is not a ``verify``
+    invocation this module handles (see the module's docstring)."""
+    parsed = _parse(args, "verify", _VERIFY_FLAGS, _VERIFY_VALUES)
+    if parsed is None:
+        return None
+    options, streams = parsed
+    options["streams"] = streams
+    return options
+
+
+def parse_convert(args: Sequence[str]) -> dict[str, Any] | None:
+    """The keyword arguments of :func:`~xenmig_core.cli_core.run_convert` for the command
+    line *args* (without the program name), or None when *args* is not a ``convert``
+    invocation this module handles (see the module's docstring)."""
+    parsed = _parse(args, "convert", _CONVERT_FLAGS, _CONVERT_VALUES)
+    if parsed is None:
+        return None
+    options, inputs = parsed
     if len(inputs) != 1 or "output" not in options or "to" not in options:
         return None
     options["input_"] = inputs[0]
