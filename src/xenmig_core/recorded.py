@@ -41,7 +41,7 @@ import sys
 from types import FunctionType, MethodType, ModuleType
 
 from xenmig_core.markers import IMPL_ATTRIBUTE
-from xenmig_core.spec.cache import _cache_folder, blake2b, read_private, write_private
+from xenmig_core.spec.cache import blake2b, cache_folder, read_private, write_private
 from xenmig_core.version import __version__
 
 TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
@@ -199,7 +199,7 @@ def replay(table: dict[str, Any], plugins: list[Plugin]) -> RecordedHooks | None
 
 def read_table(key: str) -> dict[str, Any] | None:
     """The recording stored under *key*, or None (none, untrusted, unreadable, malformed)."""
-    folder = _cache_folder()
+    folder = cache_folder()
     data = None if folder is None else read_private(folder, key, _PREFIX)
     header = _MAGIC + key.encode() + b"\n"
     if data is None or not data.startswith(header):
@@ -222,7 +222,7 @@ def read_table(key: str) -> dict[str, Any] | None:
 
 def write_table(key: str, table: dict[str, Any] | None) -> bool:
     """Store *table* under *key* (nothing when it is None); False when not stored."""
-    folder = _cache_folder()
+    folder = cache_folder()
     if table is None or folder is None:
         return False
     try:

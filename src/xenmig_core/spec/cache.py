@@ -102,11 +102,11 @@ _SANDBOX: dict[str, Any] = {"__builtins__": {}}
 def cache_dir() -> Path | None:
     """The cache folder (it need not exist yet), or None when no home can be found."""
     from pathlib import Path
-    folder = _cache_folder()
+    folder = cache_folder()
     return None if folder is None else Path(folder)
 
 
-def _cache_folder() -> str | None:
+def cache_folder() -> str | None:
     """:func:`cache_dir` as a string (a run that finds its cache loads no pathlib)."""
     explicit = os.environ.get(CACHE_DIR_ENV)
     if explicit:
@@ -194,7 +194,7 @@ def load_formats_status(sources: Iterable[Any], plugins: Mapping[str, str] | Non
     except (OSError, AttributeError):
         return _compile(sources), "uncached"      # the loader reports an unreadable file
     key = cache_key(((str(s), s.read_bytes()) for s in snapshots), plugins or {})
-    folder = directory if directory is not None else _cache_folder()
+    folder = directory if directory is not None else cache_folder()
     if folder is not None:
         cached = read_cache(folder, key)
         if cached is not None:
