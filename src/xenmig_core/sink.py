@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from xenmig_core import linuxcalls
 from xenmig_core.errors import SourceError, UsageError
 from xenmig_core.filecopy import BackgroundCopy, FileCopy
 from xenmig_core.source import parse_fd
@@ -46,20 +47,9 @@ def _writeback_starter() -> Callable[[int, int, int], None] | None:
 
     def start(fd: int, offset: int, length: int) -> None:
         if not found:
-            found.append(_sync_file_range() or (lambda *args: 0))
-        found[0](fd, offset, length, 2)   # SYNC_FILE_RANGE_WRITE; a failure only costs speed
+            found.append(linuxcalls.sync_file_range() or (lambda *args: 0))
+        found[0](fd, offset, length, linuxcalls.SYNC_FILE_RANGE_WRITE)   # failing costs speed
     return start
-
-
-def _sync_file_range() -> Callable[..., int] | None:
-    try:
-        import ctypes
-        call = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError, ImportError):
-        return None
-    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    call.restype = ctypes.c_int
-    return call  # type: ignore[no-any-return]
 
 
 def is_stream_target(spec: str | Path) -> bool:
