@@ -9,7 +9,11 @@ to one that works.
 
 A :class:`BackgroundCopy` does such copies in a second thread, in the order they were
 queued, while the caller goes on (the kernel's copy does not hold the interpreter's lock):
-a converter parses and writes the next record while the previous one's pages move.
+a converter parses and writes the next record while the previous one's pages move. Its
+copies go through a pipe of its own with ``splice`` on Linux when a stretch sits at another
+offset within a page in the output than in the input (as a conversion's do): no reflink can
+serve those, and the kernel's own copy (``copy_file_range`` without a reflink) moves such
+bytes through a small pipe, 16 pages per write; a 1 MiB pipe makes one write of 256 pages.
 """
 
 from __future__ import annotations
@@ -29,18 +33,28 @@ NO_COPY_FILE_RANGE = frozenset({errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.E
                                 errno.EBADF, errno.EPERM})
 #: ``sendfile`` cannot write to this output.
 NO_SENDFILE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
+#: ``splice`` cannot move bytes between this file and a pipe.
+NO_SPLICE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF})
+#: Stretches at the same offset within blocks of this size in input and output may be
+#: shared by a reflink (``copy_file_range``); others go through the pipe when there is one.
+REFLINK_BLOCK = 4096
 #: Piece of a copy through this process (when the kernel cannot copy).
 BUFFER = 1 << 20
+#: The pipe a copy through a pipe asks for (Linux's default limit for a user's pipe); a
+#: smaller one gains nothing over ``copy_file_range``, which is then used instead.
+PIPE_SIZE = 1 << 20
 
 
 class FileCopy:
     """Copies to the output descriptor *dst_fd* (named *name* in errors). With
     *keep_offset*, copies to a given position never move ``dst_fd``'s file offset (another
     thread writes through a descriptor sharing it): ``sendfile``, which can only write at
-    the offset, is then not used for them."""
+    the offset, is then not used for them. With *through_pipe*, copies to a given position
+    of a regular output that no reflink could serve go through a pipe of the copier's own
+    (``splice``, see the module) where the system allows; :meth:`close` closes it."""
 
-    def __init__(self, dst_fd: int, name: str = "output", *, keep_offset: bool = False
-                 ) -> None:
+    def __init__(self, dst_fd: int, name: str = "output", *, keep_offset: bool = False,
+                 through_pipe: bool = False) -> None:
         self.dst_fd = dst_fd
         self.name = name
         self.keep_offset = keep_offset
@@ -50,6 +64,19 @@ class FileCopy:
             regular = False
         self._copy_file_range = regular and hasattr(os, "copy_file_range")
         self._sendfile = hasattr(os, "sendfile")
+        #: with *through_pipe*: (read end, write end) of a PIPE_SIZE pipe for ``splice``
+        #: into a regular output (of stretches no reflink can serve: see the module),
+        #: made at the first such copy; None once it cannot serve
+        self._pipe: tuple[int, int] | None = None
+        self._splice = through_pipe and regular and hasattr(os, "splice")
+
+    def close(self) -> None:
+        """Close the pipe of copies through a pipe, if one was made."""
+        self._splice = False
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            os.close(pipe[0])
+            os.close(pipe[1])
 
     def _write_error(self, exc: OSError) -> SourceError:
         return SourceError(f"{self.name}: write error: {exc.strerror or exc}")
@@ -59,6 +86,10 @@ class FileCopy:
         at *dst_pos* (None: at its file position, which moves past them). Returns how many
         were copied, 0 when the input file ends at *offset*. ``BrokenPipeError`` passes
         through; other failures are one-line :class:`SourceError` s."""
+        if self._splice and dst_pos is not None and (dst_pos - offset) % REFLINK_BLOCK:
+            done = self._through_pipe(src_fd, offset, length, dst_pos)
+            if done is not None:
+                return done
         if self._copy_file_range:
             try:
                 return os.copy_file_range(src_fd, self.dst_fd, length, offset, dst_pos)
@@ -94,6 +125,59 @@ class FileCopy:
             raise self._write_error(exc) from None
         return len(data)
 
+    def _through_pipe(self, src_fd: int, offset: int, length: int, dst_pos: int
+                      ) -> int | None:
+        """:meth:`once` with ``splice`` through this copier's pipe; None when splice cannot
+        serve (nothing was copied: the next means is tried, and this one not again)."""
+        pipe = self._pipe or self._make_pipe()
+        if pipe is None:
+            return None
+        out_of, into = pipe
+        try:
+            got = os.splice(src_fd, into, min(length, PIPE_SIZE), offset_src=offset)
+        except OSError as exc:
+            if exc.errno not in NO_SPLICE:
+                raise SourceError(f"input: read error at offset {offset:#x}: "
+                                  f"{exc.strerror or exc}") from None
+            self.close()
+            return None
+        left = got
+        try:
+            while left:
+                try:
+                    left -= os.splice(out_of, self.dst_fd, left,
+                                      offset_dst=dst_pos + got - left)
+                except OSError as exc:
+                    if exc.errno not in NO_SPLICE:
+                        raise
+                    self._splice = False       # this output takes no splice: empty the pipe
+                    data = memoryview(os.read(out_of, left))
+                    while data:
+                        done = os.pwrite(self.dst_fd, data, dst_pos + got - left)
+                        data, left = data[done:], left - done
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            self.close()                       # bytes may be left in it
+            raise self._write_error(exc) from None
+        if not self._splice:
+            self.close()
+        return got
+
+    def _make_pipe(self) -> tuple[int, int] | None:
+        """A new pipe of PIPE_SIZE for :meth:`_through_pipe`, or None (and no more tries)
+        when the system gives none that large."""
+        import fcntl
+        read_end, write_end = os.pipe()
+        self._pipe = (read_end, write_end)
+        try:
+            if fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE) >= PIPE_SIZE:
+                return self._pipe
+        except (OSError, AttributeError):
+            pass
+        self.close()
+        return None
+
     def copy(self, src_fd: int, offset: int, length: int, dst_pos: int | None = None) -> int:
         """Copy *length* bytes as :meth:`once` does, piece after piece; returns how many
         were copied (fewer than *length* only when the input file ends first)."""
@@ -128,7 +212,7 @@ class BackgroundCopy:
                  after: Callable[[int], None] | None = None) -> None:
         self.name = name
         self._fd = os.dup(dst_fd)
-        self._copier = FileCopy(self._fd, name, keep_offset=True)
+        self._copier = FileCopy(self._fd, name, keep_offset=True, through_pipe=True)
         self._after = after
         self._sources: dict[tuple[int, int, int], int] = {}   # (fd, dev, inode) -> dup
         self._jobs: queue.Queue[tuple[int, int, int, int] | None] = queue.Queue(QUEUED)
@@ -183,6 +267,7 @@ class BackgroundCopy:
         self._stopping = True
         self._jobs.put(None)
         self._thread.join()
+        self._copier.close()
         for fd in (self._fd, *self._sources.values()):
             os.close(fd)
         self._sources.clear()
@@ -219,3 +304,4 @@ class BackgroundCopy:
         if done != length:
             raise SourceError(f"input: the file shrank while it was copied: {length} bytes "
                               f"expected at offset {offset:#x}, {done} found")
+

@@ -1,0 +1,112 @@
+"""The background copies of a path output (``GuardedWriter.copy_later``): the pipe they
+splice through, and the means they fall back to when the kernel refuses one."""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+
+import pytest
+
+from xenmig_core import filecopy
+from xenmig_core.sink import atomic_output
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="splice and fallocate are Linux's")
+
+#: stretches of the input copied between small writes: misaligned, one longer than the
+#: pipe, one of a byte
+STRETCHES = [(5, 3 << 20), (7 << 20, 5 << 20), (1, 1), (4093, 1 << 20), (0, 2 << 20)]
+
+
+def _convert_like(tmp_path, *, check_midway=None) -> tuple[bytes, bytes]:
+    """Write a marker, then copy_later one stretch of a 12 MiB input, for each stretch,
+    into an atomic output; return (what the output holds, what it should hold).
+    *check_midway(out)* runs before the output is finished."""
+    source = tmp_path / "in"
+    source.write_bytes(bytes(range(1, 256)) * ((12 << 20) // 255 + 1))
+    data = source.read_bytes()
+    expected = b"".join(b"<%d>" % i + data[o:o + n] for i, (o, n) in enumerate(STRETCHES))
+    with open(source, "rb") as src, atomic_output(tmp_path / "out") as out:
+        for i, (offset, length) in enumerate(STRETCHES):
+            out.write(b"<%d>" % i)
+            out.copy_later(src.fileno(), offset, length)
+        if check_midway is not None:
+            check_midway(out)
+    return (tmp_path / "out").read_bytes(), expected
+
+
+def _counting(monkeypatch, module, name: str, fail: int | None = None,
+              when=lambda kwargs: True) -> list[dict]:
+    """Record the calls of *module.name*; with *fail*, those for which *when(kwargs)*
+    holds fail with that errno instead."""
+    real = getattr(module, name)
+    calls: list[dict] = []
+
+    def call(*args, **kwargs):
+        calls.append(kwargs)
+        if fail is not None and when(kwargs):
+            raise OSError(fail, os.strerror(fail))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(module, name, call)
+    return calls
+
+
+@linux_only
+def test_copies_splice_through_a_pipe_and_land_in_order(tmp_path, monkeypatch) -> None:
+    splices = _counting(monkeypatch, os, "splice")
+    copies = _counting(monkeypatch, os, "copy_file_range")
+    got, expected = _convert_like(tmp_path)
+    assert got == expected
+    assert splices and not copies
+    assert max(len(kwargs) for kwargs in splices) == 1      # always at given offsets
+
+
+@linux_only
+def test_stretches_a_reflink_could_share_go_to_copy_file_range(tmp_path, monkeypatch
+                                                               ) -> None:
+    """A stretch at the same offset within a page in input and output is left to
+    copy_file_range, which a filesystem may serve with a reflink."""
+    splices = _counting(monkeypatch, os, "splice")
+    copies = _counting(monkeypatch, os, "copy_file_range")
+    source = tmp_path / "in"
+    source.write_bytes(bytes(range(256)) * 4096 * 2)
+    with open(source, "rb") as src, atomic_output(tmp_path / "out") as out:
+        out.write(b"x" * 4096)
+        out.copy_later(src.fileno(), 8192, 1 << 20)
+    assert (tmp_path / "out").read_bytes() == b"x" * 4096 + source.read_bytes()[8192:][:1 << 20]
+    assert copies and not splices
+
+
+@pytest.mark.parametrize("refused", ["into the pipe", "out of the pipe"])
+def test_a_file_splice_cannot_serve_is_copied_another_way(tmp_path, monkeypatch, refused
+                                                          ) -> None:
+    """A filesystem whose files take no splice (EINVAL): the copies go on, by
+    copy_file_range when the input refuses, through this process when the output does
+    (the bytes already in the pipe are not lost)."""
+    side = "offset_src" if refused == "into the pipe" else "offset_dst"
+    splices = _counting(monkeypatch, os, "splice", fail=errno.EINVAL,
+                        when=lambda kwargs: side in kwargs)
+    got, expected = _convert_like(tmp_path)
+    assert got == expected
+    assert len([kwargs for kwargs in splices if side in kwargs]) == 1   # not tried again
+
+
+def test_a_pipe_that_cannot_grow_leaves_the_copies_to_copy_file_range(tmp_path, monkeypatch
+                                                                      ) -> None:
+    import fcntl
+    _counting(monkeypatch, fcntl, "fcntl", fail=errno.EPERM)
+    splices = _counting(monkeypatch, os, "splice")
+    got, expected = _convert_like(tmp_path)
+    assert got == expected
+    assert not splices
+
+
+def test_a_failed_write_out_of_the_pipe_is_a_one_line_error(tmp_path, monkeypatch) -> None:
+    _counting(monkeypatch, os, "splice", fail=errno.ENOSPC,
+              when=lambda kwargs: "offset_dst" in kwargs)
+    with pytest.raises(filecopy.SourceError, match="write error: No space left"):
+        _convert_like(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
