@@ -1,5 +1,6 @@
 """The background copies of a path output (``GuardedWriter.copy_later``): the pipe they
-splice through, and the means they fall back to when the kernel refuses one."""
+splice through, the means they fall back to when the kernel refuses one, and the disk
+space reserved ahead of them (``filecopy.SpaceAhead``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 
 import pytest
 
-from xenmig_core import filecopy
+from xenmig_core import filecopy, linuxcalls
 from xenmig_core.sink import atomic_output
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -110,3 +111,38 @@ def test_a_failed_write_out_of_the_pipe_is_a_one_line_error(tmp_path, monkeypatc
         _convert_like(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 
+@linux_only
+def test_space_is_reserved_ahead_of_the_copies_and_given_back(tmp_path, monkeypatch) -> None:
+    """Past one step of output, the disk space ahead of the copies is reserved (the file
+    occupies more than its size while it is written); the finished file occupies no more
+    than its size: the rest was given back."""
+    monkeypatch.setattr(filecopy, "RESERVE_STEP", 1 << 20)
+    seen: list[tuple[int, int]] = []
+
+    def midway(out) -> None:
+        info = os.fstat(out.fileno())
+        seen.append((info.st_blocks * 512, info.st_size))
+    got, expected = _convert_like(tmp_path, check_midway=midway)
+    assert got == expected
+    (occupied, size), = seen
+    assert occupied >= size + (1 << 20)
+    assert (tmp_path / "out").stat().st_blocks * 512 < len(expected) + (64 << 10)
+
+
+@pytest.mark.parametrize("fallocate", ["missing", "failing"])
+def test_without_reserved_space_the_copies_still_land(tmp_path, monkeypatch, fallocate
+                                                      ) -> None:
+    """No fallocate (another system, an old C library) or one that fails (a filesystem
+    without it, too little space for a step): reserving stops after one try and the
+    output is the same."""
+    monkeypatch.setattr(filecopy, "RESERVE_STEP", 1 << 20)
+    tries: list[tuple] = []
+
+    def failing(*args) -> int:
+        tries.append(args)
+        return -1
+    monkeypatch.setattr(linuxcalls, "fallocate",
+                        lambda: None if fallocate == "missing" else failing)
+    got, expected = _convert_like(tmp_path)
+    assert got == expected
+    assert len(tries) == (fallocate == "failing")

@@ -14,6 +14,7 @@ copies go through a pipe of its own with ``splice`` on Linux when a stretch sits
 offset within a page in the output than in the input (as a conversion's do): no reflink can
 serve those, and the kernel's own copy (``copy_file_range`` without a reflink) moves such
 bytes through a small pipe, 16 pages per write; a 1 MiB pipe makes one write of 256 pages.
+A :class:`SpaceAhead` reserves the output's disk space ahead of the copies.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
+from xenmig_core import linuxcalls
 from xenmig_core.errors import SourceError
 
 #: ``copy_file_range`` cannot copy between these two files (not a failure of either).
@@ -305,3 +307,48 @@ class BackgroundCopy:
             raise SourceError(f"input: the file shrank while it was copied: {length} bytes "
                               f"expected at offset {offset:#x}, {done} found")
 
+#: Disk space is reserved ahead of the writes in steps of this size, once an output has
+#: grown past one step (a small output never loads ctypes).
+RESERVE_STEP = 32 << 20
+
+
+class SpaceAhead:
+    """Reserves disk space for the regular file *fd* ahead of its writes: Linux's
+    ``fallocate`` with KEEP_SIZE, so the file's size and contents do not change. A write
+    into reserved space needs no block allocation by the filesystem (delayed allocation
+    on ext4 costs a 1 GiB conversion about a sixth of its time). Reserving is only help:
+    where it fails (not Linux, a filesystem without fallocate, too little space for a step)
+    it stops, and the writes report any real error themselves. :meth:`trim` gives back what
+    was reserved past the file's end; the file's owner calls it once the writes are done."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._reserved = 0     # the reservation ends here (0: nothing reserved yet)
+        self._call: Callable[..., int] | None = None
+        self._stopped = False
+
+    def cover(self, start: int, end: int) -> None:
+        """The bytes [*start*, *end*) are about to be written: reserve them (and a step
+        beyond) unless that was done."""
+        if end <= self._reserved or end < RESERVE_STEP or self._stopped:
+            return
+        if self._call is None:
+            self._call = linuxcalls.fallocate()
+            if self._call is None:
+                self._stopped = True
+                return
+        start = max(start, self._reserved)
+        length = end + RESERVE_STEP - start
+        if self._call(self._fd, linuxcalls.FALLOC_FL_KEEP_SIZE, start, length) != 0:
+            self._stopped = True
+            return
+        self._reserved = start + length
+
+    def trim(self) -> None:
+        """Give back the space reserved past the file's end (the file's size: every write
+        must be done). ``OSError`` passes through."""
+        if self._reserved:
+            size = os.fstat(self._fd).st_size
+            if size < self._reserved:
+                os.ftruncate(self._fd, size)    # the same size: frees the blocks past it
+            self._reserved = size

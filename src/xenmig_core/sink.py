@@ -25,7 +25,7 @@ from pathlib import Path
 
 from xenmig_core import linuxcalls
 from xenmig_core.errors import SourceError, UsageError
-from xenmig_core.filecopy import BackgroundCopy, FileCopy
+from xenmig_core.filecopy import BackgroundCopy, FileCopy, SpaceAhead
 from xenmig_core.source import parse_fd
 
 TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
@@ -84,6 +84,7 @@ class GuardedWriter(io.BufferedIOBase):
         self._copier: FileCopy | None = None
         #: copies under way in a second thread (copy_later), and whether there can be any
         self._later: BackgroundCopy | None = None
+        self._ahead: SpaceAhead | None = None      # the disk space reserved for them
         self._later_ok = copies_later
         self._behind_lock = threading.Lock()     # the copies' thread hands stretches too
 
@@ -142,8 +143,10 @@ class GuardedWriter(io.BufferedIOBase):
         second thread copies them (:class:`~xenmig_core.filecopy.BackgroundCopy`) while
         later writes go on after them. :meth:`flush` waits until they are in the file;
         a failed copy (an input file that shrank meanwhile: :class:`SourceError`) is
-        raised by the next ``copy_later`` or ``flush``. Without *copies_later* (see the
-        class) the bytes are copied at once, as by :meth:`copy_from`."""
+        raised by the next ``copy_later`` or ``flush``. The file's disk space is reserved
+        ahead of the copies (:class:`~xenmig_core.filecopy.SpaceAhead`); ``flush`` gives
+        back what lies past the end. Without *copies_later* (see the class) the bytes are
+        copied at once, as by :meth:`copy_from`."""
         if not self._later_ok:
             if self.copy_from(src_fd, offset, length) != length:
                 raise SourceError(f"input: the file shrank while it was copied: {length} "
@@ -157,10 +160,13 @@ class GuardedWriter(io.BufferedIOBase):
                     after=self._copied if self._start_writeback is not None else None)
             except OSError as exc:                   # no descriptor left to duplicate
                 raise write_error(self._spec, exc) from None
+            self._ahead = SpaceAhead(self._later_fd)
         try:
             position = self._raw.seek(length, os.SEEK_CUR) - length   # writes the buffer
         except OSError as exc:
             raise write_error(self._spec, exc) from None
+        assert self._ahead is not None
+        self._ahead.cover(position, position + length)
         self._later.submit(src_fd, offset, length, position)
 
     def _copied(self, end: int) -> None:
@@ -226,7 +232,7 @@ class GuardedWriter(io.BufferedIOBase):
 
     def flush(self) -> None:
         """Everything written so far is in the file (the copies of :meth:`copy_later`
-        too, or their failure raised)."""
+        too, or their failure raised), and no disk space is reserved past its end."""
         if self.closed or getattr(self._raw, "closed", False):
             return
         try:
@@ -237,6 +243,11 @@ class GuardedWriter(io.BufferedIOBase):
             raise write_error(self._spec, exc) from None
         if self._later is not None:
             self._later.wait()
+        if self._ahead is not None:
+            try:
+                self._ahead.trim()
+            except OSError as exc:
+                raise write_error(self._spec, exc) from None
 
 
 class _WrittenReader(io.RawIOBase):
