@@ -262,7 +262,8 @@ def test_symlinked_file_is_not_followed(folder, tmp_path) -> None:
     assert libxc_title(folder) != "PLANTED"
 
 
-def test_old_files_are_pruned(folder, tmp_path) -> None:
+def test_old_files_are_pruned(folder, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(cache, "KEEP_FILES", 3)       # (each file is a whole compile)
     for i in range(cache.KEEP_FILES + 3):
         spec = tmp_path / "extra.yaml"
         spec.write_text(textwrap.dedent(f"""\
