@@ -94,10 +94,13 @@ def test_a_file_splice_cannot_serve_is_copied_another_way(tmp_path, monkeypatch,
     assert len([kwargs for kwargs in splices if side in kwargs]) == 1   # not tried again
 
 
-def test_a_pipe_that_cannot_grow_leaves_the_copies_to_copy_file_range(tmp_path, monkeypatch
-                                                                      ) -> None:
+@pytest.mark.parametrize("refused", ["pipe", "fcntl"])
+def test_without_a_large_pipe_the_copies_go_to_copy_file_range(tmp_path, monkeypatch, refused
+                                                               ) -> None:
+    """No descriptor left for a pipe, or a pipe that cannot grow to 1 MiB."""
     import fcntl
-    _counting(monkeypatch, fcntl, "fcntl", fail=errno.EPERM)
+    _counting(monkeypatch, fcntl if refused == "fcntl" else os, refused,
+              fail=errno.EPERM if refused == "fcntl" else errno.EMFILE)
     splices = _counting(monkeypatch, os, "splice")
     got, expected = _convert_like(tmp_path)
     assert got == expected

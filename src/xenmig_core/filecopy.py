@@ -170,12 +170,11 @@ class FileCopy:
         """A new pipe of PIPE_SIZE for :meth:`_through_pipe`, or None (and no more tries)
         when the system gives none that large."""
         import fcntl
-        read_end, write_end = os.pipe()
-        self._pipe = (read_end, write_end)
         try:
-            if fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE) >= PIPE_SIZE:
+            self._pipe = os.pipe()
+            if fcntl.fcntl(self._pipe[1], fcntl.F_SETPIPE_SZ, PIPE_SIZE) >= PIPE_SIZE:
                 return self._pipe
-        except (OSError, AttributeError):
+        except (OSError, AttributeError):      # no descriptor left; no pipe that large
             pass
         self.close()
         return None
