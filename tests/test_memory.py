@@ -3,6 +3,7 @@ pages at their guest-physical addresses, and the vcpu registers round-trip."""
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -136,6 +137,22 @@ def test_hvm_guest_every_format(registry, libxc, tmp_path):
         context = prstatus[v * 5168:(v + 1) * 5168]
         assert struct.unpack_from("<Q", context, 520 + 128)[0] == regs_for(v)["rip"]
         assert struct.unpack_from("<Q", context, 4984 + 24)[0] == regs_for(v)["cr3"]
+
+
+def _pipes() -> list[str]:
+    """The pipes this process holds open."""
+    fds = [os.readlink(p) for p in list(Path("/proc/self/fd").iterdir()) if p.exists()]
+    return sorted(link for link in fds if link.startswith("pipe:"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
+def test_exports_leave_no_pipe_open(registry, libxc, tmp_path):
+    """The pipe the page copies go through is closed after each export (in-process, as
+    the API runs them)."""
+    data, memory = hvm_stream(libxc)
+    before = _pipes()
+    export_all(registry, tmp_path, data, memory, pv=False)
+    assert _pipes() == before
 
 
 def test_hvm_guest_not_in_long_mode_is_an_i386_core(registry, libxc, tmp_path):

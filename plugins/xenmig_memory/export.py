@@ -128,6 +128,7 @@ class MemoryExport:
         output = Output(out)
         directory = directory_of(output.fd)
         with contextlib.ExitStack() as stack:
+            stack.callback(output.close)
             fmt = self.source_format
             label = fmt
             fd = source.file_fd()

@@ -2,8 +2,10 @@
 
 :class:`Output` wraps what ``xenmig convert`` hands a converter. When that has a file
 descriptor, everything is written to the descriptor directly: page contents move from the
-input file with ``os.copy_file_range`` (no copy through Python; a reflink where the
-filesystem can), else ``os.sendfile`` (a pipe output), else read-and-write in 1 MiB pieces.
+input file in the kernel (no copy through Python): into a regular file by ``splice``
+through a 1 MiB pipe, or ``os.copy_file_range`` where a reflink could serve (see
+:mod:`xenmig_core.filecopy`); else ``os.sendfile`` (a pipe output), else read-and-write in
+1 MiB pieces.
 A regular-file output is written at explicit offsets, so an export can leave holes (a
 sparse raw image). Byte counts are reported back with the wrapper's ``count`` when it has
 one. Write failures are one-line :class:`~xenmig_core.errors.SourceError`s (exit 2).
@@ -41,7 +43,8 @@ class Output:
                     self.pos = os.lseek(self.fd, 0, os.SEEK_CUR)
                     self.seekable = True
         self.start = self.pos
-        self._copier = FileCopy(self.fd, name) if self.fd is not None else None
+        self._copier = FileCopy(self.fd, name, through_pipe=True) \
+            if self.fd is not None else None
         self._count = getattr(out, "count", None)
 
     def _error(self, exc: OSError) -> SourceError:
@@ -94,6 +97,11 @@ class Output:
                 os.lseek(self.fd, self.pos, os.SEEK_SET)
             except OSError as exc:
                 raise self._error(exc) from None
+
+    def close(self) -> None:
+        """Release what the copies hold (a pipe); the output itself stays open."""
+        if self._copier is not None:
+            self._copier.close()
 
     def copy(self, src_fd: int, offset: int, length: int) -> None:
         """Copy *length* bytes at *offset* of the input file *src_fd* to ``pos``."""
