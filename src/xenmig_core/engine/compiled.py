@@ -41,7 +41,7 @@ from xenmig_core.engine.context import (
 )
 from xenmig_core.engine.guards import Unguarded, checked_fields, field_tests, rules_tests
 from xenmig_core.spec.expr import EVAL_ERRORS, Expression
-from xenmig_core.spec.layout import NATIVE_ORDER, _Bytes, _FixedRun, _IntArray
+from xenmig_core.spec.layout import NATIVE_ORDER, ByteField, FixedRun, IntArray
 
 TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing)
 if TYPE_CHECKING:
@@ -241,8 +241,8 @@ class _Builder:
             if self.plan.bodyless:
                 w("if length:", "    return None")
             return
-        for segment in layout._segments:
-            if isinstance(segment, _FixedRun):
+        for segment in layout.segments:
+            if isinstance(segment, FixedRun):
                 names = []
                 for spec in segment.fields:
                     names.append(self.locals.setdefault(spec.id, f"f{len(self.locals)}"))
@@ -251,7 +251,7 @@ class _Builder:
                 self._need(str(segment.size))
                 w(f"{', '.join(names)}, = {st}.unpack_from(buf, p)",
                   f"p += {segment.size}", f"rem -= {segment.size}")
-            elif isinstance(segment, _IntArray):
+            elif isinstance(segment, IntArray):
                 spec = segment.spec
                 count = self._count(spec.repeat, segment.itemsize)
                 local = self.locals.setdefault(spec.id, f"f{len(self.locals)}")
@@ -261,7 +261,7 @@ class _Builder:
                 if self.order != NATIVE_ORDER:
                     w(f"{local}.byteswap()")
                 w("p += need", "rem -= need")
-            elif isinstance(segment, _Bytes):
+            elif isinstance(segment, ByteField):
                 spec = segment.spec
                 count = self._count(spec.size, 1)
                 local = self.locals.setdefault(spec.id, f"f{len(self.locals)}")

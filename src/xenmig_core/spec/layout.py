@@ -154,7 +154,7 @@ def _count(source: int | str | None, values: Mapping[str, Any], reader: Reader,
     return int(values[source])  # a field decoded earlier (checked when the spec loaded)
 
 
-class _FixedRun:
+class FixedRun:
     """Consecutive fixed integer fields: one struct.Struct per byte order."""
 
     def __init__(self, fields: list[FieldSpec]) -> None:
@@ -175,7 +175,9 @@ class _FixedRun:
         return len(self.encode(values, order))
 
 
-class _IntArray:
+class IntArray:
+    """One integer field repeated (``repeat``): an ``array`` of *itemsize*-byte items."""
+
     def __init__(self, spec: FieldSpec) -> None:
         self.spec = spec
         self.code = INT_CODES[spec.type]
@@ -269,7 +271,9 @@ class StructRows(Sequence[dict[str, "Any"]]):
         return f"StructRows({len(self)} items of {', '.join(self._names)})"
 
 
-class _StructArray:
+class StructArray:
+    """One struct field repeated (``repeat``): a list of the struct's field dicts."""
+
     def __init__(self, spec: FieldSpec) -> None:
         assert spec.struct is not None
         self.spec = spec
@@ -327,7 +331,9 @@ def _held(value: Any) -> None:
         bytes(value)
 
 
-class _Struct:
+class StructField:
+    """One struct field: a dict of the struct's fields."""
+
     def __init__(self, spec: FieldSpec) -> None:
         assert spec.struct is not None
         self.spec = spec
@@ -344,7 +350,9 @@ class _Struct:
         return len(self.encode(values, order))
 
 
-class _Bytes:
+class ByteField:
+    """One field of raw bytes (``size``)."""
+
     def __init__(self, spec: FieldSpec) -> None:
         self.spec = spec
 
@@ -375,7 +383,10 @@ class Layout:
         self.name = name
         self.fields = fields
         self.payload: FieldSpec | None = fields[-1] if fields and fields[-1].payload else None
-        self._segments: list[Any] = []
+        #: the fields before any payload in decoding order, as segments (FixedRun,
+        #: IntArray, StructArray, StructField, ByteField: each decodes, encodes and sizes
+        #: its part); the engine's generated record functions read them too
+        self.segments: list[Any] = []
         run: list[FieldSpec] = []
         for spec in fields:
             if spec.payload:
@@ -384,33 +395,33 @@ class Layout:
                 run.append(spec)
                 continue
             if run:
-                self._segments.append(_FixedRun(run))
+                self.segments.append(FixedRun(run))
                 run = []
             if spec.is_int:
-                self._segments.append(_IntArray(spec))
+                self.segments.append(IntArray(spec))
             elif spec.struct is not None and spec.repeat is not None:
-                self._segments.append(_StructArray(spec))
+                self.segments.append(StructArray(spec))
             elif spec.struct is not None:
-                self._segments.append(_Struct(spec))
+                self.segments.append(StructField(spec))
             else:
-                self._segments.append(_Bytes(spec))
+                self.segments.append(ByteField(spec))
         if run:
-            self._segments.append(_FixedRun(run))
-        self.single_run: _FixedRun | None = (
-            self._segments[0] if len(self._segments) == 1 and isinstance(self._segments[0],
-                                                                        _FixedRun) else None)
+            self.segments.append(FixedRun(run))
+        self.single_run: FixedRun | None = (
+            self.segments[0] if len(self.segments) == 1 and isinstance(self.segments[0],
+                                                                        FixedRun) else None)
         self.fixed_size: int | None = self.single_run.size if self.single_run else (
-            0 if not self._segments and self.payload is None else None)
-        self.min_size = sum(seg.size for seg in self._segments if isinstance(seg, _FixedRun))
+            0 if not self.segments and self.payload is None else None)
+        self.min_size = sum(seg.size for seg in self.segments if isinstance(seg, FixedRun))
         self.static_size: int | None = _static_size(fields)
         #: decoding loads a body-dependent amount (arrays, bytes) besides any payload
-        self.variable = any(not isinstance(seg, _FixedRun) for seg in self._segments)
+        self.variable = any(not isinstance(seg, FixedRun) for seg in self.segments)
         self._checked = [f for f in fields if f.checks or (f.struct and f.struct.has_checks)]
         self.has_checks = bool(self._checked)
         #: the leading fixed fields when something variable follows them: a record's
         #: length rules over these are checked before the rest is read (decode_lead)
-        self.lead: tuple[str, ...] = self._segments[0].names if len(self._segments) > 1 \
-            and isinstance(self._segments[0], _FixedRun) else ()
+        self.lead: tuple[str, ...] = self.segments[0].names if len(self.segments) > 1 \
+            and isinstance(self.segments[0], FixedRun) else ()
 
     def decode(self, reader: Reader, order: str,
                outer: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -418,14 +429,14 @@ class Layout:
         decoded earlier, e.g. an earlier header's). Returns this layout's fields only."""
         out: dict[str, Any] = {}
         values: Any = ChainMap(out, dict(outer)) if outer else out
-        for segment in self._segments:
+        for segment in self.segments:
             segment.decode(reader, order, values)
         return out
 
     def decode_lead(self, reader: Reader, order: str) -> dict[str, Any]:
         """Decode only the :attr:`lead` fields (the rest follows with :meth:`decode_rest`)."""
         out: dict[str, Any] = {}
-        self._segments[0].decode(reader, order, out)
+        self.segments[0].decode(reader, order, out)
         return out
 
     def decode_rest(self, reader: Reader, order: str, out: dict[str, Any],
@@ -433,12 +444,12 @@ class Layout:
         """Decode the fields after the :attr:`lead` into *out* (sizes may name *outer*'s
         fields, as in :meth:`decode`)."""
         values: Any = ChainMap(out, dict(outer)) if outer else out
-        for segment in self._segments[1:]:
+        for segment in self.segments[1:]:
             segment.decode(reader, order, values)
 
     def encode(self, values: Mapping[str, Any], order: str) -> bytes:
         """Encode the non-payload fields (a payload is appended by the writer)."""
-        return b"".join(segment.encode(values, order) for segment in self._segments)
+        return b"".join(segment.encode(values, order) for segment in self.segments)
 
     def encoded_size(self, values: Mapping[str, Any], order: str) -> int:
         """``len(self.encode(values, order))``, raising what it raises, without building
@@ -448,7 +459,7 @@ class Layout:
         if type(self).encode is not Layout.encode:
             return len(self.encode(values, order))
         size = 0
-        for segment in self._segments:
+        for segment in self.segments:
             size += segment.size_of(values, order)
         return size
 
