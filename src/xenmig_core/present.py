@@ -165,35 +165,70 @@ def json_presenter(layout: Layout, enums: dict[str, EnumSpec]
     return entry[2]
 
 
-def _compile_json(layout: Layout, enums: dict[str, EnumSpec]
-                  ) -> Callable[[dict[str, Any]], str]:
+class JsonCode:
+    """Generated code that writes ``presenter(layout, enums)(values)`` as the JSON text
+    ``json.dumps`` writes of it, in pieces that a generated function embeds: ``fetch``,
+    statements that bind each field's value to a local (raising KeyError for a field not
+    there), ``locals`` the local of each field id; ``odd``, an expression (or "") that is
+    true when a value is not of the type the text writes as it is (an int field that holds
+    no int); ``text``, the mapping's text as the inside of an ``f'...'`` string over those
+    locals; ``scope``, the names they use. When a field is missing or ``odd`` is true, the
+    general way (the mapping, encoded) gives the text."""
+
+    __slots__ = ("fetch", "locals", "odd", "scope", "text")
+
+    def __init__(self, fetch: list[str], locals_: dict[str, str], odd: str, text: str,
+                 scope: dict[str, Any]) -> None:
+        self.fetch = fetch
+        self.locals = locals_
+        self.odd = odd
+        self.text = text
+        self.scope = scope
+
+
+def json_code(layout: Layout, enums: dict[str, EnumSpec], values: str = "values",
+              prefix: str = "v") -> JsonCode:
+    """The :class:`JsonCode` of *layout*'s fields read from the mapping named *values*, its
+    locals and names starting with *prefix* (and ``_`` + *prefix*)."""
     from xenmig_core.render.json import encode, quote  # (only a JSON dump needs them)
 
-    present = presenter(layout, enums)
-    namespace: dict[str, Any] = {"_general": lambda values: encode(present(values)),
-                                 "_int": int}
+    scope: dict[str, Any] = {"_int": int}
     fetch, ints, parts = [], [], []
+    locals_: dict[str, str] = {}
     for i, spec in enumerate(f for f in layout.fields if not f.payload):
-        fetch.append(f"v{i} = values[{spec.id!r}]")
+        local = locals_[spec.id] = f"{prefix}{i}"
+        fetch.append(f"{local} = {values}[{spec.id!r}]")
         convert = _converter(spec, enums, True)
         if convert is None and spec.is_int:
-            ints.append(f"type(v{i}) is not _int")
-            value = f"{{v{i}}}"
+            ints.append(f"type({local}) is not _int")
+            value = f"{{{local}}}"
         else:
-            namespace[f"_j{i}"] = _enum_json(spec, enums, encode, quote) or \
+            name = f"_{prefix}j{i}"
+            scope[name] = _enum_json(spec, enums, encode, quote) or \
                 _runs_json(spec, convert, encode) or (
                 lambda value, convert=convert: encode(value if convert is None
                                                       else convert(value)))
-            value = f"{{_j{i}(v{i})}}"
-        parts.append(_literal(quote(spec.id) + ": ") + value)
-    text = "f'{{" + _literal(", ").join(parts) + "}}'"
+            value = f"{{{name}({local})}}"
+        parts.append(fstring_text(quote(spec.id) + ": ") + value)
+    return JsonCode(fetch, locals_, " or ".join(ints), "{{" + fstring_text(", ").join(parts) + "}}",
+                    scope)
+
+
+def _compile_json(layout: Layout, enums: dict[str, EnumSpec]
+                  ) -> Callable[[dict[str, Any]], str]:
+    from xenmig_core.render.json import encode
+
+    present = presenter(layout, enums)
+    code = json_code(layout, enums)
+    namespace: dict[str, Any] = {"_general": lambda values: encode(present(values)),
+                                 **code.scope}
     source = "def present_json(values):\n"
-    if fetch:
-        source += ("    try:\n" + "".join(f"        {line}\n" for line in fetch) +
+    if code.fetch:
+        source += ("    try:\n" + "".join(f"        {line}\n" for line in code.fetch) +
                    "    except KeyError:\n        return _general(values)\n")
-    if ints:
-        source += f"    if {' or '.join(ints)}:\n        return _general(values)\n"
-    source += f"    return {text}\n"
+    if code.odd:
+        source += f"    if {code.odd}:\n        return _general(values)\n"
+    source += f"    return f'{code.text}'\n"
     exec(compile(source, f"<JSON presenter of {layout.name}>", "exec"), namespace)
     present_json: Callable[[dict[str, Any]], str] = namespace["present_json"]
     return present_json
@@ -229,7 +264,7 @@ def _runs_json(spec: FieldSpec, convert: Callable[[Any], Any] | None,
     return runs_json
 
 
-def _literal(text: str) -> str:
+def fstring_text(text: str) -> str:
     """*text* as it is written inside a generated f'...' string."""
     return text.replace("\\", "\\\\").replace("'", "\\'").replace("{", "{{") \
         .replace("}", "}}")
