@@ -90,13 +90,7 @@ def record_text(plan: Any, record: Record, *, quote: Callable[[str], str],
               "    summary = ''"]
     if layout is None:
         lines.append("fields = record.fields")
-    # the view: the viewer's values and the fields a handler added (see dump._view_of)
-    if plan.viewer is not None:
-        lines.append("view = _view_of(record, _VIEWER, _KNOWN)")
-    else:
-        lines.append("view = _view_of(record, None, _KNOWN) "
-                     "if not fields.keys() <= _KNOWN else None")
-    lines.append("viewed = ', \"view\": ' + _encode(view) if view else ''")
+    lines += _view_lines(plan, layout, scope)
     text += ["{viewed}", "}}"]
     source = "def record_text(record, end):\n" + \
         "".join(f"    {line}\n" for line in lines) + \
@@ -107,6 +101,34 @@ def record_text(plan: Any, record: Record, *, quote: Callable[[str], str],
     function: RecordText = scope["record_text"]
     function.source = source     # type: ignore[attr-defined]   # (for debugging)
     return function
+
+
+def _view_lines(plan: Any, layout: Layout | None, scope: dict[str, Any]) -> list[str]:
+    """Generated: ``viewed``, the item's view part: the viewer's values and the fields a
+    handler added (see dump._view_of), as the viewer's ``json`` writes them when it has
+    one (see the ``xenmig_record_viewer`` hook), else encoded."""
+    general = ["view = _view_of(record, _VIEWER, _KNOWN)",
+               "viewed = ', \"view\": ' + _encode(view) if view else ''"]
+    if plan.viewer is None:
+        return ["view = _view_of(record, None, _KNOWN) if not fields.keys() <= _KNOWN "
+                "else None", general[1]]
+    as_json = getattr(plan.viewer, "json", None)
+    if as_json is None or layout is None:
+        return general
+    scope["_VIEW_JSON"] = as_json
+    call = "text = _VIEW_JSON(record, record.context, derived)"
+    guard = getattr(plan.viewer, "guard", None)      # (the registry's, see registry._guard)
+    if guard is not None:
+        scope.update(_PASSED=guard[0], _PLUGIN_ERROR=guard[1], _Exception=Exception)
+        call_lines = ["try:", f"    {call}", "except _PASSED:", "    raise",
+                      "except _Exception as exc:", "    raise _PLUGIN_ERROR(exc) from exc"]
+    else:
+        call_lines = [call]
+    return ["derived = {} if fields.keys() <= _KNOWN else "
+            "{k: v for k, v in fields.items() if k not in _KNOWN}",
+            *call_lines,
+            "if text is None:", *(f"    {line}" for line in general),
+            "else:", "    viewed = ', \"view\": ' + text if text != '{}' else ''"]
 
 
 def _size_check(plan: Any, layout: Layout, values: dict[str, str], scope: dict[str, Any]

@@ -49,11 +49,16 @@ def fold_runs(values: Sequence[int]) -> list[Any]:
 def _one_run(values: Sequence[int]) -> bool:
     """True when *values* is an int array (as decoded) of one run to fold: MIN_RUN or more
     values of +1 steps (checked at once, not value by value)."""
-    if type(values) is not array:
-        return False
+    return type(values) is array and len(values) >= MIN_RUN and is_run(values)
+
+
+def is_run(values: array[int]) -> bool:
+    """True when the non-empty int array *values* is ``values[0], values[0] + 1, ...``
+    (compared at once with that run, made as an array)."""
     n = len(values)
-    return n >= MIN_RUN and values[-1] - values[0] == n - 1 and \
-        values == array(values.typecode, range(values[0], values[0] + n))
+    first = values[0]
+    return values[-1] - first == n - 1 and values == array(values.typecode,
+                                                          range(first, first + n))
 
 
 def _as_text(data: bytes) -> str | None:
