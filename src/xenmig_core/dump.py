@@ -175,6 +175,7 @@ class DumpConsumer(Consumer):
         self._render = renderer.item
         self.options = options
         self.covered = source.offset       # end of the last byte accounted for in items
+        #: the items counted towards --limit (counted only with a limit)
         self.emitted = 0
         self.records_seen = 0
         self._pending: list[Diagnostic] = []
@@ -212,9 +213,9 @@ class DumpConsumer(Consumer):
         if item["kind"] != "diagnostic":
             self._flush_diagnostics()
         self.renderer.item(item)
-        if counted:
+        if counted and self._limit is not None:
             self.emitted += 1
-            if self.options.limit is not None and self.emitted >= self.options.limit:
+            if self.emitted >= self._limit:
                 raise _LimitReached
 
     def _flush_diagnostics(self) -> None:
@@ -334,9 +335,8 @@ class DumpConsumer(Consumer):
         plan = self._plans.get((id(record.context.format), record.type_id)) \
             or self._plan(record)
         text_of = plan.text
-        text = text_of(record, end) if text_of is not None and self._squash is None \
-            and not self._pending else None
-        if text is not None:
+        if text_of is not None and self._squash is None and not self._pending and \
+                (text := text_of(record, end)) is not None:
             # the usual record of a JSON dump, as its text: what _record_item would make
             self._payload = None
             self._render_json(text)    # type: ignore[misc]   # (set when plan.text is)
@@ -358,9 +358,10 @@ class DumpConsumer(Consumer):
             if self._pending:       # (_emit, inlined: the path every record takes)
                 self._flush_diagnostics()
             self._render(item)
-        self.emitted += 1
-        if self._limit is not None and self.emitted >= self._limit:
-            raise _LimitReached
+        if self._limit is not None:
+            self.emitted += 1
+            if self.emitted >= self._limit:
+                raise _LimitReached
 
     def _flush_squash_if_gap(self, offset: int) -> None:
         if offset > self.covered:

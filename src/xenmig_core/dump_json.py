@@ -50,17 +50,19 @@ def record_text(plan: Any, record: Record, *, quote: Callable[[str], str],
     scope: dict[str, Any] = {"_quote": quote, "_encode": encode, "_view_of": view_of,
                              "_VIEWER": plan.viewer, "_KNOWN": plan.known, "_str": str,
                              "_any": any}
-    lines: list[str] = []
     head = f'{{"kind": "record", "format": {quote(plan.format)}, "index": '
     typed = f', "type": {quote(plan.type)}' if plan.type is not None else ""
-    text = [fstring_text(head), "{record.index}", fstring_text(', "offset": '), "{record.offset}",
+    text = [fstring_text(head), "{record.index}", fstring_text(', "offset": '),
+            "{record.offset}",
             fstring_text(f'{typed}, "type_id": {int(record.type_id)}, "length": '), "{length}",
             "{summary}"]
-    lines.append("length = record.length")
+    lines = ["length = record.length"]
     if layout is None:          # framed, no fields: only an empty body is the usual one
-        lines += ["if length:", "    return None"]
+        lines += ["if length:", "    return None", "fields = record.fields"]
+        shown = 0               # (fields: none of the layout's)
     else:
-        lines += ["if not record.decoded:", "    return None", "fields = record.fields"]
+        lines += ["if not record.decoded:", "    return None", "fields = record.fields",
+                  "pl = record.payload_length"]
         if layout.variable:     # an array or bytes field may be spilled (too large to hold)
             scope["_has_spilled"] = has_spilled
             lines += [f"if length > {SPILL_MIN} and _has_spilled(record):", "    return None"]
@@ -68,6 +70,7 @@ def record_text(plan: Any, record: Record, *, quote: Callable[[str], str],
         # decoding gives
         code = json_code(layout, record.context.format.spec.enums, "fields", "v")
         scope.update(code.scope)
+        shown = len(code.fetch)
         if code.fetch:
             lines += ["try:", *(f"    {line}" for line in code.fetch),
                       "except KeyError:", "    return None"]
@@ -79,8 +82,8 @@ def record_text(plan: Any, record: Record, *, quote: Callable[[str], str],
         text += [fstring_text(', "fields": '), code.text]
         if layout.payload is not None:
             lines += _payload_lines(payload, scope)
-            text.append("{shown}")
-    if plan.framed:
+            text.append("{payload}")
+    if _may_pad(plan, layout, record):
         lines += ["padding = record.padding", "if padding and _any(padding):", "    return None"]
     lines += ["summary = record.summary",
               "if summary:",
@@ -88,9 +91,7 @@ def record_text(plan: Any, record: Record, *, quote: Callable[[str], str],
               "else _encode(summary))",
               "else:",
               "    summary = ''"]
-    if layout is None:
-        lines.append("fields = record.fields")
-    lines += _view_lines(plan, layout, scope)
+    lines += _view_lines(plan, layout, shown, scope)
     text += ["{viewed}", "}}"]
     source = "def record_text(record, end):\n" + \
         "".join(f"    {line}\n" for line in lines) + \
@@ -103,15 +104,29 @@ def record_text(plan: Any, record: Record, *, quote: Callable[[str], str],
     return function
 
 
-def _view_lines(plan: Any, layout: Layout | None, scope: dict[str, Any]) -> list[str]:
+def _may_pad(plan: Any, layout: Layout | None, record: Record) -> bool:
+    """Whether a usual record of *plan*'s type may have padding after its body (not when
+    its body's length, fixed, is already aligned: no padding is read then)."""
+    if not plan.framed:
+        return False
+    align = record.context.format.spec.framing.align
+    if layout is None:      # (an empty body)
+        return False
+    fixed = plan.static_size if layout.payload is None else None
+    return align > 1 and (fixed is None or fixed % align != 0)
+
+
+def _view_lines(plan: Any, layout: Layout | None, shown: int, scope: dict[str, Any]
+                ) -> list[str]:
     """Generated: ``viewed``, the item's view part: the viewer's values and the fields a
     handler added (see dump._view_of), as the viewer's ``json`` writes them when it has
-    one (see the ``xenmig_record_viewer`` hook), else encoded."""
+    one (see the ``xenmig_record_viewer`` hook), else encoded. *shown*: how many fields
+    the item shows (all there: more are fields the layout does not declare)."""
     general = ["view = _view_of(record, _VIEWER, _KNOWN)",
                "viewed = ', \"view\": ' + _encode(view) if view else ''"]
     if plan.viewer is None:
-        return ["view = _view_of(record, None, _KNOWN) if not fields.keys() <= _KNOWN "
-                "else None", general[1]]
+        return [f"if len(fields) == {shown}:", "    viewed = ''", "else:",
+                *(f"    {line}" for line in general)]
     as_json = getattr(plan.viewer, "json", None)
     if as_json is None or layout is None:
         return general
@@ -124,7 +139,7 @@ def _view_lines(plan: Any, layout: Layout | None, scope: dict[str, Any]) -> list
                       "except _Exception as exc:", "    raise _PLUGIN_ERROR(exc) from exc"]
     else:
         call_lines = [call]
-    return ["derived = {} if fields.keys() <= _KNOWN else "
+    return [f"derived = {{}} if len(fields) == {shown} else "
             "{k: v for k, v in fields.items() if k not in _KNOWN}",
             *call_lines,
             "if text is None:", *(f"    {line}" for line in general),
@@ -137,8 +152,7 @@ def _size_check(plan: Any, layout: Layout, values: dict[str, str], scope: dict[s
     names) and the payload make exactly the body's length, as ``Layout.encoded_size``
     measures them (see dump._rebuildable)."""
     if plan.static_size is not None:     # decoded values of fixed sizes encode to them
-        return [f"if length != {plan.static_size} + record.payload_length:",
-                "    return None"]
+        return [f"if length != {plan.static_size} + pl:", "    return None"]
     if type(layout).encode is not Layout.encode:      # (a layout that encodes otherwise)
         scope["_LAYOUT"] = layout
         lines = ["size = _LAYOUT.encoded_size(fields, record.context.byte_order)"]
@@ -161,16 +175,18 @@ def _size_check(plan: Any, layout: Layout, values: dict[str, str], scope: dict[s
                 sizes.append(f"(len({value}) if type({value}) is bytes else {general})")
             else:
                 sizes.append(general)
+        if not lines and not sizes:      # (no field but the payload)
+            return [f"if length != {fixed} + pl:", "    return None"]
         lines.append(f"size = {' + '.join([str(fixed), *sizes])}")
     scope["_SIZE_ERRORS"] = SIZE_ERRORS
     scope["bytes"] = bytes
     return ["try:", *(f"    {line}" for line in lines), "except _SIZE_ERRORS:",
-            "    return None", "if size + record.payload_length != length:", "    return None"]
+            "    return None", "if size + pl != length:", "    return None"]
 
 
 def _payload_lines(payload: str | Callable[[Record], str], scope: dict[str, Any]
                    ) -> list[str]:
-    """Generated: ``shown``, the item's payload part (empty without a payload)."""
+    """Generated: ``payload``, the item's payload part (empty without a payload)."""
     if callable(payload):
         scope["_payload"] = payload
         shown = "', \"payload\": ' + _payload(record)"
@@ -179,4 +195,4 @@ def _payload_lines(payload: str | Callable[[Record], str], scope: dict[str, Any]
             "{record.payload_offset}" + fstring_text(', "length": ') + "{pl}}}'"
     else:
         shown = "f'" + fstring_text(', "payload": {"length": ') + "{pl}}}'"
-    return ["pl = record.payload_length", f"shown = {shown} if pl else ''"]
+    return [f"payload = {shown} if pl else ''"]
