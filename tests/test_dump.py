@@ -404,6 +404,16 @@ def test_records_as_json_text_are_what_their_items_encode_to(registry, streams) 
     assert texts > 1000
 
 
+def test_records_as_json_text_of_a_file_with_an_odd_name(registry, tmp_path) -> None:
+    """The payload references' file name is part of each record's generated text: quotes,
+    braces, backslashes and non-ASCII letters in it come out as json.dumps writes them."""
+    path = tmp_path / "it's {a} \\ \"caf\u00e9\".libxl"
+    path.write_bytes((ROOT / "examples" / "remus-3-checkpoints.libxl").read_bytes())
+    direct, items = _both_ways(registry, b"", path.name, path, pages="ref")
+    assert direct == items
+    assert json.dumps(str(path)) in direct
+
+
 class _TscViewer:
     """A plugin whose X86_TSC_INFO viewer has a JSON shortcut (see the hook's contract):
     the view's text at every other call, None (the viewer's way) at the others; raising

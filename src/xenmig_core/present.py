@@ -263,7 +263,7 @@ def _runs_json(spec: FieldSpec, convert: Callable[[Any], Any] | None,
         return None
 
     def runs_json(value: Any) -> str:
-        if _one_run(value):
+        if type(value) is array and len(value) >= MIN_RUN and is_run(value):   # (_one_run)
             return f'[{{"first": {value[0]}, "count": {len(value)}}}]'
         return encode(convert(value))
     return runs_json
@@ -336,8 +336,6 @@ def plain(value: Any) -> Any:
 def _plain_other(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, Spilled):
-        return value.summary()
     if isinstance(value, Spilled):
         return value.summary()
     if isinstance(value, bytes | bytearray | memoryview):

@@ -4,8 +4,8 @@ Both write as items arrive. JSON: one document ``{"xenmig_dump": 1, ..., "items"
 with one item per line; JSON Lines: the metadata on the first line, then one item per line.
 Every item is written exactly as ``json.dumps(item)`` writes it; lines are gathered and
 written in large pieces (:mod:`xenmig_core.render.batched`). A producer that writes an
-item's JSON text itself (the dump's records, :func:`xenmig_core.present.json_presenter`)
-hands it to ``item_json``.
+item's JSON text itself (the dump's usual records, :mod:`xenmig_core.dump_json`) hands it
+to ``item_json``.
 """
 
 from __future__ import annotations
