@@ -146,7 +146,9 @@ def test_is_run_is_the_definition(code, n, data) -> None:
 
 
 def test_is_run_of_short_arrays_at_the_ends_of_their_range() -> None:
-    for code, runs, others in (("Q", [[5, 6, 7], [2**64 - 2, 2**64 - 1]], [[5, 7, 7], [5, 5, 7]]),
+    for code, runs, others in (("Q", [[5, 6, 7], [5, 6, 7, 8], [2**64 - 2, 2**64 - 1]],
+                                [[5, 7, 7], [5, 5, 7], [5, 6, 9, 8], [5, 9, 7, 8],
+                                 [5, 6, 7, 9, 9]]),
                                ("B", [[254, 255], [0]], [[0, 2, 2], [1, 1, 3]]),
                                ("b", [[-1, 0, 1]], [[-2, 0, 0], [-1, -1, 1]])):
         assert all(is_run(array(code, v)) for v in runs)
