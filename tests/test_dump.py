@@ -19,6 +19,7 @@ from streams import SAMPLES, VARIANTS, all_streams
 
 from xenmig_core.dump import DumpOptions, dump_source
 from xenmig_core.engine import dispatch
+from xenmig_core.plugins import hookimpl
 from xenmig_core.render.json import JsonlRenderer
 from xenmig_core.session import open_registry
 from xenmig_core.source import ByteSource
@@ -401,6 +402,60 @@ def test_records_as_json_text_are_what_their_items_encode_to(registry, streams) 
         assert direct == items, name
         assert '"payload": {"ref": ' in direct or "PAGE_DATA" not in direct
     assert texts > 1000
+
+
+def test_records_as_json_text_of_a_file_with_an_odd_name(registry, tmp_path) -> None:
+    """The payload references' file name is part of each record's generated text: quotes,
+    braces, backslashes and non-ASCII letters in it come out as json.dumps writes them."""
+    path = tmp_path / "it's {a} \\ \"caf\u00e9\".libxl"
+    path.write_bytes((ROOT / "examples" / "remus-3-checkpoints.libxl").read_bytes())
+    direct, items = _both_ways(registry, b"", path.name, path, pages="ref")
+    assert direct == items
+    assert json.dumps(str(path)) in direct
+
+
+class _TscViewer:
+    """A plugin whose X86_TSC_INFO viewer has a JSON shortcut (see the hook's contract):
+    the view's text at every other call, None (the viewer's way) at the others; raising
+    when *fail*."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.calls = 0
+
+    @hookimpl
+    def xenmig_record_viewer(self, format_name: str, name: str):
+        if (format_name, name) != ("libxc", "X86_TSC_INFO"):
+            return None
+
+        def view(record, ctx):
+            return {"ghz": record.fields["khz"] // 1000000, "mode": [1, 2]}
+
+        def as_json(record, ctx, derived):
+            if self.fail:
+                raise ValueError("no such view")
+            self.calls += 1
+            if self.calls % 2:
+                return None
+            return json.dumps({**derived, **view(record, ctx)})
+        view.json = as_json
+        return view
+
+
+def test_a_viewer_json_shortcut_writes_what_the_viewer_shows(tmp_path) -> None:
+    """A viewer's ``json`` gives the view's text where it answers, the viewer's mapping is
+    encoded where it says None; a shortcut that raises fails as its plugin (one error
+    naming it), as the viewer would."""
+    from xenmig_core.errors import PluginError
+    registry = open_registry(plugins=[_TscViewer()], autoload=False)
+    path = ROOT / "examples" / "remus-3-checkpoints.libxl"
+    direct, items = _both_ways(registry, b"", path.name, path, pages="ref")
+    assert direct == items
+    assert direct.count('"view": {"ghz": 2, "mode": [1, 2]}') == 3
+    broken = open_registry(plugins=[_TscViewer(fail=True)], autoload=False)
+    with ByteSource.open(str(path)) as source, pytest.raises(
+            PluginError, match="X86_TSC_INFO viewer raised ValueError: no such view"):
+        dump_source(broken, source, JsonlRenderer(io.StringIO()), DumpOptions(pages="ref"))
 
 
 def test_json_presenter_writes_what_the_presented_fields_encode_to(libxc) -> None:

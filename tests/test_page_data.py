@@ -3,13 +3,16 @@ bulk pass must agree, word for word, with the per-word definition of the checks.
 
 from __future__ import annotations
 
+import json
 import random
 from array import array
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from xenmig_core.present import fold_runs
+from xenmig_core.present import fold_runs, is_run
 from xenmig_libxc.page_data import (
     INVALID_TYPES,
     PFN_MASK,
@@ -18,7 +21,7 @@ from xenmig_libxc.page_data import (
     _scan,
     _uniform,
 )
-from xenmig_libxc.views import view_page_data
+from xenmig_libxc.views import view_page_data, view_page_data_json
 
 
 def by_definition(words: list[int], max_pfn: int | None) -> tuple[dict[int, int], bool]:
@@ -97,8 +100,56 @@ def test_page_data_view_of_one_run_is_the_runs_view(libxc, words) -> None:
     assert view(array("Q", words)) == view(list(words))
 
 
+@pytest.mark.parametrize("words", [
+    [5, 6, 7, 8], [9], [], [1 << TYPE_SHIFT | 3, 1 << TYPE_SHIFT | 4],
+    [(2 << TYPE_SHIFT) | (1 << 53) | 7, (2 << TYPE_SHIFT) | (1 << 53) | 8],   # reserved bits
+    [(6 << TYPE_SHIFT) | 7, (6 << TYPE_SHIFT) | 8],     # an invalid type: named unknown(...)
+    [PFN_MASK - 1, PFN_MASK], [PFN_MASK, PFN_MASK + 1],     # the last pfn, then a carry
+    [5, 6, 8, 9, 10], [3, 2, 1], [0xF << TYPE_SHIFT | 1, 2]])
+def test_page_data_view_as_json_text_is_the_shown_view_encoded(libxc, words) -> None:
+    """The viewer's JSON text (a JSON dump's shortcut) is what json.dumps writes of the view
+    the dump shows (the handler's pages_with_data first, then the viewer's values), for
+    every batch (a run, as decoded, or not), when pages_with_data is the only derived
+    value (else None)."""
+    ctx = SimpleNamespace(format=SimpleNamespace(spec=libxc))
+    shown = {"pages_with_data": 2}
+    for pfn in (array("Q", words), list(words)):
+        record = SimpleNamespace(fields={"pfn": pfn})
+        text = view_page_data_json(record, ctx, shown)
+        assert text == json.dumps({**shown, **view_page_data(record, ctx)})
+        for other in ({}, {**shown, "more": 1}, {"pages_with_data": True}):
+            assert view_page_data_json(record, ctx, other) is None
+
+
 @pytest.mark.parametrize("values", [[5, 6, 7], [5, 6, 7, 9], [1, 2], [7, 6, 5], [0, 2, 4],
                                     [], [3, 4, 5, 6, 7, 8, 9, 10], [2**64 - 3, 2**64 - 2,
                                                                      2**64 - 1]])
 def test_fold_runs_of_an_array_is_that_of_its_list(values) -> None:
     assert fold_runs(array("Q", values)) == fold_runs(list(values))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from("BHILQbhilq"), st.integers(1, 80), st.data())
+def test_is_run_is_the_definition(code, n, data) -> None:
+    """is_run says what comparing item by item with values[0], values[0] + 1, ... says: for
+    every typecode, short and long arrays, runs near the top of the range, and runs broken
+    anywhere."""
+    low, high = (-(1 << (8 * array(code).itemsize - 1)), (1 << (8 * array(code).itemsize - 1)))\
+        if code.islower() else (0, 1 << (8 * array(code).itemsize))
+    first = data.draw(st.integers(low, max(low, high - n)))
+    values = list(range(first, first + n))
+    if data.draw(st.booleans()):        # (perhaps) break the run: change one value
+        i = data.draw(st.integers(0, n - 1))
+        values[i] = data.draw(st.integers(low, high - 1))
+    words = array(code, values)
+    assert is_run(words) == (values == list(range(values[0], values[0] + n)))
+
+
+def test_is_run_of_short_arrays_at_the_ends_of_their_range() -> None:
+    for code, runs, others in (("Q", [[5, 6, 7], [5, 6, 7, 8], [2**64 - 2, 2**64 - 1]],
+                                [[5, 7, 7], [5, 5, 7], [5, 6, 9, 8], [5, 9, 7, 8],
+                                 [5, 6, 7, 9, 9]]),
+                               ("B", [[254, 255], [0]], [[0, 2, 2], [1, 1, 3]]),
+                               ("b", [[-1, 0, 1]], [[-2, 0, 0], [-1, -1, 1]])):
+        assert all(is_run(array(code, v)) for v in runs)
+        assert not any(is_run(array(code, v)) for v in others)

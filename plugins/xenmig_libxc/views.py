@@ -11,7 +11,9 @@ from __future__ import annotations
 from array import array
 
 from xenmig_core.engine import Record, StreamContext
-from xenmig_core.present import present_fields
+from xenmig_core.present import is_run, present_fields
+from xenmig_core.render.json import encode
+from xenmig_core.render.json import quote as _quote
 from xenmig_core.spec.spill import pieces
 from xenmig_libxc.hvm_context import MAX_KEPT_ENTRIES, EntryRules, body_reader, iter_entries
 from xenmig_libxc.page_data import PFN_MASK, RESERVED_SHIFT, TYPE_SHIFT
@@ -35,13 +37,10 @@ def view_page_data(record: Record, ctx: StreamContext) -> dict[str, Any]:
     that is one such piece (the usual case) is one run made at once."""
     enum = ctx.format.spec.enums["page_type"]
     words = record.fields["pfn"]
-    if type(words) is array and words:
+    if _one_run(words):
         first = words[0]
-        n = len(words)
-        if (first & PFN_MASK) + n <= PFN_MASK + 1 and \
-                words == array(words.typecode, range(first, first + n)):
-            run = _run(first, n, enum.name_of(first >> TYPE_SHIFT))
-            return {"pfn": [run], "pages": {run["type"]: n}}
+        run = _run(first, len(words), enum.name_of(first >> TYPE_SHIFT))
+        return {"pfn": [run], "pages": {run["type"]: run["count"]}}
     runs: list[dict[str, Any]] = []
     pages: dict[str, int] = {}
     dropped = 0
@@ -73,6 +72,40 @@ def view_page_data(record: Record, ctx: StreamContext) -> dict[str, Any]:
     if dropped:
         return {"pfn": runs, "pfns_not_shown": dropped, "pages": pages}
     return {"pfn": runs, "pages": pages}
+
+
+def view_page_data_json(record: Record, ctx: StreamContext, derived: dict[str, Any]
+                        ) -> str | None:
+    """The viewer's ``json`` (see the ``xenmig_record_viewer`` hook): the JSON text of the
+    view a dump shows, ``{**derived, **view_page_data(record, ctx)}``, when the handler's
+    ``pages_with_data`` is the only derived value (else None): for a batch that is one run
+    (the usual one), written at once; for another, the viewer's mapping (plain data: made
+    here) encoded."""
+    with_data = derived.get("pages_with_data")
+    if len(derived) != 1 or type(with_data) is not int:
+        return None
+    words = record.fields["pfn"]
+    if type(words) is not array or not words or \
+            (words[0] & PFN_MASK) + len(words) > PFN_MASK + 1 or not is_run(words):  # _one_run
+        return encode({"pages_with_data": with_data, **view_page_data(record, ctx)})
+    first = words[0]
+    n = len(words)
+    pfn = first & PFN_MASK
+    name = _quote(ctx.format.spec.enums["page_type"].name_of(first >> TYPE_SHIFT))
+    reserved = (first >> RESERVED_SHIFT) & 0xFF
+    run = f'{{"first": {pfn}, "last": {pfn + n - 1}, "count": {n}, "type": {name}' + \
+        (f', "reserved": {reserved}}}' if reserved else "}")
+    return f'{{"pages_with_data": {with_data}, "pfn": [{run}], "pages": {{{name}: {n}}}}}'
+
+
+view_page_data.json = view_page_data_json    # type: ignore[attr-defined]
+
+
+def _one_run(words: Any) -> bool:
+    """True when *words* is an int array (as decoded) of consecutive words, with no carry
+    from the pfn bits into the type bits: one run of one page type."""
+    return type(words) is array and len(words) > 0 and \
+        (words[0] & PFN_MASK) + len(words) <= PFN_MASK + 1 and is_run(words)
 
 
 def _run(word: int, count: int, type_name: str) -> dict[str, Any]:

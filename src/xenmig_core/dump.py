@@ -19,18 +19,21 @@ import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from xenmig_core.diagnostics import Diagnostic
 from xenmig_core.engine import Consumer, Engine, MultiConsumer, Record, StreamContext
 from xenmig_core.engine.context import HeaderValue
-from xenmig_core.present import json_presenter, plain, present_fields, presenter
+from xenmig_core.present import plain, present_fields, presenter
 from xenmig_core.registry import Registry
 from xenmig_core.source import ByteSource
 from xenmig_core.spec.layout import Layout
 from xenmig_core.spec.model import FormatSpec
 from xenmig_core.spec.spill import SPILL_MIN, Spilled
 from xenmig_core.verifier import choose_format
+
+if TYPE_CHECKING:
+    from xenmig_core.dump_json import RecordText
 
 #: version of the item schema (schemas/dump.schema.json); bump on incompatible changes
 DUMP_SCHEMA_VERSION = 1
@@ -129,16 +132,14 @@ class _Squash:
     items: list[dict[str, Any]] = field(default_factory=list)
 
 
-#: the shapes of record items (_shape) a JSON dump writes as text (_record_json)
-_TEXT_SHAPES = ("fields", "bare")
-
-
 class _TypePlan:
     """What the dump needs of one record type of one format, worked out once per walk:
-    framing, the compiled field presenter, the viewer, the ids of the layout's fields."""
+    framing, the compiled field presenter, the viewer, the ids of the layout's fields, and
+    for a renderer that takes items as JSON text, the function that writes the usual record
+    of the type as its text (``text``, see :mod:`xenmig_core.dump_json`), or None."""
 
-    __slots__ = ("format", "framed", "head", "json", "known", "layout", "present", "required",
-                 "squash", "static_size", "text_head", "text_type", "type", "viewer")
+    __slots__ = ("format", "framed", "head", "known", "layout", "present", "required",
+                 "squash", "static_size", "text", "type", "viewer")
 
     def __init__(self, ctx: StreamContext, record: Record) -> None:
         spec = ctx.format.spec
@@ -158,18 +159,7 @@ class _TypePlan:
         self.static_size = layout.static_size if layout is not None else None
         self.viewer = ctx.format.viewers.get(record.name)
         self.squash = rtype is not None and rtype.squash is not None
-        #: for a renderer that takes items as JSON text: the fields' JSON presenter, and the
-        #: item's text before its index, and between its offset and its length
-        self.json: Callable[[dict[str, Any]], str] | None = None
-        self.text_head = self.text_type = ""
-
-    def for_json(self, record: Record, quote: Callable[[str], str]) -> None:
-        """Make what writing this type's record items as JSON text needs (see __init__)."""
-        self.text_head = f'{{"kind": "record", "format": {quote(self.format)}, "index": '
-        named = f', "type": {quote(self.type)}' if self.type is not None else ""
-        self.text_type = f'{named}, "type_id": {int(record.type_id)}, "length": '
-        if self.layout is not None:
-            self.json = json_presenter(self.layout, record.context.format.spec.enums)
+        self.text: RecordText | None = None
 
 
 class DumpConsumer(Consumer):
@@ -185,6 +175,7 @@ class DumpConsumer(Consumer):
         self._render = renderer.item
         self.options = options
         self.covered = source.offset       # end of the last byte accounted for in items
+        #: the items counted towards --limit (counted only with a limit)
         self.emitted = 0
         self.records_seen = 0
         self._pending: list[Diagnostic] = []
@@ -205,15 +196,8 @@ class DumpConsumer(Consumer):
         #: a renderer that shows no bytes (text) spares reading raw regions back
         self.shows_data: bool = getattr(renderer, "shows_data", True)
         #: a renderer that takes items as their JSON text (json, jsonl): a record whose
-        #: fields rebuild it is written as text directly (_record_json)
+        #: fields rebuild it is written as text directly (each type's plan.text)
         self._render_json: Callable[[str], None] | None = getattr(renderer, "item_json", None)
-        #: payloads are references into the source file
-        self._refs = options.pages == "ref" and self.path is not None
-        if self._render_json is not None:
-            from xenmig_core.render.json import encode, quote
-            self._encode, self._quote = encode, quote
-            self._ref_head = f'{{"ref": {quote(self.path)}, "offset": ' \
-                if self.path is not None else ""
 
     # -- filters -------------------------------------------------------------------------
     def _in_range(self, offset: int) -> bool:
@@ -229,9 +213,9 @@ class DumpConsumer(Consumer):
         if item["kind"] != "diagnostic":
             self._flush_diagnostics()
         self.renderer.item(item)
-        if counted:
+        if counted and self._limit is not None:
             self.emitted += 1
-            if self.options.limit is not None and self.emitted >= self.options.limit:
+            if self.emitted >= self._limit:
                 raise _LimitReached
 
     def _flush_diagnostics(self) -> None:
@@ -309,7 +293,22 @@ class DumpConsumer(Consumer):
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = _TypePlan(ctx, record)
+            if self._render_json is not None and not (self._squashing and plan.squash):
+                plan.text = self._text_of(plan, record)
         return plan
+
+    def _text_of(self, plan: _TypePlan, record: Record) -> RecordText | None:
+        """The function that writes the usual record of *plan*'s type as JSON text."""
+        from xenmig_core.dump_json import record_text
+        from xenmig_core.render.json import encode, quote
+
+        payload: str | Callable[[Record], str] = ""        # its length only
+        if self.options.pages in ("hex", "sha256"):
+            payload = self._payload_json
+        elif self.options.pages == "ref" and self.path is not None:
+            payload = f'{{"ref": {quote(self.path)}, "offset": '
+        return record_text(plan, record, quote=quote, encode=encode, payload=payload,
+                           view_of=_view_of, has_spilled=has_spilled)
 
     def _wants_payload(self, record: Record) -> bool:
         """``wants_payload`` when payloads are shown (--pages hex or sha256): set on the
@@ -335,15 +334,14 @@ class DumpConsumer(Consumer):
             return
         plan = self._plans.get((id(record.context.format), record.type_id)) \
             or self._plan(record)
-        shape = self._shape(record, plan, end)
-        if self._render_json is not None and shape in _TEXT_SHAPES and not (
-                self._squash is not None or (self._squashing and plan.squash)
-                or self._pending or (record.padding and plan.framed and any(record.padding))):
-            # the common case of a JSON dump, as its text: what _record_item would make
-            text = self._record_json(record, plan, shape)
+        text_of = plan.text
+        if text_of is not None and self._squash is None and not self._pending and \
+                (text := text_of(record, end)) is not None:
+            # the usual record of a JSON dump, as its text: what _record_item would make
             self._payload = None
-            self._render_json(text)
+            self._render_json(text)    # type: ignore[misc]   # (set when plan.text is)
         else:
+            shape = self._shape(record, plan, end)
             item = self._record_item(record, plan, shape, start, end)
             self._payload = None
             if self.options.squash and plan.squash \
@@ -360,9 +358,10 @@ class DumpConsumer(Consumer):
             if self._pending:       # (_emit, inlined: the path every record takes)
                 self._flush_diagnostics()
             self._render(item)
-        self.emitted += 1
-        if self._limit is not None and self.emitted >= self._limit:
-            raise _LimitReached
+        if self._limit is not None:
+            self.emitted += 1
+            if self.emitted >= self._limit:
+                raise _LimitReached
 
     def _flush_squash_if_gap(self, offset: int) -> None:
         if offset > self.covered:
@@ -383,35 +382,6 @@ class DumpConsumer(Consumer):
         if plan.framed:
             return "body" if record.length or plan.layout is not None else "bare"
         return "raw"
-
-    def _record_json(self, record: Record, plan: _TypePlan, shape: str) -> str:
-        """The JSON text of the item _record_item makes for a record of shape ``fields`` or
-        ``bare`` with no padding to keep and no diagnostics, as the JSON renderer's encoder
-        writes it."""
-        if not plan.text_head:
-            plan.for_json(record, self._quote)
-        summary = record.summary
-        if summary:
-            summary = ', "summary": ' + (self._quote(summary) if type(summary) is str
-                                         else self._encode(summary))
-        fields = record.fields
-        if shape == "fields":
-            assert plan.json is not None
-            shown = f', "fields": {plan.json(fields)}'
-            if record.payload_length:
-                if self._payload is None and self._refs:
-                    shown += f', "payload": {self._ref_head}{record.payload_offset}, ' \
-                        f'"length": {record.payload_length}}}'
-                else:
-                    shown += ', "payload": ' + self._encode(self._payload_item(record))
-        else:
-            shown = ""
-        view = _view_of(record, plan.viewer, plan.known) \
-            if plan.viewer is not None or not fields.keys() <= plan.known else None
-        viewed = ', "view": ' + self._encode(view) if view else ""
-        return f'{plan.text_head}{record.index}, "offset": {record.offset}{plan.text_type}' \
-            f'{record.length}{summary or ""}{shown}{viewed}}}'
-
 
     def _record_item(self, record: Record, plan: _TypePlan, shape: str, start: int, end: int
                      ) -> dict[str, Any]:
@@ -481,6 +451,11 @@ class DumpConsumer(Consumer):
         except (struct.error, TypeError, ValueError, OverflowError):
             return False
         return size + record.payload_length == record.length
+
+    def _payload_json(self, record: Record) -> str:
+        """The JSON text of :meth:`_payload_item`."""
+        from xenmig_core.render.json import encode
+        return encode(self._payload_item(record))
 
     def _payload_item(self, record: Record) -> Any:
         mode = self.options.pages

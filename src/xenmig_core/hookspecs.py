@@ -63,7 +63,14 @@ def xenmig_record_viewer(format_name: str, name: str) -> Callable[..., Any] | No
     payload scanner added to them), and returns a mapping of
     derived, human-oriented values (or None): plain ints, strings, bools, lists and mappings
     of them. A key equal to a field's id replaces that field in text output (e.g. a pfn list
-    shown as runs); ``build`` ignores every derived value. It must not change the record."""
+    shown as runs); ``build`` ignores every derived value. It must not change the record.
+
+    Optionally, for speed, the viewer function may carry a ``json`` attribute: a function
+    that a JSON dump calls instead, as ``json(record, ctx, derived)`` (*derived*: the
+    record's fields its layout does not declare, in order), returning the JSON text that
+    ``json.dumps`` writes of the view the dump would show, ``{**derived, **view}`` (*view*
+    what the viewer returns, nothing for None), or None to leave that record to the
+    viewer."""
 
 
 @hookspec(firstresult=True)

@@ -49,11 +49,20 @@ def fold_runs(values: Sequence[int]) -> list[Any]:
 def _one_run(values: Sequence[int]) -> bool:
     """True when *values* is an int array (as decoded) of one run to fold: MIN_RUN or more
     values of +1 steps (checked at once, not value by value)."""
-    if type(values) is not array:
-        return False
+    return type(values) is array and len(values) >= MIN_RUN and is_run(values)
+
+
+def is_run(values: array[int]) -> bool:
+    """True when the non-empty int array *values* is ``values[0], values[0] + 1, ...``:
+    compared at once with that run, made as an array; up to 4 values (a checkpoint's few
+    dirty pages), the middle ones compared one by one, which costs less than making it."""
     n = len(values)
-    return n >= MIN_RUN and values[-1] - values[0] == n - 1 and \
-        values == array(values.typecode, range(values[0], values[0] + n))
+    first = values[0]
+    if values[-1] - first != n - 1:
+        return False
+    if n <= 4:
+        return n < 3 or (values[1] == first + 1 and (n == 3 or values[2] == first + 2))
+    return values == array(values.typecode, range(first, first + n))
 
 
 def _as_text(data: bytes) -> str | None:
@@ -165,35 +174,70 @@ def json_presenter(layout: Layout, enums: dict[str, EnumSpec]
     return entry[2]
 
 
-def _compile_json(layout: Layout, enums: dict[str, EnumSpec]
-                  ) -> Callable[[dict[str, Any]], str]:
+class JsonCode:
+    """Generated code that writes ``presenter(layout, enums)(values)`` as the JSON text
+    ``json.dumps`` writes of it, in pieces that a generated function embeds: ``fetch``,
+    statements that bind each field's value to a local (raising KeyError for a field not
+    there), ``locals`` the local of each field id; ``odd``, an expression (or "") that is
+    true when a value is not of the type the text writes as it is (an int field that holds
+    no int); ``text``, the mapping's text as the inside of an ``f'...'`` string over those
+    locals; ``scope``, the names they use. When a field is missing or ``odd`` is true, the
+    general way (the mapping, encoded) gives the text."""
+
+    __slots__ = ("fetch", "locals", "odd", "scope", "text")
+
+    def __init__(self, fetch: list[str], locals_: dict[str, str], odd: str, text: str,
+                 scope: dict[str, Any]) -> None:
+        self.fetch = fetch
+        self.locals = locals_
+        self.odd = odd
+        self.text = text
+        self.scope = scope
+
+
+def json_code(layout: Layout, enums: dict[str, EnumSpec], values: str = "values",
+              prefix: str = "v") -> JsonCode:
+    """The :class:`JsonCode` of *layout*'s fields read from the mapping named *values*, its
+    locals and names starting with *prefix* (and ``_`` + *prefix*)."""
     from xenmig_core.render.json import encode, quote  # (only a JSON dump needs them)
 
-    present = presenter(layout, enums)
-    namespace: dict[str, Any] = {"_general": lambda values: encode(present(values)),
-                                 "_int": int}
+    scope: dict[str, Any] = {"_int": int}
     fetch, ints, parts = [], [], []
+    locals_: dict[str, str] = {}
     for i, spec in enumerate(f for f in layout.fields if not f.payload):
-        fetch.append(f"v{i} = values[{spec.id!r}]")
+        local = locals_[spec.id] = f"{prefix}{i}"
+        fetch.append(f"{local} = {values}[{spec.id!r}]")
         convert = _converter(spec, enums, True)
         if convert is None and spec.is_int:
-            ints.append(f"type(v{i}) is not _int")
-            value = f"{{v{i}}}"
+            ints.append(f"type({local}) is not _int")
+            value = f"{{{local}}}"
         else:
-            namespace[f"_j{i}"] = _enum_json(spec, enums, encode, quote) or \
+            name = f"_{prefix}j{i}"
+            scope[name] = _enum_json(spec, enums, encode, quote) or \
                 _runs_json(spec, convert, encode) or (
                 lambda value, convert=convert: encode(value if convert is None
                                                       else convert(value)))
-            value = f"{{_j{i}(v{i})}}"
-        parts.append(_literal(quote(spec.id) + ": ") + value)
-    text = "f'{{" + _literal(", ").join(parts) + "}}'"
+            value = f"{{{name}({local})}}"
+        parts.append(fstring_text(quote(spec.id) + ": ") + value)
+    return JsonCode(fetch, locals_, " or ".join(ints), "{{" + fstring_text(", ").join(parts) + "}}",
+                    scope)
+
+
+def _compile_json(layout: Layout, enums: dict[str, EnumSpec]
+                  ) -> Callable[[dict[str, Any]], str]:
+    from xenmig_core.render.json import encode
+
+    present = presenter(layout, enums)
+    code = json_code(layout, enums)
+    namespace: dict[str, Any] = {"_general": lambda values: encode(present(values)),
+                                 **code.scope}
     source = "def present_json(values):\n"
-    if fetch:
-        source += ("    try:\n" + "".join(f"        {line}\n" for line in fetch) +
+    if code.fetch:
+        source += ("    try:\n" + "".join(f"        {line}\n" for line in code.fetch) +
                    "    except KeyError:\n        return _general(values)\n")
-    if ints:
-        source += f"    if {' or '.join(ints)}:\n        return _general(values)\n"
-    source += f"    return {text}\n"
+    if code.odd:
+        source += f"    if {code.odd}:\n        return _general(values)\n"
+    source += f"    return f'{code.text}'\n"
     exec(compile(source, f"<JSON presenter of {layout.name}>", "exec"), namespace)
     present_json: Callable[[dict[str, Any]], str] = namespace["present_json"]
     return present_json
@@ -223,13 +267,13 @@ def _runs_json(spec: FieldSpec, convert: Callable[[Any], Any] | None,
         return None
 
     def runs_json(value: Any) -> str:
-        if _one_run(value):
+        if type(value) is array and len(value) >= MIN_RUN and is_run(value):   # (_one_run)
             return f'[{{"first": {value[0]}, "count": {len(value)}}}]'
         return encode(convert(value))
     return runs_json
 
 
-def _literal(text: str) -> str:
+def fstring_text(text: str) -> str:
     """*text* as it is written inside a generated f'...' string."""
     return text.replace("\\", "\\\\").replace("'", "\\'").replace("{", "{{") \
         .replace("}", "}}")
@@ -296,8 +340,6 @@ def plain(value: Any) -> Any:
 def _plain_other(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, Spilled):
-        return value.summary()
     if isinstance(value, Spilled):
         return value.summary()
     if isinstance(value, bytes | bytearray | memoryview):

@@ -4,8 +4,8 @@ Both write as items arrive. JSON: one document ``{"xenmig_dump": 1, ..., "items"
 with one item per line; JSON Lines: the metadata on the first line, then one item per line.
 Every item is written exactly as ``json.dumps(item)`` writes it; lines are gathered and
 written in large pieces (:mod:`xenmig_core.render.batched`). A producer that writes an
-item's JSON text itself (the dump's records, :func:`xenmig_core.present.json_presenter`)
-hands it to ``item_json``.
+item's JSON text itself (the dump's usual records, :mod:`xenmig_core.dump_json`) hands it
+to ``item_json``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json.encoder
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from xenmig_core.render.batched import Batched
+from xenmig_core.render.batched import BATCH, Batched
 
 
 def _make_encoder() -> Callable[[Any], str]:
@@ -81,8 +81,13 @@ class JsonlRenderer(Batched):
         self._put(encode(item) + "\n")
 
     def item_json(self, text: str) -> None:
-        """An item given as its JSON text (``encode(item)``)."""
-        self._put(text + "\n")
+        """An item given as its JSON text (``encode(item)``). (``Batched._put``, inlined:
+        a dump's every record comes this way.)"""
+        text += "\n"
+        self._parts.append(text)
+        self._size += len(text)
+        if self._size >= BATCH:
+            self.flush()
 
     def end(self) -> None:
         self.flush()
