@@ -43,4 +43,3 @@ def fallocate() -> Callable[..., int] | None:
     """``fallocate(fd, mode, offset, length)``, or None. Unlike ``os.posix_fallocate``, it
     fails where the filesystem cannot reserve space, instead of writing zeros over it."""
     return _lookup("fallocate", "c_int", "c_int", "c_int64", "c_int64")
-
