@@ -85,8 +85,7 @@ def view_page_data_json(record: Record, ctx: StreamContext, derived: dict[str, A
     if len(derived) != 1 or type(with_data) is not int:
         return None
     words = record.fields["pfn"]
-    if type(words) is not array or not words or \
-            (words[0] & PFN_MASK) + len(words) > PFN_MASK + 1 or not is_run(words):  # _one_run
+    if not _one_run(words):
         return encode({"pages_with_data": with_data, **view_page_data(record, ctx)})
     first = words[0]
     n = len(words)

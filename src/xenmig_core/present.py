@@ -267,7 +267,7 @@ def _runs_json(spec: FieldSpec, convert: Callable[[Any], Any] | None,
         return None
 
     def runs_json(value: Any) -> str:
-        if type(value) is array and len(value) >= MIN_RUN and is_run(value):   # (_one_run)
+        if _one_run(value):
             return f'[{{"first": {value[0]}, "count": {len(value)}}}]'
         return encode(convert(value))
     return runs_json

@@ -15,7 +15,7 @@ import json.encoder
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from xenmig_core.render.batched import BATCH, Batched
+from xenmig_core.render.batched import Batched
 
 
 def _make_encoder() -> Callable[[Any], str]:
@@ -81,13 +81,8 @@ class JsonlRenderer(Batched):
         self._put(encode(item) + "\n")
 
     def item_json(self, text: str) -> None:
-        """An item given as its JSON text (``encode(item)``). (``Batched._put``, inlined:
-        a dump's every record comes this way.)"""
-        text += "\n"
-        self._parts.append(text)
-        self._size += len(text)
-        if self._size >= BATCH:
-            self.flush()
+        """An item given as its JSON text (``encode(item)``)."""
+        self._put(text + "\n")
 
     def end(self) -> None:
         self.flush()
